@@ -1,0 +1,158 @@
+//! One backup run of one job: source → pipeline → store, manifest last.
+use std::time::Instant;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{self, Artifact, Catalog, Manifest};
+use crate::error::{Error, Result};
+use crate::pipeline;
+use crate::policy::Job;
+use crate::source;
+use crate::store::DynStore;
+
+pub fn host_name() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+pub fn compression_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+/// Runs one backup of `job` into `store`. On any failure (including
+/// cancellation) nothing is listed: artifacts already written are deleted
+/// and no manifest is written.
+pub async fn run(store: DynStore, job: &Job, cancel: CancellationToken) -> Result<Manifest> {
+    run_inner(store, job, cancel)
+        .await
+        .map_err(|e| e.in_job(&job.name))
+}
+
+async fn run_inner(store: DynStore, job: &Job, cancel: CancellationToken) -> Result<Manifest> {
+    let t0 = Instant::now();
+    store.preflight().await?;
+    let started_at = Utc::now();
+    let id = catalog::new_id(started_at);
+    let dir = catalog::backup_dir(&job.name, &id, started_at);
+    tracing::info!(job = %job.name, id = %id, store = %store.describe(), "backup started");
+
+    let src = source::build(job);
+    let opened = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return Err(Error::Interrupted),
+        o = src.open() => o?,
+    };
+
+    let threads = compression_threads();
+    let mut uploads = Vec::new();
+    for x in opened.extracts {
+        let key = format!("{dir}/{}{}", x.name, job.compression.suffix());
+        let staged = pipeline::stage(x.stream, job.compression, threads, cancel.clone());
+        let store = store.clone();
+        uploads.push(async move {
+            let put = store.put(&key, staged.stream).await;
+            // Always collect the producer's report (it ends once the stream does).
+            let report = x.finish.await;
+            (x.name, key, put, report, staged.source, staged.stored)
+        });
+    }
+    let results = futures::future::join_all(uploads).await;
+
+    let mut first_err: Option<Error> = None;
+    let mut written = Vec::new();
+    let mut artifacts = Vec::new();
+    let mut warnings = Vec::new();
+    let mut single_details = None;
+    let n = results.len();
+    for (name, key, put, report, src_tally, stored_tally) in results {
+        match (put, report) {
+            (Ok(stored), Ok(report)) => {
+                written.push(key.clone());
+                debug_assert_eq!(stored, stored_tally.bytes());
+                warnings.extend(report.warnings);
+                if n == 1 {
+                    single_details = Some(report.details.clone());
+                }
+                artifacts.push(Artifact {
+                    name,
+                    key,
+                    source_bytes: src_tally.bytes(),
+                    stored_bytes: stored,
+                    sha256: stored_tally.sha256(),
+                    details: report.details,
+                });
+            }
+            (put, report) => {
+                if put.is_ok() {
+                    written.push(key.clone());
+                }
+                // A cancelled or failed stream surfaces in both; prefer the
+                // interrupt, then the source's own error (it has the cause).
+                let err = match (put, report) {
+                    (Err(Error::Interrupted), _) | (_, Err(Error::Interrupted)) => {
+                        Error::Interrupted
+                    }
+                    (_, Err(e)) => e,
+                    (Err(e), _) => e,
+                    _ => unreachable!(),
+                };
+                if first_err.is_none() || matches!(err, Error::Interrupted) {
+                    first_err = Some(err);
+                }
+            }
+        }
+    }
+    if cancel.is_cancelled() && first_err.is_none() {
+        first_err = Some(Error::Interrupted);
+    }
+    if let Some(e) = first_err {
+        for key in written {
+            if let Err(de) = store.delete(&key).await {
+                tracing::warn!(key = %key, error = %crate::error::one_line(&de), "could not remove the artifact of a failed backup; prune will");
+            }
+        }
+        return Err(e);
+    }
+
+    let mut details = opened.details;
+    if let (Some(serde_json::Value::Object(extra)), serde_json::Value::Object(base)) =
+        (single_details, &mut details)
+    {
+        for (k, v) in extra {
+            base.insert(k, v);
+        }
+    }
+    let first = artifacts
+        .first()
+        .ok_or_else(|| Error::source_err(format!("job {}", job.name), "produced no artifact"))?;
+    let manifest = Manifest {
+        format: catalog::FORMAT,
+        id: id.clone(),
+        job: job.name.clone(),
+        kind: job.source.kind().into(),
+        host: host_name(),
+        started_at,
+        finished_at: Utc::now(),
+        source_bytes: artifacts.iter().map(|a| a.source_bytes).sum(),
+        stored_bytes: artifacts.iter().map(|a| a.stored_bytes).sum(),
+        sha256: first.sha256.clone(),
+        compression: job.compression.name().into(),
+        key: first.key.clone(),
+        tool_version: catalog::TOOL_VERSION.into(),
+        artifacts,
+        warnings,
+        details,
+    };
+    // The manifest goes last: until it exists, the backup does not.
+    Catalog::new(store.clone())
+        .write_manifest(&manifest)
+        .await?;
+    tracing::info!(
+        job = %job.name, id = %id,
+        source_bytes = manifest.source_bytes, stored_bytes = manifest.stored_bytes,
+        seconds = t0.elapsed().as_secs_f64(), "backup finished"
+    );
+    Ok(manifest)
+}

@@ -1,0 +1,512 @@
+//! The command line: one arm per subcommand, each a call into the library.
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, Entry, Status};
+use crate::error::{exit, one_line, Error, Result};
+use crate::policy::{Keep, Policy, SourceSpec, StoreSpec};
+use crate::{backup, restore, store, verify};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    an operation failed (source, store, restore)
+  2    usage or configuration error (bad flags, invalid policy)
+  3    another run holds the job's lock
+  4    verification failed
+  130  interrupted (Ctrl-C / SIGTERM); nothing half-written is left";
+
+#[derive(Debug, Parser)]
+#[command(name = "cexdr", version, about = "Backups and disaster recovery for MySQL, Redis and config folders", after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Policy file (jobs, store, retention).
+    #[arg(
+        long,
+        global = true,
+        env = "CEXDR_POLICY",
+        default_value = "/etc/cexdr/policy.toml"
+    )]
+    pub policy: PathBuf,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors in the log.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up one or more jobs now.
+    Backup {
+        /// Jobs to run, by name.
+        jobs: Vec<String>,
+        /// Run every job of the policy.
+        #[arg(long, conflicts_with = "jobs")]
+        all: bool,
+    },
+    /// List and inspect backups.
+    #[command(subcommand)]
+    Catalog(CatalogCmd),
+    /// Re-read stored backups: checksum, full decompression, sizes, structure.
+    Verify(VerifyArgs),
+    /// Restore a backup.
+    Restore {
+        /// Backup id (see `catalog list`).
+        id: String,
+        /// Target: a directory for config-folder backups.
+        #[arg(long)]
+        to: String,
+        /// Restore over an existing, non-empty target.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate policy files.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCmd {
+    /// Complete backups, oldest first, with their latest verification.
+    List {
+        #[arg(long)]
+        job: Option<String>,
+        /// files, mysql or redis.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only backups started at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// One backup's manifest and verification history.
+    Show { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Backup ids.
+    pub ids: Vec<String>,
+    /// Every backup of this job.
+    #[arg(long, conflicts_with = "ids")]
+    pub job: Option<String>,
+    /// Every backup in the catalog.
+    #[arg(long, conflicts_with_all = ["ids", "job"])]
+    pub all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Validate a policy and describe it in plain words.
+    Check {
+        /// Defaults to --policy.
+        file: Option<PathBuf>,
+    },
+}
+
+pub fn init_tracing(cli: &Cli) {
+    let default = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "warn,cexdr=info",
+            1 => "warn,cexdr=debug",
+            _ => "info,cexdr=trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CEXDR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+async fn open_catalog(policy: &Policy) -> Result<Catalog> {
+    Ok(Catalog::new(store::build(&policy.store).await?))
+}
+
+/// Runs the command; returns the exit code for outcomes that are not errors.
+pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
+    match cli.command {
+        Command::Policy(PolicyCmd::Check { file }) => {
+            let file = file.unwrap_or(cli.policy);
+            let p = Policy::load(&file)?;
+            if cli.json {
+                print_json(&describe_json(&p));
+            } else {
+                print!("{}", describe(&p, Utc::now()));
+            }
+            Ok(exit::OK)
+        }
+        Command::Backup { jobs, all } => {
+            let policy = Policy::load(&cli.policy)?;
+            let selected: Vec<_> = if all {
+                policy.jobs.iter().collect()
+            } else if jobs.is_empty() {
+                return Err(Error::Usage("name at least one job, or --all".into()));
+            } else {
+                jobs.iter().map(|j| policy.job(j)).collect::<Result<_>>()?
+            };
+            let store = store::build(&policy.store).await?;
+            let mut failed: Option<Error> = None;
+            let mut done = Vec::new();
+            for job in selected {
+                if cancel.is_cancelled() {
+                    failed.get_or_insert(Error::Interrupted);
+                    break;
+                }
+                match backup::run(store.clone(), job, cancel.clone()).await {
+                    Ok(m) => {
+                        if !cli.json {
+                            println!(
+                                "{}: backup {} done: {} read, {} stored, sha256 {}{}",
+                                m.job,
+                                m.id,
+                                human_bytes(m.source_bytes),
+                                human_bytes(m.stored_bytes),
+                                m.sha256,
+                                if m.warnings.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" ({} warnings)", m.warnings.len())
+                                }
+                            );
+                        }
+                        done.push(m);
+                    }
+                    Err(e) => {
+                        eprintln!("cexdr: error: {}", one_line(&e));
+                        let stop = matches!(e, Error::Interrupted);
+                        // Keep the most severe: an interrupt wins.
+                        if failed.is_none() || stop {
+                            failed = Some(e);
+                        }
+                        if stop {
+                            break;
+                        }
+                    }
+                }
+            }
+            if cli.json {
+                print_json(&done);
+            }
+            match failed {
+                Some(e) => Ok(e.exit_code()),
+                None => Ok(exit::OK),
+            }
+        }
+        Command::Catalog(CatalogCmd::List { job, kind, since }) => {
+            let since: Option<DateTime<Utc>> = match since {
+                Some(s) => Some(
+                    DateTime::parse_from_rfc3339(&s)
+                        .map_err(|e| {
+                            Error::Usage(format!(
+                                "--since {s:?}: {e} (use RFC 3339, e.g. 2026-11-25T00:00:00Z)"
+                            ))
+                        })?
+                        .with_timezone(&Utc),
+                ),
+                None => None,
+            };
+            let policy = Policy::load(&cli.policy)?;
+            let catalog = open_catalog(&policy).await?;
+            let entries: Vec<Entry> = catalog
+                .list(job.as_deref())
+                .await?
+                .into_iter()
+                .filter(|e| {
+                    kind.as_deref()
+                        .map(|k| e.manifest.kind == k)
+                        .unwrap_or(true)
+                })
+                .filter(|e| since.map(|s| e.manifest.started_at >= s).unwrap_or(true))
+                .collect();
+            if cli.json {
+                print_json(&entries.iter().map(Entry::to_json).collect::<Vec<_>>());
+            } else {
+                print!("{}", list_table(&entries));
+            }
+            Ok(exit::OK)
+        }
+        Command::Catalog(CatalogCmd::Show { id }) => {
+            let policy = Policy::load(&cli.policy)?;
+            let catalog = open_catalog(&policy).await?;
+            let e = catalog.find(&id).await?;
+            if cli.json {
+                let mut v = e.to_json();
+                v["verifications"] = serde_json::to_value(&e.verifications).expect("serialisable");
+                print_json(&v);
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&e.manifest).expect("serialisable")
+                );
+                for v in &e.verifications {
+                    println!(
+                        "verification {} {} ({}) by {}{}",
+                        v.at.to_rfc3339(),
+                        if v.status == Status::Ok {
+                            "ok"
+                        } else {
+                            "FAILED"
+                        },
+                        v.method,
+                        v.tool_version,
+                        v.error
+                            .as_ref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Verify(args) => {
+            let policy = Policy::load(&cli.policy)?;
+            let catalog = open_catalog(&policy).await?;
+            let entries: Vec<Entry> = if args.all {
+                catalog.list(None).await?
+            } else if let Some(job) = &args.job {
+                policy.job(job)?;
+                catalog.list(Some(job)).await?
+            } else if !args.ids.is_empty() {
+                let mut v = Vec::new();
+                for id in &args.ids {
+                    v.push(catalog.find(id).await?);
+                }
+                v
+            } else {
+                return Err(Error::Usage("name backup ids, --job JOB or --all".into()));
+            };
+            let mut failed = 0;
+            let mut records = Vec::new();
+            for e in &entries {
+                if cancel.is_cancelled() {
+                    return Err(Error::Interrupted);
+                }
+                let v = verify::verify(&catalog, e).await?;
+                if v.status == Status::Failed {
+                    failed += 1;
+                }
+                if !cli.json {
+                    match &v.error {
+                        None => println!("{} {}: ok", e.manifest.job, e.manifest.id),
+                        Some(err) => {
+                            println!("{} {}: FAILED: {err}", e.manifest.job, e.manifest.id)
+                        }
+                    }
+                }
+                records.push(v);
+            }
+            if cli.json {
+                print_json(&records);
+            }
+            if failed > 0 {
+                return Err(Error::VerifyFailed {
+                    failed,
+                    total: entries.len(),
+                });
+            }
+            if entries.is_empty() && !cli.json {
+                println!("no backups to verify");
+            }
+            Ok(exit::OK)
+        }
+        Command::Restore { id, to, force } => {
+            let policy = Policy::load(&cli.policy)?;
+            let catalog = open_catalog(&policy).await?;
+            let e = catalog.find(&id).await?;
+            let msg =
+                restore::restore(&catalog, &e, &to, &restore::RestoreOptions { force }).await?;
+            println!("{msg}");
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn list_table(entries: &[Entry]) -> String {
+    let mut out = format!(
+        "{:<32} {:<14} {:<6} {:<20} {:>10} {:>10}  {}\n",
+        "ID", "JOB", "KIND", "STARTED", "SOURCE", "STORED", "VERIFIED"
+    );
+    for e in entries {
+        let m = &e.manifest;
+        let ver = match e.latest_verification() {
+            None => "never".to_owned(),
+            Some(v) => format!(
+                "{} {}",
+                if v.status == Status::Ok {
+                    "ok"
+                } else {
+                    "FAILED"
+                },
+                v.at.format("%Y-%m-%d %H:%M")
+            ),
+        };
+        out.push_str(&format!(
+            "{:<32} {:<14} {:<6} {:<20} {:>10} {:>10}  {}\n",
+            m.id,
+            m.job,
+            m.kind,
+            m.started_at.format("%Y-%m-%d %H:%M:%S"),
+            human_bytes(m.source_bytes),
+            human_bytes(m.stored_bytes),
+            ver
+        ));
+    }
+    out.push_str(&format!("{} backup(s)\n", entries.len()));
+    out
+}
+
+fn keep_words(k: &Keep) -> String {
+    if k.is_empty() {
+        return "keep everything (no retention rules)".into();
+    }
+    let mut parts = Vec::new();
+    if let Some(n) = k.last {
+        parts.push(format!("the last {n}"));
+    }
+    for (n, unit) in [
+        (k.hourly, "hourly"),
+        (k.daily, "daily"),
+        (k.weekly, "weekly"),
+        (k.monthly, "monthly"),
+        (k.yearly, "yearly"),
+    ] {
+        if let Some(n) = n {
+            parts.push(format!("{n} {unit}"));
+        }
+    }
+    if let Some(w) = &k.within {
+        parts.push(format!("everything within {w}"));
+    }
+    format!("keep {}", parts.join(", "))
+}
+
+/// `policy check` in plain words.
+pub fn describe(p: &Policy, now: DateTime<Utc>) -> String {
+    let mut out = format!("policy {} is valid\n", p.file.display());
+    match &p.store {
+        StoreSpec::Local { path } => {
+            out.push_str(&format!("store: local directory {}\n", path.display()))
+        }
+        StoreSpec::S3(s) => {
+            out.push_str(&format!(
+                "store: s3://{}/{} (region {}{}{}{})\n",
+                s.bucket,
+                s.prefix,
+                s.region,
+                s.endpoint
+                    .as_ref()
+                    .map(|e| format!(", endpoint {e}"))
+                    .unwrap_or_default(),
+                s.sse
+                    .as_ref()
+                    .map(|e| format!(", SSE {e}"))
+                    .unwrap_or_default(),
+                s.storage_class
+                    .as_ref()
+                    .map(|e| format!(", class {e}"))
+                    .unwrap_or_default(),
+            ));
+        }
+    }
+    for j in &p.jobs {
+        out.push_str(&format!("job {} ({}):\n", j.name, j.source.kind()));
+        match &j.source {
+            SourceSpec::Files(f) => {
+                let paths: Vec<_> = f.paths.iter().map(|p| p.display().to_string()).collect();
+                out.push_str(&format!("  folders: {}\n", paths.join(", ")));
+                if !f.exclude.is_empty() {
+                    out.push_str(&format!("  exclude: {}\n", f.exclude.join(", ")));
+                }
+            }
+            SourceSpec::Mysql(m) => {
+                out.push_str(&format!(
+                    "  server: {} ({} threads, {:?} consistency)\n  databases: {}\n",
+                    m.url,
+                    m.threads,
+                    m.consistency,
+                    if m.databases.is_empty() {
+                        "all but the system ones".into()
+                    } else {
+                        m.databases.join(", ")
+                    }
+                ));
+            }
+            SourceSpec::Redis(r) => {
+                out.push_str(&format!(
+                    "  server: {} (cluster: {})\n",
+                    r.url,
+                    match r.cluster {
+                        Some(true) => "yes",
+                        Some(false) => "no",
+                        None => "detect",
+                    }
+                ));
+            }
+        }
+        out.push_str(&format!("  compression: {}\n", j.compression.name()));
+        match &j.schedule {
+            Some(s) => {
+                let next: Vec<_> = s
+                    .after(now)
+                    .take(3)
+                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                    .collect();
+                out.push_str(&format!(
+                    "  schedule: {} (next: {})\n",
+                    s.expr,
+                    next.join(", ")
+                ));
+            }
+            None => out.push_str("  schedule: none (runs only when asked)\n"),
+        }
+        out.push_str(&format!("  retention: {}\n", keep_words(&j.keep)));
+    }
+    out
+}
+
+fn describe_json(p: &Policy) -> serde_json::Value {
+    let now = Utc::now();
+    serde_json::json!({
+        "file": p.file,
+        "jobs": p.jobs.iter().map(|j| serde_json::json!({
+            "name": j.name,
+            "kind": j.source.kind(),
+            "compression": j.compression.name(),
+            "schedule": j.schedule.as_ref().map(|s| s.expr.clone()),
+            "next_runs": j.schedule.as_ref().map(|s| s.after(now).take(3).collect::<Vec<_>>()),
+            "keep": j.keep,
+        })).collect::<Vec<_>>(),
+    })
+}

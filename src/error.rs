@@ -1,0 +1,213 @@
+//! Typed errors with context. The exit-code table lives in `Error::exit_code`,
+//! the one place the binary's edge consults.
+use std::io;
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Exit codes, documented in `--help` and the README.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILED: i32 = 1;
+    pub const CONFIG: i32 = 2;
+    pub const LOCKED: i32 = 3;
+    pub const VERIFY: i32 = 4;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A policy or runbook file is invalid; `line` and `key` point at the cause.
+    #[error("{}{}: {msg}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Config {
+        file: PathBuf,
+        line: Option<usize>,
+        key: Option<String>,
+        msg: String,
+    },
+
+    /// Wrong command-line usage that clap could not catch.
+    #[error("{0}")]
+    Usage(String),
+
+    /// Anything that went wrong while running a named job.
+    #[error("job {job}: {source}")]
+    Job {
+        job: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A store operation failed; `key` is the object key (never a credential).
+    #[error("store {store}: {op} {key}: {msg}")]
+    Store {
+        store: String,
+        op: &'static str,
+        key: String,
+        msg: String,
+    },
+
+    /// The source (database, folder) could not be read.
+    #[error("source {what}: {msg}")]
+    Source { what: String, msg: String },
+
+    #[error("no backup with id {0} in the catalog")]
+    NotFound(String),
+
+    /// Another run holds the job's lock.
+    #[error("job {job} is locked by {holder} since {since}")]
+    Locked {
+        job: String,
+        holder: String,
+        since: String,
+    },
+
+    /// One or more backups failed verification (exit 4).
+    #[error("{failed} of {total} backup(s) failed verification")]
+    VerifyFailed { failed: usize, total: usize },
+
+    /// Restoring refused or failed.
+    #[error("restore: {0}")]
+    Restore(String),
+
+    #[error("interrupted")]
+    Interrupted,
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub fn config(
+        file: impl Into<PathBuf>,
+        line: Option<usize>,
+        key: Option<&str>,
+        msg: impl Into<String>,
+    ) -> Self {
+        Error::Config {
+            file: file.into(),
+            line,
+            key: key.map(str::to_owned),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        // An interrupt travels through byte streams as an io::Error; unwrap it here.
+        match Error::from_io(source) {
+            Ok(e) => e,
+            Err(source) => Error::Io {
+                context: context.into(),
+                source,
+            },
+        }
+    }
+
+    /// Recovers a typed error that was carried through an `io::Error`.
+    pub fn from_io(e: io::Error) -> std::result::Result<Error, io::Error> {
+        if e.get_ref().map(|r| r.is::<Error>()).unwrap_or(false) {
+            let inner = e.into_inner().expect("checked above");
+            Ok(*inner.downcast::<Error>().expect("checked above"))
+        } else {
+            Err(e)
+        }
+    }
+
+    /// Wraps this error so that it can travel through a byte stream.
+    pub fn into_io(self) -> io::Error {
+        let kind = match &self {
+            Error::Interrupted => io::ErrorKind::Interrupted,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self)
+    }
+
+    pub fn source_err(what: impl Into<String>, msg: impl std::fmt::Display) -> Self {
+        Error::Source {
+            what: what.into(),
+            msg: msg.to_string(),
+        }
+    }
+
+    pub fn in_job(self, job: &str) -> Self {
+        match self {
+            e @ (Error::Job { .. } | Error::Interrupted | Error::Locked { .. }) => e,
+            e => Error::Job {
+                job: job.to_owned(),
+                source: Box::new(e),
+            },
+        }
+    }
+
+    /// The innermost typed error (through `Job` wrappers).
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Job { source, .. } => source.root(),
+            e => e,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self.root() {
+            Error::Config { .. } | Error::Usage(_) => exit::CONFIG,
+            Error::Locked { .. } => exit::LOCKED,
+            Error::VerifyFailed { .. } => exit::VERIFY,
+            Error::Interrupted => exit::INTERRUPTED,
+            _ => exit::FAILED,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        e.into_io()
+    }
+}
+
+/// Full error text on one line: each cause joined with ": " (skipping repeats).
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_look_through_job_wrappers() {
+        let e = Error::VerifyFailed {
+            failed: 1,
+            total: 2,
+        }
+        .in_job("db");
+        assert_eq!(e.exit_code(), exit::VERIFY);
+        assert_eq!(Error::Interrupted.in_job("db").exit_code(), 130);
+        assert_eq!(
+            Error::config("p.toml", Some(3), Some("x"), "bad").exit_code(),
+            2
+        );
+        assert_eq!(Error::NotFound("x".into()).exit_code(), 1);
+    }
+
+    #[test]
+    fn typed_errors_survive_an_io_error() {
+        let io = Error::Interrupted.into_io();
+        assert!(matches!(Error::io("reading", io), Error::Interrupted));
+        let plain = io::Error::new(io::ErrorKind::Other, "boom");
+        assert!(matches!(Error::io("reading", plain), Error::Io { .. }));
+    }
+}

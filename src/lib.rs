@@ -1,0 +1,14 @@
+//! cexdr: backup and disaster recovery for an exchange's MySQL, Redis and
+//! config folders. The binary (`src/main.rs`) is a thin edge over this library.
+pub mod backup;
+pub mod catalog;
+pub mod cli;
+pub mod error;
+pub mod pipeline;
+pub mod policy;
+pub mod restore;
+pub mod source;
+pub mod store;
+pub mod verify;
+
+pub use error::{Error, Result};

@@ -1,0 +1,880 @@
+//! Policy files: TOML → a validated `Policy`, before any I/O touches a
+//! source or a store. Keys are kebab-case and strict: an unknown key is an
+//! error that names the file, the line and the key.
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+// ---------------------------------------------------------------- raw TOML
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPolicy {
+    store: RawStore,
+    #[serde(default, rename = "job")]
+    jobs: Vec<RawJob>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawStore {
+    kind: String,
+    path: Option<PathBuf>,
+    bucket: Option<String>,
+    prefix: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    path_style: Option<bool>,
+    storage_class: Option<String>,
+    sse: Option<String>,
+    kms_key_id: Option<String>,
+    part_size: Option<String>,
+    upload_concurrency: Option<usize>,
+}
+
+/// One flat table for every job kind: the kind decides which keys apply, and
+/// a key that does not apply to the kind is an error (not silently ignored).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawJob {
+    name: String,
+    kind: String,
+    schedule: Option<String>,
+    compression: Option<String>,
+    compression_level: Option<u32>,
+    keep: Option<Keep>,
+    timeout: Option<String>,
+    // files
+    paths: Option<Vec<PathBuf>>,
+    exclude: Option<Vec<String>>,
+    // mysql + redis
+    url: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    // mysql
+    databases: Option<Vec<String>>,
+    exclude_tables: Option<Vec<String>>,
+    threads: Option<usize>,
+    consistency: Option<String>,
+    tls: Option<TlsSpec>,
+    // redis
+    username: Option<String>,
+    cluster: Option<bool>,
+}
+
+// ---------------------------------------------------------------- validated
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub file: PathBuf,
+    pub store: StoreSpec,
+    pub jobs: Vec<Job>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreSpec {
+    Local { path: PathBuf },
+    S3(S3Spec),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Spec {
+    pub bucket: String,
+    pub prefix: String,
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub path_style: bool,
+    pub storage_class: Option<String>,
+    pub sse: Option<String>,
+    pub kms_key_id: Option<String>,
+    pub part_size: u64,
+    pub upload_concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub schedule: Option<Schedule>,
+    pub compression: Compression,
+    pub keep: Keep,
+    pub timeout: Option<Duration>,
+    pub source: SourceSpec,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    Files(FilesSpec),
+    Mysql(MysqlSpec),
+    Redis(RedisSpec),
+}
+
+impl SourceSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::Files(_) => "files",
+            SourceSpec::Mysql(_) => "mysql",
+            SourceSpec::Redis(_) => "redis",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilesSpec {
+    pub paths: Vec<PathBuf>,
+    pub exclude: Vec<String>,
+}
+
+/// Where a password comes from: never the policy file itself, never argv.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Secret {
+    None,
+    Env(String),
+    File(PathBuf),
+}
+
+impl Secret {
+    /// Reads the secret. Errors name the variable or file, never the value.
+    pub fn read(&self) -> Result<Option<String>> {
+        match self {
+            Secret::None => Ok(None),
+            Secret::Env(var) => match std::env::var(var) {
+                Ok(v) => Ok(Some(v)),
+                Err(_) => Err(Error::Usage(format!("password variable {var} is not set"))),
+            },
+            Secret::File(path) => {
+                use std::os::unix::fs::PermissionsExt;
+                let meta = std::fs::metadata(path)
+                    .map_err(|e| Error::io(format!("password file {}", path.display()), e))?;
+                if meta.permissions().mode() & 0o004 != 0 {
+                    return Err(Error::Usage(format!(
+                        "password file {} is world-readable; chmod o-r it first",
+                        path.display()
+                    )));
+                }
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::io(format!("password file {}", path.display()), e))?;
+                Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MysqlSpec {
+    pub url: String,
+    pub password: Secret,
+    /// Empty: every database but the system ones.
+    pub databases: Vec<String>,
+    /// `db.table` or `table` (any database).
+    pub exclude_tables: Vec<String>,
+    pub threads: usize,
+    pub consistency: Consistency,
+    pub tls: Option<TlsSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    Snapshot,
+    Lock,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsSpec {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub skip_verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisSpec {
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Secret,
+    /// None: detect from `INFO cluster`.
+    pub cluster: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip { level: u32 },
+    Zstd { level: i32 },
+}
+
+impl Compression {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip { .. } => "gzip",
+            Compression::Zstd { .. } => "zstd",
+        }
+    }
+    pub fn suffix(&self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip { .. } => ".gz",
+            Compression::Zstd { .. } => ".zst",
+        }
+    }
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "none" => Compression::None,
+            "gzip" => Compression::Gzip { level: 6 },
+            "zstd" => Compression::Zstd { level: 3 },
+            _ => return None,
+        })
+    }
+}
+
+/// Retention rules (restic semantics: a backup is kept if any rule keeps it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Keep {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+    pub within: Option<String>,
+}
+
+impl Keep {
+    pub fn is_empty(&self) -> bool {
+        *self == Keep::default()
+    }
+}
+
+/// A cron schedule as users write it: 5 fields or `@daily`-style.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub expr: String,
+    inner: cron::Schedule,
+}
+
+impl Schedule {
+    pub fn parse(expr: &str) -> std::result::Result<Self, String> {
+        let e = expr.trim();
+        let full = if e.starts_with('@') {
+            e.to_owned()
+        } else {
+            let n = e.split_whitespace().count();
+            if n != 5 {
+                return Err(format!(
+                    "cron expression {expr:?} has {n} fields; write 5 (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/@monthly/@yearly"
+                ));
+            }
+            // The cron crate wants a seconds field first.
+            format!("0 {e}")
+        };
+        let inner = cron::Schedule::from_str(&full)
+            .map_err(|err| format!("cron expression {expr:?}: {err}"))?;
+        Ok(Schedule {
+            expr: e.to_owned(),
+            inner,
+        })
+    }
+
+    pub fn after(&self, t: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        self.inner.after(&t)
+    }
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.expr == other.expr
+    }
+}
+
+// ---------------------------------------------------------------- parsing helpers
+
+/// `90s`, `15m`, `6h`, `30d`, `2w`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?}: expected a number followed by s, m, h, d or w"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        "w" => n * 7 * 86400,
+        _ => return Err(format!("duration {s:?}: unit must be s, m, h, d or w")),
+    };
+    if secs == 0 {
+        return Err(format!("duration {s:?} must be greater than zero"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// `8MiB`, `64KiB`, `1GiB`, `5000000`.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("size {s:?}: expected a number"))?;
+    let mul = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(format!("size {s:?}: unit must be B, KiB, MiB or GiB")),
+    };
+    Ok(n * mul)
+}
+
+/// Finds the line of a key in the text, for errors raised after parsing.
+struct Locator<'a> {
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    /// Line (1-based) of `key` in the `index`-th `[[job]]` table, or of the
+    /// table header when the key is absent; `None` for `[store]` lookups use `store()`.
+    fn job(&self, index: usize, key: Option<&str>) -> Option<usize> {
+        self.in_section(|h| h == "[[job]]", index, key)
+    }
+    fn store(&self, key: Option<&str>) -> Option<usize> {
+        self.in_section(|h| h == "[store]", 0, key)
+    }
+    fn in_section(
+        &self,
+        is_header: impl Fn(&str) -> bool,
+        index: usize,
+        key: Option<&str>,
+    ) -> Option<usize> {
+        let mut seen = 0usize;
+        let mut inside = false;
+        let mut header_line = None;
+        for (i, line) in self.text.lines().enumerate() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                if is_header(t) {
+                    inside = seen == index;
+                    if inside {
+                        header_line = Some(i + 1);
+                    }
+                    seen += 1;
+                } else if !t.starts_with("[job.") {
+                    inside = false;
+                }
+                continue;
+            }
+            if inside {
+                if let Some(k) = key {
+                    if let Some(rest) = t.strip_prefix(k) {
+                        if rest.trim_start().starts_with('=') {
+                            return Some(i + 1);
+                        }
+                    }
+                }
+            }
+        }
+        header_line
+    }
+}
+
+fn toml_line(text: &str, err: &toml::de::Error) -> Option<usize> {
+    err.span()
+        .map(|r| text[..r.start.min(text.len())].matches('\n').count() + 1)
+}
+
+// ---------------------------------------------------------------- loading
+
+impl Policy {
+    pub fn load(file: &Path) -> Result<Policy> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Error::config(file, None, None, format!("cannot read policy file: {e}"))
+        })?;
+        Policy::parse(file, &text)
+    }
+
+    pub fn parse(file: &Path, text: &str) -> Result<Policy> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            Error::config(
+                file,
+                toml_line(text, &e),
+                None,
+                e.message().replace('\n', " "),
+            )
+        })?;
+        let loc = Locator { text };
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let store = validate_store(file, &loc, &base, raw.store)?;
+        if raw.jobs.is_empty() {
+            return Err(Error::config(
+                file,
+                None,
+                Some("job"),
+                "the policy defines no [[job]]",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut jobs = Vec::new();
+        for (i, j) in raw.jobs.into_iter().enumerate() {
+            let err = |key: &str, msg: String| {
+                Error::config(
+                    file,
+                    loc.job(i, Some(key)),
+                    Some(key),
+                    format!("job {:?}: key `{key}`: {msg}", j.name),
+                )
+            };
+            if !names.insert(j.name.clone()) {
+                return Err(err("name", "another job has the same name".into()));
+            }
+            jobs.push(validate_job(&base, &err, &j)?);
+        }
+        Ok(Policy {
+            file: file.to_path_buf(),
+            store,
+            jobs,
+        })
+    }
+
+    pub fn job(&self, name: &str) -> Result<&Job> {
+        self.jobs.iter().find(|j| j.name == name).ok_or_else(|| {
+            let names: Vec<_> = self.jobs.iter().map(|j| j.name.as_str()).collect();
+            Error::Usage(format!(
+                "no job {name:?} in {} (jobs: {})",
+                self.file.display(),
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Result<StoreSpec> {
+    let err = |key: &str, msg: String| {
+        Error::config(
+            file,
+            loc.store(Some(key)),
+            Some(key),
+            format!("[store] key `{key}`: {msg}"),
+        )
+    };
+    let local_only = [("path", s.path.is_some())];
+    let s3_only = [
+        ("bucket", s.bucket.is_some()),
+        ("prefix", s.prefix.is_some()),
+        ("region", s.region.is_some()),
+        ("endpoint", s.endpoint.is_some()),
+        ("path-style", s.path_style.is_some()),
+        ("storage-class", s.storage_class.is_some()),
+        ("sse", s.sse.is_some()),
+        ("kms-key-id", s.kms_key_id.is_some()),
+        ("part-size", s.part_size.is_some()),
+        ("upload-concurrency", s.upload_concurrency.is_some()),
+    ];
+    let reject = |keys: &[(&str, bool)], kind: &str| -> Result<()> {
+        for (k, set) in keys {
+            if *set {
+                return Err(err(k, format!("does not apply to kind = \"{kind}\"")));
+            }
+        }
+        Ok(())
+    };
+    match s.kind.as_str() {
+        "local" => {
+            reject(&s3_only, "local")?;
+            let path = s
+                .path
+                .ok_or_else(|| err("path", "required for a local store".into()))?;
+            Ok(StoreSpec::Local {
+                path: resolve(base, &path),
+            })
+        }
+        "s3" => {
+            reject(&local_only, "s3")?;
+            let bucket = s
+                .bucket
+                .ok_or_else(|| err("bucket", "required for an s3 store".into()))?;
+            if bucket.is_empty() {
+                return Err(err("bucket", "must not be empty".into()));
+            }
+            let prefix = s.prefix.unwrap_or_default().trim_matches('/').to_owned();
+            if prefix.split('/').any(|c| c == ".." || c == ".") {
+                return Err(err("prefix", "must not contain . or .. components".into()));
+            }
+            let part_size = match s.part_size {
+                Some(p) => parse_size(&p).map_err(|m| err("part-size", m))?,
+                None => 8 << 20,
+            };
+            if part_size < 5 << 20 {
+                return Err(err("part-size", "S3 parts must be at least 5MiB".into()));
+            }
+            if let Some(sse) = &s.sse {
+                if sse != "AES256" && sse != "aws:kms" {
+                    return Err(err("sse", format!("{sse:?} is not AES256 or aws:kms")));
+                }
+            }
+            if s.kms_key_id.is_some() && s.sse.as_deref() != Some("aws:kms") {
+                return Err(err("kms-key-id", "needs sse = \"aws:kms\"".into()));
+            }
+            let upload_concurrency = s.upload_concurrency.unwrap_or(4);
+            if upload_concurrency == 0 || upload_concurrency > 64 {
+                return Err(err("upload-concurrency", "must be between 1 and 64".into()));
+            }
+            Ok(StoreSpec::S3(S3Spec {
+                bucket,
+                prefix,
+                region: s.region.unwrap_or_else(|| "us-east-1".into()),
+                endpoint: s.endpoint,
+                path_style: s.path_style.unwrap_or(false),
+                storage_class: s.storage_class,
+                sse: s.sse,
+                kms_key_id: s.kms_key_id,
+                part_size,
+                upload_concurrency,
+            }))
+        }
+        other => Err(err("kind", format!("{other:?} is not \"local\" or \"s3\""))),
+    }
+}
+
+fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) -> Result<Job> {
+    if j.name.is_empty()
+        || !j
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        || j.name.starts_with('.')
+    {
+        return Err(err(
+            "name",
+            "use letters, digits, '-', '_' and '.' (it becomes part of object keys)".into(),
+        ));
+    }
+    let schedule = match &j.schedule {
+        Some(s) => Some(Schedule::parse(s).map_err(|m| err("schedule", m))?),
+        None => None,
+    };
+    let mut compression = match &j.compression {
+        Some(c) => Compression::from_name(c)
+            .ok_or_else(|| err("compression", format!("{c:?} is not gzip, zstd or none")))?,
+        None => Compression::Gzip { level: 6 },
+    };
+    if let Some(level) = j.compression_level {
+        compression = match compression {
+            Compression::Gzip { .. } if (1..=9).contains(&level) => Compression::Gzip { level },
+            Compression::Zstd { .. } if (1..=19).contains(&level) => Compression::Zstd {
+                level: level as i32,
+            },
+            Compression::None => {
+                return Err(err(
+                    "compression-level",
+                    "no level applies to compression = \"none\"".into(),
+                ))
+            }
+            _ => {
+                return Err(err(
+                    "compression-level",
+                    format!("{level} is out of range (gzip 1-9, zstd 1-19)"),
+                ))
+            }
+        };
+    }
+    let keep = j.keep.clone().unwrap_or_default();
+    for (k, v) in [
+        ("last", keep.last),
+        ("hourly", keep.hourly),
+        ("daily", keep.daily),
+        ("weekly", keep.weekly),
+        ("monthly", keep.monthly),
+        ("yearly", keep.yearly),
+    ] {
+        if v == Some(0) {
+            return Err(err(
+                "keep",
+                format!("{k} = 0 keeps nothing; remove the rule or use a positive count"),
+            ));
+        }
+    }
+    if let Some(w) = &keep.within {
+        parse_duration(w).map_err(|m| err("keep", format!("within: {m}")))?;
+    }
+    let timeout = match &j.timeout {
+        Some(t) => Some(parse_duration(t).map_err(|m| err("timeout", m))?),
+        None => None,
+    };
+
+    let set = |k: &'static str, v: bool| (k, v);
+    let files_keys = [
+        set("paths", j.paths.is_some()),
+        set("exclude", j.exclude.is_some()),
+    ];
+    let conn_keys = [
+        set("url", j.url.is_some()),
+        set("password-env", j.password_env.is_some()),
+        set("password-file", j.password_file.is_some()),
+    ];
+    let mysql_keys = [
+        set("databases", j.databases.is_some()),
+        set("exclude-tables", j.exclude_tables.is_some()),
+        set("threads", j.threads.is_some()),
+        set("consistency", j.consistency.is_some()),
+        set("tls", j.tls.is_some()),
+    ];
+    let redis_keys = [
+        set("username", j.username.is_some()),
+        set("cluster", j.cluster.is_some()),
+    ];
+    let reject = |keys: &[(&'static str, bool)]| -> Result<()> {
+        for (k, on) in keys {
+            if *on {
+                return Err(err(k, format!("does not apply to kind = \"{}\"", j.kind)));
+            }
+        }
+        Ok(())
+    };
+    let secret = || -> Result<Secret> {
+        match (&j.password_env, &j.password_file) {
+            (Some(_), Some(_)) => Err(err(
+                "password-file",
+                "set password-env or password-file, not both".into(),
+            )),
+            (Some(v), None) => Ok(Secret::Env(v.clone())),
+            (None, Some(f)) => Ok(Secret::File(resolve(base, f))),
+            (None, None) => Ok(Secret::None),
+        }
+    };
+    let url = |schemes: &[&str]| -> Result<String> {
+        let u = j
+            .url
+            .clone()
+            .ok_or_else(|| err("url", format!("required for kind = \"{}\"", j.kind)))?;
+        if !schemes.iter().any(|s| u.starts_with(&format!("{s}://"))) {
+            return Err(err(
+                "url",
+                format!("must start with {}://", schemes.join(":// or ")),
+            ));
+        }
+        let rest = u.split_once("://").map(|x| x.1).unwrap_or("");
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.contains(':')
+            && authority.contains('@')
+            && authority.split('@').next().unwrap_or("").contains(':')
+        {
+            // Never accept a password inside the URL: it would end up in logs and ps.
+            return Err(err(
+                "url",
+                "must not contain a password; use password-env or password-file".into(),
+            ));
+        }
+        Ok(u)
+    };
+
+    let source = match j.kind.as_str() {
+        "files" => {
+            reject(&conn_keys)?;
+            reject(&mysql_keys)?;
+            reject(&redis_keys)?;
+            let paths = j
+                .paths
+                .clone()
+                .ok_or_else(|| err("paths", "required for kind = \"files\"".into()))?;
+            if paths.is_empty() {
+                return Err(err("paths", "list at least one folder".into()));
+            }
+            for p in &paths {
+                if p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    return Err(err("paths", format!("{} must not contain ..", p.display())));
+                }
+            }
+            let exclude = j.exclude.clone().unwrap_or_default();
+            for g in &exclude {
+                globset::Glob::new(g.trim_end_matches('/'))
+                    .map_err(|e| err("exclude", format!("{g:?}: {e}")))?;
+            }
+            SourceSpec::Files(FilesSpec {
+                paths: paths.iter().map(|p| resolve(base, p)).collect(),
+                exclude,
+            })
+        }
+        "mysql" => {
+            reject(&files_keys)?;
+            reject(&redis_keys)?;
+            let consistency = match j.consistency.as_deref() {
+                None | Some("snapshot") => Consistency::Snapshot,
+                Some("lock") => Consistency::Lock,
+                Some(o) => {
+                    return Err(err(
+                        "consistency",
+                        format!("{o:?} is not \"snapshot\" or \"lock\""),
+                    ))
+                }
+            };
+            let threads = j.threads.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            });
+            if threads == 0 || threads > 64 {
+                return Err(err("threads", "must be between 1 and 64".into()));
+            }
+            SourceSpec::Mysql(MysqlSpec {
+                url: url(&["mysql"])?,
+                password: secret()?,
+                databases: j.databases.clone().unwrap_or_default(),
+                exclude_tables: j.exclude_tables.clone().unwrap_or_default(),
+                threads,
+                consistency,
+                tls: j.tls.clone(),
+            })
+        }
+        "redis" => {
+            reject(&files_keys)?;
+            reject(&mysql_keys)?;
+            SourceSpec::Redis(RedisSpec {
+                url: url(&["redis", "rediss"])?,
+                username: j.username.clone(),
+                password: secret()?,
+                cluster: j.cluster,
+            })
+        }
+        other => {
+            return Err(err(
+                "kind",
+                format!("{other:?} is not files, mysql or redis"),
+            ))
+        }
+    };
+    Ok(Job {
+        name: j.name.clone(),
+        schedule,
+        compression,
+        keep,
+        timeout,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy> {
+        Policy::parse(Path::new("/etc/cexdr/p.toml"), text)
+    }
+
+    const OK: &str = r#"
+[store]
+kind = "local"
+path = "repo"
+
+[[job]]
+name = "config"
+kind = "files"
+paths = ["/etc/nginx"]
+schedule = "30 2 * * *"
+keep = { within = "30d", last = 3 }
+"#;
+
+    #[test]
+    fn valid_policy_resolves_relative_paths_against_the_file() {
+        let p = parse(OK).unwrap();
+        assert_eq!(
+            p.store,
+            StoreSpec::Local {
+                path: "/etc/cexdr/repo".into()
+            }
+        );
+        assert_eq!(p.jobs[0].compression, Compression::Gzip { level: 6 });
+        assert_eq!(p.jobs[0].keep.last, Some(3));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = OK.replace("schedule =", "schedul =");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("/etc/cexdr/p.toml:10"), "{e}");
+        assert!(e.contains("unknown field `schedul`"), "{e}");
+    }
+
+    #[test]
+    fn bad_cron_names_line_and_key() {
+        let text = OK.replace("30 2 * * *", "61 2 * * *");
+        let e = parse(&text).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("/etc/cexdr/p.toml:10:"), "{s}");
+        assert!(s.contains("`schedule`"), "{s}");
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn key_of_another_kind_is_rejected() {
+        let text = OK.replace(
+            "paths = [\"/etc/nginx\"]",
+            "paths = [\"/etc\"]\nthreads = 4",
+        );
+        let s = parse(&text).unwrap_err().to_string();
+        assert!(
+            s.contains("/etc/cexdr/p.toml:9:") && s.contains("`threads`"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn password_in_url_is_rejected() {
+        let text = "[store]\nkind='local'\npath='r'\n[[job]]\nname='db'\nkind='mysql'\nurl='mysql://root:hunter2@db:3306'\n";
+        let s = parse(text).unwrap_err().to_string();
+        assert!(s.contains("must not contain a password"), "{s}");
+        assert!(!s.contains("hunter2"), "{s}");
+    }
+
+    #[test]
+    fn duplicate_jobs_and_zero_counts_are_rejected() {
+        let dup = format!("{OK}\n[[job]]\nname = \"config\"\nkind = \"files\"\npaths = [\"/x\"]\n");
+        assert!(parse(&dup).unwrap_err().to_string().contains("same name"));
+        let zero = OK.replace("last = 3", "last = 0");
+        assert!(parse(&zero).unwrap_err().to_string().contains("last = 0"));
+    }
+
+    #[test]
+    fn schedules_accept_five_fields_and_keywords() {
+        let s = Schedule::parse("30 2 * * *").unwrap();
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let next: Vec<_> = s.after(t0).take(2).map(|t| t.to_rfc3339()).collect();
+        assert_eq!(
+            next,
+            ["2026-01-01T02:30:00+00:00", "2026-01-02T02:30:00+00:00"]
+        );
+        assert!(Schedule::parse("@daily").is_ok());
+        assert!(Schedule::parse("0 30 2 * * *").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("8MiB").unwrap(), 8 << 20);
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! Where artifacts and manifests live. A store knows nothing about backups:
+//! it moves byte streams under keys. One function (`build`) picks the backend.
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+use crate::error::{Error, Result};
+use crate::policy::StoreSpec;
+
+pub mod local;
+pub mod memory;
+pub mod s3;
+
+/// A stream of byte chunks; errors travel as `io::Error` (typed errors inside).
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Human description for messages: `local:/var/repo`, `s3://bucket/prefix`.
+    fn describe(&self) -> String;
+
+    /// Checks that the store is reachable and writable enough to start.
+    async fn preflight(&self) -> Result<()>;
+
+    /// Streams `body` to `key`. The object appears under `key` only when the
+    /// whole body was written; on any error nothing is left under `key`.
+    /// Returns the number of bytes stored.
+    async fn put(&self, key: &str, body: ByteStream) -> Result<u64>;
+
+    /// Creates `key` only if it does not exist yet. Returns false if it did.
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool>;
+
+    async fn get(&self, key: &str) -> Result<ByteStream>;
+
+    /// All complete objects whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Deleting a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// The one place that chooses a backend.
+pub async fn build(spec: &StoreSpec) -> Result<DynStore> {
+    Ok(match spec {
+        StoreSpec::Local { path } => Arc::new(local::LocalStore::new(path.clone())),
+        StoreSpec::S3(s3spec) => Arc::new(s3::S3Store::connect(s3spec.clone()).await?),
+    })
+}
+
+/// Keys are `/`-separated, relative, with no empty, `.` or `..` component.
+pub fn check_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.ends_with('/')
+        || key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        || key.chars().any(|c| c.is_control() || c == '\\');
+    if bad {
+        return Err(Error::Store {
+            store: "-".into(),
+            op: "check",
+            key: key.escape_debug().to_string(),
+            msg: "invalid object key".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a whole (small) object: manifests, leases, verification records.
+pub async fn get_bytes(store: &dyn Store, key: &str) -> Result<Vec<u8>> {
+    let mut s = store.get(key).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|e| Error::io(format!("reading {key}"), e))?;
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+pub async fn put_bytes(store: &dyn Store, key: &str, data: Vec<u8>) -> Result<u64> {
+    let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(Bytes::from(data)) }));
+    store.put(key, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_are_checked() {
+        for bad in ["", "/a", "a/", "a//b", "a/../b", "./a", "a\nb", "a\\b"] {
+            assert!(super::check_key(bad).is_err(), "{bad:?}");
+        }
+        super::check_key("job/2026/11/25/id/manifest.json").unwrap();
+    }
+}
