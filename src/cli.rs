@@ -68,6 +68,15 @@ pub enum Command {
         /// Restore over an existing, non-empty target.
         #[arg(long)]
         force: bool,
+        /// MySQL: environment variable with the target server's password.
+        #[arg(long)]
+        password_env: Option<String>,
+        /// MySQL: restore database OLD as NEW (repeatable), as OLD=NEW.
+        #[arg(long = "database-map", value_parser = parse_map)]
+        database_map: Vec<(String, String)>,
+        /// MySQL: parallel connections (default: number of cores).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Validate policy files.
     #[command(subcommand)]
@@ -101,6 +110,11 @@ pub struct VerifyArgs {
     /// Every backup in the catalog.
     #[arg(long, conflicts_with_all = ["ids", "job"])]
     pub all: bool,
+    /// Also restore into a scratch target and compare with the manifest:
+    /// a MySQL URL for mysql backups; for redis backups a scratch
+    /// redis-server is started on a free loopback port (no value needed).
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub restore_test: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -313,7 +327,17 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
                 if cancel.is_cancelled() {
                     return Err(Error::Interrupted);
                 }
-                let v = verify::verify(&catalog, e).await?;
+                let v = match &args.restore_test {
+                    None => verify::verify(&catalog, e).await?,
+                    Some(target) => {
+                        verify::restore_test(
+                            &catalog,
+                            e,
+                            Some(target.as_str()).filter(|t| !t.is_empty()),
+                        )
+                        .await?
+                    }
+                };
                 if v.status == Status::Failed {
                     failed += 1;
                 }
@@ -341,15 +365,34 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
             }
             Ok(exit::OK)
         }
-        Command::Restore { id, to, force } => {
+        Command::Restore {
+            id,
+            to,
+            force,
+            password_env,
+            database_map,
+            threads,
+        } => {
             let policy = Policy::load(&cli.policy)?;
             let catalog = open_catalog(&policy).await?;
             let e = catalog.find(&id).await?;
-            let msg =
-                restore::restore(&catalog, &e, &to, &restore::RestoreOptions { force }).await?;
+            let opts = restore::RestoreOptions {
+                force,
+                password_env,
+                database_map,
+                threads,
+            };
+            let msg = restore::restore(&catalog, &e, &to, &opts).await?;
             println!("{msg}");
             Ok(exit::OK)
         }
+    }
+}
+
+fn parse_map(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_owned(), b.to_owned())),
+        _ => Err(format!("{s:?} is not OLD=NEW")),
     }
 }
 

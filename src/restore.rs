@@ -12,7 +12,14 @@ use crate::store::ByteStream;
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
+    /// Restore over an existing target (non-empty directory, existing database, file).
     pub force: bool,
+    /// MySQL: environment variable holding the target server's password.
+    pub password_env: Option<String>,
+    /// MySQL: `old=new` database renames.
+    pub database_map: Vec<(String, String)>,
+    /// MySQL: parallel connections (default: cores).
+    pub threads: Option<usize>,
 }
 
 /// The decompressed stream of one artifact, and the tally of the stored

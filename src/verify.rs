@@ -135,3 +135,38 @@ pub async fn verify(catalog: &Catalog, entry: &Entry) -> Result<Verification> {
     }
     Ok(v)
 }
+
+/// A restore test: the kind restores into a scratch target and compares
+/// with the manifest; the result is recorded like any verification.
+pub async fn restore_test(
+    catalog: &Catalog,
+    entry: &Entry,
+    target: Option<&str>,
+) -> Result<Verification> {
+    let m = &entry.manifest;
+    let res = match m.kind.as_str() {
+        "mysql" => source::mysql::restore_test(catalog, m, target).await,
+        "redis" => source::redis::restore_test(catalog, m, target).await,
+        other => Err(Error::Usage(format!(
+            "--restore-test does not apply to {other} backups; run verify without it"
+        ))),
+    };
+    let v = match res {
+        Ok(v) => v,
+        Err(e @ Error::Usage(_)) => return Err(e),
+        Err(e) => Verification {
+            backup_id: m.id.clone(),
+            job: m.job.clone(),
+            at: Utc::now(),
+            status: Status::Failed,
+            method: "restore-test".into(),
+            tool_version: TOOL_VERSION.into(),
+            host: crate::backup::host_name(),
+            checks: vec![],
+            error: Some(one_line(&e)),
+            details: serde_json::Value::Null,
+        },
+    };
+    catalog.record_verification(m, &v).await?;
+    Ok(v)
+}
