@@ -77,6 +77,10 @@ pub enum Command {
         /// MySQL: parallel connections (default: number of cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Files: restore symlinks that point outside the target (e.g.
+        /// absolute ones) as links; nothing is ever written through them.
+        #[arg(long)]
+        allow_external_links: bool,
     },
     /// Validate policy files.
     #[command(subcommand)]
@@ -141,6 +145,7 @@ pub fn init_tracing(cli: &Cli) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -372,6 +377,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
             password_env,
             database_map,
             threads,
+            allow_external_links,
         } => {
             let policy = Policy::load(&cli.policy)?;
             let catalog = open_catalog(&policy).await?;
@@ -381,6 +387,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
                 password_env,
                 database_map,
                 threads,
+                allow_external_links,
             };
             let msg = restore::restore(&catalog, &e, &to, &opts).await?;
             println!("{msg}");

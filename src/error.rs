@@ -207,7 +207,7 @@ mod tests {
     fn typed_errors_survive_an_io_error() {
         let io = Error::Interrupted.into_io();
         assert!(matches!(Error::io("reading", io), Error::Interrupted));
-        let plain = io::Error::new(io::ErrorKind::Other, "boom");
+        let plain = io::Error::other("boom");
         assert!(matches!(Error::io("reading", plain), Error::Io { .. }));
     }
 }

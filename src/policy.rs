@@ -458,12 +458,27 @@ impl Policy {
     }
 }
 
+/// An absolute, lexically normalised path (relative ones are taken from
+/// the policy file's folder), so archive names and messages are stable.
 fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
+    let joined = if p.is_absolute() {
         p.to_path_buf()
-    } else {
+    } else if base.is_absolute() {
         base.join(p)
+    } else {
+        std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")).join(base).join(p)
+    };
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
     }
+    out
 }
 
 fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Result<StoreSpec> {
@@ -697,13 +712,6 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
                 .ok_or_else(|| err("paths", "required for kind = \"files\"".into()))?;
             if paths.is_empty() {
                 return Err(err("paths", "list at least one folder".into()));
-            }
-            for p in &paths {
-                if p.components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-                {
-                    return Err(err("paths", format!("{} must not contain ..", p.display())));
-                }
             }
             let exclude = j.exclude.clone().unwrap_or_default();
             for g in &exclude {

@@ -62,9 +62,10 @@ pub fn part_size(base: u64, n: u32) -> u64 {
     (base << shift).min(MAX_PART)
 }
 
-fn sdk_msg<E: std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String
+fn sdk_msg<E, R>(e: &SdkError<E, R>) -> String
 where
-    E: ProvideErrorMetadata,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
 {
     match e {
         SdkError::ServiceError(se) => {
