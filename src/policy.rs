@@ -466,7 +466,10 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     } else if base.is_absolute() {
         base.join(p)
     } else {
-        std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")).join(base).join(p)
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(base)
+            .join(p)
     };
     let mut out = PathBuf::from("/");
     for c in joined.components() {

@@ -658,3 +658,111 @@ async fn ctrl_c_mid_upload_aborts_the_multipart_upload_and_exits_130() {
         objs.contents()
     );
 }
+
+/// A second moto that enforces authentication (INITIAL_NO_AUTH_ACTION_COUNT=0),
+/// started on a free port and killed at the end.
+struct AuthMoto(std::process::Child, u16);
+impl AuthMoto {
+    fn start() -> AuthMoto {
+        let python = PathBuf::from(service("CEXDR_TEST_PYTHON"));
+        let moto = python.with_file_name("moto_server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let m = AuthMoto(child, port);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("moto with authentication did not start");
+    }
+}
+impl Drop for AuthMoto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn wrong_s3_credentials_exit_1_with_access_denied() {
+    let moto = AuthMoto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src);
+    let store = format!(
+        "[store]\nkind = \"s3\"\nbucket = \"cex\"\nendpoint = \"http://127.0.0.1:{}\"\npath-style = true\n",
+        moto.1
+    );
+    let policy = write_policy(dir.path(), &format!("{store}{}", files_job(&src, "")));
+    let o = cexdr_env(
+        &["--policy", p(&policy), "backup", "config"],
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG"),
+            ("AWS_SECRET_ACCESS_KEY", "not-the-secret"),
+        ],
+    );
+    assert_code(&o, 1);
+    let err = stderr(&o);
+    assert!(err.contains("denied (check the AWS credentials)"), "{err}");
+    assert!(!err.contains("not-the-secret"), "the secret leaked: {err}");
+}
+
+#[test]
+fn ctrl_c_mid_write_to_a_local_store_leaves_no_file_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big");
+    fs::create_dir_all(&src).unwrap();
+    fs::File::create(src.join("zeros"))
+        .unwrap()
+        .set_len(3_000_000_000)
+        .unwrap();
+    let repo = dir.path().join("repo");
+    let policy = write_policy(
+        dir.path(),
+        &format!("{}\n[[job]]\nname = \"big\"\nkind = \"files\"\npaths = [\"{}\"]\ncompression = \"none\"\n", local_store(&repo), src.display()),
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
+        .args(["--policy", p(&policy), "backup", "big"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the temporary file to exist, then interrupt.
+    let mut seen = false;
+    for _ in 0..400 {
+        if repo.exists()
+            && walk(&repo)
+                .iter()
+                .any(|p| p.to_string_lossy().contains(".cexdr-tmp-"))
+        {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(seen, "no temporary file appeared");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<_> = walk(&repo)
+        .into_iter()
+        .filter(|p| repo.join(p).is_file())
+        .collect();
+    assert!(files.is_empty(), "left behind: {files:?}");
+}

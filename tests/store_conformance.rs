@@ -23,10 +23,8 @@ fn chunks(data: &[u8], size: usize) -> ByteStream {
 /// A stream that yields `good` bytes, then fails.
 fn failing(good: usize) -> ByteStream {
     let data = vec![7u8; good];
-    let v: Vec<io::Result<Bytes>> = vec![
-        Ok(Bytes::from(data)),
-        Err(io::Error::other("source broke")),
-    ];
+    let v: Vec<io::Result<Bytes>> =
+        vec![Ok(Bytes::from(data)), Err(io::Error::other("source broke"))];
     Box::pin(futures::stream::iter(v))
 }
 
