@@ -46,10 +46,23 @@ async fn run_inner(store: DynStore, job: &Job, cancel: CancellationToken) -> Res
     };
 
     let threads = compression_threads();
+    let (recipients, encryption) = match &job.encryption {
+        Some(spec) => {
+            let (r, info) = crate::encryption::Recipients::from_spec(spec)?;
+            (Some(r), Some(info))
+        }
+        None => (None, None),
+    };
     let mut uploads = Vec::new();
     for x in opened.extracts {
         let key = format!("{dir}/{}{}", x.name, job.compression.suffix());
-        let staged = pipeline::stage(x.stream, job.compression, threads, cancel.clone());
+        let staged = pipeline::stage(
+            x.stream,
+            job.compression,
+            threads,
+            recipients.clone(),
+            cancel.clone(),
+        );
         let store = store.clone();
         uploads.push(async move {
             let put = store.put(&key, staged.stream).await;
@@ -143,6 +156,7 @@ async fn run_inner(store: DynStore, job: &Job, cancel: CancellationToken) -> Res
         tool_version: catalog::TOOL_VERSION.into(),
         artifacts,
         warnings,
+        encryption,
         details,
     };
     // The manifest goes last: until it exists, the backup does not.

@@ -39,6 +39,9 @@ pub struct Manifest {
     pub artifacts: Vec<Artifact>,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Client-side encryption, if any (`sha256` is of the encrypted bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::encryption::EncryptionInfo>,
     pub details: serde_json::Value,
 }
 
@@ -123,6 +126,7 @@ pub fn backup_dir(job: &str, id: &str, started: DateTime<Utc>) -> String {
 
 pub struct Catalog {
     store: DynStore,
+    identities: Option<crate::encryption::Identities>,
 }
 
 /// Objects of one backup folder, grouped.
@@ -135,7 +139,20 @@ pub struct Folder {
 
 impl Catalog {
     pub fn new(store: DynStore) -> Self {
-        Catalog { store }
+        Catalog {
+            store,
+            identities: None,
+        }
+    }
+
+    /// Keys (or the passphrase) for reading encrypted backups.
+    pub fn with_identities(mut self, ids: Option<crate::encryption::Identities>) -> Self {
+        self.identities = ids;
+        self
+    }
+
+    pub fn identities(&self) -> Option<&crate::encryption::Identities> {
+        self.identities.as_ref()
     }
 
     pub fn store(&self) -> &DynStore {

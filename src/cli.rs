@@ -39,6 +39,12 @@ pub struct Cli {
     /// Only errors in the log.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// age identity file for reading encrypted backups (restore, verify).
+    #[arg(long, global = true, env = "CEXDR_IDENTITY_FILE")]
+    pub identity: Option<PathBuf>,
+    /// Environment variable holding the passphrase of passphrase-encrypted backups.
+    #[arg(long, global = true)]
+    pub passphrase_env: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -169,12 +175,29 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-async fn open_catalog(policy: &Policy) -> Result<Catalog> {
-    Ok(Catalog::new(store::build(&policy.store).await?))
+async fn open_catalog(policy: &Policy, cli: &CliKeys) -> Result<Catalog> {
+    let ids = match (&cli.identity, &cli.passphrase_env) {
+        (Some(f), _) => Some(crate::encryption::Identities::from_file(f)?),
+        (None, Some(v)) => Some(crate::encryption::Identities::from_passphrase(
+            &crate::policy::Secret::Env(v.clone()),
+        )?),
+        (None, None) => None,
+    };
+    Ok(Catalog::new(store::build(&policy.store).await?).with_identities(ids))
+}
+
+/// The decryption inputs of the command line.
+struct CliKeys {
+    identity: Option<PathBuf>,
+    passphrase_env: Option<String>,
 }
 
 /// Runs the command; returns the exit code for outcomes that are not errors.
 pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
+    let keys = CliKeys {
+        identity: cli.identity.clone(),
+        passphrase_env: cli.passphrase_env.clone(),
+    };
     match cli.command {
         Command::Policy(PolicyCmd::Check { file }) => {
             let file = file.unwrap_or(cli.policy);
@@ -257,7 +280,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
                 None => None,
             };
             let policy = Policy::load(&cli.policy)?;
-            let catalog = open_catalog(&policy).await?;
+            let catalog = open_catalog(&policy, &keys).await?;
             let entries: Vec<Entry> = catalog
                 .list(job.as_deref())
                 .await?
@@ -278,7 +301,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
         }
         Command::Catalog(CatalogCmd::Show { id }) => {
             let policy = Policy::load(&cli.policy)?;
-            let catalog = open_catalog(&policy).await?;
+            let catalog = open_catalog(&policy, &keys).await?;
             let e = catalog.find(&id).await?;
             if cli.json {
                 let mut v = e.to_json();
@@ -311,7 +334,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
         }
         Command::Verify(args) => {
             let policy = Policy::load(&cli.policy)?;
-            let catalog = open_catalog(&policy).await?;
+            let catalog = open_catalog(&policy, &keys).await?;
             let entries: Vec<Entry> = if args.all {
                 catalog.list(None).await?
             } else if let Some(job) = &args.job {
@@ -380,7 +403,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
             allow_external_links,
         } => {
             let policy = Policy::load(&cli.policy)?;
-            let catalog = open_catalog(&policy).await?;
+            let catalog = open_catalog(&policy, &keys).await?;
             let e = catalog.find(&id).await?;
             let opts = restore::RestoreOptions {
                 force,

@@ -12,3 +12,4 @@ pub mod store;
 pub mod verify;
 
 pub use error::{Error, Result};
+pub mod encryption;

@@ -36,6 +36,16 @@ struct RawStore {
     kms_key_id: Option<String>,
     part_size: Option<String>,
     upload_concurrency: Option<usize>,
+    encryption: Option<RawEncryption>,
+}
+
+/// `encryption = { recipients = ["age1…"] }` or a passphrase from env/file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawEncryption {
+    recipients: Option<Vec<String>>,
+    passphrase_env: Option<String>,
+    passphrase_file: Option<PathBuf>,
 }
 
 /// One flat table for every job kind: the kind decides which keys apply, and
@@ -63,6 +73,7 @@ struct RawJob {
     threads: Option<usize>,
     consistency: Option<String>,
     tls: Option<TlsSpec>,
+    encryption: Option<RawEncryption>,
     // redis
     username: Option<String>,
     cluster: Option<bool>,
@@ -105,6 +116,16 @@ pub struct Job {
     pub keep: Keep,
     pub timeout: Option<Duration>,
     pub source: SourceSpec,
+    /// Client-side encryption of the stored bytes (the job's, else the store's).
+    pub encryption: Option<EncryptionSpec>,
+}
+
+/// age encryption: public recipients only (the backup host never holds a
+/// private key), or one passphrase for small setups.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EncryptionSpec {
+    Recipients(Vec<String>),
+    Passphrase(Secret),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -414,6 +435,17 @@ impl Policy {
         })?;
         let loc = Locator { text };
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let store_encryption = match &raw.store.encryption {
+            Some(e) => Some(validate_encryption(&base, e).map_err(|m| {
+                Error::config(
+                    file,
+                    loc.store(Some("encryption")),
+                    Some("encryption"),
+                    format!("[store] key `encryption`: {m}"),
+                )
+            })?),
+            None => None,
+        };
         let store = validate_store(file, &loc, &base, raw.store)?;
         if raw.jobs.is_empty() {
             return Err(Error::config(
@@ -437,7 +469,11 @@ impl Policy {
             if !names.insert(j.name.clone()) {
                 return Err(err("name", "another job has the same name".into()));
             }
-            jobs.push(validate_job(&base, &err, &j)?);
+            let mut job = validate_job(&base, &err, &j)?;
+            if job.encryption.is_none() {
+                job.encryption = store_encryption.clone();
+            }
+            jobs.push(job);
         }
         Ok(Policy {
             file: file.to_path_buf(),
@@ -482,6 +518,28 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+fn validate_encryption(
+    base: &Path,
+    e: &RawEncryption,
+) -> std::result::Result<EncryptionSpec, String> {
+    match (&e.recipients, &e.passphrase_env, &e.passphrase_file) {
+        (Some(r), None, None) => {
+            if r.is_empty() {
+                return Err("recipients: list at least one age public key".into());
+            }
+            for key in r {
+                key.parse::<age::x25519::Recipient>()
+                    .map_err(|_| format!("recipients: {key:?} is not an age X25519 public key (age1…)"))?;
+            }
+            Ok(EncryptionSpec::Recipients(r.clone()))
+        }
+        (None, Some(v), None) => Ok(EncryptionSpec::Passphrase(Secret::Env(v.clone()))),
+        (None, None, Some(f)) => Ok(EncryptionSpec::Passphrase(Secret::File(resolve(base, f)))),
+        (None, None, None) => Err("set recipients, passphrase-env or passphrase-file".into()),
+        _ => Err("use recipients or one passphrase source, not several (age allows a passphrase only alone)".into()),
+    }
 }
 
 fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Result<StoreSpec> {
@@ -774,6 +832,10 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
             ))
         }
     };
+    let encryption = match &j.encryption {
+        Some(e) => Some(validate_encryption(base, e).map_err(|m| err("encryption", m))?),
+        None => None,
+    };
     Ok(Job {
         name: j.name.clone(),
         schedule,
@@ -781,6 +843,7 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
         keep,
         timeout,
         source,
+        encryption,
     })
 }
 

@@ -41,7 +41,16 @@ impl Reading {
                 m.id, m.compression
             ))
         })?;
-        let (stream, stored) = pipeline::tally(catalog.store().get(&a.key).await?, true);
+        let (mut stream, stored) = pipeline::tally(catalog.store().get(&a.key).await?, true);
+        if m.encryption.is_some() {
+            let ids = catalog.identities().ok_or_else(|| {
+                Error::Restore(format!(
+                    "backup {} is encrypted; pass --identity FILE (or --passphrase-env VAR)",
+                    m.id
+                ))
+            })?;
+            stream = crate::encryption::decrypt(stream, ids.clone());
+        }
         Ok(Reading {
             stream: pipeline::decompress(stream, compression),
             stored,
