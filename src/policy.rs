@@ -907,7 +907,7 @@ keep = { within = "30d", last = 3 }
         );
         let s = parse(&text).unwrap_err().to_string();
         assert!(
-            s.contains("/etc/cexdr/p.toml:9:") && s.contains("`threads`"),
+            s.contains("/etc/cexdr/p.toml:10:") && s.contains("`threads`"),
             "{s}"
         );
     }
