@@ -108,6 +108,23 @@ pub enum CatalogCmd {
     },
     /// One backup's manifest and verification history.
     Show { id: String },
+    /// Check every manifest's and verification record's signature, and each
+    /// job's chain of manifests (a deleted backup leaves a gap). Exit 4 on
+    /// any finding.
+    VerifySignatures {
+        #[arg(long)]
+        job: Option<String>,
+        /// Trust only these public keys (hex); default: the keys published
+        /// in the store under keys/.
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+    },
+    /// Create an Ed25519 signing key file (0600) for `signing-key-file`.
+    Keygen {
+        /// Where to write the key; never overwrites.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +193,15 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 async fn open_catalog(policy: &Policy, cli: &CliKeys) -> Result<Catalog> {
+    open_catalog_as(policy, cli, false).await
+}
+
+/// With `sign`, the catalog signs what it writes (needs the private key).
+async fn open_catalog_as(policy: &Policy, cli: &CliKeys, sign: bool) -> Result<Catalog> {
+    let signer = match (&policy.signing_key_file, sign) {
+        (Some(f), true) => Some(std::sync::Arc::new(crate::signing::Signer::load(f)?)),
+        _ => None,
+    };
     let ids = match (&cli.identity, &cli.passphrase_env) {
         (Some(f), _) => Some(crate::encryption::Identities::from_file(f)?),
         (None, Some(v)) => Some(crate::encryption::Identities::from_passphrase(
@@ -183,7 +209,9 @@ async fn open_catalog(policy: &Policy, cli: &CliKeys) -> Result<Catalog> {
         )?),
         (None, None) => None,
     };
-    Ok(Catalog::new(store::build(&policy.store).await?).with_identities(ids))
+    Ok(Catalog::new(store::build(&policy.store).await?)
+        .with_identities(ids)
+        .with_signer(signer))
 }
 
 /// The decryption inputs of the command line.
@@ -218,7 +246,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
             } else {
                 jobs.iter().map(|j| policy.job(j)).collect::<Result<_>>()?
             };
-            let store = store::build(&policy.store).await?;
+            let catalog = open_catalog_as(&policy, &keys, true).await?;
             let mut failed: Option<Error> = None;
             let mut done = Vec::new();
             for job in selected {
@@ -226,7 +254,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
                     failed.get_or_insert(Error::Interrupted);
                     break;
                 }
-                match backup::run(store.clone(), job, cancel.clone()).await {
+                match backup::run_into(&catalog, job, cancel.clone()).await {
                     Ok(m) => {
                         if !cli.json {
                             println!(
@@ -299,6 +327,70 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
             }
             Ok(exit::OK)
         }
+        Command::Catalog(CatalogCmd::Keygen { out }) => {
+            let s = crate::signing::Signer::generate(&out)?;
+            println!(
+                "wrote {} (key {}); public key {}",
+                out.display(),
+                s.key_id,
+                s.public_hex()
+            );
+            Ok(exit::OK)
+        }
+        Command::Catalog(CatalogCmd::VerifySignatures { job, trusted_keys }) => {
+            let policy = Policy::load(&cli.policy)?;
+            let catalog = open_catalog(&policy, &keys).await?;
+            let trusted = if trusted_keys.is_empty() {
+                catalog.published_keys().await?
+            } else {
+                let mut m = std::collections::BTreeMap::new();
+                for k in &trusted_keys {
+                    let key = crate::signing::parse_public(k).ok_or_else(|| {
+                        Error::Usage(format!(
+                            "--trusted-key {k:?} is not a hex Ed25519 public key"
+                        ))
+                    })?;
+                    m.insert(crate::signing::key_id(&key), key);
+                }
+                m
+            };
+            let rows = catalog.audit(job.as_deref(), &trusted).await?;
+            let bad = rows.iter().filter(|r| !r.is_ok()).count();
+            if cli.json {
+                print_json(&rows);
+            } else {
+                let ids: Vec<_> = trusted.keys().cloned().collect();
+                println!(
+                    "trusted keys: {}",
+                    if ids.is_empty() {
+                        "none".into()
+                    } else {
+                        ids.join(", ")
+                    }
+                );
+                for r in &rows {
+                    let mut line = format!(
+                        "{} {} {}: signature {}",
+                        r.job,
+                        r.id,
+                        r.object,
+                        r.signature.word()
+                    );
+                    for p in &r.problems {
+                        line.push_str(&format!("; {p}"));
+                    }
+                    println!("{line}");
+                }
+                println!("{} object(s) checked, {bad} with findings", rows.len());
+            }
+            if bad > 0 {
+                return Err(Error::VerifyFailed {
+                    failed: bad,
+                    total: rows.len(),
+                });
+            }
+            Ok(exit::OK)
+        }
         Command::Catalog(CatalogCmd::Show { id }) => {
             let policy = Policy::load(&cli.policy)?;
             let catalog = open_catalog(&policy, &keys).await?;
@@ -334,7 +426,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
         }
         Command::Verify(args) => {
             let policy = Policy::load(&cli.policy)?;
-            let catalog = open_catalog(&policy, &keys).await?;
+            let catalog = open_catalog_as(&policy, &keys, true).await?;
             let entries: Vec<Entry> = if args.all {
                 catalog.list(None).await?
             } else if let Some(job) = &args.job {

@@ -13,3 +13,4 @@ pub mod verify;
 
 pub use error::{Error, Result};
 pub mod encryption;
+pub mod signing;

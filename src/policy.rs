@@ -37,6 +37,7 @@ struct RawStore {
     part_size: Option<String>,
     upload_concurrency: Option<usize>,
     encryption: Option<RawEncryption>,
+    signing_key_file: Option<PathBuf>,
 }
 
 /// `encryption = { recipients = ["age1…"] }` or a passphrase from env/file.
@@ -85,6 +86,8 @@ struct RawJob {
 pub struct Policy {
     pub file: PathBuf,
     pub store: StoreSpec,
+    /// Ed25519 key that signs manifests and verification records.
+    pub signing_key_file: Option<PathBuf>,
     pub jobs: Vec<Job>,
 }
 
@@ -446,6 +449,11 @@ impl Policy {
             })?),
             None => None,
         };
+        let signing_key_file = raw
+            .store
+            .signing_key_file
+            .as_ref()
+            .map(|p| resolve(&base, p));
         let store = validate_store(file, &loc, &base, raw.store)?;
         if raw.jobs.is_empty() {
             return Err(Error::config(
@@ -478,6 +486,7 @@ impl Policy {
         Ok(Policy {
             file: file.to_path_buf(),
             store,
+            signing_key_file,
             jobs,
         })
     }
