@@ -164,6 +164,7 @@ async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Resul
         artifacts,
         warnings,
         previous,
+        storage: store.put_attributes(),
         encryption,
         details,
     };

@@ -48,6 +48,10 @@ pub struct Manifest {
     /// leaves a visible gap in this chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<ChainLink>,
+    /// What the store applied to the objects (SSE, KMS key id, storage
+    /// class, Object Lock).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub storage: serde_json::Value,
     /// Client-side encryption, if any (`sha256` is of the encrypted bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<crate::encryption::EncryptionInfo>,

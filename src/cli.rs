@@ -235,6 +235,21 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
             } else {
                 print!("{}", describe(&p, Utc::now()));
             }
+            if let StoreSpec::S3(spec) = &p.store {
+                if spec.object_lock.is_some() {
+                    // The one check that needs the bucket: retention cannot be
+                    // set without Object Lock enabled on it.
+                    let s3 = crate::store::s3::S3Store::connect(spec.clone()).await?;
+                    match s3.object_lock_enabled().await {
+                        Ok(true) => {}
+                        Ok(false) => eprintln!(
+                            "cexdr: warning: bucket {} has no Object Lock enabled; uploads with object-lock will fail",
+                            spec.bucket
+                        ),
+                        Err(e) => eprintln!("cexdr: warning: could not check Object Lock on bucket {}: {}", spec.bucket, one_line(&e)),
+                    }
+                }
+            }
             Ok(exit::OK)
         }
         Command::Backup { jobs, all } => {

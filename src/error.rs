@@ -51,6 +51,14 @@ pub enum Error {
     #[error("source {what}: {msg}")]
     Source { what: String, msg: String },
 
+    /// S3 Object Lock keeps this object until `until`: not an error for prune.
+    #[error("store {store}: {key} is locked until {until}")]
+    ObjectLocked {
+        store: String,
+        key: String,
+        until: String,
+    },
+
     #[error("no backup with id {0} in the catalog")]
     NotFound(String),
 

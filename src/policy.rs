@@ -38,6 +38,16 @@ struct RawStore {
     upload_concurrency: Option<usize>,
     encryption: Option<RawEncryption>,
     signing_key_file: Option<PathBuf>,
+    object_lock: Option<ObjectLock>,
+}
+
+/// S3 Object Lock retention set on every artifact and manifest at upload.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ObjectLock {
+    /// GOVERNANCE or COMPLIANCE.
+    pub mode: String,
+    pub days: u32,
 }
 
 /// `encryption = { recipients = ["age1…"] }` or a passphrase from env/file.
@@ -109,6 +119,7 @@ pub struct S3Spec {
     pub kms_key_id: Option<String>,
     pub part_size: u64,
     pub upload_concurrency: usize,
+    pub object_lock: Option<ObjectLock>,
 }
 
 #[derive(Debug, Clone)]
@@ -572,6 +583,7 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
         ("kms-key-id", s.kms_key_id.is_some()),
         ("part-size", s.part_size.is_some()),
         ("upload-concurrency", s.upload_concurrency.is_some()),
+        ("object-lock", s.object_lock.is_some()),
     ];
     let reject = |keys: &[(&str, bool)], kind: &str| -> Result<()> {
         for (k, set) in keys {
@@ -618,6 +630,20 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
             if s.kms_key_id.is_some() && s.sse.as_deref() != Some("aws:kms") {
                 return Err(err("kms-key-id", "needs sse = \"aws:kms\"".into()));
             }
+            if let Some(l) = &s.object_lock {
+                if l.mode != "GOVERNANCE" && l.mode != "COMPLIANCE" {
+                    return Err(err(
+                        "object-lock",
+                        format!("mode {:?} is not GOVERNANCE or COMPLIANCE", l.mode),
+                    ));
+                }
+                if l.days == 0 || l.days > 36500 {
+                    return Err(err(
+                        "object-lock",
+                        "days must be between 1 and 36500".into(),
+                    ));
+                }
+            }
             let upload_concurrency = s.upload_concurrency.unwrap_or(4);
             if upload_concurrency == 0 || upload_concurrency > 64 {
                 return Err(err("upload-concurrency", "must be between 1 and 64".into()));
@@ -631,6 +657,7 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
                 storage_class: s.storage_class,
                 sse: s.sse,
                 kms_key_id: s.kms_key_id,
+                object_lock: s.object_lock,
                 part_size,
                 upload_concurrency,
             }))

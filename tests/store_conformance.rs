@@ -45,6 +45,7 @@ async fn s3_store(part_size: u64) -> (DynStore, aws_sdk_s3::Client, String) {
         kms_key_id: None,
         part_size,
         upload_concurrency: 3,
+        object_lock: None,
     };
     (
         Arc::new(S3Store::connect(spec).await.unwrap()),
@@ -214,6 +215,7 @@ async fn s3_missing_bucket_is_a_clear_error() {
         kms_key_id: None,
         part_size: 5 << 20,
         upload_concurrency: 2,
+        object_lock: None,
     };
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
