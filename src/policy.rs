@@ -666,6 +666,9 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
     }
 }
 
+/// Top-level store folders that are not jobs.
+pub const RESERVED_PREFIXES: &[&str] = &["keys", "locks", "leases"];
+
 fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) -> Result<Job> {
     if j.name.is_empty()
         || !j
@@ -677,6 +680,12 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
         return Err(err(
             "name",
             "use letters, digits, '-', '_' and '.' (it becomes part of object keys)".into(),
+        ));
+    }
+    if RESERVED_PREFIXES.contains(&j.name.as_str()) {
+        return Err(err(
+            "name",
+            format!("{:?} is reserved for the store's own objects", j.name),
         ));
     }
     let schedule = match &j.schedule {
