@@ -110,7 +110,7 @@ pub fn who() -> String {
 pub fn new_run_id(now: DateTime<Utc>) -> String {
     format!(
         "{}-{:04x}",
-        now.format("%Y%m%dT%H%M%SZ"),
+        now.format("%Y%m%dT%H%M%S%3fZ"),
         rand::random::<u16>()
     )
 }
