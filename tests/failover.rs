@@ -69,6 +69,8 @@ struct Knobs {
     /// Slow fakes, so that a kill can land in the middle of each step.
     slow: bool,
     receiver_delay: Duration,
+    /// Every wait satisfied at once (the benchmark).
+    instant: bool,
 }
 
 impl Default for Knobs {
@@ -78,6 +80,7 @@ impl Default for Knobs {
             pending: 2,
             slow: false,
             receiver_delay: Duration::ZERO,
+            instant: false,
         }
     }
 }
@@ -123,6 +126,7 @@ impl Site {
             ],
         )
         .await;
+        kube.state.lock().unwrap().instant = k.instant;
         kube.state.lock().unwrap().hpas.push((
             "api-gateway-hpa".into(),
             "Deployment".into(),
@@ -163,7 +167,14 @@ impl Site {
         } else {
             format!("mysql://root@127.0.0.1:{}/", closed_port())
         };
-        let (probes, interval) = if k.slow { (3, "300ms") } else { (2, "50ms") };
+        let (probes, interval) = if k.slow {
+            (3, "300ms")
+        } else if k.instant {
+            (1, "50ms")
+        } else {
+            (2, "50ms")
+        };
+        let successes = if k.instant { 1 } else { 3 };
         let poll = if k.slow { "200ms" } else { "20ms" };
         let exec = if k.slow {
             "sleep 0.6; echo hook ran for $CEXDR_STEP"
@@ -243,7 +254,7 @@ poll-interval = "{poll}"
 name = "verify"
 kind = "verify"
 timeout = "20s"
-successes = 3
+successes = {successes}
 interval = "{poll}"
 http = [{{ url = "{backup}/healthz", expect-status = 200, body-contains = "ok" }}]
 mysql = [{{ url = "{db}", password-env = "{DB_PW_VAR}", query = "SELECT id FROM accounts" }}]
@@ -725,4 +736,55 @@ async fn kill_9_in_every_step_then_resume() {
         );
         eprintln!("kill -9 during {step}: resumed, DNS changed once, notifications once each");
     }
+}
+
+/// The benchmark behind `bench/failover.sh` (not a timed assertion): wall
+/// time of a whole runbook against the local fakes with every wait satisfied
+/// at once, next to the anchor of the same binary's `runbook check`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run with bench/failover.sh"]
+async fn bench_full_runbook_overhead() {
+    let n = 5;
+    let mut runs = Vec::new();
+    let mut anchors = Vec::new();
+    for _ in 0..n {
+        let site = Site::new(Knobs {
+            instant: true,
+            pending: 0,
+            ..Knobs::default()
+        })
+        .await;
+        let rb = site.runbook.to_str().unwrap().to_owned();
+        let t = Instant::now();
+        let o = site.cexdr(&["runbook", "check", &rb]).await;
+        anchors.push(t.elapsed());
+        common::assert_code(&o, 0);
+        let t = Instant::now();
+        let o = site.failover(&[]).await;
+        runs.push(t.elapsed());
+        common::assert_code(&o, 0);
+        assert_eq!(site.r53.state.lock().unwrap().accepted_changes.len(), 1);
+    }
+    runs.sort();
+    anchors.sort();
+    let (run, anchor) = (runs[n / 2], anchors[n / 2]);
+    println!(
+        "failover, 7 steps + 6 notifications, all waits satisfied at once: median {:.3} s wall over {n} runs (min {:.3}, max {:.3})",
+        run.as_secs_f64(),
+        runs[0].as_secs_f64(),
+        runs[n - 1].as_secs_f64()
+    );
+    println!(
+        "anchor `cexdr runbook check` (process start + parse): median {:.3} s",
+        anchor.as_secs_f64()
+    );
+    println!(
+        "ratio failover / anchor: {:.1}x; budget 2 s: {}",
+        run.as_secs_f64() / anchor.as_secs_f64(),
+        if run < Duration::from_secs(2) {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
 }

@@ -401,6 +401,8 @@ pub struct Workload {
 #[derive(Default)]
 pub struct KubeState {
     pub workloads: Vec<Workload>,
+    /// Rollouts finish at the first status read (benchmarks: no waiting).
+    pub instant: bool,
     /// An HPA (name, target kind, target name).
     pub hpas: Vec<(String, String, String)>,
     pub scale_calls: Vec<(String, i32)>,
@@ -523,8 +525,12 @@ pub async fn kube(dir: &Path, workloads: Vec<Workload>) -> Kube {
                     }))
                 }
                 ("GET", Some("status")) | ("GET", None) => {
+                    let instant = s.instant;
                     let w = &mut s.workloads[i];
                     advance(w);
+                    while instant && (w.observed < w.generation || w.ready != w.replicas) {
+                        advance(w);
+                    }
                     let w = w.clone();
                     Resp::json(200, &workload_json(&w, &ns))
                 }
