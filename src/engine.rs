@@ -636,3 +636,222 @@ pub fn status(dir: &Path, run: Option<&str>) -> Result<Replay> {
     let (entries, _) = journal::read_entries(&path)?;
     Ok(Replay::from_entries(&entries))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Entry;
+    use crate::notify::Delivery;
+    use chrono::{DateTime, TimeZone};
+
+    fn at(s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 0).unwrap() + chrono::Duration::seconds(s as i64)
+    }
+
+    fn journal() -> Vec<Entry> {
+        let recs = vec![
+            (
+                0,
+                Record::RunStarted {
+                    run: "20261125T030000000Z-abcd".into(),
+                    runbook: "cex".into(),
+                    file: "runbooks/cex.toml".into(),
+                    sha256: "00".into(),
+                    plan: vec![
+                        "primary-down:check-primary".into(),
+                        "dns:dns-switch".into(),
+                        "verify:verify".into(),
+                        "tell:notify".into(),
+                    ],
+                    by: "sre@ops1".into(),
+                    force: false,
+                },
+            ),
+            (
+                1,
+                Record::Notified {
+                    event: "start".into(),
+                    delivery: Delivery {
+                        channel: "slack".into(),
+                        ok: true,
+                        error: None,
+                        at: at(1),
+                    },
+                },
+            ),
+            (
+                1,
+                Record::StepStarted {
+                    step: "primary-down".into(),
+                    attempt: 1,
+                },
+            ),
+            (
+                7,
+                Record::StepDone {
+                    step: "primary-down".into(),
+                    outcome: StepOutcome::Ok,
+                    details: json!({}),
+                    elapsed_ms: 6000,
+                },
+            ),
+            (
+                7,
+                Record::StepStarted {
+                    step: "dns".into(),
+                    attempt: 1,
+                },
+            ),
+            (
+                8,
+                Record::StepProgress {
+                    step: "dns".into(),
+                    data: json!({ "change-id": "C1" }),
+                },
+            ),
+            // killed here; resumed by someone else
+            (
+                60,
+                Record::RunResumed {
+                    by: "sre2@ops2".into(),
+                },
+            ),
+            (
+                60,
+                Record::StepStarted {
+                    step: "dns".into(),
+                    attempt: 2,
+                },
+            ),
+            (
+                95,
+                Record::StepDone {
+                    step: "dns".into(),
+                    outcome: StepOutcome::Ok,
+                    details: json!({ "changed": true }),
+                    elapsed_ms: 35000,
+                },
+            ),
+            (
+                95,
+                Record::StepStarted {
+                    step: "verify".into(),
+                    attempt: 1,
+                },
+            ),
+            (
+                99,
+                Record::StepFailed {
+                    step: "verify".into(),
+                    attempt: 1,
+                    error: "step verify: HTTP 503".into(),
+                },
+            ),
+            (
+                99,
+                Record::StepStarted {
+                    step: "verify".into(),
+                    attempt: 2,
+                },
+            ),
+            (
+                125,
+                Record::StepDone {
+                    step: "verify".into(),
+                    outcome: StepOutcome::Ok,
+                    details: json!({}),
+                    elapsed_ms: 30000,
+                },
+            ),
+            (
+                125,
+                Record::StepStarted {
+                    step: "tell".into(),
+                    attempt: 1,
+                },
+            ),
+            (
+                126,
+                Record::StepDone {
+                    step: "tell".into(),
+                    outcome: StepOutcome::FailedContinued,
+                    details: json!({}),
+                    elapsed_ms: 1000,
+                },
+            ),
+            (
+                126,
+                Record::Notified {
+                    event: "end".into(),
+                    delivery: Delivery {
+                        channel: "slack".into(),
+                        ok: false,
+                        error: Some("HTTP 500".into()),
+                        at: at(126),
+                    },
+                },
+            ),
+            (
+                126,
+                Record::RunFinished {
+                    outcome: RunOutcome::Succeeded,
+                    failed_step: None,
+                    error: None,
+                },
+            ),
+        ];
+        recs.into_iter()
+            .enumerate()
+            .map(|(i, (s, record))| Entry {
+                seq: i as u64 + 1,
+                at: at(s),
+                record,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn status_of_a_resumed_run_golden() {
+        let r = Replay::from_entries(&journal());
+        assert_eq!(r.rto(), Some(chrono::Duration::seconds(125)));
+        assert_eq!(
+            r.step("dns").unwrap().progress,
+            vec![json!({ "change-id": "C1" })]
+        );
+        let want = "\
+run 20261125T030000000Z-abcd of runbook cex: succeeded
+started 2026-11-25T03:00:00+00:00 by sre@ops1, resumed 1 time(s)
+#   STEP                     STATUS               ATTEMPTS       TOOK
+1   primary-down             done                        1         6s
+2   dns                      done                        2        35s
+3   verify                   done                        2        30s
+4   tell                     failed (continued)          1         1s
+notified start via slack: ok
+notified end via slack: FAILED (HTTP 500)
+RTO (start → verify green): 125s
+";
+        assert_eq!(status_text(&r), want);
+    }
+
+    #[test]
+    fn an_interrupted_step_is_reentered_and_done_steps_are_not() {
+        let mut e = journal();
+        e.truncate(6); // killed while waiting for the DNS change
+        let r = Replay::from_entries(&e);
+        let st: Vec<_> = r.steps.iter().map(|s| s.status).collect();
+        assert_eq!(
+            st,
+            vec![
+                StepStatus::Done,
+                StepStatus::Interrupted,
+                StepStatus::Pending,
+                StepStatus::Pending
+            ]
+        );
+        assert_eq!(r.outcome, None);
+        assert_eq!(r.rto(), None);
+        assert!(r
+            .notified
+            .contains(&("start".to_owned(), "slack".to_owned())));
+    }
+}

@@ -788,3 +788,52 @@ async fn bench_full_runbook_overhead() {
         }
     );
 }
+
+/// Ctrl-C / SIGTERM lets the current step finish, then stops with exit 130
+/// and a journal that `--resume` continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_stops_after_the_current_step() {
+    let site = Site::new(Knobs {
+        slow: true,
+        ..Knobs::default()
+    })
+    .await;
+    let rb = site.runbook.to_str().unwrap().to_owned();
+    let child = site
+        .command(&["failover", "--runbook", &rb, "--yes"])
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap() as i32;
+    let t0 = Instant::now();
+    loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "scale never started"
+        );
+        if let Some(j) = site.journals().first() {
+            if std::fs::read_to_string(j)
+                .unwrap()
+                .contains("\"type\":\"step-started\",\"step\":\"scale\"")
+            {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let o = child.wait_with_output().await.unwrap();
+    common::assert_code(&o, 130);
+    let st = site.status().await;
+    let steps = st["steps"].as_array().unwrap();
+    assert_eq!(steps[2]["name"], "scale");
+    assert_eq!(
+        steps[2]["status"], "done",
+        "the current step finished: {st}"
+    );
+    assert_eq!(steps[3]["status"], "pending");
+    assert_eq!(st["interrupted"], true);
+    assert!(site.kube.state.lock().unwrap().scale_calls.len() == 3);
+    let o = site.failover(&["--resume"]).await;
+    common::assert_code(&o, 0);
+    assert_eq!(site.status().await["outcome"], "succeeded");
+}
