@@ -246,14 +246,17 @@ pub async fn health(status: u16) -> Health {
     }
 }
 
+/// Headers (lower-case names) and JSON body of one received request.
+pub type Received = (BTreeMap<String, String>, Value);
+
 /// Records every POST it receives (body JSON + headers).
 pub struct Receiver {
     pub server: Server,
-    pub got: Arc<Mutex<Vec<(BTreeMap<String, String>, Value)>>>,
+    pub got: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
-    pub fn messages(&self) -> Vec<(BTreeMap<String, String>, Value)> {
+    pub fn messages(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
     pub fn url(&self) -> String {
