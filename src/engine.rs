@@ -89,7 +89,7 @@ pub async fn failover(rb: &Runbook, opts: &Options, cancel: CancellationToken) -
     let mut j = match &opts.resume {
         Some(run) => open_for_resume(rb, &dir, run.as_deref())?,
         None => {
-            safety_checks(rb, &dir, opts)?;
+            safety_checks(rb, &dir, opts, Utc::now())?;
             out(opts.json, rb.describe());
             if !opts.yes {
                 confirm(rb)?;
@@ -179,7 +179,12 @@ fn open_for_resume(rb: &Runbook, dir: &Path, run: Option<&str>) -> Result<Journa
 
 /// Refuses a new run while another is unfinished, or within the cool-down
 /// after a completed failover, unless `--force` (journaled by the caller).
-fn safety_checks(rb: &Runbook, dir: &Path, opts: &Options) -> Result<()> {
+fn safety_checks(
+    rb: &Runbook,
+    dir: &Path,
+    opts: &Options,
+    now: chrono::DateTime<Utc>,
+) -> Result<()> {
     let runs = journal::list_runs(dir)?;
     for p in runs.iter().rev() {
         let r = match journal::read_entries(p) {
@@ -205,7 +210,7 @@ fn safety_checks(rb: &Runbook, dir: &Path, opts: &Options) -> Result<()> {
             Some(RunOutcome::Succeeded) => {
                 let at = r.finished_at.expect("finished");
                 let until = at + chrono::Duration::from_std(rb.cool_down).unwrap_or_default();
-                if Utc::now() < until && !opts.force {
+                if now < until && !opts.force {
                     return Err(Error::Failover {
                         what: format!("runbook {}", rb.name),
                         msg: format!(
@@ -831,6 +836,32 @@ notified end via slack: FAILED (HTTP 500)
 RTO (start → verify green): 125s
 ";
         assert_eq!(status_text(&r), want);
+    }
+
+    #[test]
+    fn cool_down_counts_from_the_last_successful_run() {
+        let tmp = std::env::temp_dir().join(format!("cexdr-cooldown-{}", std::process::id()));
+        let dir = tmp.join("cex");
+        let rb = Runbook::parse(
+            Path::new("cex.toml"),
+            "name = \"cex\"\nfrom-site = \"a\"\nto-site = \"b\"\ncool-down = \"1h\"\n[[step]]\nname = \"x\"\nkind = \"exec\"\nargv = [\"true\"]\n",
+        )
+        .unwrap();
+        let mut j = Journal::create(&dir, "20261125T030000000Z-abcd").unwrap();
+        for e in journal() {
+            j.append(e.record).unwrap();
+        }
+        let finished = j.replay().finished_at.unwrap();
+        let opts = Options::default();
+        let within = safety_checks(&rb, &dir, &opts, finished + chrono::Duration::minutes(59));
+        assert!(one_line(&within.unwrap_err()).contains("within the cool-down (1h"));
+        assert!(safety_checks(&rb, &dir, &opts, finished + chrono::Duration::minutes(61)).is_ok());
+        let forced = Options {
+            force: true,
+            ..Options::default()
+        };
+        assert!(safety_checks(&rb, &dir, &forced, finished + chrono::Duration::minutes(1)).is_ok());
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

@@ -607,3 +607,54 @@ async fn bad_runbooks_name_file_line_step_and_key() {
     common::assert_code(&o, 0);
     assert!(common::stdout(&o).contains("scale deployments and statefulsets in namespace cex-app"));
 }
+
+/// A crash between the UPSERT and the journal write of its change id: the
+/// journal has `previous` but no change id. The resumed step finds the record
+/// at the target value and does not send the change again.
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_crash_between_upsert_and_journaling_the_change_id_is_not_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let r53 = route53(1000).await;
+    let rb = runbook(
+        dir.path(),
+        "dns",
+        &dns_step("Z0FAKE", &r53.server.url, false)
+            .replace("timeout = \"20s\"", "timeout = \"1s\""),
+    );
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 1);
+    assert_eq!(r53.state.lock().unwrap().accepted_changes.len(), 1);
+    // Rewrite the journal as the crash would have left it.
+    let runs = dir.path().join("state/dns/runs");
+    let path = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let kept: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            !l.contains("change-id")
+                && !l.contains("\"type\":\"step-failed\"")
+                && !l.contains("\"type\":\"run-finished\"")
+                && !l.contains("\"type\":\"notified\"")
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(kept.iter().any(|l| l.contains("\"previous\"")));
+    std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+    r53.state.lock().unwrap().pending_polls = 0;
+    let o = failover(&rb, &["--resume"]).await;
+    common::assert_code(&o, 0);
+    assert_eq!(
+        r53.state.lock().unwrap().calls["change"],
+        1,
+        "not sent again"
+    );
+    let recs = journal(dir.path(), "dns");
+    let done = recs.iter().find(|r| r["type"] == "step-done").unwrap();
+    assert_eq!(done["details"]["changed"], true);
+    assert_eq!(done["details"]["change-id"], Value::Null);
+}
