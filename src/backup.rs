@@ -21,16 +21,22 @@ pub fn compression_threads() -> usize {
         .unwrap_or(2)
 }
 
-/// Runs one backup of `job` into `store`. On any failure (including
-/// cancellation) nothing is listed: artifacts already written are deleted
-/// and no manifest is written.
+/// Runs one backup of `job` into `store` (unsigned catalog entries).
 pub async fn run(store: DynStore, job: &Job, cancel: CancellationToken) -> Result<Manifest> {
-    run_inner(store, job, cancel)
+    run_into(&Catalog::new(store), job, cancel).await
+}
+
+/// Runs one backup of `job` into the catalog's store. On any failure
+/// (including cancellation) nothing is listed: artifacts already written
+/// are deleted and no manifest is written.
+pub async fn run_into(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Result<Manifest> {
+    run_inner(cat, job, cancel)
         .await
         .map_err(|e| e.in_job(&job.name))
 }
 
-async fn run_inner(store: DynStore, job: &Job, cancel: CancellationToken) -> Result<Manifest> {
+async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Result<Manifest> {
+    let store = cat.store().clone();
     let t0 = Instant::now();
     store.preflight().await?;
     let started_at = Utc::now();
@@ -46,10 +52,23 @@ async fn run_inner(store: DynStore, job: &Job, cancel: CancellationToken) -> Res
     };
 
     let threads = compression_threads();
+    let (recipients, encryption) = match &job.encryption {
+        Some(spec) => {
+            let (r, info) = crate::encryption::Recipients::from_spec(spec)?;
+            (Some(r), Some(info))
+        }
+        None => (None, None),
+    };
     let mut uploads = Vec::new();
     for x in opened.extracts {
         let key = format!("{dir}/{}{}", x.name, job.compression.suffix());
-        let staged = pipeline::stage(x.stream, job.compression, threads, cancel.clone());
+        let staged = pipeline::stage(
+            x.stream,
+            job.compression,
+            threads,
+            recipients.clone(),
+            cancel.clone(),
+        );
         let store = store.clone();
         uploads.push(async move {
             let put = store.put(&key, staged.stream).await;
@@ -124,6 +143,7 @@ async fn run_inner(store: DynStore, job: &Job, cancel: CancellationToken) -> Res
             base.insert(k, v);
         }
     }
+    let previous = cat.chain_head(&job.name).await?;
     let first = artifacts
         .first()
         .ok_or_else(|| Error::source_err(format!("job {}", job.name), "produced no artifact"))?;
@@ -143,12 +163,13 @@ async fn run_inner(store: DynStore, job: &Job, cancel: CancellationToken) -> Res
         tool_version: catalog::TOOL_VERSION.into(),
         artifacts,
         warnings,
+        previous,
+        storage: store.put_attributes(),
+        encryption,
         details,
     };
     // The manifest goes last: until it exists, the backup does not.
-    Catalog::new(store.clone())
-        .write_manifest(&manifest)
-        .await?;
+    cat.write_manifest(&manifest).await?;
     tracing::info!(
         job = %job.name, id = %id,
         source_bytes = manifest.source_bytes, stored_bytes = manifest.stored_bytes,

@@ -6,11 +6,16 @@
 //! Layout: `<job>/<yyyy>/<mm>/<dd>/<id>/manifest.json`, artifacts in the
 //! same folder, verifications in `<id>/verify/<time>-<rand>.json`.
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 
+use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256};
+
 use crate::error::{Error, Result};
+use crate::signing::{self, Detached, SigStatus, Signer};
 use crate::store::{self, DynStore, ObjectMeta};
 
 pub const MANIFEST: &str = "manifest.json";
@@ -39,7 +44,40 @@ pub struct Manifest {
     pub artifacts: Vec<Artifact>,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The job's previous backup when this one was taken: a deleted backup
+    /// leaves a visible gap in this chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ChainLink>,
+    /// What the store applied to the objects (SSE, KMS key id, storage
+    /// class, Object Lock).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub storage: serde_json::Value,
+    /// Client-side encryption, if any (`sha256` is of the encrypted bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::encryption::EncryptionInfo>,
     pub details: serde_json::Value,
+}
+
+/// A link to the previous manifest of the same job: its id and the SHA-256
+/// of its exact bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChainLink {
+    pub id: String,
+    pub manifest_sha256: String,
+}
+
+/// Left by prune for each backup it removes, so the chain's gap is explained.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tombstone {
+    pub id: String,
+    pub job: String,
+    pub manifest_sha256: String,
+    /// The removed manifest's own link, so the chain can be followed across it.
+    pub previous: Option<ChainLink>,
+    pub removed_at: DateTime<Utc>,
+    pub reason: String,
+    pub host: String,
+    pub tool_version: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -84,6 +122,14 @@ pub struct Entry {
     pub verifications: Vec<Verification>,
     /// Keys of every verification record, also those not loaded.
     pub verification_keys: Vec<String>,
+    /// SHA-256 of the manifest's exact stored bytes (what the chain links to).
+    pub manifest_sha256: String,
+    /// The manifest's stored bytes (what its signature covers).
+    pub manifest_bytes: Vec<u8>,
+    /// The detached signature of the manifest, if any.
+    pub signature: Option<Detached>,
+    /// Its check against the keys published in the store (set by `list`).
+    pub signature_status: Option<SigStatus>,
 }
 
 impl Entry {
@@ -98,6 +144,9 @@ impl Entry {
             .latest_verification()
             .map(|x| serde_json::json!({"status": x.status, "at": x.at, "method": x.method}));
         v["verification"] = ver.unwrap_or(serde_json::Value::Null);
+        if let Some(st) = &self.signature_status {
+            v["signature"] = serde_json::json!(st.word());
+        }
         v
     }
 }
@@ -123,7 +172,11 @@ pub fn backup_dir(job: &str, id: &str, started: DateTime<Utc>) -> String {
 
 pub struct Catalog {
     store: DynStore,
+    identities: Option<crate::encryption::Identities>,
+    signer: Option<Arc<Signer>>,
 }
+
+pub const KEYS_PREFIX: &str = "keys/";
 
 /// Objects of one backup folder, grouped.
 #[derive(Debug, Default)]
@@ -135,7 +188,27 @@ pub struct Folder {
 
 impl Catalog {
     pub fn new(store: DynStore) -> Self {
-        Catalog { store }
+        Catalog {
+            store,
+            identities: None,
+            signer: None,
+        }
+    }
+
+    /// Signs every manifest, verification record and tombstone it writes.
+    pub fn with_signer(mut self, signer: Option<Arc<Signer>>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    /// Keys (or the passphrase) for reading encrypted backups.
+    pub fn with_identities(mut self, ids: Option<crate::encryption::Identities>) -> Self {
+        self.identities = ids;
+        self
+    }
+
+    pub fn identities(&self) -> Option<&crate::encryption::Identities> {
+        self.identities.as_ref()
     }
 
     pub fn store(&self) -> &DynStore {
@@ -179,8 +252,14 @@ impl Catalog {
 
     /// Loads a manifest and checks that it describes its own folder: its job,
     /// id and artifact keys must all lie inside the folder it was found in.
-    pub async fn load_manifest(&self, dir: &str, key: &str) -> Result<Manifest> {
-        let m: Manifest = self.load_json(key).await?;
+    pub async fn load_manifest(&self, dir: &str, key: &str) -> Result<(Manifest, Vec<u8>)> {
+        let raw = store::get_bytes(self.store.as_ref(), key).await?;
+        let m: Manifest = serde_json::from_slice(&raw).map_err(|e| Error::Store {
+            store: self.store.describe(),
+            op: "parse",
+            key: key.into(),
+            msg: e.to_string(),
+        })?;
         let bad = |msg: String| Error::Store {
             store: self.store.describe(),
             op: "check",
@@ -205,14 +284,25 @@ impl Catalog {
                 )));
             }
         }
-        Ok(m)
+        Ok((m, raw))
+    }
+
+    /// A detached signature object, if the folder listing has one.
+    async fn load_sig(&self, key: &str, f: &Folder) -> Result<Option<Detached>> {
+        let sig_key = format!("{key}.sig");
+        if f.others.iter().any(|o| o.key == sig_key) {
+            Ok(Some(self.load_json(&sig_key).await?))
+        } else {
+            Ok(None)
+        }
     }
 
     async fn entry(&self, dir: &str, f: &Folder, all_verifications: bool) -> Result<Option<Entry>> {
         let Some(mkey) = &f.manifest else {
             return Ok(None);
         };
-        let manifest = self.load_manifest(dir, mkey).await?;
+        let (manifest, raw) = self.load_manifest(dir, mkey).await?;
+        let signature = self.load_sig(mkey, f).await?;
         let mut keys = f.verifications.clone();
         keys.sort();
         let load: Vec<&String> = if all_verifications {
@@ -228,6 +318,10 @@ impl Catalog {
             manifest,
             verifications,
             verification_keys: keys,
+            manifest_sha256: hex::encode(Sha256::digest(&raw)),
+            manifest_bytes: raw,
+            signature,
+            signature_status: None,
         }))
     }
 
@@ -247,6 +341,107 @@ impl Catalog {
         out.sort_by(|a, b| {
             (a.manifest.started_at, &a.manifest.id).cmp(&(b.manifest.started_at, &b.manifest.id))
         });
+        let trusted = self.published_keys().await?;
+        for e in &mut out {
+            e.signature_status = Some(signing::check(
+                &e.manifest_bytes,
+                e.signature.as_ref(),
+                &trusted,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Public keys published in the store (`keys/<key-id>.pub`).
+    pub async fn published_keys(&self) -> Result<BTreeMap<String, VerifyingKey>> {
+        let mut out = BTreeMap::new();
+        for o in self.store.list(KEYS_PREFIX).await? {
+            let data = store::get_bytes(self.store.as_ref(), &o.key).await?;
+            if let Some(k) = signing::parse_public(&String::from_utf8_lossy(&data)) {
+                out.insert(signing::key_id(&k), k);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The link to the job's newest complete backup, for a new manifest.
+    pub async fn chain_head(&self, job: &str) -> Result<Option<ChainLink>> {
+        let mut best: Option<(String, Folder)> = None;
+        for (dir, f) in self.folders(Some(job)).await? {
+            if f.manifest.is_some() {
+                best = Some((dir, f)); // folders sort by date, then id (time)
+            }
+        }
+        let Some((dir, f)) = best else {
+            return Ok(None);
+        };
+        let e = self.entry(&dir, &f, false).await?.expect("has a manifest");
+        Ok(Some(ChainLink {
+            id: e.manifest.id,
+            manifest_sha256: e.manifest_sha256,
+        }))
+    }
+
+    /// Writes `data` under `key`, with its detached signature first when
+    /// this catalog signs (so the object never appears unsigned).
+    async fn put_signed(&self, key: &str, data: Vec<u8>) -> Result<()> {
+        if let Some(signer) = &self.signer {
+            let pub_key = format!("{KEYS_PREFIX}{}.pub", signer.key_id);
+            if self.store.head(&pub_key).await?.is_none() {
+                self.store
+                    .put_if_absent(&pub_key, bytes::Bytes::from(signer.public_hex()))
+                    .await?;
+            }
+            let sig = serde_json::to_vec_pretty(&signer.sign(&data)).expect("signature serialises");
+            store::put_bytes(self.store.as_ref(), &format!("{key}.sig"), sig).await?;
+        }
+        store::put_bytes(self.store.as_ref(), key, data).await?;
+        Ok(())
+    }
+
+    /// Records that prune removed a backup (signed when this catalog signs).
+    pub async fn record_removal(&self, e: &Entry, reason: &str) -> Result<()> {
+        let t = Tombstone {
+            id: e.manifest.id.clone(),
+            job: e.manifest.job.clone(),
+            manifest_sha256: e.manifest_sha256.clone(),
+            previous: e.manifest.previous.clone(),
+            removed_at: Utc::now(),
+            reason: reason.to_owned(),
+            host: crate::backup::host_name(),
+            tool_version: TOOL_VERSION.into(),
+        };
+        let key = format!("{}/pruned/{}.json", e.manifest.job, e.manifest.id);
+        self.put_signed(
+            &key,
+            serde_json::to_vec_pretty(&t).expect("tombstone serialises"),
+        )
+        .await
+    }
+
+    /// Tombstones of a job by backup id, each with its signature check.
+    pub async fn tombstones(
+        &self,
+        job: &str,
+        trusted: &BTreeMap<String, VerifyingKey>,
+    ) -> Result<BTreeMap<String, (Tombstone, SigStatus)>> {
+        let prefix = format!("{job}/pruned/");
+        let objects = self.store.list(&prefix).await?;
+        let mut out = BTreeMap::new();
+        for o in objects.iter().filter(|o| o.key.ends_with(".json")) {
+            let raw = store::get_bytes(self.store.as_ref(), &o.key).await?;
+            let Ok(t) = serde_json::from_slice::<Tombstone>(&raw) else {
+                continue;
+            };
+            let sig_key = format!("{}.sig", o.key);
+            let sig = if objects.iter().any(|x| x.key == sig_key) {
+                Some(self.load_json::<Detached>(&sig_key).await?)
+            } else {
+                None
+            };
+            let st = signing::check(&raw, sig.as_ref(), trusted);
+            out.insert(t.id.clone(), (t, st));
+        }
         Ok(out)
     }
 
@@ -268,8 +463,7 @@ impl Catalog {
     pub async fn write_manifest(&self, m: &Manifest) -> Result<()> {
         let key = format!("{}/{MANIFEST}", backup_dir(&m.job, &m.id, m.started_at));
         let data = serde_json::to_vec_pretty(m).expect("manifest serialises");
-        store::put_bytes(self.store.as_ref(), &key, data).await?;
-        Ok(())
+        self.put_signed(&key, data).await
     }
 
     pub async fn record_verification(&self, m: &Manifest, v: &Verification) -> Result<()> {
@@ -280,9 +474,144 @@ impl Catalog {
             rand::random::<u32>()
         );
         let data = serde_json::to_vec_pretty(v).expect("verification serialises");
-        store::put_bytes(self.store.as_ref(), &key, data).await?;
-        Ok(())
+        self.put_signed(&key, data).await
     }
+}
+
+/// One finding of `catalog verify-signatures`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub job: String,
+    pub id: String,
+    /// `manifest` or `verification`.
+    pub object: String,
+    pub key: String,
+    pub signature: SigStatus,
+    /// Chain problems (a missing or altered previous backup).
+    pub problems: Vec<String>,
+}
+
+impl AuditRow {
+    pub fn is_ok(&self) -> bool {
+        self.signature.is_ok() && self.problems.is_empty()
+    }
+}
+
+impl Catalog {
+    /// Checks every manifest's and verification record's signature against
+    /// `trusted`, and each job's chain of manifests (gaps must be explained
+    /// by a validly signed prune record).
+    pub async fn audit(
+        &self,
+        job: Option<&str>,
+        trusted: &BTreeMap<String, VerifyingKey>,
+    ) -> Result<Vec<AuditRow>> {
+        let folders = self.folders(job).await?;
+        let mut by_job: BTreeMap<String, Vec<(Entry, Vec<AuditRow>)>> = BTreeMap::new();
+        for (dir, f) in &folders {
+            let Some(mut e) = self.entry(dir, f, false).await? else {
+                continue;
+            };
+            e.signature_status = Some(signing::check(
+                &e.manifest_bytes,
+                e.signature.as_ref(),
+                trusted,
+            ));
+            let mut rows = Vec::new();
+            for vkey in &f.verifications {
+                let raw = store::get_bytes(self.store.as_ref(), vkey).await?;
+                let sig = self.load_sig(vkey, f).await?;
+                rows.push(AuditRow {
+                    job: e.manifest.job.clone(),
+                    id: e.manifest.id.clone(),
+                    object: "verification".into(),
+                    key: vkey.clone(),
+                    signature: signing::check(&raw, sig.as_ref(), trusted),
+                    problems: vec![],
+                });
+            }
+            by_job
+                .entry(e.manifest.job.clone())
+                .or_default()
+                .push((e, rows));
+        }
+        let mut out = Vec::new();
+        for (job, mut entries) in by_job {
+            entries.sort_by(|a, b| {
+                (a.0.manifest.started_at, &a.0.manifest.id)
+                    .cmp(&(b.0.manifest.started_at, &b.0.manifest.id))
+            });
+            let tombs = self.tombstones(&job, trusted).await?;
+            for i in 0..entries.len() {
+                let expected = if i > 0 { Some(&entries[i - 1].0) } else { None };
+                let (e, vrows) = &entries[i];
+                let problems = chain_problems(e, expected, &tombs);
+                out.push(AuditRow {
+                    job: job.clone(),
+                    id: e.manifest.id.clone(),
+                    object: "manifest".into(),
+                    key: format!(
+                        "{}/{MANIFEST}",
+                        backup_dir(&e.manifest.job, &e.manifest.id, e.manifest.started_at)
+                    ),
+                    signature: e.signature_status.clone().expect("set above"),
+                    problems,
+                });
+                out.extend(vrows.iter().cloned());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Follows `e`'s link back to `expected` (the job's previous listed backup),
+/// across backups that prune removed and recorded.
+fn chain_problems(
+    e: &Entry,
+    expected: Option<&Entry>,
+    tombs: &BTreeMap<String, (Tombstone, SigStatus)>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut link = e.manifest.previous.clone();
+    for _ in 0..100_000 {
+        match (&link, expected) {
+            (None, None) => return problems,
+            (None, Some(x)) => {
+                problems.push(format!(
+                    "does not link to the previous backup {} (chain restarts here)",
+                    x.manifest.id
+                ));
+                return problems;
+            }
+            (Some(l), Some(x)) if l.id == x.manifest.id => {
+                if l.manifest_sha256 != x.manifest_sha256 {
+                    problems.push(format!("previous backup {} was altered after this one was taken (manifest sha256 differs)", l.id));
+                }
+                return problems;
+            }
+            (Some(l), _) => match tombs.get(&l.id) {
+                Some((t, st)) if st.is_ok() && t.manifest_sha256 == l.manifest_sha256 => {
+                    link = t.previous.clone()
+                }
+                Some((_, st)) => {
+                    problems.push(format!(
+                        "previous backup {} was removed, and its prune record is {}",
+                        l.id,
+                        st.word()
+                    ));
+                    return problems;
+                }
+                None => {
+                    problems.push(format!(
+                        "previous backup {} is missing and no prune record explains it",
+                        l.id
+                    ));
+                    return problems;
+                }
+            },
+        }
+    }
+    problems
 }
 
 #[cfg(test)]

@@ -39,6 +39,12 @@ pub struct Cli {
     /// Only errors in the log.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// age identity file for reading encrypted backups (restore, verify).
+    #[arg(long, global = true, env = "CEXDR_IDENTITY_FILE")]
+    pub identity: Option<PathBuf>,
+    /// Environment variable holding the passphrase of passphrase-encrypted backups.
+    #[arg(long, global = true)]
+    pub passphrase_env: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -77,6 +83,10 @@ pub enum Command {
         /// MySQL: parallel connections (default: number of cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Files: restore symlinks that point outside the target (e.g.
+        /// absolute ones) as links; nothing is ever written through them.
+        #[arg(long)]
+        allow_external_links: bool,
     },
     /// Validate policy files.
     #[command(subcommand)]
@@ -148,6 +158,23 @@ pub enum CatalogCmd {
     },
     /// One backup's manifest and verification history.
     Show { id: String },
+    /// Check every manifest's and verification record's signature, and each
+    /// job's chain of manifests (a deleted backup leaves a gap). Exit 4 on
+    /// any finding.
+    VerifySignatures {
+        #[arg(long)]
+        job: Option<String>,
+        /// Trust only these public keys (hex); default: the keys published
+        /// in the store under keys/.
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+    },
+    /// Create an Ed25519 signing key file (0600) for `signing-key-file`.
+    Keygen {
+        /// Where to write the key; never overwrites.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +218,7 @@ pub fn init_tracing(cli: &Cli) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -214,12 +242,40 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-async fn open_catalog(policy: &Policy) -> Result<Catalog> {
-    Ok(Catalog::new(store::build(&policy.store).await?))
+async fn open_catalog(policy: &Policy, cli: &CliKeys) -> Result<Catalog> {
+    open_catalog_as(policy, cli, false).await
+}
+
+/// With `sign`, the catalog signs what it writes (needs the private key).
+async fn open_catalog_as(policy: &Policy, cli: &CliKeys, sign: bool) -> Result<Catalog> {
+    let signer = match (&policy.signing_key_file, sign) {
+        (Some(f), true) => Some(std::sync::Arc::new(crate::signing::Signer::load(f)?)),
+        _ => None,
+    };
+    let ids = match (&cli.identity, &cli.passphrase_env) {
+        (Some(f), _) => Some(crate::encryption::Identities::from_file(f)?),
+        (None, Some(v)) => Some(crate::encryption::Identities::from_passphrase(
+            &crate::policy::Secret::Env(v.clone()),
+        )?),
+        (None, None) => None,
+    };
+    Ok(Catalog::new(store::build(&policy.store).await?)
+        .with_identities(ids)
+        .with_signer(signer))
+}
+
+/// The decryption inputs of the command line.
+struct CliKeys {
+    identity: Option<PathBuf>,
+    passphrase_env: Option<String>,
 }
 
 /// Runs the command; returns the exit code for outcomes that are not errors.
 pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
+    let keys = CliKeys {
+        identity: cli.identity.clone(),
+        passphrase_env: cli.passphrase_env.clone(),
+    };
     match cli.command {
         Command::Policy(PolicyCmd::Check { file }) => {
             let file = file.unwrap_or(cli.policy);
@@ -228,6 +284,21 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
                 print_json(&describe_json(&p));
             } else {
                 print!("{}", describe(&p, Utc::now()));
+            }
+            if let StoreSpec::S3(spec) = &p.store {
+                if spec.object_lock.is_some() {
+                    // The one check that needs the bucket: retention cannot be
+                    // set without Object Lock enabled on it.
+                    let s3 = crate::store::s3::S3Store::connect(spec.clone()).await?;
+                    match s3.object_lock_enabled().await {
+                        Ok(true) => {}
+                        Ok(false) => eprintln!(
+                            "cexdr: warning: bucket {} has no Object Lock enabled; uploads with object-lock will fail",
+                            spec.bucket
+                        ),
+                        Err(e) => eprintln!("cexdr: warning: could not check Object Lock on bucket {}: {}", spec.bucket, one_line(&e)),
+                    }
+                }
             }
             Ok(exit::OK)
         }
@@ -246,7 +317,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
             } else {
                 jobs.iter().map(|j| policy.job(j)).collect::<Result<_>>()?
             };
-            let store = store::build(&policy.store).await?;
+            let catalog = open_catalog_as(&policy, &keys, true).await?;
             let mut failed: Option<Error> = None;
             let mut done = Vec::new();
             for job in selected {
@@ -254,7 +325,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
                     failed.get_or_insert(Error::Interrupted);
                     break;
                 }
-                match backup::run(store.clone(), job, cancel.clone()).await {
+                match backup::run_into(&catalog, job, cancel.clone()).await {
                     Ok(m) => {
                         if !cli.json {
                             println!(
@@ -308,7 +379,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
                 None => None,
             };
             let policy = Policy::load(&cli.policy)?;
-            let catalog = open_catalog(&policy).await?;
+            let catalog = open_catalog(&policy, &keys).await?;
             let entries: Vec<Entry> = catalog
                 .list(job.as_deref())
                 .await?
@@ -327,9 +398,73 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
             }
             Ok(exit::OK)
         }
+        Command::Catalog(CatalogCmd::Keygen { out }) => {
+            let s = crate::signing::Signer::generate(&out)?;
+            println!(
+                "wrote {} (key {}); public key {}",
+                out.display(),
+                s.key_id,
+                s.public_hex()
+            );
+            Ok(exit::OK)
+        }
+        Command::Catalog(CatalogCmd::VerifySignatures { job, trusted_keys }) => {
+            let policy = Policy::load(&cli.policy)?;
+            let catalog = open_catalog(&policy, &keys).await?;
+            let trusted = if trusted_keys.is_empty() {
+                catalog.published_keys().await?
+            } else {
+                let mut m = std::collections::BTreeMap::new();
+                for k in &trusted_keys {
+                    let key = crate::signing::parse_public(k).ok_or_else(|| {
+                        Error::Usage(format!(
+                            "--trusted-key {k:?} is not a hex Ed25519 public key"
+                        ))
+                    })?;
+                    m.insert(crate::signing::key_id(&key), key);
+                }
+                m
+            };
+            let rows = catalog.audit(job.as_deref(), &trusted).await?;
+            let bad = rows.iter().filter(|r| !r.is_ok()).count();
+            if cli.json {
+                print_json(&rows);
+            } else {
+                let ids: Vec<_> = trusted.keys().cloned().collect();
+                println!(
+                    "trusted keys: {}",
+                    if ids.is_empty() {
+                        "none".into()
+                    } else {
+                        ids.join(", ")
+                    }
+                );
+                for r in &rows {
+                    let mut line = format!(
+                        "{} {} {}: signature {}",
+                        r.job,
+                        r.id,
+                        r.object,
+                        r.signature.word()
+                    );
+                    for p in &r.problems {
+                        line.push_str(&format!("; {p}"));
+                    }
+                    println!("{line}");
+                }
+                println!("{} object(s) checked, {bad} with findings", rows.len());
+            }
+            if bad > 0 {
+                return Err(Error::VerifyFailed {
+                    failed: bad,
+                    total: rows.len(),
+                });
+            }
+            Ok(exit::OK)
+        }
         Command::Catalog(CatalogCmd::Show { id }) => {
             let policy = Policy::load(&cli.policy)?;
-            let catalog = open_catalog(&policy).await?;
+            let catalog = open_catalog(&policy, &keys).await?;
             let e = catalog.find(&id).await?;
             if cli.json {
                 let mut v = e.to_json();
@@ -362,7 +497,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
         }
         Command::Verify(args) => {
             let policy = Policy::load(&cli.policy)?;
-            let catalog = open_catalog(&policy).await?;
+            let catalog = open_catalog_as(&policy, &keys, true).await?;
             let entries: Vec<Entry> = if args.all {
                 catalog.list(None).await?
             } else if let Some(job) = &args.job {
@@ -428,15 +563,17 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
             password_env,
             database_map,
             threads,
+            allow_external_links,
         } => {
             let policy = Policy::load(&cli.policy)?;
-            let catalog = open_catalog(&policy).await?;
+            let catalog = open_catalog(&policy, &keys).await?;
             let e = catalog.find(&id).await?;
             let opts = restore::RestoreOptions {
                 force,
                 password_env,
                 database_map,
                 threads,
+                allow_external_links,
             };
             let msg = restore::restore(&catalog, &e, &to, &opts).await?;
             println!("{msg}");

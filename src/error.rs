@@ -51,6 +51,14 @@ pub enum Error {
     #[error("source {what}: {msg}")]
     Source { what: String, msg: String },
 
+    /// S3 Object Lock keeps this object until `until`: not an error for prune.
+    #[error("store {store}: {key} is locked until {until}")]
+    ObjectLocked {
+        store: String,
+        key: String,
+        until: String,
+    },
+
     #[error("no backup with id {0} in the catalog")]
     NotFound(String),
 
@@ -211,7 +219,7 @@ mod tests {
     fn typed_errors_survive_an_io_error() {
         let io = Error::Interrupted.into_io();
         assert!(matches!(Error::io("reading", io), Error::Interrupted));
-        let plain = io::Error::new(io::ErrorKind::Other, "boom");
+        let plain = io::Error::other("boom");
         assert!(matches!(Error::io("reading", plain), Error::Io { .. }));
     }
 }

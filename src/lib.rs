@@ -17,3 +17,5 @@ pub mod store;
 pub mod verify;
 
 pub use error::{Error, Result};
+pub mod encryption;
+pub mod signing;

@@ -142,17 +142,21 @@ pub struct Staged {
     pub stored: Arc<Tally>,
 }
 
-/// source bytes → count → compress → count + SHA-256 → store.
+/// source bytes → count → compress → [encrypt] → count + SHA-256 → store.
 pub fn stage(
     input: ByteStream,
     c: Compression,
     threads: usize,
+    recipients: Option<crate::encryption::Recipients>,
     cancel: CancellationToken,
 ) -> Staged {
     let input = cancellable(input, cancel);
     let (counted, source) = tally(input, false);
-    let compressed = compress(counted, c, threads);
-    let (stream, stored) = tally(compressed, true);
+    let mut out = compress(counted, c, threads);
+    if let Some(r) = recipients {
+        out = crate::encryption::encrypt(out, r);
+    }
+    let (stream, stored) = tally(out, true);
     Staged {
         stream,
         source,
@@ -310,7 +314,7 @@ mod tests {
             Compression::Zstd { level: 3 },
             Compression::None,
         ] {
-            let staged = stage(chunks(&data, 70_000), c, 3, CancellationToken::new());
+            let staged = stage(chunks(&data, 70_000), c, 3, None, CancellationToken::new());
             let stored = collect(staged.stream).await.unwrap();
             assert_eq!(staged.source.bytes(), data.len() as u64);
             assert_eq!(staged.stored.bytes(), stored.len() as u64);
@@ -356,6 +360,7 @@ mod tests {
             chunks(&sample(100_000), 9000),
             Compression::Gzip { level: 6 },
             1,
+            None,
             CancellationToken::new(),
         );
         let mut stored = collect(staged.stream).await.unwrap();

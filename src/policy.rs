@@ -36,6 +36,27 @@ struct RawStore {
     kms_key_id: Option<String>,
     part_size: Option<String>,
     upload_concurrency: Option<usize>,
+    encryption: Option<RawEncryption>,
+    signing_key_file: Option<PathBuf>,
+    object_lock: Option<ObjectLock>,
+}
+
+/// S3 Object Lock retention set on every artifact and manifest at upload.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ObjectLock {
+    /// GOVERNANCE or COMPLIANCE.
+    pub mode: String,
+    pub days: u32,
+}
+
+/// `encryption = { recipients = ["age1…"] }` or a passphrase from env/file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawEncryption {
+    recipients: Option<Vec<String>>,
+    passphrase_env: Option<String>,
+    passphrase_file: Option<PathBuf>,
 }
 
 /// One flat table for every job kind: the kind decides which keys apply, and
@@ -63,6 +84,7 @@ struct RawJob {
     threads: Option<usize>,
     consistency: Option<String>,
     tls: Option<TlsSpec>,
+    encryption: Option<RawEncryption>,
     // redis
     username: Option<String>,
     cluster: Option<bool>,
@@ -74,6 +96,8 @@ struct RawJob {
 pub struct Policy {
     pub file: PathBuf,
     pub store: StoreSpec,
+    /// Ed25519 key that signs manifests and verification records.
+    pub signing_key_file: Option<PathBuf>,
     pub jobs: Vec<Job>,
 }
 
@@ -95,6 +119,7 @@ pub struct S3Spec {
     pub kms_key_id: Option<String>,
     pub part_size: u64,
     pub upload_concurrency: usize,
+    pub object_lock: Option<ObjectLock>,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +130,16 @@ pub struct Job {
     pub keep: Keep,
     pub timeout: Option<Duration>,
     pub source: SourceSpec,
+    /// Client-side encryption of the stored bytes (the job's, else the store's).
+    pub encryption: Option<EncryptionSpec>,
+}
+
+/// age encryption: public recipients only (the backup host never holds a
+/// private key), or one passphrase for small setups.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EncryptionSpec {
+    Recipients(Vec<String>),
+    Passphrase(Secret),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -414,6 +449,22 @@ impl Policy {
         })?;
         let loc = Locator { text };
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let store_encryption = match &raw.store.encryption {
+            Some(e) => Some(validate_encryption(&base, e).map_err(|m| {
+                Error::config(
+                    file,
+                    loc.store(Some("encryption")),
+                    Some("encryption"),
+                    format!("[store] key `encryption`: {m}"),
+                )
+            })?),
+            None => None,
+        };
+        let signing_key_file = raw
+            .store
+            .signing_key_file
+            .as_ref()
+            .map(|p| resolve(&base, p));
         let store = validate_store(file, &loc, &base, raw.store)?;
         if raw.jobs.is_empty() {
             return Err(Error::config(
@@ -437,11 +488,16 @@ impl Policy {
             if !names.insert(j.name.clone()) {
                 return Err(err("name", "another job has the same name".into()));
             }
-            jobs.push(validate_job(&base, &err, &j)?);
+            let mut job = validate_job(&base, &err, &j)?;
+            if job.encryption.is_none() {
+                job.encryption = store_encryption.clone();
+            }
+            jobs.push(job);
         }
         Ok(Policy {
             file: file.to_path_buf(),
             store,
+            signing_key_file,
             jobs,
         })
     }
@@ -458,11 +514,51 @@ impl Policy {
     }
 }
 
+/// An absolute, lexically normalised path (relative ones are taken from
+/// the policy file's folder), so archive names and messages are stable.
 fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
+    let joined = if p.is_absolute() {
         p.to_path_buf()
-    } else {
+    } else if base.is_absolute() {
         base.join(p)
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(base)
+            .join(p)
+    };
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn validate_encryption(
+    base: &Path,
+    e: &RawEncryption,
+) -> std::result::Result<EncryptionSpec, String> {
+    match (&e.recipients, &e.passphrase_env, &e.passphrase_file) {
+        (Some(r), None, None) => {
+            if r.is_empty() {
+                return Err("recipients: list at least one age public key".into());
+            }
+            for key in r {
+                key.parse::<age::x25519::Recipient>()
+                    .map_err(|_| format!("recipients: {key:?} is not an age X25519 public key (age1…)"))?;
+            }
+            Ok(EncryptionSpec::Recipients(r.clone()))
+        }
+        (None, Some(v), None) => Ok(EncryptionSpec::Passphrase(Secret::Env(v.clone()))),
+        (None, None, Some(f)) => Ok(EncryptionSpec::Passphrase(Secret::File(resolve(base, f)))),
+        (None, None, None) => Err("set recipients, passphrase-env or passphrase-file".into()),
+        _ => Err("use recipients or one passphrase source, not several (age allows a passphrase only alone)".into()),
     }
 }
 
@@ -487,6 +583,7 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
         ("kms-key-id", s.kms_key_id.is_some()),
         ("part-size", s.part_size.is_some()),
         ("upload-concurrency", s.upload_concurrency.is_some()),
+        ("object-lock", s.object_lock.is_some()),
     ];
     let reject = |keys: &[(&str, bool)], kind: &str| -> Result<()> {
         for (k, set) in keys {
@@ -533,6 +630,20 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
             if s.kms_key_id.is_some() && s.sse.as_deref() != Some("aws:kms") {
                 return Err(err("kms-key-id", "needs sse = \"aws:kms\"".into()));
             }
+            if let Some(l) = &s.object_lock {
+                if l.mode != "GOVERNANCE" && l.mode != "COMPLIANCE" {
+                    return Err(err(
+                        "object-lock",
+                        format!("mode {:?} is not GOVERNANCE or COMPLIANCE", l.mode),
+                    ));
+                }
+                if l.days == 0 || l.days > 36500 {
+                    return Err(err(
+                        "object-lock",
+                        "days must be between 1 and 36500".into(),
+                    ));
+                }
+            }
             let upload_concurrency = s.upload_concurrency.unwrap_or(4);
             if upload_concurrency == 0 || upload_concurrency > 64 {
                 return Err(err("upload-concurrency", "must be between 1 and 64".into()));
@@ -546,6 +657,7 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
                 storage_class: s.storage_class,
                 sse: s.sse,
                 kms_key_id: s.kms_key_id,
+                object_lock: s.object_lock,
                 part_size,
                 upload_concurrency,
             }))
@@ -698,13 +810,6 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
             if paths.is_empty() {
                 return Err(err("paths", "list at least one folder".into()));
             }
-            for p in &paths {
-                if p.components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-                {
-                    return Err(err("paths", format!("{} must not contain ..", p.display())));
-                }
-            }
             let exclude = j.exclude.clone().unwrap_or_default();
             for g in &exclude {
                 globset::Glob::new(g.trim_end_matches('/'))
@@ -763,6 +868,10 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
             ))
         }
     };
+    let encryption = match &j.encryption {
+        Some(e) => Some(validate_encryption(base, e).map_err(|m| err("encryption", m))?),
+        None => None,
+    };
     Ok(Job {
         name: j.name.clone(),
         schedule,
@@ -770,6 +879,7 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
         keep,
         timeout,
         source,
+        encryption,
     })
 }
 
@@ -833,7 +943,7 @@ keep = { within = "30d", last = 3 }
         );
         let s = parse(&text).unwrap_err().to_string();
         assert!(
-            s.contains("/etc/cexdr/p.toml:9:") && s.contains("`threads`"),
+            s.contains("/etc/cexdr/p.toml:10:") && s.contains("`threads`"),
             "{s}"
         );
     }

@@ -20,6 +20,9 @@ pub struct RestoreOptions {
     pub database_map: Vec<(String, String)>,
     /// MySQL: parallel connections (default: cores).
     pub threads: Option<usize>,
+    /// Files: also restore symlinks that point outside the target (absolute
+    /// ones, as config trees often have). Nothing is ever written through them.
+    pub allow_external_links: bool,
 }
 
 /// The decompressed stream of one artifact, and the tally of the stored
@@ -38,7 +41,16 @@ impl Reading {
                 m.id, m.compression
             ))
         })?;
-        let (stream, stored) = pipeline::tally(catalog.store().get(&a.key).await?, true);
+        let (mut stream, stored) = pipeline::tally(catalog.store().get(&a.key).await?, true);
+        if m.encryption.is_some() {
+            let ids = catalog.identities().ok_or_else(|| {
+                Error::Restore(format!(
+                    "backup {} is encrypted; pass --identity FILE (or --passphrase-env VAR)",
+                    m.id
+                ))
+            })?;
+            stream = crate::encryption::decrypt(stream, ids.clone());
+        }
         Ok(Reading {
             stream: pipeline::decompress(stream, compression),
             stored,
@@ -139,8 +151,9 @@ async fn restore_files(
         artifact,
     } = reading;
     let st = staging.clone();
+    let external = opts.allow_external_links;
     let unpacked = tokio::task::spawn_blocking(move || {
-        files::unpack_safe(pipeline::blocking_reader(stream), &st)
+        files::unpack_safe(pipeline::blocking_reader(stream), &st, external)
     })
     .await
     .map_err(|e| Error::Restore(e.to_string()))?;

@@ -373,9 +373,10 @@ pub struct Unpacked {
 }
 
 /// Unpacks a tar stream into `dest` (which must exist), refusing anything
-/// that could write outside it: absolute paths, `..`, links that escape,
-/// writes through a symlink. Special files are skipped and reported.
-pub fn unpack_safe(r: impl Read, dest: &Path) -> io::Result<Unpacked> {
+/// that could write outside it: absolute paths, `..`, hard links that
+/// escape, writes through a symlink, and (unless `external_links`) symlinks
+/// that point outside. Special files are skipped and reported.
+pub fn unpack_safe(r: impl Read, dest: &Path, external_links: bool) -> io::Result<Unpacked> {
     let mut counted = CountingReader { inner: r, n: 0 };
     let mut out = Unpacked::default();
     {
@@ -411,9 +412,11 @@ pub fn unpack_safe(r: impl Read, dest: &Path) -> io::Result<Unpacked> {
                         })?
                         .into_owned();
                     let base = rel.parent().unwrap_or(Path::new(""));
-                    if target.is_absolute() || normalise(&base.join(&target)).is_none() {
+                    if !external_links
+                        && (target.is_absolute() || normalise(&base.join(&target)).is_none())
+                    {
                         return Err(hostile(format!(
-                            "symlink {} -> {} points outside the restore target; refusing",
+                            "symlink {} -> {} points outside the restore target; refusing (--allow-external-links restores it as a link)",
                             path.display(),
                             target.display()
                         )));

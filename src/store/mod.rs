@@ -49,6 +49,12 @@ pub trait Store: Send + Sync {
     async fn delete(&self, key: &str) -> Result<()>;
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
+
+    /// What the store applies to every object it writes (SSE, storage
+    /// class, Object Lock), for the manifest. Null when nothing.
+    fn put_attributes(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 pub type DynStore = Arc<dyn Store>;

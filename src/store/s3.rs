@@ -11,7 +11,7 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{
-    CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
+    CompletedMultipartUpload, CompletedPart, ObjectLockMode, ServerSideEncryption, StorageClass,
 };
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
@@ -62,9 +62,10 @@ pub fn part_size(base: u64, n: u32) -> u64 {
     (base << shift).min(MAX_PART)
 }
 
-fn sdk_msg<E: std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String
+fn sdk_msg<E, R>(e: &SdkError<E, R>) -> String
 where
-    E: ProvideErrorMetadata,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
 {
     match e {
         SdkError::ServiceError(se) => {
@@ -84,6 +85,41 @@ fn status<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
 }
 
 impl S3Store {
+    /// Retention for a new object: now + the configured days.
+    fn lock(&self) -> Option<(ObjectLockMode, aws_smithy_types::DateTime)> {
+        self.spec.object_lock.as_ref().map(|l| {
+            let until = chrono::Utc::now() + chrono::Duration::days(l.days as i64);
+            (
+                ObjectLockMode::from(l.mode.as_str()),
+                aws_smithy_types::DateTime::from_secs(until.timestamp()),
+            )
+        })
+    }
+
+    /// Whether the bucket has Object Lock enabled (for `policy check`).
+    pub async fn object_lock_enabled(&self) -> Result<bool> {
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.spec.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .map(|e| e.as_str() == "Enabled")
+                .unwrap_or(false)),
+            Err(e)
+                if matches!(status(&e), Some(404))
+                    || sdk_msg(&e).contains("ObjectLockConfigurationNotFound") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("check", "(bucket)", sdk_msg(&e))),
+        }
+    }
+
     pub async fn connect(spec: S3Spec) -> Result<Self> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(spec.region.clone()))
@@ -176,6 +212,11 @@ impl S3Store {
         }
         if let Some(k) = &self.spec.kms_key_id {
             req = req.ssekms_key_id(k);
+        }
+        if let Some((mode, until)) = self.lock() {
+            req = req
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
         }
         let created = req
             .send()
@@ -383,6 +424,11 @@ impl Store for S3Store {
         if let Some(k) = &self.spec.kms_key_id {
             req = req.ssekms_key_id(k);
         }
+        if let Some((mode, until)) = self.lock() {
+            req = req
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
         req.send()
             .await
             .map_err(|e| self.err("put", key, sdk_msg(&e)))?;
@@ -461,14 +507,70 @@ impl Store for S3Store {
 
     async fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
-        self.client
+        let full = self.full_key(key);
+        let mut req = self
+            .client
             .delete_object()
             .bucket(&self.spec.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| self.err("delete", key, sdk_msg(&e)))?;
-        Ok(())
+            .key(&full);
+        let mut until = None;
+        if self.spec.object_lock.is_some() {
+            // A locked bucket is versioned: a plain delete would only hide the
+            // object behind a delete marker. Delete the version itself, which
+            // Object Lock refuses while it is retained.
+            match self
+                .client
+                .head_object()
+                .bucket(&self.spec.bucket)
+                .key(&full)
+                .send()
+                .await
+            {
+                Ok(h) => {
+                    if let Some(v) = h.version_id() {
+                        req = req.version_id(v);
+                    }
+                    until = h.object_lock_retain_until_date().map(|d| d.to_string());
+                }
+                Err(e) if status(&e) == Some(404) => return Ok(()),
+                Err(e) => return Err(self.err("delete", key, sdk_msg(&e))),
+            }
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(403) && self.spec.object_lock.is_some() => {
+                Err(Error::ObjectLocked {
+                    store: self.describe(),
+                    key: key.into(),
+                    until: until.unwrap_or_else(|| "its retention date".into()),
+                })
+            }
+            Err(e) => Err(self.err("delete", key, sdk_msg(&e))),
+        }
+    }
+
+    fn put_attributes(&self) -> serde_json::Value {
+        let mut v = serde_json::Map::new();
+        if let Some(sse) = &self.spec.sse {
+            v.insert("sse".into(), sse.clone().into());
+        }
+        if let Some(k) = &self.spec.kms_key_id {
+            v.insert("kms_key_id".into(), k.clone().into());
+        }
+        if let Some(c) = &self.spec.storage_class {
+            v.insert("storage_class".into(), c.clone().into());
+        }
+        if let Some(l) = &self.spec.object_lock {
+            v.insert(
+                "object_lock".into(),
+                serde_json::json!({"mode": l.mode, "days": l.days}),
+            );
+        }
+        if v.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::Object(v)
+        }
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {

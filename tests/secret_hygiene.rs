@@ -1,0 +1,197 @@
+//! Secrets come from the environment or files and go nowhere else: not to
+//! argv (ours or a child's), not to logs at any verbosity, not to manifests,
+//! not to error messages.
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+const AWS_SECRET: &str = "aws-secret-MARKER-9d1f0c";
+const PASSPHRASE: &str = "age-pass-MARKER-71be33";
+
+fn assert_clean(what: &str, text: &str) {
+    for m in [AWS_SECRET, PASSPHRASE] {
+        assert!(!text.contains(m), "{what} contains a secret:\n{text}");
+    }
+}
+
+/// Every process in the tree below `pid` (children via /proc).
+fn tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(c) = fs::read_to_string(t.path().join("children")) {
+                    out.extend(c.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn cmdlines(pid: u32) -> String {
+    tree(pid)
+        .into_iter()
+        .filter_map(|p| fs::read(format!("/proc/{p}/cmdline")).ok())
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn policy(dir: &Path, bucket: &str, src: &Path) -> std::path::PathBuf {
+    write_policy(
+        dir,
+        &format!(
+            "{}encryption = {{ passphrase-env = \"CEXDR_TEST_PASSPHRASE\" }}\n\n[[job]]\nname = \"config\"\nkind = \"files\"\npaths = [\"{}\"]\ncompression = \"none\"\n",
+            s3_store(bucket, ""),
+            src.display()
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_in_argv_logs_manifests_or_errors() {
+    let (_c, bucket) = s3_bucket("hygiene").await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::File::create(src.join("zeros"))
+        .unwrap()
+        .set_len(20_000_000)
+        .unwrap();
+    let policy = policy(dir.path(), &bucket, &src);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", AWS_SECRET),
+        ("CEXDR_TEST_PASSPHRASE", PASSPHRASE),
+        ("CEXDR_LOG", "trace"),
+    ];
+    // While it runs: the argv of cexdr and of any child it starts.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
+        .args([
+            "--policy",
+            policy.to_str().unwrap(),
+            "-vv",
+            "backup",
+            "config",
+        ])
+        .envs(env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen.push_str(&cmdlines(pid));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        seen.contains("backup config"),
+        "never saw the process: {seen}"
+    );
+    assert_clean("argv", &seen);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Trace-level logs of cexdr and the AWS SDK.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.len() > 1000, "expected verbose logs, got: {log}");
+    assert_clean("trace log", &log);
+    assert_clean("stdout", &String::from_utf8_lossy(&out.stdout));
+
+    // The manifest, as listed and as stored.
+    let pol = policy.clone();
+    let list = tokio::task::spawn_blocking(move || catalog_json(&pol))
+        .await
+        .unwrap();
+    assert_clean("manifest", &list.to_string());
+    assert_eq!(list[0]["encryption"]["passphrase"], true);
+
+    // Errors: a wrong passphrase and a failing store name no secret.
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    let pol = policy.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        cexdr_env(
+            &[
+                "--policy",
+                pol.to_str().unwrap(),
+                "-vv",
+                "--passphrase-env",
+                "WRONG_PASS",
+                "verify",
+                &id,
+            ],
+            &[
+                ("WRONG_PASS", PASSPHRASE),
+                ("AWS_SECRET_ACCESS_KEY", AWS_SECRET),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_clean("verify output", &(stdout(&o) + &stderr(&o)));
+    let bad = write_policy(
+        dir.path(),
+        &format!(
+            "{}\n[[job]]\nname = \"config\"\nkind = \"files\"\npaths = [\"{}\"]\n",
+            s3_store("no-such-bucket-hygiene", ""),
+            src.display()
+        ),
+    );
+    let o = tokio::task::spawn_blocking(move || {
+        cexdr_env(
+            &["--policy", bad.to_str().unwrap(), "-vv", "backup", "config"],
+            &env,
+        )
+    })
+    .await
+    .unwrap();
+    assert_code(&o, 1);
+    assert_clean("error", &stderr(&o));
+}
+
+#[test]
+fn world_readable_secret_files_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    fs::write(&pass, PASSPHRASE).unwrap();
+    fs::set_permissions(&pass, fs::Permissions::from_mode(0o644)).unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let policy = write_policy(
+        dir.path(),
+        &format!(
+            "{}encryption = {{ passphrase-file = \"{}\" }}\n\n[[job]]\nname = \"c\"\nkind = \"files\"\npaths = [\"{}\"]\n",
+            local_store(&dir.path().join("repo")),
+            pass.display(),
+            src.display()
+        ),
+    );
+    let o = cexdr(&["--policy", policy.to_str().unwrap(), "backup", "c"]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("world-readable"), "{}", stderr(&o));
+    assert_clean("error", &stderr(&o));
+    fs::set_permissions(&pass, fs::Permissions::from_mode(0o600)).unwrap();
+    assert_code(
+        &cexdr(&["--policy", policy.to_str().unwrap(), "backup", "c"]),
+        0,
+    );
+}
