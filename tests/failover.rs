@@ -68,6 +68,7 @@ struct Knobs {
     pending: u32,
     /// Slow fakes, so that a kill can land in the middle of each step.
     slow: bool,
+    /// The SMS webhook holds each request this long before reading it.
     receiver_delay: Duration,
     /// Every wait satisfied at once (the benchmark).
     instant: bool,
@@ -132,7 +133,7 @@ impl Site {
             "Deployment".into(),
             "api-gateway".into(),
         ));
-        let slack = receiver(200, k.receiver_delay).await;
+        let slack = receiver(200, Duration::ZERO).await;
         let sms = receiver(200, k.receiver_delay).await;
         let smtp = smtp(dir.path());
         let backup_db = backup_db().await;
@@ -734,7 +735,16 @@ async fn kill_9_in_every_step_then_resume() {
             "step {step}: {:?}",
             site.slack_texts()
         );
-        eprintln!("kill -9 during {step}: resumed, DNS changed once, notifications once each");
+        let reentered =
+            common::stdout(&o).contains(&format!("{step}: re-entering an interrupted step"));
+        eprintln!(
+            "kill -9 {} {step}: resumed, DNS changed once, notifications once each",
+            if reentered {
+                "in the middle of"
+            } else {
+                "just after"
+            }
+        );
     }
 }
 
@@ -835,5 +845,85 @@ async fn sigterm_stops_after_the_current_step() {
     assert!(site.kube.state.lock().unwrap().scale_calls.len() == 3);
     let o = site.failover(&["--resume"]).await;
     common::assert_code(&o, 0);
+    assert_eq!(site.status().await["outcome"], "succeeded");
+}
+
+/// A kill while a notification is in flight: channels whose delivery is
+/// journaled are not sent again; the one in flight is sent again on resume
+/// (at least once) with the same idempotency key, so receivers can drop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_with_a_notification_in_flight() {
+    let site = Site::new(Knobs {
+        receiver_delay: Duration::from_millis(600),
+        ..Knobs::default()
+    })
+    .await;
+    let text = std::fs::read_to_string(&site.runbook).unwrap().replace(
+        "channels = [\"slack\"]\nmessage",
+        "channels = [\"slack\", \"sms\"]\nmessage",
+    );
+    std::fs::write(&site.runbook, text).unwrap();
+    let rb = site.runbook.to_str().unwrap().to_owned();
+    let mut child = site
+        .command(&["failover", "--runbook", &rb, "--yes"])
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the slack delivery never got journaled"
+        );
+        if let Some(j) = site.journals().first() {
+            let t = std::fs::read_to_string(j).unwrap();
+            if t.lines()
+                .any(|l| l.contains("\"step\":\"tell-support\"") && l.contains("\"delivery\""))
+            {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let o = site.failover(&["--resume"]).await;
+    common::assert_code(&o, 0);
+    let step_msgs: Vec<String> = site
+        .slack_texts()
+        .into_iter()
+        .filter(|t| t.contains("backup site"))
+        .collect();
+    assert_eq!(
+        step_msgs.len(),
+        1,
+        "slack was journaled as delivered: not sent again"
+    );
+    let sms: Vec<(String, String)> = site
+        .sms
+        .messages()
+        .iter()
+        .map(|(h, v)| {
+            (
+                h.get("idempotency-key").cloned().unwrap_or_default(),
+                v["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .filter(|(_, id)| id.ends_with(".tell-support"))
+        .collect();
+    assert_eq!(
+        sms.len(),
+        2,
+        "the in-flight request was received and then sent again: {sms:?}"
+    );
+    assert_eq!(sms[0], sms[1], "with the same idempotency key");
+    assert_eq!(sms[0].0, sms[0].1);
+    assert_eq!(
+        site.sms_ids()
+            .iter()
+            .filter(|i| i.ends_with(".end"))
+            .count(),
+        1
+    );
     assert_eq!(site.status().await["outcome"], "succeeded");
 }
