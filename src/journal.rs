@@ -2,7 +2,7 @@
 //! per record. It is the truth: a step is done only when its `step-done`
 //! record is on disk, and external ids (a Route 53 change id) are written
 //! before anything waits on them, so a resumed run polls instead of re-sending.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -516,20 +516,4 @@ impl Lock {
         );
         Ok(Lock { _file: file })
     }
-}
-
-/// Groups journal lines for `status` output.
-pub fn summary_counts(r: &Replay) -> BTreeMap<&'static str, usize> {
-    let mut m = BTreeMap::new();
-    for s in &r.steps {
-        let k = match s.status {
-            StepStatus::Pending => "pending",
-            StepStatus::Interrupted => "interrupted",
-            StepStatus::Failed => "failed",
-            StepStatus::Done => "done",
-            StepStatus::FailedContinued => "failed-continued",
-        };
-        *m.entry(k).or_default() += 1;
-    }
-    m
 }

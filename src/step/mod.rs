@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Record};
 use crate::policy::Secret;
-use crate::runbook::{Dur, Runbook, StepSpec};
+use crate::runbook::{Runbook, StepSpec};
 
 pub mod check_primary;
 pub mod dns;
@@ -349,17 +349,4 @@ impl MysqlTarget {
             )),
         }
     }
-}
-
-/// Sleeps `d`, or returns early when the run is cancelled twice (main exits).
-pub async fn pause(d: Duration) {
-    tokio::time::sleep(d).await
-}
-
-pub fn default_probe_timeout() -> Dur {
-    Dur(Duration::from_secs(3))
-}
-
-pub fn json_list(v: &[String]) -> Value {
-    json!(v)
 }
