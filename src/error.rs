@@ -81,6 +81,10 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    /// A failover step, journal or notification failed; `what` names it.
+    #[error("{what}: {msg}")]
+    Failover { what: String, msg: String },
+
     #[error("{context}: {source}")]
     Io {
         context: String,

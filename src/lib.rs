@@ -3,11 +3,16 @@
 pub mod backup;
 pub mod catalog;
 pub mod cli;
+pub mod engine;
 pub mod error;
+pub mod journal;
+pub mod notify;
 pub mod pipeline;
 pub mod policy;
 pub mod restore;
+pub mod runbook;
 pub mod source;
+pub mod step;
 pub mod store;
 pub mod verify;
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Tool overhead of a whole failover runbook (check-primary, fence, scale-up,
+# dns-switch, verify, notify, exec + start/end notifications on Slack, a
+# webhook and SMTP) against the local fakes of tests/failover.rs, with every
+# wait satisfied at once. Prints the median wall time next to the anchor
+# measured in the same run (`cexdr runbook check`: process start + parse).
+# Needs the dev services (MariaDB for the verify step, aiosmtpd's python):
+#   scripts/dev-services start && eval "$(scripts/dev-services env)"
+# PROFILE=release for optimised builds (default: the debug test profile).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+args=()
+[[ "${PROFILE:-debug}" == release ]] && args+=(--release)
+cargo test "${args[@]}" --test failover bench_full_runbook_overhead -- --ignored --nocapture 2>&1 \
+  | grep -E '^(failover|anchor|ratio)'

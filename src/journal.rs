@@ -1,0 +1,519 @@
+//! The failover journal: one append-only JSON-lines file per run, one fsync
+//! per record. It is the truth: a step is done only when its `step-done`
+//! record is on disk, and external ids (a Route 53 change id) are written
+//! before anything waits on them, so a resumed run polls instead of re-sending.
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::notify::Delivery;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepOutcome {
+    Ok,
+    /// Failed, but the runbook says `on-failure = "continue"`.
+    FailedContinued,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunOutcome {
+    Succeeded,
+    Failed,
+    Refused,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Record {
+    RunStarted {
+        run: String,
+        runbook: String,
+        file: PathBuf,
+        sha256: String,
+        /// `name:kind` of every step, in order.
+        plan: Vec<String>,
+        by: String,
+        force: bool,
+    },
+    RunResumed {
+        by: String,
+    },
+    /// `--force` overrode a safety check; who, and what it overrode.
+    Forced {
+        step: Option<String>,
+        by: String,
+        reason: String,
+    },
+    StepStarted {
+        step: String,
+        attempt: u32,
+    },
+    /// Something a step must remember across a crash (change id, previous values).
+    StepProgress {
+        step: String,
+        data: Value,
+    },
+    StepFailed {
+        step: String,
+        attempt: u32,
+        error: String,
+    },
+    StepDone {
+        step: String,
+        outcome: StepOutcome,
+        details: Value,
+        elapsed_ms: u64,
+    },
+    Notified {
+        /// `start`, `failure`, `end` or `step:NAME`.
+        event: String,
+        delivery: Delivery,
+    },
+    RunInterrupted {
+        step: Option<String>,
+    },
+    RunFinished {
+        outcome: RunOutcome,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed_step: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub record: Record,
+}
+
+/// `user@host`, for the records that say who did something.
+pub fn who() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| format!("uid{}", unsafe { libc::getuid() }));
+    format!("{user}@{}", gethostname::gethostname().to_string_lossy())
+}
+
+pub fn new_run_id(now: DateTime<Utc>) -> String {
+    format!(
+        "{}-{:04x}",
+        now.format("%Y%m%dT%H%M%S%3fZ"),
+        rand::random::<u16>()
+    )
+}
+
+/// `<state-dir>/<runbook>/`: runs, lock.
+pub fn runbook_dir(state_dir: &Path, runbook: &str) -> PathBuf {
+    state_dir.join(runbook)
+}
+
+fn runs_dir(dir: &Path) -> PathBuf {
+    dir.join("runs")
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
+}
+
+pub struct Journal {
+    pub path: PathBuf,
+    file: File,
+    pub entries: Vec<Entry>,
+}
+
+impl Journal {
+    /// Starts a new run's journal (the file must not exist yet).
+    pub fn create(dir: &Path, run: &str) -> Result<Journal> {
+        let runs = runs_dir(dir);
+        std::fs::create_dir_all(&runs)
+            .map_err(|e| Error::io(format!("creating {}", runs.display()), e))?;
+        let path = runs.join(format!("{run}.jsonl"));
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(format!("creating journal {}", path.display()), e))?;
+        fsync_dir(&runs)?;
+        Ok(Journal {
+            path,
+            file,
+            entries: Vec::new(),
+        })
+    }
+
+    /// Opens an existing journal for appending, after replaying it. A torn
+    /// last line (a crash inside a write) is cut off; any other bad line is
+    /// an error naming the file and line.
+    pub fn open(path: &Path) -> Result<Journal> {
+        let (entries, good_len) = read_entries(path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("opening journal {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("journal {}", path.display()), e))?
+            .len();
+        if good_len < len {
+            tracing::warn!(journal = %path.display(), "cutting a torn last record");
+            file.set_len(good_len)
+                .map_err(|e| Error::io(format!("journal {}", path.display()), e))?;
+        }
+        file.seek(SeekFrom::End(0))
+            .map_err(|e| Error::io(format!("journal {}", path.display()), e))?;
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+            entries,
+        })
+    }
+
+    /// Appends one record and fsyncs it before returning.
+    pub fn append(&mut self, record: Record) -> Result<&Entry> {
+        let entry = Entry {
+            seq: self.entries.last().map(|e| e.seq + 1).unwrap_or(1),
+            at: Utc::now(),
+            record,
+        };
+        let mut line = serde_json::to_vec(&entry).expect("serialisable");
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .and_then(|_| self.file.sync_data())
+            .map_err(|e| Error::io(format!("writing journal {}", self.path.display()), e))?;
+        self.entries.push(entry);
+        Ok(self.entries.last().expect("just pushed"))
+    }
+
+    pub fn replay(&self) -> Replay {
+        Replay::from_entries(&self.entries)
+    }
+}
+
+/// Reads every record; returns them and the length of the well-formed prefix.
+pub fn read_entries(path: &Path) -> Result<(Vec<Entry>, u64)> {
+    let f = File::open(path)
+        .map_err(|e| Error::io(format!("opening journal {}", path.display()), e))?;
+    let mut r = BufReader::new(f);
+    let mut entries = Vec::new();
+    let mut good = 0u64;
+    let mut line = Vec::new();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        let read = r
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io(format!("reading journal {}", path.display()), e))?;
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        let complete = line.ends_with(b"\n");
+        match serde_json::from_slice::<Entry>(&line) {
+            Ok(e) if complete => {
+                entries.push(e);
+                good += read as u64;
+            }
+            // A crash mid-write can leave a partial last line: ignore it.
+            _ if !complete => break,
+            Ok(_) => unreachable!(),
+            Err(err) => {
+                return Err(Error::Failover {
+                    what: format!("journal {}:{n}", path.display()),
+                    msg: format!("corrupt record ({err}); the journal is append-only JSON lines, fix or move it aside"),
+                })
+            }
+        }
+    }
+    if entries.is_empty() {
+        return Err(Error::Failover {
+            what: format!("journal {}", path.display()),
+            msg: "empty: no run-started record".into(),
+        });
+    }
+    if !matches!(entries[0].record, Record::RunStarted { .. }) {
+        return Err(Error::Failover {
+            what: format!("journal {}:1", path.display()),
+            msg: "the first record is not run-started".into(),
+        });
+    }
+    Ok((entries, good))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    Pending,
+    /// Started, not done: a resume re-enters it.
+    Interrupted,
+    Failed,
+    Done,
+    FailedContinued,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepState {
+    pub name: String,
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub elapsed_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub details: Option<Value>,
+    #[serde(skip)]
+    pub progress: Vec<Value>,
+}
+
+/// What a journal says, rebuilt from its records (pure; golden-tested).
+#[derive(Debug, Clone, Serialize)]
+pub struct Replay {
+    pub run: String,
+    pub runbook: String,
+    pub sha256: String,
+    pub plan: Vec<String>,
+    pub started_at: DateTime<Utc>,
+    pub started_by: String,
+    pub forced: Vec<String>,
+    pub resumed: u32,
+    pub steps: Vec<StepState>,
+    #[serde(skip)]
+    pub notified: BTreeSet<(String, String)>,
+    pub notifications: Vec<(String, Delivery)>,
+    pub outcome: Option<RunOutcome>,
+    pub failed_step: Option<String>,
+    pub error: Option<String>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub interrupted: bool,
+}
+
+impl Replay {
+    pub fn from_entries(entries: &[Entry]) -> Replay {
+        let first = &entries[0];
+        let Record::RunStarted {
+            run,
+            runbook,
+            sha256,
+            plan,
+            by,
+            ..
+        } = &first.record
+        else {
+            panic!("read_entries checks the first record")
+        };
+        let mut steps: Vec<StepState> = plan
+            .iter()
+            .map(|p| StepState {
+                name: p.rsplit_once(':').map(|(n, _)| n).unwrap_or(p).to_owned(),
+                status: StepStatus::Pending,
+                attempts: 0,
+                started_at: None,
+                finished_at: None,
+                elapsed_ms: None,
+                last_error: None,
+                details: None,
+                progress: Vec::new(),
+            })
+            .collect();
+        let mut r = Replay {
+            run: run.clone(),
+            runbook: runbook.clone(),
+            sha256: sha256.clone(),
+            plan: plan.clone(),
+            started_at: first.at,
+            started_by: by.clone(),
+            forced: Vec::new(),
+            resumed: 0,
+            steps: Vec::new(),
+            notified: BTreeSet::new(),
+            notifications: Vec::new(),
+            outcome: None,
+            failed_step: None,
+            error: None,
+            finished_at: None,
+            interrupted: false,
+        };
+        let find = |name: &str| steps.iter().position(|s| s.name == name);
+        let mut updates: Vec<(usize, &Entry)> = Vec::new();
+        for e in &entries[1..] {
+            match &e.record {
+                Record::RunResumed { .. } => {
+                    r.resumed += 1;
+                    r.interrupted = false;
+                    r.outcome = None;
+                    r.finished_at = None;
+                }
+                Record::Forced { step, by, reason } => r.forced.push(format!(
+                    "{} by {by} at {}: {reason}",
+                    step.as_deref().unwrap_or("run"),
+                    e.at.to_rfc3339()
+                )),
+                Record::StepStarted { step, .. }
+                | Record::StepProgress { step, .. }
+                | Record::StepFailed { step, .. }
+                | Record::StepDone { step, .. } => {
+                    if let Some(i) = find(step) {
+                        updates.push((i, e));
+                    }
+                }
+                Record::Notified { event, delivery } => {
+                    r.notified.insert((event.clone(), delivery.channel.clone()));
+                    r.notifications.push((event.clone(), delivery.clone()));
+                }
+                Record::RunInterrupted { .. } => r.interrupted = true,
+                Record::RunFinished {
+                    outcome,
+                    failed_step,
+                    error,
+                } => {
+                    r.outcome = Some(*outcome);
+                    r.failed_step = failed_step.clone();
+                    r.error = error.clone();
+                    r.finished_at = Some(e.at);
+                }
+                Record::RunStarted { .. } => {}
+            }
+        }
+        for (i, e) in updates {
+            let s = &mut steps[i];
+            match &e.record {
+                Record::StepStarted { attempt, .. } => {
+                    if s.started_at.is_none() {
+                        s.started_at = Some(e.at);
+                    }
+                    s.attempts = s.attempts.max(*attempt);
+                    if !matches!(s.status, StepStatus::Done | StepStatus::FailedContinued) {
+                        s.status = StepStatus::Interrupted;
+                    }
+                }
+                Record::StepProgress { data, .. } => s.progress.push(data.clone()),
+                Record::StepFailed { error, .. } => {
+                    s.last_error = Some(error.clone());
+                    s.status = StepStatus::Failed;
+                }
+                Record::StepDone {
+                    outcome,
+                    details,
+                    elapsed_ms,
+                    ..
+                } => {
+                    s.status = match outcome {
+                        StepOutcome::Ok => StepStatus::Done,
+                        StepOutcome::FailedContinued => StepStatus::FailedContinued,
+                    };
+                    s.details = Some(details.clone());
+                    s.elapsed_ms = Some(*elapsed_ms);
+                    s.finished_at = Some(e.at);
+                }
+                _ => {}
+            }
+        }
+        r.steps = steps;
+        r
+    }
+
+    pub fn step(&self, name: &str) -> Option<&StepState> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// Run start → the last `verify` step done (the backup site served).
+    pub fn rto(&self) -> Option<chrono::Duration> {
+        let verify_done = self
+            .steps
+            .iter()
+            .zip(&self.plan)
+            .filter(|(s, p)| p.ends_with(":verify") && s.status == StepStatus::Done)
+            .filter_map(|(s, _)| s.finished_at)
+            .max()?;
+        Some(verify_done - self.started_at)
+    }
+
+    pub fn is_finished_ok(&self) -> bool {
+        self.outcome == Some(RunOutcome::Succeeded)
+    }
+}
+
+/// Journals of a runbook's runs, oldest first (run ids sort by time).
+pub fn list_runs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let runs = runs_dir(dir);
+    let rd = match std::fs::read_dir(&runs) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("listing {}", runs.display()), e)),
+    };
+    let mut out: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().map(|x| x == "jsonl").unwrap_or(false))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+pub fn run_path(dir: &Path, run: &str) -> PathBuf {
+    runs_dir(dir).join(format!("{run}.jsonl"))
+}
+
+/// One failover per runbook at a time: an exclusive `flock` on
+/// `<state>/<runbook>/lock`, released by the kernel even after `kill -9`.
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    pub fn acquire(dir: &Path, runbook: &str) -> Result<Lock> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let path = dir.join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening lock {}", path.display()), e))?;
+        // SAFETY: flock on a file descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let mut parts = holder.trim().splitn(2, ' ');
+            let who = parts.next().unwrap_or("another process").to_owned();
+            let since = parts.next().unwrap_or("unknown").to_owned();
+            return Err(Error::Locked {
+                job: format!("failover runbook {runbook}"),
+                holder: if who.is_empty() {
+                    "another process".into()
+                } else {
+                    who
+                },
+                since,
+            });
+        }
+        let _ = file.set_len(0);
+        let _ = writeln!(
+            file,
+            "pid{}:{} {}",
+            std::process::id(),
+            who(),
+            Utc::now().to_rfc3339()
+        );
+        Ok(Lock { _file: file })
+    }
+}
