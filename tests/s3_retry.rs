@@ -70,6 +70,8 @@ async fn proxy(upstream: String, faults: Arc<AtomicUsize>) -> (u16, tokio::task:
                 if is_part && i % 3 == 1 && i < 12 {
                     // A connection reset in the middle of the exchange.
                     faults.fetch_add(1, Ordering::SeqCst);
+                    // Linger 0 turns the close into a reset; a zero timeout never blocks.
+                    #[allow(deprecated)]
                     let _ = c.set_linger(Some(std::time::Duration::from_secs(0)));
                     return;
                 }
