@@ -7,8 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIG_MB=${1:-1024}
-cargo build --release --quiet
-BIN="${CARGO_TARGET_DIR:-target}/release/cexdr"
+if [ -z "${BIN:-}" ]; then   # BIN=path/to/cexdr measures an existing build
+  cargo build --release --quiet
+  BIN="${CARGO_TARGET_DIR:-target}/release/cexdr"
+fi
 work=$(mktemp -d /var/tmp/cexdr-bench-mem.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
