@@ -162,14 +162,10 @@ async fn start_snapshot(mut c: Conn, info: &Info) -> Result<Started> {
         Reply::Error(_) => false,
         _ => true,
     };
-    // INFO keyspace and SYNC in one write: Redis runs one client's pipelined
-    // commands back to back, so the counts describe the data SYNC forks
-    // (unless a save was already running).
-    c.send(&[&[b"INFO", b"keyspace"], &[b"SYNC"]]).await?;
-    let mut keyspace = match c.read_reply().await? {
-        Reply::Error(e) => return Err(c.err(describe_error(b"info", &e))),
-        r => Info::parse(&r.text()).keyspace(),
-    };
+    // Key counts right before the fork (Redis refuses SYNC pipelined behind
+    // another reply, so this cannot be atomic with it).
+    let mut keyspace = c.info("keyspace").await?.keyspace();
+    c.send(&[&[b"SYNC"]]).await?;
     let mut full = None;
     let (form, transfer) = match read_sync_reply(&mut c, &mut full).await? {
         SyncReply::Payload(f) => (f, "sync"),
@@ -180,12 +176,8 @@ async fn start_snapshot(mut c: Conn, info: &Info) -> Result<Started> {
                 Reply::Error(e2) => return Err(c.err(describe_error(b"replconf", &e2))),
                 _ => {}
             }
-            c.send(&[&[b"INFO", b"keyspace"], &[b"PSYNC", b"?", b"-1"]])
-                .await?;
-            keyspace = match c.read_reply().await? {
-                Reply::Error(e) => return Err(c.err(describe_error(b"info", &e))),
-                r => Info::parse(&r.text()).keyspace(),
-            };
+            keyspace = c.info("keyspace").await?.keyspace();
+            c.send(&[&[b"PSYNC", b"?", b"-1"]]).await?;
             match read_sync_reply(&mut c, &mut full).await? {
                 SyncReply::Payload(f) => (f, "psync"),
                 SyncReply::Refused(e2) => {
