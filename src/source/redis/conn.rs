@@ -130,12 +130,12 @@ impl Conn {
         .map_err(|e| Error::source_err(&what, format!("cannot connect: {e}")))?;
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Io> = match (addr.tls, tls) {
-            (true, Some(t)) => Box::new(t.connect(&addr.host, tcp).await.map_err(|e| {
-                Error::source_err(&what, format!("TLS handshake failed: {e}"))
-            })?),
-            (true, None) => {
-                return Err(Error::source_err(&what, "rediss:// needs a TLS context"))
-            }
+            (true, Some(t)) => Box::new(
+                t.connect(&addr.host, tcp)
+                    .await
+                    .map_err(|e| Error::source_err(&what, format!("TLS handshake failed: {e}")))?,
+            ),
+            (true, None) => return Err(Error::source_err(&what, "rediss:// needs a TLS context")),
             (false, _) => Box::new(tcp),
         };
         Ok(Conn {
@@ -289,9 +289,7 @@ pub fn describe_error(cmd: &[u8], e: &str) -> String {
         return format!("authentication failed: wrong username or password ({e})");
     }
     if e.starts_with("NOAUTH") {
-        return format!(
-            "the server requires a password: set password-env or password-file ({e})"
-        );
+        return format!("the server requires a password: set password-env or password-file ({e})");
     }
     format!("{cmd} failed: {e}")
 }
@@ -343,7 +341,10 @@ mod tests {
     #[test]
     fn urls() {
         let a = Addr::parse("redis://10.0.0.5:7000").unwrap();
-        assert_eq!((a.host.as_str(), a.port, a.tls, a.user), ("10.0.0.5", 7000, false, None));
+        assert_eq!(
+            (a.host.as_str(), a.port, a.tls, a.user),
+            ("10.0.0.5", 7000, false, None)
+        );
         let a = Addr::parse("rediss://backup@cache.internal/0").unwrap();
         assert_eq!(
             (a.host.as_str(), a.port, a.tls, a.user.as_deref()),
@@ -358,13 +359,21 @@ mod tests {
 
     #[test]
     fn keyspace_and_errors() {
-        let i = Info::parse("# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=5\r\ndb12:keys=7,expires=0,avg_ttl=0\r\n");
+        let i = Info::parse(
+            "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=5\r\ndb12:keys=7,expires=0,avg_ttl=0\r\n",
+        );
         assert_eq!(
             serde_json::Value::Object(i.keyspace()),
             serde_json::json!({"db0": {"keys": 3, "expires": 1}, "db12": {"keys": 7, "expires": 0}})
         );
-        let m = describe_error(b"sync", "NOPERM this user has no permissions to run the 'sync' command");
+        let m = describe_error(
+            b"sync",
+            "NOPERM this user has no permissions to run the 'sync' command",
+        );
         assert!(m.contains("`sync` permission"), "{m}");
-        assert!(describe_error(b"auth", "WRONGPASS invalid username-password pair").contains("wrong username or password"));
+        assert!(
+            describe_error(b"auth", "WRONGPASS invalid username-password pair")
+                .contains("wrong username or password")
+        );
     }
 }

@@ -53,7 +53,12 @@ fn temp_beside(target: &Path) -> PathBuf {
 
 /// Writes one artifact's RDB to `path` (a new file), checking the stored
 /// object's SHA-256 and the RDB's own CRC-64 on the way.
-async fn write_rdb(catalog: &Catalog, m: &Manifest, a: &Artifact, path: &Path) -> Result<rdb::Summary> {
+async fn write_rdb(
+    catalog: &Catalog,
+    m: &Manifest,
+    a: &Artifact,
+    path: &Path,
+) -> Result<rdb::Summary> {
     let mut reading = Reading::open(catalog, m, a).await?;
     let mut f = tokio::fs::OpenOptions::new()
         .write(true)
@@ -118,7 +123,12 @@ fn crc_words(s: &rdb::Summary) -> String {
 /// `cexdr restore ID --to FILE` (a directory of `shard-<id>.rdb` files for
 /// a cluster backup). Nothing appears under a final name until every byte
 /// matched the manifest's SHA-256 and the RDB's CRC.
-pub async fn restore(catalog: &Catalog, m: &Manifest, to: &str, opts: &RestoreOptions) -> Result<String> {
+pub async fn restore(
+    catalog: &Catalog,
+    m: &Manifest,
+    to: &str,
+    opts: &RestoreOptions,
+) -> Result<String> {
     if !is_cluster(m) {
         let target = Path::new(to);
         let a = m
@@ -202,7 +212,12 @@ fn shard_slots(m: &Manifest, name: &str) -> Option<String> {
         (s["name"] == name).then(|| {
             s["slots"]
                 .as_array()
-                .map(|v| v.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+                .map(|v| {
+                    v.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
                 .unwrap_or_default()
         })
     })
@@ -313,7 +328,11 @@ impl Scratch {
 
 /// `cexdr verify ID --restore-test`: loads each RDB into a scratch
 /// redis-server and compares per-database key counts with the manifest.
-pub async fn restore_test(catalog: &Catalog, m: &Manifest, target: Option<&str>) -> Result<Verification> {
+pub async fn restore_test(
+    catalog: &Catalog,
+    m: &Manifest,
+    target: Option<&str>,
+) -> Result<Verification> {
     if let Some(t) = target {
         return Err(Error::Usage(format!(
             "--restore-test {t}: redis restore tests start their own scratch redis-server; pass no value"
@@ -323,10 +342,8 @@ pub async fn restore_test(catalog: &Catalog, m: &Manifest, target: Option<&str>)
     let mut checks = Vec::new();
     let mut loaded_all = Vec::new();
     for a in &m.artifacts {
-        let dir = std::env::temp_dir().join(format!(
-            "cexdr-restore-test-{:08x}",
-            rand::random::<u32>()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("cexdr-restore-test-{:08x}", rand::random::<u32>()));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)

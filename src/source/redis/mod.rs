@@ -230,11 +230,12 @@ async fn pump(
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) -> Result<rdb::Summary> {
     let what = format!("redis {}", c.addr);
-    let fail = |tx: &mpsc::Sender<io::Result<Bytes>>, msg: String| {
-        let e = Error::source_err(&what, &msg);
-        let _ = tx.try_send(Err(Error::source_err(&what, &msg).into_io()));
-        e
-    };
+    // The error also goes down the stream, so the store never finishes
+    // the object.
+    async fn fail(tx: &mpsc::Sender<io::Result<Bytes>>, what: &str, msg: String) -> Error {
+        let _ = tx.send(Err(Error::source_err(what, &msg).into_io())).await;
+        Error::source_err(what, msg)
+    }
     let mut checker = rdb::Checker::new();
     let mut pending: Option<Bytes> = None;
     let mut left = match form {
@@ -258,14 +259,18 @@ async fn pump(
             Err(_) => {
                 return Err(fail(
                     &tx,
+                    &what,
                     format!("no data for {IDLE_TIMEOUT:?} after {got} snapshot bytes"),
-                ))
+                )
+                .await)
             }
             Ok(Err(e)) => {
                 return Err(fail(
                     &tx,
+                    &what,
                     format!("connection lost after {got} snapshot bytes: {e}"),
-                ))
+                )
+                .await)
             }
             Ok(Ok(n)) => n,
         };
@@ -278,7 +283,7 @@ async fn pump(
                     "the server closed the connection after {got} snapshot bytes, before the end-of-payload mark (truncated transfer)"
                 ),
             };
-            return Err(fail(&tx, msg));
+            return Err(fail(&tx, &what, msg).await);
         }
         got += n as u64;
         let mut ended = false;
@@ -301,7 +306,7 @@ async fn pump(
         };
         if !data.is_empty() {
             if let Err(m) = checker.feed(&data) {
-                return Err(fail(&tx, m));
+                return Err(fail(&tx, &what, m).await);
             }
             if let Some(p) = pending.replace(data) {
                 if tx.send(Ok(p)).await.is_err() {
@@ -322,7 +327,7 @@ async fn pump(
             }
             Ok(sum)
         }
-        Err(m) => Err(fail(&tx, m)),
+        Err(m) => Err(fail(&tx, &what, m).await),
     }
 }
 
@@ -417,7 +422,9 @@ fn parse_cluster_nodes(text: &str, seed_host: &str) -> std::result::Result<Vec<S
         out.push(Shard {
             node_id: f[0].to_owned(),
             host: host.trim_matches(['[', ']']).to_owned(),
-            port: p.parse().map_err(|_| format!("bad node address {:?}", f[1]))?,
+            port: p
+                .parse()
+                .map_err(|_| format!("bad node address {:?}", f[1]))?,
             slots,
         });
     }
@@ -492,9 +499,13 @@ impl Source for RedisSource {
 
         let nodes = seed.ok(&[b"CLUSTER", b"NODES"]).await?.text();
         drop(seed);
-        let shards = parse_cluster_nodes(&nodes, &addr.host).map_err(|m| Error::source_err(&what, m))?;
+        let shards =
+            parse_cluster_nodes(&nodes, &addr.host).map_err(|m| Error::source_err(&what, m))?;
         if shards.is_empty() {
-            return Err(Error::source_err(&what, "the cluster has no master owning slots"));
+            return Err(Error::source_err(
+                &what,
+                "the cluster has no master owning slots",
+            ));
         }
         let covered: u32 = shards.iter().map(|s| slot_count(&s.slots)).sum();
         // Every master at once: shards are captured at about the same time,
@@ -574,6 +585,8 @@ aaaa000000000000000000000000000000000000 127.0.0.1:30009@31009 master - 0 0 9 co
         assert_eq!(s.iter().map(|x| slot_count(&x.slots)).sum::<u32>(), 16384);
 
         let failed = "67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master,fail - 0 1 2 connected 5461-10922\n";
-        assert!(parse_cluster_nodes(failed, "h").unwrap_err().contains("marked master,fail"));
+        assert!(parse_cluster_nodes(failed, "h")
+            .unwrap_err()
+            .contains("marked master,fail"));
     }
 }

@@ -358,7 +358,10 @@ mod tests {
         assert!(run(&bad, 16).unwrap_err().contains("checksum mismatch"));
         for cut in [3, 12, s.len() - 1, s.len() - 9] {
             let e = run(&s[..cut], 4).unwrap_err();
-            assert!(e.contains("truncated") || e.contains("mismatch"), "{cut}: {e}");
+            assert!(
+                e.contains("truncated") || e.contains("mismatch"),
+                "{cut}: {e}"
+            );
         }
         let e = run(b"-ERR unknown command\r\n", 64).unwrap_err();
         assert!(e.contains("not an RDB snapshot"), "{e}");
