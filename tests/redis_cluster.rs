@@ -27,22 +27,39 @@ fn start_cluster() -> Vec<Server> {
             Server::start_in(
                 tempfile::tempdir().unwrap(),
                 cluster_port(),
-                &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "3000"],
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "3000",
+                ],
             )
         })
         .collect();
-    let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
     let o = Command::new("redis-cli")
         .args(["--cluster", "create"])
         .args(&addrs)
         .args(["--cluster-replicas", "0", "--cluster-yes"])
         .output()
         .unwrap();
-    assert!(o.status.success(), "cluster create: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success(),
+        "cluster create: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let t0 = Instant::now();
     for n in &nodes {
         while !n.cli(&["cluster", "info"]).contains("cluster_state:ok") {
-            assert!(t0.elapsed() < Duration::from_secs(30), "cluster did not become ok");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "cluster did not become ok"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -54,7 +71,10 @@ fn set(nodes: &[Server], key: &str, val: &str) {
     let mut port = nodes[0].port;
     for _ in 0..3 {
         let mut c = Resp::connect(port).unwrap();
-        match c.try_cmd(&[b"SET", key.as_bytes(), val.as_bytes()]).unwrap() {
+        match c
+            .try_cmd(&[b"SET", key.as_bytes(), val.as_bytes()])
+            .unwrap()
+        {
             Reply::Error(e) if e.starts_with("MOVED") => {
                 port = e.rsplit(':').next().unwrap().parse().unwrap();
             }
@@ -102,7 +122,14 @@ fn cluster_backup_restore_and_drill() {
     // Restore: one file per shard; together they hold exactly what was written.
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("shards");
-    let o = cexdr(&["--policy", ps, "restore", &id, "--to", dir.to_str().unwrap()]);
+    let o = cexdr(&[
+        "--policy",
+        ps,
+        "restore",
+        &id,
+        "--to",
+        dir.to_str().unwrap(),
+    ]);
     assert_code(&o, 0);
     let mut found = BTreeSet::new();
     for a in m["artifacts"].as_array().unwrap() {
@@ -113,7 +140,9 @@ fn cluster_backup_restore_and_drill() {
         let mut c = s.conn();
         for k in keys(&mut c) {
             let k = String::from_utf8(k).unwrap();
-            let Reply::Bulk(Some(v)) = c.cmd(&[b"GET", k.as_bytes()]) else { panic!() };
+            let Reply::Bulk(Some(v)) = c.cmd(&[b"GET", k.as_bytes()]) else {
+                panic!()
+            };
             assert_eq!(v, format!("v-{k}").into_bytes());
             assert!(found.insert(k), "a key is in two shards");
         }
@@ -129,7 +158,11 @@ fn cluster_backup_restore_and_drill() {
     drop(nodes.pop());
     let o = cexdr(&["--policy", ps, "backup", "cache"]);
     assert_code(&o, 1);
-    assert!(stderr(&o).contains("cannot connect") || stderr(&o).contains("marked"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot connect") || stderr(&o).contains("marked"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(catalog_json(&policy).as_array().unwrap().len(), 1);
     assert_eq!(store_files(tmp.path()), files_before);
 }
@@ -141,5 +174,9 @@ fn cluster_true_on_a_standalone_server_is_refused() {
     let policy = redis_policy(tmp.path(), &s.url(), "cluster = true\n");
     let o = cexdr(&["--policy", policy.to_str().unwrap(), "backup", "cache"]);
     assert_code(&o, 1);
-    assert!(stderr(&o).contains("cluster mode disabled"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cluster mode disabled"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -172,9 +172,8 @@ async fn start_snapshot(mut c: Conn, info: &Info) -> Result<Started> {
         SyncReply::Refused(e) if e.starts_with("NOPERM") || e.contains("unknown command") => {
             // The EOF-marker form (what redis-cli --rdb uses): for servers
             // where only PSYNC is allowed.
-            match c.cmd(&[b"REPLCONF", b"capa", b"eof"]).await? {
-                Reply::Error(e2) => return Err(c.err(describe_error(b"replconf", &e2))),
-                _ => {}
+            if let Reply::Error(e2) = c.cmd(&[b"REPLCONF", b"capa", b"eof"]).await? {
+                return Err(c.err(describe_error(b"replconf", &e2)));
             }
             keyspace = c.info("keyspace").await?.keyspace();
             c.send(&[&[b"PSYNC", b"?", b"-1"]]).await?;
