@@ -427,3 +427,118 @@ fn verify_fails_on_a_damaged_artifact() {
     assert_code(&cexdr(&["--policy", ps, "verify", &id]), 0);
     let _ = std::io::stdout().flush();
 }
+
+/// A CA and a server certificate for 127.0.0.1 (openssl CLI), in `dir`.
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=cexdr test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[test]
+fn rediss_tls_backup() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let c = |f: &str| certs.path().join(f).to_str().unwrap().to_owned();
+    let tls_port = free_port();
+    let src = Server::start(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &c("server.pem"),
+        "--tls-key-file",
+        &c("server.key"),
+        "--tls-ca-cert-file",
+        &c("ca.pem"),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    src.conn().cmds(&["DEBUG", "POPULATE", "3000", "k", "100"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = redis_policy(tmp.path(), &format!("rediss://127.0.0.1:{tls_port}"), "");
+    let o = backup(&policy, &[("SSL_CERT_FILE", &c("ca.pem"))]);
+    assert_code(&o, 0);
+    let m = only_backup(&policy);
+    assert_eq!(m["details"]["keyspace"]["db0"]["keys"], 3000);
+    assert_eq!(m["details"]["crc_checked"], true);
+    let o = cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "verify",
+        m["id"].as_str().unwrap(),
+        "--restore-test",
+    ]);
+    assert_code(&o, 0);
+
+    // A server certificate the trust store does not know: refused.
+    let other = tempfile::tempdir().unwrap();
+    make_certs(other.path());
+    let o = backup(
+        &policy,
+        &[(
+            "SSL_CERT_FILE",
+            other.path().join("ca.pem").to_str().unwrap(),
+        )],
+    );
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("TLS handshake failed"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(catalog_json(&policy).as_array().unwrap().len(), 1);
+}
