@@ -28,8 +28,9 @@ pub use conn::Addr;
 use conn::{describe_error, Conn, Info, Reply, IDLE_TIMEOUT};
 pub use drill::{restore, restore_test};
 
-/// Bytes read from the socket per chunk handed to the pipeline.
-const CHUNK: usize = 256 << 10;
+/// Bytes read from the socket per chunk handed to the pipeline (the
+/// pipeline regroups them into 1 MiB blocks).
+const CHUNK: usize = 64 << 10;
 /// Length of the `$EOF:<mark>` end-of-payload mark.
 const MARK_LEN: usize = 40;
 
@@ -293,9 +294,11 @@ async fn pump(
             }
             Form::Eof(mark) => {
                 tail.extend_from_slice(&buf);
-                if tail.ends_with(&mark) {
+                // Servers without rdb-only go on with the replication
+                // stream right after the mark, maybe in the same read.
+                if let Some(at) = tail.windows(MARK_LEN).position(|w| w == mark) {
                     ended = true;
-                    tail.split_to(tail.len() - MARK_LEN).freeze()
+                    tail.split_to(at).freeze()
                 } else if tail.len() > MARK_LEN {
                     tail.split_to(tail.len() - MARK_LEN).freeze()
                 } else {
@@ -332,7 +335,7 @@ async fn pump(
 
 /// Turns a started transfer into an extract named `name`.
 fn extract(name: String, s: Started) -> Extract {
-    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(2);
     let stream: ByteStream = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     let Started {
         conn,
