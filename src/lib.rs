@@ -7,6 +7,7 @@ pub mod error;
 pub mod pipeline;
 pub mod policy;
 pub mod restore;
+pub mod retention;
 pub mod source;
 pub mod store;
 pub mod verify;
