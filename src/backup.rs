@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, Artifact, Catalog, Manifest};
 use crate::error::{Error, Result};
+use crate::lock;
 use crate::pipeline;
 use crate::policy::Job;
 use crate::source;
@@ -24,10 +25,55 @@ pub fn compression_threads() -> usize {
 /// Runs one backup of `job` into `store`. On any failure (including
 /// cancellation) nothing is listed: artifacts already written are deleted
 /// and no manifest is written.
+///
+/// Holds the job's lease (`lock.rs`) for the whole run: a second run of the
+/// same job, here or on another host, fails with `Error::Locked` (exit 3).
 pub async fn run(store: DynStore, job: &Job, cancel: CancellationToken) -> Result<Manifest> {
-    run_inner(store, job, cancel)
-        .await
-        .map_err(|e| e.in_job(&job.name))
+    let s = store.clone();
+    lock::with_lease(store, &job.name, lock::DEFAULT_TTL, cancel, |token| {
+        run_held(s, job, token)
+    })
+    .await
+    .map_err(|e| e.in_job(&job.name))
+}
+
+/// `run` for a caller that already holds the job's lease (the daemon holds
+/// it across backup and prune). Applies the job's `timeout`.
+pub async fn run_held(store: DynStore, job: &Job, cancel: CancellationToken) -> Result<Manifest> {
+    let res = match job.timeout {
+        None => run_inner(store, job, cancel).await,
+        Some(limit) => {
+            // Cancel through the token so that uploads abort cleanly.
+            let token = cancel.child_token();
+            let timer = {
+                let token = token.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(limit).await;
+                    token.cancel();
+                })
+            };
+            let r = run_inner(store, job, token.clone()).await;
+            timer.abort();
+            match r {
+                Err(Error::Interrupted) if token.is_cancelled() && !cancel.is_cancelled() => {
+                    Err(Error::Timeout {
+                        after: humantime(limit),
+                    })
+                }
+                r => r,
+            }
+        }
+    };
+    res.map_err(|e| e.in_job(&job.name))
+}
+
+fn humantime(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 async fn run_inner(store: DynStore, job: &Job, cancel: CancellationToken) -> Result<Manifest> {

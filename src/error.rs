@@ -73,6 +73,10 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    /// The job ran past its `timeout` and was stopped (nothing listed).
+    #[error("timed out after {after}; stopped, nothing was kept")]
+    Timeout { after: String },
+
     #[error("{context}: {source}")]
     Io {
         context: String,

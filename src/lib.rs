@@ -4,6 +4,7 @@ pub mod backup;
 pub mod catalog;
 pub mod cli;
 pub mod error;
+pub mod lock;
 pub mod pipeline;
 pub mod policy;
 pub mod restore;
