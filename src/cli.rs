@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{Catalog, Entry, Status};
 use crate::error::{exit, one_line, Error, Result};
 use crate::policy::{Keep, Policy, SourceSpec, StoreSpec};
-use crate::{backup, restore, store, verify};
+use crate::{backup, lock, metrics, prune, restore, scheduler, store, verify};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -39,8 +39,21 @@ pub struct Cli {
     /// Only errors in the log.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Log format on stderr: human, or json (one object per line, for log shippers).
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+    /// backup, verify, prune: also write Prometheus metrics to this
+    /// node_exporter textfile (atomically).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +94,25 @@ pub enum Command {
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Apply retention: remove backups no `keep` rule keeps, incomplete
+    /// backups and stale multipart uploads.
+    Prune(PruneArgs),
+    /// Run every job on its schedule (see [daemon] in the policy).
+    Daemon,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only this job (default: every job of the policy).
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Print the plan; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Folders without a manifest (and multipart uploads) younger than
+    /// this may belong to a running backup and are left alone.
+    #[arg(long, default_value = "24h", value_parser = crate::policy::parse_duration)]
+    pub grace: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,11 +170,14 @@ pub fn init_tracing(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CEXDR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match cli.log_format {
+        LogFormat::Human => fmt.try_init(),
+        LogFormat::Json => fmt.json().flatten_event(true).try_init(),
+    };
 }
 
 fn print_json(v: &impl serde::Serialize) {
@@ -170,6 +205,42 @@ async fn open_catalog(policy: &Policy) -> Result<Catalog> {
 
 /// Runs the command; returns the exit code for outcomes that are not errors.
 pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
+    let Some(file) = cli.metrics_file.clone() else {
+        return run_command(cli, cancel, None).await;
+    };
+    if !matches!(
+        cli.command,
+        Command::Backup { .. } | Command::Verify(_) | Command::Prune(_)
+    ) {
+        return Err(Error::Usage(
+            "--metrics-file applies to backup, verify and prune".into(),
+        ));
+    }
+    let policy_file = cli.policy.clone();
+    let metrics = metrics::Metrics::new();
+    let res = run_command(cli, cancel, Some(metrics.clone())).await;
+    // Written whatever the outcome: a failed run is what alerts need to see.
+    if let Ok(policy) = Policy::load(&policy_file) {
+        metrics.set_policy(&policy, Utc::now());
+        match open_catalog(&policy).await {
+            Ok(c) => match c.list(None).await {
+                Ok(entries) => metrics.refresh_catalog(&entries),
+                Err(_) => metrics.catalog_refresh_failed(),
+            },
+            Err(_) => metrics.catalog_refresh_failed(),
+        }
+        if let Err(e) = metrics.write_file(&file) {
+            eprintln!("cexdr: error: {}", one_line(&e));
+        }
+    }
+    res
+}
+
+async fn run_command(
+    cli: Cli,
+    cancel: CancellationToken,
+    metrics: Option<metrics::Metrics>,
+) -> Result<i32> {
     match cli.command {
         Command::Policy(PolicyCmd::Check { file }) => {
             let file = file.unwrap_or(cli.policy);
@@ -198,7 +269,16 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
                     failed.get_or_insert(Error::Interrupted);
                     break;
                 }
-                match backup::run(store.clone(), job, cancel.clone()).await {
+                let t0 = std::time::Instant::now();
+                let res = backup::run(store.clone(), job, cancel.clone()).await;
+                if let Some(mt) = &metrics {
+                    match &res {
+                        Ok(m) => mt.succeeded(m, t0.elapsed().as_secs_f64()),
+                        Err(e) if matches!(e.root(), Error::Locked { .. }) => {}
+                        Err(_) => mt.failed(&job.name, Utc::now(), t0.elapsed().as_secs_f64()),
+                    }
+                }
+                match res {
                     Ok(m) => {
                         if !cli.json {
                             println!(
@@ -365,6 +445,12 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
             }
             Ok(exit::OK)
         }
+        Command::Prune(args) => prune_command(&cli.policy, cli.json, args, cancel).await,
+        Command::Daemon => {
+            let _ = metrics;
+            scheduler::daemon(cli.policy, cancel, Vec::new()).await?;
+            Ok(exit::OK)
+        }
         Command::Restore {
             id,
             to,
@@ -387,6 +473,99 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
             Ok(exit::OK)
         }
     }
+}
+
+async fn prune_command(
+    policy_file: &std::path::Path,
+    json: bool,
+    args: PruneArgs,
+    cancel: CancellationToken,
+) -> Result<i32> {
+    let policy = Policy::load(policy_file)?;
+    let jobs: Vec<&crate::policy::Job> = match &args.job {
+        Some(j) => vec![policy.job(j)?],
+        None => policy.jobs.iter().collect(),
+    };
+    let catalog = open_catalog(&policy).await?;
+    let opts = prune::Options {
+        dry_run: args.dry_run,
+        grace: args.grace,
+        now: Utc::now(),
+    };
+    let mut reports = Vec::new();
+    let mut code = exit::OK;
+    for job in jobs {
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        // A dry run changes nothing, so it needs no lease (it can preview
+        // while a backup runs); a real prune holds the job's lease.
+        let res = if args.dry_run {
+            prune::prune_job(&catalog, job, &opts).await
+        } else {
+            let c = &catalog;
+            let o = &opts;
+            lock::with_lease(
+                catalog.store().clone(),
+                &job.name,
+                lock::DEFAULT_TTL,
+                cancel.clone(),
+                |_| async move { prune::prune_job(c, job, o).await },
+            )
+            .await
+        };
+        match res {
+            Ok(r) => {
+                if !r.errors.is_empty() {
+                    code = code.max(exit::FAILED);
+                }
+                if !json {
+                    print!("{}", prune::render_job(&r, args.dry_run));
+                }
+                reports.push(r);
+            }
+            Err(e) if matches!(e.root(), Error::Locked { .. }) => {
+                eprintln!("cexdr: {}; not pruned", one_line(&e));
+                code = exit::LOCKED;
+            }
+            Err(e) => return Err(e.in_job(&job.name)),
+        }
+    }
+    let prefix = args
+        .job
+        .as_ref()
+        .map(|j| format!("{j}/"))
+        .unwrap_or_default();
+    let uploads = prune::stale_uploads(&catalog, &prefix, &opts).await?;
+    if !uploads.errors.is_empty() {
+        code = code.max(exit::FAILED);
+    }
+    if json {
+        print_json(&serde_json::json!({
+            "dry_run": args.dry_run,
+            "jobs": reports,
+            "stale_uploads": uploads,
+        }));
+    } else {
+        for u in &uploads.aborted {
+            println!(
+                "stale upload {} (started {}): {}",
+                u.key,
+                u.initiated
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "?".into()),
+                if args.dry_run {
+                    "would be aborted"
+                } else {
+                    "aborted"
+                }
+            );
+        }
+        for e in &uploads.errors {
+            println!("error: {e}");
+        }
+    }
+    Ok(code)
 }
 
 fn parse_map(s: &str) -> std::result::Result<(String, String), String> {

@@ -76,12 +76,14 @@ async fn read(store: &DynStore, key: &str) -> Result<Option<LeaseRecord>> {
         Err(_) if store.head(key).await?.is_none() => return Ok(None),
         Err(e) => return Err(e),
     };
-    serde_json::from_slice(&data).map(Some).map_err(|e| Error::Store {
-        store: store.describe(),
-        op: "parse",
-        key: key.into(),
-        msg: format!("unreadable lease ({e}); delete it by hand if no run holds it"),
-    })
+    serde_json::from_slice(&data)
+        .map(Some)
+        .map_err(|e| Error::Store {
+            store: store.describe(),
+            op: "parse",
+            key: key.into(),
+            msg: format!("unreadable lease ({e}); delete it by hand if no run holds it"),
+        })
 }
 
 fn encode(r: &LeaseRecord) -> Bytes {

@@ -62,7 +62,12 @@ impl Period {
     /// The bucket a backup falls into; `index` makes every backup its own
     /// bucket for `last`.
     fn bucket(self, t: DateTime<Utc>, index: usize) -> i64 {
-        let (y, m, d, h) = (t.year() as i64, t.month() as i64, t.day() as i64, t.hour() as i64);
+        let (y, m, d, h) = (
+            t.year() as i64,
+            t.month() as i64,
+            t.day() as i64,
+            t.hour() as i64,
+        );
         match self {
             Period::Last => index as i64,
             Period::Hourly => ((y * 100 + m) * 100 + d) * 100 + h,

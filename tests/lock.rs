@@ -58,10 +58,15 @@ fn two_concurrent_runs(policy: &Path) {
 }
 
 fn gethostname() -> String {
-    String::from_utf8(std::process::Command::new("hostname").output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_owned()
+    String::from_utf8(
+        std::process::Command::new("hostname")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned()
 }
 
 fn record(job: &str, host: &str, expires_in: chrono::Duration) -> LeaseRecord {
@@ -123,10 +128,7 @@ async fn s3_store_lock() {
     let (_client, bucket) = s3_bucket("lock").await;
     let dir = tempfile::tempdir().unwrap();
     let src = big_source(dir.path());
-    let policy = write_policy(
-        dir.path(),
-        &(s3_store(&bucket, "cexdr") + &files_job(&src)),
-    );
+    let policy = write_policy(dir.path(), &(s3_store(&bucket, "cexdr") + &files_job(&src)));
     let p2 = policy.clone();
     tokio::task::spawn_blocking(move || two_concurrent_runs(&p2))
         .await
@@ -151,9 +153,13 @@ async fn racing_takeovers_have_one_winner() {
     for store in [s3, local] {
         for _ in 0..5 {
             let dead = record("j", "gone", chrono::Duration::seconds(-5));
-            store::put_bytes(store.as_ref(), &lease_key("j"), serde_json::to_vec(&dead).unwrap())
-                .await
-                .unwrap();
+            store::put_bytes(
+                store.as_ref(),
+                &lease_key("j"),
+                serde_json::to_vec(&dead).unwrap(),
+            )
+            .await
+            .unwrap();
             let (a, b) = tokio::join!(
                 Lease::acquire(store.clone(), "j", Duration::from_secs(60)),
                 Lease::acquire(store.clone(), "j", Duration::from_secs(60)),
@@ -184,14 +190,24 @@ async fn renewal_and_loss() {
     let first = lease.record().await.expires_at;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let now = lease.record().await.expires_at;
-    assert!(now > first + chrono::Duration::milliseconds(500), "{first} -> {now}");
-    assert!(Lease::acquire(store.clone(), "j", ttl).await.is_err(), "still held");
+    assert!(
+        now > first + chrono::Duration::milliseconds(500),
+        "{first} -> {now}"
+    );
+    assert!(
+        Lease::acquire(store.clone(), "j", ttl).await.is_err(),
+        "still held"
+    );
     assert!(!lease.lost().is_cancelled());
     // Another run takes it (as if our renewals had stalled past expiry).
     let thief = record("j", "elsewhere", chrono::Duration::minutes(5));
-    store::put_bytes(store.as_ref(), &lease_key("j"), serde_json::to_vec(&thief).unwrap())
-        .await
-        .unwrap();
+    store::put_bytes(
+        store.as_ref(),
+        &lease_key("j"),
+        serde_json::to_vec(&thief).unwrap(),
+    )
+    .await
+    .unwrap();
     tokio::time::timeout(Duration::from_secs(2), lease.lost().cancelled())
         .await
         .expect("loss noticed within a renewal period");

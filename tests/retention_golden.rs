@@ -70,7 +70,11 @@ fn retention_golden_cases() {
         .filter(|p| p.extension().is_some_and(|e| e == "txt"))
         .collect();
     files.sort();
-    assert!(files.len() >= 8, "golden cases missing in {}", dir.display());
+    assert!(
+        files.len() >= 8,
+        "golden cases missing in {}",
+        dir.display()
+    );
     let update = std::env::var("CEXDR_UPDATE_GOLDEN").is_ok();
     let mut failures = Vec::new();
     for f in &files {
