@@ -97,7 +97,31 @@ async fn delete(catalog: &Catalog, key: &str) -> Result<Outcome> {
 
 /// Deletes one folder's objects: manifest first, then the rest. Stops at
 /// the first error (the store may be down: the caller stops too).
-async fn delete_folder(catalog: &Catalog, f: &Folder, report: &mut JobReport) -> Result<bool> {
+async fn delete_folder(
+    catalog: &Catalog,
+    f: &Folder,
+    now: DateTime<Utc>,
+    report: &mut JobReport,
+) -> Result<bool> {
+    // Under Object Lock a plain DELETE on a versioned bucket "succeeds" by
+    // adding a delete marker: the backup would vanish from the catalog while
+    // its locked data stays. Ask for the retention date first and leave a
+    // locked backup whole and listed.
+    let first = f
+        .manifest
+        .clone()
+        .or_else(|| f.others.first().map(|o| o.key.clone()));
+    if let Some(key) = first {
+        if let Some(until) = catalog.store().locked_until(&key).await? {
+            if until > now {
+                report.locked.push(LockedObject {
+                    key,
+                    until: Some(until),
+                });
+                return Ok(false);
+            }
+        }
+    }
     if let Some(m) = &f.manifest {
         if let Outcome::Locked(l) = delete(catalog, m).await? {
             report.locked.push(l);
@@ -171,7 +195,7 @@ pub async fn prune_job(catalog: &Catalog, job: &Job, opts: &Options) -> Result<J
         .collect();
     for id in remove {
         let Some((_, f)) = by_id(&id) else { continue };
-        match delete_folder(catalog, f, &mut report).await {
+        match delete_folder(catalog, f, opts.now, &mut report).await {
             Ok(true) => {
                 tracing::info!(job = %job.name, id = %id, "backup removed by retention");
                 report.removed.push(id);
@@ -186,8 +210,9 @@ pub async fn prune_job(catalog: &Catalog, job: &Job, opts: &Options) -> Result<J
         }
     }
     for (dir, f) in incomplete {
-        match delete_folder(catalog, f, &mut report).await {
-            Ok(_) => {
+        match delete_folder(catalog, f, opts.now, &mut report).await {
+            Ok(false) => {}
+            Ok(true) => {
                 tracing::info!(job = %job.name, folder = %dir, "incomplete backup removed");
                 report.incomplete.push(dir.clone());
             }
