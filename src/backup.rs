@@ -37,34 +37,50 @@ pub async fn run(store: DynStore, job: &Job, cancel: CancellationToken) -> Resul
     .map_err(|e| e.in_job(&job.name))
 }
 
+/// After a cancel (Ctrl-C, timeout), how long a run may take to clean up
+/// (abort uploads, delete artifacts) before its future is dropped; a hung
+/// store call would otherwise never return. Dropping still cleans up: the
+/// stores' guards abort the multipart upload / remove the temporary file.
+pub const CLEANUP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `run` for a caller that already holds the job's lease (the daemon holds
 /// it across backup and prune). Applies the job's `timeout`.
 pub async fn run_held(store: DynStore, job: &Job, cancel: CancellationToken) -> Result<Manifest> {
-    let res = match job.timeout {
-        None => run_inner(store, job, cancel).await,
-        Some(limit) => {
-            // Cancel through the token so that uploads abort cleanly.
-            let token = cancel.child_token();
-            let timer = {
-                let token = token.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(limit).await;
-                    token.cancel();
-                })
-            };
-            let r = run_inner(store, job, token.clone()).await;
-            timer.abort();
-            match r {
-                Err(Error::Interrupted) if token.is_cancelled() && !cancel.is_cancelled() => {
-                    Err(Error::Timeout {
-                        after: humantime(limit),
-                    })
-                }
-                r => r,
-            }
+    // Cancel through the token so that uploads abort cleanly.
+    let token = cancel.child_token();
+    let timer = job.timeout.map(|limit| {
+        let token = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            token.cancel();
+        })
+    });
+    let fut = run_inner(store, job, token.clone());
+    tokio::pin!(fut);
+    let r = tokio::select! {
+        r = &mut fut => r,
+        _ = async {
+            token.cancelled().await;
+            tokio::time::sleep(CLEANUP_GRACE).await;
+        } => {
+            tracing::error!(job = %job.name, "the run did not stop within {}s of being cancelled; abandoning it (a leftover incomplete folder is removed by prune)", CLEANUP_GRACE.as_secs());
+            Err(Error::Interrupted)
         }
     };
-    res.map_err(|e| e.in_job(&job.name))
+    if let Some(t) = timer {
+        t.abort();
+    }
+    let r = match (r, job.timeout) {
+        (Err(Error::Interrupted), Some(limit))
+            if token.is_cancelled() && !cancel.is_cancelled() =>
+        {
+            Err(Error::Timeout {
+                after: humantime(limit),
+            })
+        }
+        (r, _) => r,
+    };
+    r.map_err(|e| e.in_job(&job.name))
 }
 
 fn humantime(d: std::time::Duration) -> String {

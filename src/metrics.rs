@@ -3,6 +3,9 @@
 //! (`--metrics-file`) by one-shot commands. Catalog-derived values (last
 //! success, sizes, verification) are refreshed from the catalog, so they
 //! survive restarts and are the same whichever host ran the backup.
+//!
+//! The job label is `cexdr_job`, not `job`: Prometheus sets `job` on every
+//! scraped series (the scrape job) and would rename ours to `exported_job`.
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -181,7 +184,7 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
                 for (job, j) in &s.jobs {
                     if let Some(v) = get(j) {
-                        let _ = writeln!(out, "{name}{{job=\"{}\"}} {v}", escape(job));
+                        let _ = writeln!(out, "{name}{{cexdr_job=\"{}\"}} {v}", escape(job));
                     }
                 }
             }

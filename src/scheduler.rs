@@ -305,16 +305,19 @@ impl Scheduler {
                     continue;
                 }
             };
-            // Never backed up: the newest slot of the past year counts as missed.
-            let from = last.unwrap_or(now - chrono::Duration::days(366));
-            if let Some(slot) = schedule.after_in(self.policy.daemon.timezone, from).next() {
-                if slot <= now {
-                    tracing::info!(job = %job.name, missed = %slot, last_backup = ?last, "catch-up: running a missed run");
-                    let _ = tx.send(Trigger {
-                        job: job.name.clone(),
-                        slot,
-                    });
-                }
+            // Never backed up: a slot in the past week counts as missed.
+            let from = last.unwrap_or(now - chrono::Duration::days(7));
+            let missed = schedule
+                .after_in(self.policy.daemon.timezone, from)
+                .take(1_000_000)
+                .take_while(|t| *t <= now)
+                .last();
+            if let Some(slot) = missed {
+                tracing::info!(job = %job.name, missed = %slot, last_backup = ?last, "catch-up: running a missed run");
+                let _ = tx.send(Trigger {
+                    job: job.name.clone(),
+                    slot,
+                });
             }
         }
     }
