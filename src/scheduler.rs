@@ -432,6 +432,8 @@ impl RunCtx {
         )
         .await;
         let secs = t0.elapsed().as_secs_f64();
+        // Catalog metrics first, so that whoever reacts to the event sees them.
+        refresh(&self.store, &self.metrics).await;
         match res {
             Ok((m, pruned)) => {
                 self.metrics.succeeded(&m, secs);
