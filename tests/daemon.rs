@@ -216,3 +216,77 @@ impl Drop for Guard {
 fn scopeguard(pid: i32) -> Guard {
     Guard(pid)
 }
+
+/// One-shot runs write the same metrics to a node_exporter textfile,
+/// atomically, whatever the outcome.
+#[test]
+fn metrics_file_after_one_shot_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.conf"), "a\n").unwrap();
+    let text = format!(
+        "{}\n[[job]]\nname = \"cfg\"\nkind = \"files\"\npaths = [\"{}\"]\nschedule = \"@hourly\"\n\n\
+         [[job]]\nname = \"gone\"\nkind = \"files\"\npaths = [\"{}\"]\n",
+        local_store(&dir.path().join("repo")),
+        src.display(),
+        dir.path().join("missing").display()
+    );
+    let policy = write_policy(dir.path(), &text);
+    let p = policy.to_str().unwrap();
+    let prom_dir = dir.path().join("textfile");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let prom = prom_dir.join("cexdr.prom");
+    let f = prom.to_str().unwrap();
+
+    let o = cexdr(&["--policy", p, "--metrics-file", f, "backup", "cfg"]);
+    assert_code(&o, 0);
+    let m = std::fs::read_to_string(&prom).unwrap();
+    for want in [
+        "# TYPE cexdr_backup_last_success_timestamp_seconds gauge",
+        "cexdr_backup_runs_total{cexdr_job=\"cfg\"} 1",
+        "cexdr_backup_failures_total{cexdr_job=\"cfg\"} 0",
+        "cexdr_catalog_backups{cexdr_job=\"cfg\"} 1",
+        "cexdr_job_schedule_interval_seconds{cexdr_job=\"cfg\"} 3600",
+    ] {
+        assert!(m.contains(want), "{want} missing in:\n{m}");
+    }
+    assert!(
+        m.contains("cexdr_backup_last_stored_bytes{cexdr_job=\"cfg\"} "),
+        "{m}"
+    );
+
+    // A failing run is recorded too, and the exit code stays the run's.
+    let o = cexdr(&["--policy", p, "--metrics-file", f, "backup", "gone"]);
+    assert_code(&o, 1);
+    let m = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        m.contains("cexdr_backup_failures_total{cexdr_job=\"gone\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("cexdr_backup_last_failure_timestamp_seconds{cexdr_job=\"gone\"} "),
+        "{m}"
+    );
+
+    // Verification status from the catalog.
+    let o = cexdr(&["--policy", p, "--metrics-file", f, "verify", "--job", "cfg"]);
+    assert_code(&o, 0);
+    let m = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        m.contains("cexdr_verification_last_success{cexdr_job=\"cfg\"} 1"),
+        "{m}"
+    );
+    // Only the final file is left: no temporary beside it.
+    let names: Vec<_> = std::fs::read_dir(&prom_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [std::ffi::OsString::from("cexdr.prom")]);
+    // Every sample line is `name{labels} value` or `name value`.
+    for l in m.lines().filter(|l| !l.starts_with('#')) {
+        let (_, v) = l.rsplit_once(' ').unwrap();
+        v.parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad sample: {l}"));
+    }
+}

@@ -210,3 +210,47 @@ async fn a_hung_run_is_stopped_at_its_timeout_and_a_missed_run_caught_up() {
         real.list("").await.unwrap()
     );
 }
+
+/// Tokio time plus an offset the test can change: a wall clock that jumps.
+struct JumpClock {
+    inner: TokioClock,
+    offset: Mutex<chrono::Duration>,
+}
+
+impl cexdr::scheduler::Clock for JumpClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.now() + *self.offset.lock().unwrap()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clock_jumping_back_does_not_run_a_slot_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = policy(dir.path(), "");
+    p.jobs.retain(|j| j.name == "a");
+    let store = store::build(&p.store).await.unwrap();
+    let rec = Arc::new(Recorder::default());
+    let clock = Arc::new(JumpClock {
+        inner: TokioClock::starting_at(at("2026-11-25T01:59:30Z")),
+        offset: Mutex::new(chrono::Duration::zero()),
+    });
+    let mut s = Scheduler::new(p, store, clock.clone(), cexdr::metrics::Metrics::new());
+    s.add_sink(rec.clone());
+    let (ctl, rx) = mpsc::channel(1);
+    let task = tokio::spawn(s.run(rx));
+    tokio::time::sleep(Duration::from_secs(5 * 60)).await; // 02:04:30, after the 02:00 run
+                                                           // NTP steps the clock back 15 minutes (to 01:49:30), then forward 2 hours.
+    *clock.offset.lock().unwrap() = chrono::Duration::minutes(-15);
+    tokio::time::sleep(Duration::from_secs(30 * 60)).await; // 02:19:30 by the clock
+    assert_eq!(rec.started("a"), ["02:00"], "02:00 ran once");
+    *clock.offset.lock().unwrap() = chrono::Duration::minutes(105);
+    // Now 04:04:30 by the clock: the jump skipped 03:00 and 04:00; one run
+    // catches up (reported for its first missed slot), not one per slot.
+    tokio::time::sleep(Duration::from_secs(2 * 60)).await;
+    ctl.send(Control::Stop).await.unwrap();
+    task.await.unwrap().unwrap();
+    tokio::task::yield_now().await;
+    let runs = rec.started("a");
+    assert_eq!(runs.iter().filter(|r| *r == "02:00").count(), 1, "{runs:?}");
+    assert_eq!(runs, ["02:00", "03:00"], "one run for the jump forward");
+}
