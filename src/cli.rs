@@ -700,13 +700,19 @@ pub fn describe(p: &Policy, now: DateTime<Utc>) -> String {
         out.push_str(&format!("  compression: {}\n", j.compression.name()));
         match &j.schedule {
             Some(s) => {
+                // In the daemon's time zone, as the daemon will run them.
                 let next: Vec<_> = s
-                    .after(now)
+                    .after_in(p.daemon.timezone, now)
                     .take(3)
                     .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
                     .collect();
+                let zone = if p.daemon.timezone == chrono_tz::UTC {
+                    String::new()
+                } else {
+                    format!(" in {}", p.daemon.timezone)
+                };
                 out.push_str(&format!(
-                    "  schedule: {} (next: {})\n",
+                    "  schedule: {}{zone} (next: {})\n",
                     s.expr,
                     next.join(", ")
                 ));
@@ -727,7 +733,7 @@ fn describe_json(p: &Policy) -> serde_json::Value {
             "kind": j.source.kind(),
             "compression": j.compression.name(),
             "schedule": j.schedule.as_ref().map(|s| s.expr.clone()),
-            "next_runs": j.schedule.as_ref().map(|s| s.after(now).take(3).collect::<Vec<_>>()),
+            "next_runs": j.schedule.as_ref().map(|s| s.after_in(p.daemon.timezone, now).take(3).collect::<Vec<_>>()),
             "keep": j.keep,
         })).collect::<Vec<_>>(),
     })

@@ -77,7 +77,7 @@ fn daemon_serves_metrics_reloads_and_stops_gracefully() {
     std::fs::write(small.join("app.conf"), "x = 1\n").unwrap();
     // Incompressible and large: this run is still going when SIGTERM comes.
     let st = Command::new("head")
-        .args(["-c", "300M", "/dev/urandom"])
+        .args(["-c", "200M", "/dev/urandom"])
         .stdout(std::fs::File::create(big.join("blob")).unwrap())
         .status()
         .unwrap();
