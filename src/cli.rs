@@ -217,6 +217,14 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
         ));
     }
     let policy_file = cli.policy.clone();
+    // The jobs this run is about (None: all of the policy).
+    let only: Option<Vec<String>> = match &cli.command {
+        Command::Backup { jobs, all: false } => Some(jobs.clone()),
+        Command::Verify(a) if !a.all && a.job.is_none() => None,
+        Command::Verify(a) => a.job.clone().map(|j| vec![j]),
+        Command::Prune(a) => a.job.clone().map(|j| vec![j]),
+        _ => None,
+    };
     let metrics = metrics::Metrics::new();
     let res = run_command(cli, cancel, Some(metrics.clone())).await;
     // Written whatever the outcome: a failed run is what alerts need to see.
@@ -228,6 +236,9 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
                 Err(_) => metrics.catalog_refresh_failed(),
             },
             Err(_) => metrics.catalog_refresh_failed(),
+        }
+        if let Some(jobs) = &only {
+            metrics.retain_jobs(jobs);
         }
         if let Err(e) = metrics.write_file(&file) {
             eprintln!("cexdr: error: {}", one_line(&e));

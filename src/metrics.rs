@@ -43,6 +43,8 @@ struct State {
     jobs: BTreeMap<String, JobMetrics>,
     started: Option<DateTime<Utc>>,
     catalog_refresh_errors: u64,
+    /// Per-job output only (no process-wide series).
+    jobs_only: bool,
 }
 
 /// Shared, cheap to clone.
@@ -86,6 +88,16 @@ impl Metrics {
                 s.jobs.entry(j.name.clone()).or_default().interval_seconds =
                     schedule_interval(policy, j, now);
             }
+        })
+    }
+
+    /// Keeps only these jobs' series, and no process-wide ones: a one-shot
+    /// run writes the jobs it ran, so that per-job textfiles never repeat a
+    /// series (node_exporter rejects duplicates across files).
+    pub fn retain_jobs(&self, jobs: &[String]) {
+        self.with(|s| {
+            s.jobs.retain(|name, _| jobs.contains(name));
+            s.jobs_only = true;
         })
     }
 
@@ -187,6 +199,9 @@ impl Metrics {
                         let _ = writeln!(out, "{name}{{cexdr_job=\"{}\"}} {v}", escape(job));
                     }
                 }
+            }
+            if s.jobs_only {
+                return out;
             }
             if let Some(t) = ts(&s.started) {
                 let _ = writeln!(out, "# HELP cexdr_start_time_seconds When this process started (Unix time).\n# TYPE cexdr_start_time_seconds gauge\ncexdr_start_time_seconds {t}");

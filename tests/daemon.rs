@@ -255,6 +255,9 @@ fn metrics_file_after_one_shot_runs() {
         m.contains("cexdr_backup_last_stored_bytes{cexdr_job=\"cfg\"} "),
         "{m}"
     );
+    // Only the job that ran: per-job textfiles never repeat a series.
+    assert!(!m.contains("cexdr_job=\"gone\""), "{m}");
+    assert!(!m.contains("cexdr_start_time_seconds"), "{m}");
 
     // A failing run is recorded too, and the exit code stays the run's.
     let o = cexdr(&["--policy", p, "--metrics-file", f, "backup", "gone"]);
@@ -268,6 +271,7 @@ fn metrics_file_after_one_shot_runs() {
         m.contains("cexdr_backup_last_failure_timestamp_seconds{cexdr_job=\"gone\"} "),
         "{m}"
     );
+    assert!(!m.contains("cexdr_job=\"cfg\""), "{m}");
 
     // Verification status from the catalog.
     let o = cexdr(&["--policy", p, "--metrics-file", f, "verify", "--job", "cfg"]);
