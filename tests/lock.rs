@@ -215,3 +215,66 @@ async fn renewal_and_loss() {
     lease.release().await.unwrap();
     assert!(store.head(&lease_key("j")).await.unwrap().is_some());
 }
+
+/// `kill -9` mid-backup: nothing is listed, the dead run's lease blocks the
+/// next run (exit 3, naming the dead pid) until it expires; then the next
+/// run takes it over and succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_backup() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let st = std::process::Command::new("head")
+        .args(["-c", "200M", "/dev/urandom"])
+        .stdout(std::fs::File::create(src.join("blob")).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let repo = dir.path().join("repo");
+    let policy = write_policy(dir.path(), &(local_store(&repo) + &files_job(&src)));
+    let p = policy.to_str().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
+        .args(["--policy", p, "backup", "cfg"])
+        .env_remove("CEXDR_POLICY")
+        .env_remove("CEXDR_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let l = lines.next().expect("backup started").unwrap();
+        if l.contains("backup started") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    assert_eq!(
+        catalog_json(&policy).as_array().unwrap().len(),
+        0,
+        "nothing listed"
+    );
+    let o = cexdr(&["--policy", p, "backup", "cfg"]);
+    assert_code(&o, 3);
+    assert!(
+        stderr(&o).contains(&format!(" pid {pid} since ")),
+        "{}",
+        stderr(&o)
+    );
+    // Let the dead run's lease expire (rewritten instead of waiting 5 minutes).
+    let store: DynStore = Arc::new(cexdr::store::local::LocalStore::new(repo));
+    let key = lease_key("cfg");
+    let mut rec: LeaseRecord =
+        serde_json::from_slice(&store::get_bytes(store.as_ref(), &key).await.unwrap()).unwrap();
+    assert_eq!(rec.pid, pid);
+    rec.expires_at = Utc::now() - chrono::Duration::seconds(1);
+    store::put_bytes(store.as_ref(), &key, serde_json::to_vec(&rec).unwrap())
+        .await
+        .unwrap();
+    let o = cexdr(&["--policy", p, "backup", "cfg"]);
+    assert_code(&o, 0);
+    assert_eq!(catalog_json(&policy).as_array().unwrap().len(), 1);
+}
