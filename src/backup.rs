@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, Artifact, Catalog, Manifest};
 use crate::error::{Error, Result};
+use crate::lock;
 use crate::pipeline;
 use crate::policy::Job;
 use crate::source;
@@ -29,10 +30,74 @@ pub async fn run(store: DynStore, job: &Job, cancel: CancellationToken) -> Resul
 /// Runs one backup of `job` into the catalog's store. On any failure
 /// (including cancellation) nothing is listed: artifacts already written
 /// are deleted and no manifest is written.
+///
+/// Holds the job's lease (`lock.rs`) for the whole run: a second run of the
+/// same job, here or on another host, fails with `Error::Locked` (exit 3).
 pub async fn run_into(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Result<Manifest> {
-    run_inner(cat, job, cancel)
-        .await
-        .map_err(|e| e.in_job(&job.name))
+    lock::with_lease(
+        cat.store().clone(),
+        &job.name,
+        lock::DEFAULT_TTL,
+        cancel,
+        |token| run_held(cat, job, token),
+    )
+    .await
+    .map_err(|e| e.in_job(&job.name))
+}
+
+/// After a cancel (Ctrl-C, timeout), how long a run may take to clean up
+/// (abort uploads, delete artifacts) before its future is dropped; a hung
+/// store call would otherwise never return. Dropping still cleans up: the
+/// stores' guards abort the multipart upload / remove the temporary file.
+pub const CLEANUP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `run_into` for a caller that already holds the job's lease (the daemon
+/// holds it across backup and prune). Applies the job's `timeout`.
+pub async fn run_held(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Result<Manifest> {
+    // Cancel through the token so that uploads abort cleanly.
+    let token = cancel.child_token();
+    let timer = job.timeout.map(|limit| {
+        let token = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            token.cancel();
+        })
+    });
+    let fut = run_inner(cat, job, token.clone());
+    tokio::pin!(fut);
+    let r = tokio::select! {
+        r = &mut fut => r,
+        _ = async {
+            token.cancelled().await;
+            tokio::time::sleep(CLEANUP_GRACE).await;
+        } => {
+            tracing::error!(job = %job.name, "the run did not stop within {}s of being cancelled; abandoning it (a leftover incomplete folder is removed by prune)", CLEANUP_GRACE.as_secs());
+            Err(Error::Interrupted)
+        }
+    };
+    if let Some(t) = timer {
+        t.abort();
+    }
+    let r = match (r, job.timeout) {
+        (Err(Error::Interrupted), Some(limit))
+            if token.is_cancelled() && !cancel.is_cancelled() =>
+        {
+            Err(Error::Timeout {
+                after: humantime(limit),
+            })
+        }
+        (r, _) => r,
+    };
+    r.map_err(|e| e.in_job(&job.name))
+}
+
+fn humantime(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Result<Manifest> {

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{Catalog, Entry, Status};
 use crate::error::{exit, one_line, Error, Result};
 use crate::policy::{Keep, Policy, SourceSpec, StoreSpec};
-use crate::{backup, restore, store, verify};
+use crate::{backup, lock, metrics, prune, restore, scheduler, store, verify};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -45,8 +45,21 @@ pub struct Cli {
     /// Environment variable holding the passphrase of passphrase-encrypted backups.
     #[arg(long, global = true)]
     pub passphrase_env: Option<String>,
+    /// Log format on stderr: human, or json (one object per line, for log shippers).
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+    /// backup, verify, prune: also write Prometheus metrics to this
+    /// node_exporter textfile (atomically).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +109,11 @@ pub enum Command {
     /// Validate failover runbooks.
     #[command(subcommand)]
     Runbook(RunbookCmd),
+    /// Apply retention: remove backups no `keep` rule keeps, incomplete
+    /// backups and stale multipart uploads.
+    Prune(PruneArgs),
+    /// Run every job on its schedule (see [daemon] in the policy).
+    Daemon,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +159,20 @@ pub enum FailoverCmd {
 pub enum RunbookCmd {
     /// Validate a runbook and print its plan.
     Check { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only this job (default: every job of the policy).
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Print the plan; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Folders without a manifest (and multipart uploads) younger than
+    /// this may belong to a running backup and are left alone.
+    #[arg(long, default_value = "24h", value_parser = crate::policy::parse_duration)]
+    pub grace: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,12 +247,15 @@ pub fn init_tracing(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CEXDR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match cli.log_format {
+        LogFormat::Human => fmt.try_init(),
+        LogFormat::Json => fmt.json().flatten_event(true).try_init(),
+    };
 }
 
 fn print_json(v: &impl serde::Serialize) {
@@ -270,8 +305,64 @@ struct CliKeys {
     passphrase_env: Option<String>,
 }
 
+impl CliKeys {
+    fn none() -> Self {
+        CliKeys {
+            identity: None,
+            passphrase_env: None,
+        }
+    }
+}
+
 /// Runs the command; returns the exit code for outcomes that are not errors.
 pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
+    let Some(file) = cli.metrics_file.clone() else {
+        return run_command(cli, cancel, None).await;
+    };
+    if !matches!(
+        cli.command,
+        Command::Backup { .. } | Command::Verify(_) | Command::Prune(_)
+    ) {
+        return Err(Error::Usage(
+            "--metrics-file applies to backup, verify and prune".into(),
+        ));
+    }
+    let policy_file = cli.policy.clone();
+    // The jobs this run is about (None: all of the policy).
+    let only: Option<Vec<String>> = match &cli.command {
+        Command::Backup { jobs, all: false } => Some(jobs.clone()),
+        Command::Verify(a) if !a.all && a.job.is_none() => None,
+        Command::Verify(a) => a.job.clone().map(|j| vec![j]),
+        Command::Prune(a) => a.job.clone().map(|j| vec![j]),
+        _ => None,
+    };
+    let metrics = metrics::Metrics::new();
+    let res = run_command(cli, cancel, Some(metrics.clone())).await;
+    // Written whatever the outcome: a failed run is what alerts need to see.
+    if let Ok(policy) = Policy::load(&policy_file) {
+        metrics.set_policy(&policy, Utc::now());
+        match open_catalog(&policy, &CliKeys::none()).await {
+            Ok(c) => match c.list(None).await {
+                Ok(entries) => metrics.refresh_catalog(&entries),
+                Err(_) => metrics.catalog_refresh_failed(),
+            },
+            Err(_) => metrics.catalog_refresh_failed(),
+        }
+        if let Some(jobs) = &only {
+            metrics.retain_jobs(jobs);
+        }
+        if let Err(e) = metrics.write_file(&file) {
+            eprintln!("cexdr: error: {}", one_line(&e));
+        }
+    }
+    res
+}
+
+async fn run_command(
+    cli: Cli,
+    cancel: CancellationToken,
+    metrics: Option<metrics::Metrics>,
+) -> Result<i32> {
     let keys = CliKeys {
         identity: cli.identity.clone(),
         passphrase_env: cli.passphrase_env.clone(),
@@ -325,7 +416,16 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
                     failed.get_or_insert(Error::Interrupted);
                     break;
                 }
-                match backup::run_into(&catalog, job, cancel.clone()).await {
+                let t0 = std::time::Instant::now();
+                let res = backup::run_into(&catalog, job, cancel.clone()).await;
+                if let Some(mt) = &metrics {
+                    match &res {
+                        Ok(m) => mt.succeeded(m, t0.elapsed().as_secs_f64()),
+                        Err(e) if matches!(e.root(), Error::Locked { .. }) => {}
+                        Err(_) => mt.failed(&job.name, Utc::now(), t0.elapsed().as_secs_f64()),
+                    }
+                }
+                match res {
                     Ok(m) => {
                         if !cli.json {
                             println!(
@@ -556,6 +656,12 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
             }
             Ok(exit::OK)
         }
+        Command::Prune(args) => prune_command(&cli.policy, cli.json, args, cancel).await,
+        Command::Daemon => {
+            let _ = metrics;
+            scheduler::daemon(cli.policy, cancel, Vec::new()).await?;
+            Ok(exit::OK)
+        }
         Command::Restore {
             id,
             to,
@@ -617,6 +723,99 @@ async fn failover(args: FailoverArgs, json: bool, cancel: CancellationToken) -> 
         print_json(&doc);
     }
     Ok(exit::OK)
+}
+
+async fn prune_command(
+    policy_file: &std::path::Path,
+    json: bool,
+    args: PruneArgs,
+    cancel: CancellationToken,
+) -> Result<i32> {
+    let policy = Policy::load(policy_file)?;
+    let jobs: Vec<&crate::policy::Job> = match &args.job {
+        Some(j) => vec![policy.job(j)?],
+        None => policy.jobs.iter().collect(),
+    };
+    let catalog = open_catalog_as(&policy, &CliKeys::none(), !args.dry_run).await?;
+    let opts = prune::Options {
+        dry_run: args.dry_run,
+        grace: args.grace,
+        now: Utc::now(),
+    };
+    let mut reports = Vec::new();
+    let mut code = exit::OK;
+    for job in jobs {
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        // A dry run changes nothing, so it needs no lease (it can preview
+        // while a backup runs); a real prune holds the job's lease.
+        let res = if args.dry_run {
+            prune::prune_job(&catalog, job, &opts).await
+        } else {
+            let c = &catalog;
+            let o = &opts;
+            lock::with_lease(
+                catalog.store().clone(),
+                &job.name,
+                lock::DEFAULT_TTL,
+                cancel.clone(),
+                |_| async move { prune::prune_job(c, job, o).await },
+            )
+            .await
+        };
+        match res {
+            Ok(r) => {
+                if !r.errors.is_empty() {
+                    code = code.max(exit::FAILED);
+                }
+                if !json {
+                    print!("{}", prune::render_job(&r, args.dry_run));
+                }
+                reports.push(r);
+            }
+            Err(e) if matches!(e.root(), Error::Locked { .. }) => {
+                eprintln!("cexdr: {}; not pruned", one_line(&e));
+                code = exit::LOCKED;
+            }
+            Err(e) => return Err(e.in_job(&job.name)),
+        }
+    }
+    let prefix = args
+        .job
+        .as_ref()
+        .map(|j| format!("{j}/"))
+        .unwrap_or_default();
+    let uploads = prune::stale_uploads(&catalog, &prefix, &opts).await?;
+    if !uploads.errors.is_empty() {
+        code = code.max(exit::FAILED);
+    }
+    if json {
+        print_json(&serde_json::json!({
+            "dry_run": args.dry_run,
+            "jobs": reports,
+            "stale_uploads": uploads,
+        }));
+    } else {
+        for u in &uploads.aborted {
+            println!(
+                "stale upload {} (started {}): {}",
+                u.key,
+                u.initiated
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "?".into()),
+                if args.dry_run {
+                    "would be aborted"
+                } else {
+                    "aborted"
+                }
+            );
+        }
+        for e in &uploads.errors {
+            println!("error: {e}");
+        }
+    }
+    Ok(code)
 }
 
 fn parse_map(s: &str) -> std::result::Result<(String, String), String> {
@@ -751,13 +950,19 @@ pub fn describe(p: &Policy, now: DateTime<Utc>) -> String {
         out.push_str(&format!("  compression: {}\n", j.compression.name()));
         match &j.schedule {
             Some(s) => {
+                // In the daemon's time zone, as the daemon will run them.
                 let next: Vec<_> = s
-                    .after(now)
+                    .after_in(p.daemon.timezone, now)
                     .take(3)
                     .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
                     .collect();
+                let zone = if p.daemon.timezone == chrono_tz::UTC {
+                    String::new()
+                } else {
+                    format!(" in {}", p.daemon.timezone)
+                };
                 out.push_str(&format!(
-                    "  schedule: {} (next: {})\n",
+                    "  schedule: {}{zone} (next: {})\n",
                     s.expr,
                     next.join(", ")
                 ));
@@ -778,7 +983,7 @@ fn describe_json(p: &Policy) -> serde_json::Value {
             "kind": j.source.kind(),
             "compression": j.compression.name(),
             "schedule": j.schedule.as_ref().map(|s| s.expr.clone()),
-            "next_runs": j.schedule.as_ref().map(|s| s.after(now).take(3).collect::<Vec<_>>()),
+            "next_runs": j.schedule.as_ref().map(|s| s.after_in(p.daemon.timezone, now).take(3).collect::<Vec<_>>()),
             "keep": j.keep,
         })).collect::<Vec<_>>(),
     })

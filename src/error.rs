@@ -85,6 +85,10 @@ pub enum Error {
     #[error("{what}: {msg}")]
     Failover { what: String, msg: String },
 
+    /// The job ran past its `timeout` and was stopped (nothing listed).
+    #[error("timed out after {after}; stopped, nothing was kept")]
+    Timeout { after: String },
+
     #[error("{context}: {source}")]
     Io {
         context: String,

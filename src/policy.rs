@@ -19,6 +19,21 @@ struct RawPolicy {
     store: RawStore,
     #[serde(default, rename = "job")]
     jobs: Vec<RawJob>,
+    daemon: Option<RawDaemon>,
+}
+
+/// `[daemon]`: settings of `cexdr daemon` only (one-shot commands ignore it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDaemon {
+    timezone: Option<String>,
+    max_parallel: Option<usize>,
+    jitter: Option<String>,
+    catch_up: Option<bool>,
+    prune: Option<bool>,
+    incomplete_grace: Option<String>,
+    shutdown_grace: Option<String>,
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +86,9 @@ struct RawJob {
     compression_level: Option<u32>,
     keep: Option<Keep>,
     timeout: Option<String>,
+    // daemon overrides of [daemon] jitter / catch-up
+    jitter: Option<String>,
+    catch_up: Option<bool>,
     // files
     paths: Option<Vec<PathBuf>>,
     exclude: Option<Vec<String>>,
@@ -99,6 +117,43 @@ pub struct Policy {
     /// Ed25519 key that signs manifests and verification records.
     pub signing_key_file: Option<PathBuf>,
     pub jobs: Vec<Job>,
+    pub daemon: DaemonSpec,
+}
+
+/// Validated `[daemon]` table, with its defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSpec {
+    /// Zone in which cron schedules are read (default UTC).
+    pub timezone: chrono_tz::Tz,
+    /// At most this many jobs run at once.
+    pub max_parallel: usize,
+    /// Default random delay added to each scheduled start (per job: `jitter`).
+    pub jitter: Duration,
+    /// Default: run a missed run once at start-up (per job: `catch-up`).
+    pub catch_up: bool,
+    /// Prune a job after each of its successful backups.
+    pub prune: bool,
+    /// Folders without a manifest younger than this are left alone by prune.
+    pub incomplete_grace: Duration,
+    /// On SIGTERM, running jobs get this long to finish before they are stopped.
+    pub shutdown_grace: Duration,
+    /// Where `/metrics` is served; None: not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl Default for DaemonSpec {
+    fn default() -> Self {
+        DaemonSpec {
+            timezone: chrono_tz::UTC,
+            max_parallel: 1,
+            jitter: Duration::ZERO,
+            catch_up: false,
+            prune: true,
+            incomplete_grace: Duration::from_secs(24 * 3600),
+            shutdown_grace: Duration::from_secs(60),
+            metrics_listen: Some(([127, 0, 0, 1], 9847).into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +184,10 @@ pub struct Job {
     pub compression: Compression,
     pub keep: Keep,
     pub timeout: Option<Duration>,
+    /// Daemon: overrides `[daemon] jitter`.
+    pub jitter: Option<Duration>,
+    /// Daemon: overrides `[daemon] catch-up`.
+    pub catch_up: Option<bool>,
     pub source: SourceSpec,
     /// Client-side encryption of the stored bytes (the job's, else the store's).
     pub encryption: Option<EncryptionSpec>,
@@ -322,6 +381,17 @@ impl Schedule {
     pub fn after(&self, t: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
         self.inner.after(&t)
     }
+
+    /// Like `after`, with the fields read as local time in `tz`.
+    pub fn after_in(
+        &self,
+        tz: chrono_tz::Tz,
+        t: DateTime<Utc>,
+    ) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        self.inner
+            .after(&t.with_timezone(&tz))
+            .map(|x| x.with_timezone(&Utc))
+    }
 }
 
 impl PartialEq for Schedule {
@@ -385,6 +455,9 @@ impl Locator<'_> {
     }
     fn store(&self, key: Option<&str>) -> Option<usize> {
         self.in_section(|h| h == "[store]", 0, key)
+    }
+    fn daemon(&self, key: Option<&str>) -> Option<usize> {
+        self.in_section(|h| h == "[daemon]", 0, key)
     }
     fn in_section(
         &self,
@@ -494,11 +567,16 @@ impl Policy {
             }
             jobs.push(job);
         }
+        let daemon = match raw.daemon {
+            Some(d) => validate_daemon(file, &loc, d)?,
+            None => DaemonSpec::default(),
+        };
         Ok(Policy {
             file: file.to_path_buf(),
             store,
             signing_key_file,
             jobs,
+            daemon,
         })
     }
 
@@ -669,6 +747,68 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
 /// Top-level store folders that are not jobs.
 pub const RESERVED_PREFIXES: &[&str] = &["keys", "locks", "leases"];
 
+fn validate_daemon(file: &Path, loc: &Locator, d: RawDaemon) -> Result<DaemonSpec> {
+    let err = |key: &str, msg: String| {
+        Error::config(
+            file,
+            loc.daemon(Some(key)),
+            Some(key),
+            format!("[daemon] key `{key}`: {msg}"),
+        )
+    };
+    let mut out = DaemonSpec::default();
+    if let Some(tz) = &d.timezone {
+        out.timezone = tz.parse().map_err(|_| {
+            err(
+                "timezone",
+                format!("{tz:?} is not an IANA time zone (e.g. \"UTC\", \"Europe/Berlin\")"),
+            )
+        })?;
+    }
+    if let Some(n) = d.max_parallel {
+        if n == 0 || n > 64 {
+            return Err(err("max-parallel", "must be between 1 and 64".into()));
+        }
+        out.max_parallel = n;
+    }
+    if let Some(j) = &d.jitter {
+        out.jitter = parse_jitter(j).map_err(|m| err("jitter", m))?;
+    }
+    if let Some(c) = d.catch_up {
+        out.catch_up = c;
+    }
+    if let Some(p) = d.prune {
+        out.prune = p;
+    }
+    if let Some(g) = &d.incomplete_grace {
+        out.incomplete_grace = parse_duration(g).map_err(|m| err("incomplete-grace", m))?;
+    }
+    if let Some(g) = &d.shutdown_grace {
+        out.shutdown_grace = parse_duration(g).map_err(|m| err("shutdown-grace", m))?;
+    }
+    if let Some(a) = &d.metrics_listen {
+        out.metrics_listen = if a.is_empty() {
+            None
+        } else {
+            Some(a.parse().map_err(|_| {
+                err(
+                    "metrics-listen",
+                    format!("{a:?} is not IP:PORT (e.g. \"127.0.0.1:9847\"; \"\" turns it off)"),
+                )
+            })?)
+        };
+    }
+    Ok(out)
+}
+
+/// A jitter may be "0s" (none); other durations as `parse_duration`.
+fn parse_jitter(s: &str) -> std::result::Result<Duration, String> {
+    if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
 fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) -> Result<Job> {
     if j.name.is_empty()
         || !j
@@ -738,6 +878,10 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
     }
     let timeout = match &j.timeout {
         Some(t) => Some(parse_duration(t).map_err(|m| err("timeout", m))?),
+        None => None,
+    };
+    let jitter = match &j.jitter {
+        Some(t) => Some(parse_jitter(t).map_err(|m| err("jitter", m))?),
         None => None,
     };
 
@@ -887,6 +1031,8 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
         compression,
         keep,
         timeout,
+        jitter,
+        catch_up: j.catch_up,
         source,
         encryption,
     })
@@ -984,6 +1130,46 @@ keep = { within = "30d", last = 3 }
         );
         assert!(Schedule::parse("@daily").is_ok());
         assert!(Schedule::parse("0 30 2 * * *").is_err());
+    }
+
+    #[test]
+    fn daemon_table_is_strict_and_validated() {
+        let p = parse(OK).unwrap();
+        assert_eq!(p.daemon, DaemonSpec::default());
+        let text = format!("{OK}\n[daemon]\ntimezone = \"Europe/Berlin\"\nmax-parallel = 2\njitter = \"5m\"\ncatch-up = true\nmetrics-listen = \"\"\n");
+        let p = parse(&text).unwrap();
+        assert_eq!(p.daemon.timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(p.daemon.max_parallel, 2);
+        assert_eq!(p.daemon.jitter, Duration::from_secs(300));
+        assert!(p.daemon.catch_up);
+        assert_eq!(p.daemon.metrics_listen, None);
+        let bad = format!("{OK}\n[daemon]\ntimezone = \"Mars/Olympus\"\n");
+        let s = parse(&bad).unwrap_err().to_string();
+        assert!(
+            s.starts_with("/etc/cexdr/p.toml:14:") && s.contains("`timezone`"),
+            "{s}"
+        );
+        let unknown = format!("{OK}\n[daemon]\nmax-paralel = 2\n");
+        let s = parse(&unknown).unwrap_err().to_string();
+        assert!(s.contains("unknown field `max-paralel`"), "{s}");
+        let zero = format!("{OK}\n[daemon]\nmax-parallel = 0\n");
+        assert!(parse(&zero)
+            .unwrap_err()
+            .to_string()
+            .contains("`max-parallel`"));
+        let job = OK.replace("keep =", "jitter = \"0s\"\ncatch-up = true\nkeep =");
+        let p = parse(&job).unwrap();
+        assert_eq!(p.jobs[0].jitter, Some(Duration::ZERO));
+        assert_eq!(p.jobs[0].catch_up, Some(true));
+    }
+
+    #[test]
+    fn schedules_read_in_a_time_zone() {
+        let s = Schedule::parse("30 2 * * *").unwrap();
+        let t0: DateTime<Utc> = "2026-07-01T00:00:00Z".parse().unwrap();
+        let next = s.after_in(chrono_tz::Europe::Berlin, t0).next().unwrap();
+        // 02:30 in Berlin in summer (UTC+2) is 00:30 UTC.
+        assert_eq!(next.to_rfc3339(), "2026-07-01T00:30:00+00:00");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 
 use crate::error::{Error, Result};
@@ -55,6 +56,40 @@ pub trait Store: Send + Sync {
     fn put_attributes(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
+
+    /// Multipart uploads started before `before` and never completed nor
+    /// aborted, under `prefix` (S3 only; other stores have none).
+    async fn stale_uploads(
+        &self,
+        _prefix: &str,
+        _before: DateTime<Utc>,
+    ) -> Result<Vec<PendingUpload>> {
+        Ok(Vec::new())
+    }
+
+    async fn abort_upload(&self, _upload: &PendingUpload) -> Result<()> {
+        Ok(())
+    }
+
+    /// The Object Lock retention date of `key`, if the store has one.
+    async fn locked_until(&self, _key: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(None)
+    }
+}
+
+/// An incomplete multipart upload (its parts cost storage until aborted).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PendingUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<DateTime<Utc>>,
+}
+
+/// True for a delete refused because the object is under retention
+/// (S3 Object Lock answers AccessDenied).
+pub fn is_locked_delete(e: &Error) -> bool {
+    matches!(e.root(), Error::ObjectLocked { .. })
+        || matches!(e.root(), Error::Store { op: "delete", msg, .. } if msg.starts_with("AccessDenied"))
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -18,9 +18,10 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
-use super::{check_key, ByteStream, ObjectMeta, Store};
+use super::{check_key, ByteStream, ObjectMeta, PendingUpload, Store};
 use crate::error::{Error, Result};
 use crate::policy::S3Spec;
+use chrono::{DateTime, Utc};
 
 /// S3 allows at most 10,000 parts of at most 5 GiB.
 const MAX_PART: u64 = 5 << 30;
@@ -590,6 +591,90 @@ impl Store for S3Store {
             Err(e) if status(&e) == Some(404) => Ok(None),
             Err(e) => Err(self.err("head", key, sdk_msg(&e))),
         }
+    }
+
+    async fn stale_uploads(
+        &self,
+        prefix: &str,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<PendingUpload>> {
+        let full_prefix = if self.spec.prefix.is_empty() {
+            prefix.to_owned()
+        } else {
+            format!("{}/{prefix}", self.spec.prefix)
+        };
+        let strip = if self.spec.prefix.is_empty() {
+            0
+        } else {
+            self.spec.prefix.len() + 1
+        };
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.spec.bucket)
+                .prefix(&full_prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.err("list-uploads", prefix, sdk_msg(&e)))?;
+            for u in page.uploads() {
+                let (Some(k), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                let initiated = u
+                    .initiated()
+                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()));
+                // An upload of unknown age is left alone.
+                if initiated.is_some_and(|t| t < before) && k.len() >= strip {
+                    out.push(PendingUpload {
+                        key: k[strip..].to_owned(),
+                        upload_id: id.to_owned(),
+                        initiated,
+                    });
+                }
+            }
+            if page.is_truncated() == Some(true) {
+                key_marker = page.next_key_marker().map(str::to_owned);
+                id_marker = page.next_upload_id_marker().map(str::to_owned);
+                if key_marker.is_none() && id_marker.is_none() {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn abort_upload(&self, u: &PendingUpload) -> Result<()> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.spec.bucket)
+            .key(self.full_key(&u.key))
+            .upload_id(&u.upload_id)
+            .send()
+            .await
+            .map_err(|e| self.err("abort-upload", &u.key, sdk_msg(&e)))?;
+        Ok(())
+    }
+
+    async fn locked_until(&self, key: &str) -> Result<Option<DateTime<Utc>>> {
+        check_key(key)?;
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.spec.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.err("head", key, sdk_msg(&e)))?;
+        Ok(out
+            .object_lock_retain_until_date()
+            .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos())))
     }
 }
 
