@@ -34,6 +34,12 @@ pub async fn run(store: DynStore, job: &Job, cancel: CancellationToken) -> Resul
 /// Holds the job's lease (`lock.rs`) for the whole run: a second run of the
 /// same job, here or on another host, fails with `Error::Locked` (exit 3).
 pub async fn run_into(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Result<Manifest> {
+    // A missing bucket or bad credentials are reported as such, not as a
+    // failure to write the lease.
+    cat.store()
+        .preflight()
+        .await
+        .map_err(|e| e.in_job(&job.name))?;
     lock::with_lease(
         cat.store().clone(),
         &job.name,

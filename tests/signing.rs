@@ -211,3 +211,28 @@ fn a_manifest_pointing_outside_its_folder_is_rejected() {
         stderr(&o)
     );
 }
+
+#[test]
+fn prune_leaves_signed_records_that_keep_the_chain_whole() {
+    let s = setup(0);
+    let text = std::fs::read_to_string(&s.policy).unwrap();
+    std::fs::write(&s.policy, format!("{text}keep = {{ last = 1 }}\n")).unwrap();
+    for _ in 0..3 {
+        assert_code(
+            &cexdr(&["--policy", s.policy.to_str().unwrap(), "backup", "config"]),
+            0,
+        );
+    }
+    assert_code(
+        &cexdr(&["--policy", s.policy.to_str().unwrap(), "prune"]),
+        0,
+    );
+    assert_eq!(backups(&s).len(), 1);
+    let (code, out) = audit(&s, &[]);
+    assert_eq!(code, 0, "{out}");
+    // Without the prune records, the same catalog shows the gap.
+    std::fs::remove_dir_all(s.repo.join("config/pruned")).unwrap();
+    let (code, out) = audit(&s, &[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("no prune record explains it"), "{out}");
+}
