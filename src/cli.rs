@@ -409,6 +409,7 @@ async fn run_command(
                 jobs.iter().map(|j| policy.job(j)).collect::<Result<_>>()?
             };
             let catalog = open_catalog_as(&policy, &keys, true).await?;
+            let notifier = crate::notify::Notifier::for_policy(&policy, metrics.clone());
             let mut failed: Option<Error> = None;
             let mut done = Vec::new();
             for job in selected {
@@ -424,6 +425,12 @@ async fn run_command(
                         Err(e) if matches!(e.root(), Error::Locked { .. }) => {}
                         Err(_) => mt.failed(&job.name, Utc::now(), t0.elapsed().as_secs_f64()),
                     }
+                }
+                match &res {
+                    Ok(m) => notifier.backup_succeeded(m).await,
+                    // Another run holds the job: not a failure of the backup.
+                    Err(e) if matches!(e.root(), Error::Locked { .. } | Error::Interrupted) => {}
+                    Err(e) => notifier.backup_failed(&job.name, &one_line(e)).await,
                 }
                 match res {
                     Ok(m) => {
@@ -612,6 +619,7 @@ async fn run_command(
             } else {
                 return Err(Error::Usage("name backup ids, --job JOB or --all".into()));
             };
+            let notifier = crate::notify::Notifier::for_policy(&policy, metrics.clone());
             let mut failed = 0;
             let mut records = Vec::new();
             for e in &entries {
@@ -631,6 +639,9 @@ async fn run_command(
                 };
                 if v.status == Status::Failed {
                     failed += 1;
+                    notifier
+                        .verification_failed(&e.manifest, v.error.as_deref().unwrap_or("failed"))
+                        .await;
                 }
                 if !cli.json {
                     match &v.error {
@@ -737,6 +748,7 @@ async fn prune_command(
         None => policy.jobs.iter().collect(),
     };
     let catalog = open_catalog_as(&policy, &CliKeys::none(), !args.dry_run).await?;
+    let notifier = crate::notify::Notifier::for_policy(&policy, None);
     let opts = prune::Options {
         dry_run: args.dry_run,
         grace: args.grace,
@@ -768,6 +780,7 @@ async fn prune_command(
             Ok(r) => {
                 if !r.errors.is_empty() {
                     code = code.max(exit::FAILED);
+                    notifier.prune_failed(&job.name, &r.errors.join("; ")).await;
                 }
                 if !json {
                     print!("{}", prune::render_job(&r, args.dry_run));

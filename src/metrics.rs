@@ -43,6 +43,8 @@ struct State {
     jobs: BTreeMap<String, JobMetrics>,
     started: Option<DateTime<Utc>>,
     catalog_refresh_errors: u64,
+    /// Failed notification deliveries, by channel.
+    notification_failures: BTreeMap<String, u64>,
     /// Per-job output only (no process-wide series).
     jobs_only: bool,
 }
@@ -137,6 +139,10 @@ impl Metrics {
         self.with(|s| s.jobs.entry(job.into()).or_default().prune_errors_total += 1)
     }
 
+    pub fn notification_failed(&self, channel: &str) {
+        self.with(|s| *s.notification_failures.entry(channel.into()).or_default() += 1)
+    }
+
     pub fn catalog_refresh_failed(&self) {
         self.with(|s| s.catalog_refresh_errors += 1)
     }
@@ -207,6 +213,10 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP cexdr_start_time_seconds When this process started (Unix time).\n# TYPE cexdr_start_time_seconds gauge\ncexdr_start_time_seconds {t}");
             }
             let _ = writeln!(out, "# HELP cexdr_catalog_refresh_errors_total Failed catalog reads for metrics.\n# TYPE cexdr_catalog_refresh_errors_total counter\ncexdr_catalog_refresh_errors_total {}", s.catalog_refresh_errors);
+            let _ = writeln!(out, "# HELP cexdr_notification_failures_total Notifications that could not be delivered.\n# TYPE cexdr_notification_failures_total counter");
+            for (channel, n) in &s.notification_failures {
+                let _ = writeln!(out, "cexdr_notification_failures_total{{channel=\"{}\"}} {n}", escape(channel));
+            }
             out
         })
     }

@@ -218,6 +218,197 @@ pub struct Delivery {
     pub at: DateTime<Utc>,
 }
 
+/// Parses `[[channel]]` tables (of a runbook or a policy): strict, names
+/// unique, errors naming file, line and key.
+pub fn parse_channels(
+    file: &std::path::Path,
+    text: &str,
+    tables: Vec<toml::Table>,
+) -> Result<Vec<ChannelSpec>> {
+    use crate::runbook::{key_in_message, locate};
+    let mut channels: Vec<ChannelSpec> = Vec::new();
+    for (i, t) in tables.into_iter().enumerate() {
+        let c: ChannelSpec = toml::Value::Table(t)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                let msg = e.message().replace('\n', " ");
+                let key = key_in_message(&msg);
+                Error::config(
+                    file,
+                    locate(text, "channel", i, key.as_deref()),
+                    key.as_deref(),
+                    format!("[[channel]] #{}: {msg}", i + 1),
+                )
+            })?;
+        if let Err((key, msg)) = c.validate() {
+            return Err(Error::config(
+                file,
+                locate(text, "channel", i, Some(key)),
+                Some(key),
+                format!("channel {:?}: key `{key}`: {msg}", c.name()),
+            ));
+        }
+        if channels.iter().any(|x| x.name() == c.name()) {
+            return Err(Error::config(
+                file,
+                locate(text, "channel", i, Some("name")),
+                Some("name"),
+                format!("channel {:?}: another channel has the same name", c.name()),
+            ));
+        }
+        channels.push(c);
+    }
+    Ok(channels)
+}
+
+/// What a backup policy can notify about (`[notify] on = [...]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupEvent {
+    Failure,
+    Success,
+    VerificationFailure,
+    PruneError,
+}
+
+/// Sends backup events to the policy's channels. Never fails its caller:
+/// a failed delivery is logged and counted in the metrics.
+#[derive(Clone)]
+pub struct Notifier {
+    channels: Vec<ChannelSpec>,
+    on: std::collections::BTreeSet<BackupEvent>,
+    metrics: Option<crate::metrics::Metrics>,
+}
+
+impl Notifier {
+    pub fn for_policy(
+        p: &crate::policy::Policy,
+        metrics: Option<crate::metrics::Metrics>,
+    ) -> Notifier {
+        let channels = p
+            .channels
+            .iter()
+            .filter(|c| p.notify.channels.iter().any(|n| n == c.name()))
+            .cloned()
+            .collect();
+        Notifier {
+            channels,
+            on: p.notify.on.clone(),
+            metrics,
+        }
+    }
+
+    pub async fn send(
+        &self,
+        ev: BackupEvent,
+        job: &str,
+        subject: String,
+        text: String,
+        fields: BTreeMap<String, String>,
+    ) -> Vec<Delivery> {
+        if self.channels.is_empty() || !self.on.contains(&ev) {
+            return Vec::new();
+        }
+        let severity = match ev {
+            BackupEvent::Success => Severity::Info,
+            BackupEvent::PruneError => Severity::Warning,
+            _ => Severity::Critical,
+        };
+        let mut fields = fields;
+        fields.insert("job".into(), job.to_owned());
+        fields.insert("host".into(), crate::backup::host_name());
+        let msg = Message {
+            id: format!(
+                "cexdr-{}-{job}-{:016x}",
+                serde_json::to_value(ev)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                rand::random::<u64>()
+            ),
+            subject,
+            text,
+            severity,
+            fields,
+        };
+        let out = futures::future::join_all(self.channels.iter().map(|c| deliver(c, &msg))).await;
+        for d in &out {
+            if !d.ok {
+                if let Some(m) = &self.metrics {
+                    m.notification_failed(&d.channel);
+                }
+            }
+        }
+        out
+    }
+
+    pub async fn backup_failed(&self, job: &str, error: &str) {
+        self.send(
+            BackupEvent::Failure,
+            job,
+            format!("cexdr: backup of {job} FAILED"),
+            error.to_owned(),
+            BTreeMap::new(),
+        )
+        .await;
+    }
+
+    pub async fn backup_succeeded(&self, m: &crate::catalog::Manifest) {
+        let fields = BTreeMap::from([
+            ("id".to_owned(), m.id.clone()),
+            ("stored_bytes".to_owned(), m.stored_bytes.to_string()),
+            ("sha256".to_owned(), m.sha256.clone()),
+        ]);
+        self.send(
+            BackupEvent::Success,
+            &m.job,
+            format!("cexdr: backup of {} done", m.job),
+            format!("backup {} is complete", m.id),
+            fields,
+        )
+        .await;
+    }
+
+    pub async fn verification_failed(&self, m: &crate::catalog::Manifest, error: &str) {
+        let fields = BTreeMap::from([("id".to_owned(), m.id.clone())]);
+        self.send(
+            BackupEvent::VerificationFailure,
+            &m.job,
+            format!("cexdr: verification of {} backup {} FAILED", m.job, m.id),
+            error.to_owned(),
+            fields,
+        )
+        .await;
+    }
+
+    pub async fn prune_failed(&self, job: &str, error: &str) {
+        self.send(
+            BackupEvent::PruneError,
+            job,
+            format!("cexdr: prune of {job} failed"),
+            error.to_owned(),
+            BTreeMap::new(),
+        )
+        .await;
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::scheduler::EventSink for Notifier {
+    async fn event(&self, e: &crate::scheduler::Event) {
+        use crate::scheduler::Event as E;
+        match e {
+            E::Succeeded { manifest, .. } => self.backup_succeeded(manifest).await,
+            E::Failed { job, error, .. } => self.backup_failed(job, error).await,
+            E::PruneFailed { job, error } => self.prune_failed(job, error).await,
+            E::Pruned { job, report } if !report.errors.is_empty() => {
+                self.prune_failed(job, &report.errors.join("; ")).await
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Both TLS stacks (ring via reqwest/lettre, aws-lc via the AWS SDK) are in
 /// the binary, so rustls cannot pick a default on its own.
 pub fn ensure_crypto_provider() {

@@ -20,6 +20,24 @@ struct RawPolicy {
     #[serde(default, rename = "job")]
     jobs: Vec<RawJob>,
     daemon: Option<RawDaemon>,
+    #[serde(default, rename = "channel")]
+    channels: Vec<toml::Table>,
+    notify: Option<RawNotify>,
+}
+
+/// `[notify]`: which channels hear about which backup events.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawNotify {
+    channels: Vec<String>,
+    on: Option<Vec<crate::notify::BackupEvent>>,
+}
+
+/// Validated `[notify]` (empty: nobody is notified).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NotifySpec {
+    pub channels: Vec<String>,
+    pub on: std::collections::BTreeSet<crate::notify::BackupEvent>,
 }
 
 /// `[daemon]`: settings of `cexdr daemon` only (one-shot commands ignore it).
@@ -118,6 +136,9 @@ pub struct Policy {
     pub signing_key_file: Option<PathBuf>,
     pub jobs: Vec<Job>,
     pub daemon: DaemonSpec,
+    /// `[[channel]]` tables (Slack, webhook, email; see docs/operations.md).
+    pub channels: Vec<crate::notify::ChannelSpec>,
+    pub notify: NotifySpec,
 }
 
 /// Validated `[daemon]` table, with its defaults.
@@ -453,6 +474,9 @@ impl Locator<'_> {
     fn job(&self, index: usize, key: Option<&str>) -> Option<usize> {
         self.in_section(|h| h == "[[job]]", index, key)
     }
+    fn section(&self, header: &str, key: Option<&str>) -> Option<usize> {
+        self.in_section(|h| h == header, 0, key)
+    }
     fn store(&self, key: Option<&str>) -> Option<usize> {
         self.in_section(|h| h == "[store]", 0, key)
     }
@@ -571,12 +595,37 @@ impl Policy {
             Some(d) => validate_daemon(file, &loc, d)?,
             None => DaemonSpec::default(),
         };
+        let channels = crate::notify::parse_channels(file, text, raw.channels)?;
+        let notify = match raw.notify {
+            Some(n) => {
+                for c in &n.channels {
+                    if !channels.iter().any(|x| x.name() == c) {
+                        return Err(Error::config(
+                            file,
+                            loc.section("[notify]", Some("channels")),
+                            Some("channels"),
+                            format!("[notify] names channel {c:?}, which no [[channel]] defines"),
+                        ));
+                    }
+                }
+                use crate::notify::BackupEvent as B;
+                let on =
+                    n.on.unwrap_or_else(|| vec![B::Failure, B::VerificationFailure, B::PruneError]);
+                NotifySpec {
+                    channels: n.channels,
+                    on: on.into_iter().collect(),
+                }
+            }
+            None => NotifySpec::default(),
+        };
         Ok(Policy {
             file: file.to_path_buf(),
             store,
             signing_key_file,
             jobs,
             daemon,
+            channels,
+            notify,
         })
     }
 

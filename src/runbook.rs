@@ -118,7 +118,7 @@ impl<'de> Deserialize<'de> for Dur {
 }
 
 /// Line of the `index`-th `[[name]]` table, or of `key` inside it.
-fn locate(text: &str, table: &str, index: usize, key: Option<&str>) -> Option<usize> {
+pub(crate) fn locate(text: &str, table: &str, index: usize, key: Option<&str>) -> Option<usize> {
     let header = format!("[[{table}]]");
     let mut seen = 0usize;
     let mut inside = false;
@@ -154,7 +154,7 @@ fn locate(text: &str, table: &str, index: usize, key: Option<&str>) -> Option<us
 }
 
 /// Pulls the key out of serde messages such as "unknown field `x`".
-fn key_in_message(msg: &str) -> Option<String> {
+pub(crate) fn key_in_message(msg: &str) -> Option<String> {
     let start = msg.find('`')?;
     let rest = &msg[start + 1..];
     let end = rest.find('`')?;
@@ -219,37 +219,9 @@ impl Runbook {
         };
 
         // Channels.
-        let mut channels = Vec::new();
-        let mut channel_names = BTreeSet::new();
-        for (i, t) in raw.channels.into_iter().enumerate() {
-            let c: ChannelSpec = toml::Value::Table(t).try_into().map_err(|e| {
-                let msg = e.message().replace('\n', " ");
-                let key = key_in_message(&msg);
-                Error::config(
-                    file,
-                    locate(text, "channel", i, key.as_deref()),
-                    key.as_deref(),
-                    format!("[[channel]] #{}: {msg}", i + 1),
-                )
-            })?;
-            if let Err((key, msg)) = c.validate() {
-                return Err(Error::config(
-                    file,
-                    locate(text, "channel", i, Some(key)),
-                    Some(key),
-                    format!("channel {:?}: key `{key}`: {msg}", c.name()),
-                ));
-            }
-            if !channel_names.insert(c.name().to_owned()) {
-                return Err(Error::config(
-                    file,
-                    locate(text, "channel", i, Some("name")),
-                    Some("name"),
-                    format!("channel {:?}: another channel has the same name", c.name()),
-                ));
-            }
-            channels.push(c);
-        }
+        let channels = crate::notify::parse_channels(file, text, raw.channels)?;
+        let channel_names: BTreeSet<String> =
+            channels.iter().map(|c| c.name().to_owned()).collect();
         let (notify, notify_on) = match raw.notify {
             Some(n) => {
                 for c in &n.channels {

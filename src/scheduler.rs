@@ -547,6 +547,13 @@ pub async fn daemon(
         tracing::info!(address = %format!("http://{bound}/metrics"), "serving metrics");
     }
     let listen = policy.daemon.metrics_listen;
+    // The policy's [notify] channels hear about failures (and what else it
+    // asks for); they are read at start-up, not on SIGHUP.
+    let mut sinks = sinks;
+    sinks.push(Arc::new(crate::notify::Notifier::for_policy(
+        &policy,
+        Some(metrics.clone()),
+    )));
     let mut sched = Scheduler::new(policy, store, Arc::new(SystemClock), metrics);
     for s in sinks {
         sched.add_sink(s);
