@@ -68,7 +68,6 @@ async fn failures_and_successes_reach_every_channel_once() {
     let p = policy(
         dir.path(),
         "/nonexistent-cexdr-src",
-        &slack.url(),
         &hook.url(),
         smtp.port,
         "",
@@ -110,7 +109,6 @@ async fn failures_and_successes_reach_every_channel_once() {
     let p = policy(
         dir.path(),
         src.to_str().unwrap(),
-        &slack.url(),
         &hook.url(),
         smtp.port,
         "on = [\"success\", \"failure\"]",
@@ -148,7 +146,6 @@ async fn a_failed_verification_is_notified() {
     let p = policy(
         dir.path(),
         src.to_str().unwrap(),
-        &slack.url(),
         &hook.url(),
         smtp.port,
         "on = [\"verification-failure\"]",
