@@ -2,6 +2,7 @@
 //! argv (ours or a child's), not to logs at any verbosity, not to manifests,
 //! not to error messages.
 mod common;
+mod redis_support;
 
 use std::fs;
 use std::path::Path;
@@ -11,9 +12,10 @@ use common::*;
 
 const AWS_SECRET: &str = "aws-secret-MARKER-9d1f0c";
 const PASSPHRASE: &str = "age-pass-MARKER-71be33";
+const REDIS_PW: &str = "redis-pw-MARKER-5ac0d2";
 
 fn assert_clean(what: &str, text: &str) {
-    for m in [AWS_SECRET, PASSPHRASE] {
+    for m in [AWS_SECRET, PASSPHRASE, REDIS_PW] {
         assert!(!text.contains(m), "{what} contains a secret:\n{text}");
     }
 }
@@ -193,5 +195,90 @@ fn world_readable_secret_files_are_refused() {
     assert_code(
         &cexdr(&["--policy", policy.to_str().unwrap(), "backup", "c"]),
         0,
+    );
+}
+
+#[test]
+fn redis_password_stays_out_of_argv_logs_manifests_and_errors() {
+    // Set after start-up (and so not in the test server's argv either).
+    let server = redis_support::Server::start(&[]);
+    let mut c = server.conn();
+    c.cmds(&["CONFIG", "SET", "requirepass", REDIS_PW]);
+    c.cmds(&["DEBUG", "POPULATE", "300000", "key", "64"]);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = redis_support::redis_policy(
+        dir.path(),
+        &server.url(),
+        "password-env = \"CEXDR_TEST_REDIS_PW\"\n",
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
+        .args([
+            "--policy",
+            policy.to_str().unwrap(),
+            "-vv",
+            "backup",
+            "cache",
+        ])
+        .env("CEXDR_TEST_REDIS_PW", REDIS_PW)
+        .env("CEXDR_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut seen = String::new();
+    while child.try_wait().unwrap().is_none() {
+        seen.push_str(&cmdlines(pid));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        seen.contains("backup cache"),
+        "never saw the process running"
+    );
+    assert_clean("argv", &seen);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_clean("trace log", &String::from_utf8_lossy(&out.stderr));
+    assert_clean("manifest", &catalog_json(&policy).to_string());
+
+    // The scratch server of a restore test gets no password either.
+    let id = catalog_json(&policy)[0]["id"].as_str().unwrap().to_owned();
+    let o = cexdr_env(
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "-vv",
+            "verify",
+            &id,
+            "--restore-test",
+        ],
+        &[("CEXDR_TEST_REDIS_PW", REDIS_PW)],
+    );
+    assert_code(&o, 0);
+    assert_clean("restore-test output", &(stdout(&o) + &stderr(&o)));
+
+    // A wrong password: a clear error that does not echo it.
+    let wrong = "wrong-MARKER-e2e0";
+    let o = cexdr_env(
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "-vv",
+            "backup",
+            "cache",
+        ],
+        &[("CEXDR_TEST_REDIS_PW", wrong)],
+    );
+    assert_code(&o, 1);
+    assert!(!stderr(&o).contains(wrong), "{}", stderr(&o));
+    assert!(
+        stderr(&o).to_lowercase().contains("password"),
+        "{}",
+        stderr(&o)
     );
 }
