@@ -36,7 +36,7 @@ run() { # run MODE -> "seconds maxrss_kb"
   python3 - "$BIN" --policy "$work/$1.toml" -q backup "$1" <<'PY'
 import resource, subprocess, sys, time
 t = time.monotonic()
-subprocess.run(sys.argv[1:], check=True)
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
 print(f"{time.monotonic() - t:.2f}", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 PY
 }
