@@ -67,9 +67,18 @@ pub async fn s3_bucket(prefix: &str) -> (aws_sdk_s3::Client, String) {
         .endpoint_url(s3_endpoint())
         .load()
         .await;
-    let client = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build());
+    let client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&conf)
+            .force_path_style(true)
+            .build(),
+    );
     let bucket = format!("{prefix}-{:08x}", rand::random::<u32>());
-    client.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    client
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket");
     (client, bucket)
 }
 
@@ -113,7 +122,13 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// The JSON of `catalog list --json`.
 pub fn catalog_json(policy: &Path) -> serde_json::Value {
-    let o = cexdr(&["--policy", policy.to_str().unwrap(), "catalog", "list", "--json"]);
+    let o = cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "catalog",
+        "list",
+        "--json",
+    ]);
     assert_code(&o, 0);
     serde_json::from_slice(&o.stdout).expect("catalog list --json is JSON")
 }
