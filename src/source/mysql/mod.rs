@@ -534,3 +534,36 @@ pub async fn validate(mut stream: ByteStream) -> Result<(u64, Vec<String>)> {
 pub fn quote_ident(s: &str) -> String {
     ident(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(text: &str, size: usize) -> ByteStream {
+        let v: Vec<std::io::Result<Bytes>> = text
+            .as_bytes()
+            .chunks(size)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures::stream::iter(v))
+    }
+
+    #[tokio::test]
+    async fn validate_counts_markers_across_chunks_and_spots_truncation() {
+        let mut text = header("mysql://root@db:3306", "10.11");
+        text.push_str("\n-- cexdr:schema {\"db\":\"a\"}\nCREATE DATABASE x;\n\n-- cexdr:data {}\nINSERT INTO t VALUES (1);\n");
+        text.push_str(&footer());
+        for size in [1, 5, 9, 64, 100_000] {
+            let (n, checks) = validate(chunks(&text, size)).await.unwrap();
+            assert_eq!(n, text.len() as u64);
+            assert_eq!(
+                checks,
+                ["SQL dump complete: header, 4 section markers, end marker"],
+                "chunk {size}"
+            );
+        }
+        let cut = &text[..text.find(END_MARKER).unwrap()];
+        assert!(validate(chunks(cut, 7)).await.is_err());
+        assert!(validate(chunks("SELECT 1;\n", 7)).await.is_err());
+    }
+}
