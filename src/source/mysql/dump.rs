@@ -246,8 +246,30 @@ pub async fn plan_data(conn: &mut Conn, tables: &[Table]) -> Result<Vec<Item>> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Kind {
     Raw,
+    /// DECIMAL: trailing fractional zeros dropped (`1.500000` → `1.5`),
+    /// the same value in fewer bytes.
+    Decimal,
     Quoted,
+    /// DATETIME/TIME/TIMESTAMP with fractional seconds, zeros dropped
+    /// (`…:40.000000` → `…:40`): the same value.
+    Temporal,
     Hex,
+}
+
+/// `v` without trailing zeros after a decimal point (and without the point
+/// when nothing is left after it).
+fn trim_fraction(v: &[u8]) -> &[u8] {
+    if !v.contains(&b'.') {
+        return v;
+    }
+    let mut end = v.len();
+    while end > 0 && v[end - 1] == b'0' {
+        end -= 1;
+    }
+    if end > 0 && v[end - 1] == b'.' {
+        end -= 1;
+    }
+    &v[..end]
 }
 
 pub fn kinds(cols: &[Column]) -> Vec<Kind> {
@@ -298,7 +320,13 @@ pub fn push_row(out: &mut Vec<u8>, kinds: &[Kind], row: &mysql_async::Row) {
             None | Some(Value::NULL) => out.extend_from_slice(b"NULL"),
             Some(Value::Bytes(b)) => match k {
                 Kind::Raw => out.extend_from_slice(b),
+                Kind::Decimal => out.extend_from_slice(trim_fraction(b)),
                 Kind::Quoted => push_quoted(out, b),
+                Kind::Temporal => {
+                    out.push(b'\'');
+                    out.extend_from_slice(trim_fraction(b));
+                    out.push(b'\'');
+                }
                 Kind::Hex => push_hex(out, b),
             },
             Some(v) => out.extend_from_slice(v.as_sql(false).as_bytes()),
@@ -817,6 +845,22 @@ pub async fn table_digest(conn: &mut Conn, t: &Table) -> Result<TableStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fractions_lose_only_trailing_zeros() {
+        assert_eq!(trim_fraction(b"1.500000"), b"1.5");
+        assert_eq!(trim_fraction(b"-20.000"), b"-20");
+        assert_eq!(trim_fraction(b"100"), b"100");
+        assert_eq!(
+            trim_fraction(b"0.000000000000000001"),
+            b"0.000000000000000001"
+        );
+        assert_eq!(
+            trim_fraction(b"2025-01-01 00:16:40.000000"),
+            b"2025-01-01 00:16:40"
+        );
+        assert_eq!(trim_fraction(b"-838:59:59.120"), b"-838:59:59.12");
+    }
 
     #[test]
     fn views_come_after_the_views_they_use() {

@@ -202,9 +202,7 @@ fn ordered(shared: Arc<Shared>, receivers: Vec<mpsc::Receiver<Bytes>>) -> ByteSt
                 Error::source_err("mysql dump", msg).into_io()
             };
             loop {
-                let Some((i, rx)) = queue.front_mut() else {
-                    return None;
-                };
+                let (i, rx) = queue.front_mut()?;
                 let i = *i;
                 tokio::select! {
                     biased;
