@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 
 /// Approximate SQL bytes per data item: small enough that every worker can
 /// finish its item into the channel while the output drains another one.
-pub const PART_BYTES: u64 = 4 << 20;
+pub const PART_BYTES: u64 = 2 << 20;
 /// Bytes per chunk sent down an item's channel.
 const CHUNK: usize = 128 << 10;
 /// Longest multi-row INSERT (one row may exceed it).
@@ -356,6 +356,9 @@ pub struct Shared {
     done: Vec<AtomicBool>,
     pub stats: Mutex<HashMap<usize, TableStats>>,
     pub failed: CancellationToken,
+    /// Items taken but not yet read by the output: bounds the look-ahead
+    /// (and so the memory) whatever the number of items.
+    pub window: tokio::sync::Semaphore,
     pub error: Mutex<Option<Error>>,
     /// The consumer went away (store failure or interrupt): stop quietly,
     /// the backup reports the store's error.
@@ -374,6 +377,7 @@ impl Shared {
         items: Vec<Item>,
         tables: Vec<Table>,
         o: Objects,
+        lookahead: usize,
     ) -> (Arc<Shared>, Vec<mpsc::Receiver<Bytes>>) {
         let slots = (PART_BYTES as usize / CHUNK) + 4;
         let mut senders = Vec::new();
@@ -397,6 +401,7 @@ impl Shared {
                 done,
                 stats: Mutex::new(HashMap::new()),
                 failed: CancellationToken::new(),
+                window: tokio::sync::Semaphore::new(lookahead),
                 error: Mutex::new(None),
                 abandoned: AtomicBool::new(false),
             }),
@@ -454,7 +459,7 @@ impl Out<'_> {
         }
         let data = Bytes::from(std::mem::replace(
             &mut self.buf,
-            Vec::with_capacity(CHUNK + STATEMENT_BYTES / 8),
+            Vec::with_capacity(CHUNK + (16 << 10)),
         ));
         tokio::select! {
             r = self.tx.send(data) => r.map_err(|_| Stop::Abandoned),
@@ -476,8 +481,12 @@ impl Out<'_> {
 /// A worker: takes items in order until none is left.
 pub async fn worker(shared: Arc<Shared>, mut conn: Conn) -> Result<Conn> {
     loop {
-        if shared.failed.is_cancelled() {
-            return Ok(conn);
+        tokio::select! {
+            p = shared.window.acquire() => match p {
+                Ok(p) => p.forget(),
+                Err(_) => return Ok(conn),
+            },
+            _ = shared.failed.cancelled() => return Ok(conn),
         }
         let i = shared.next.fetch_add(1, Ordering::SeqCst);
         if i >= shared.items.len() {
@@ -490,7 +499,7 @@ pub async fn worker(shared: Arc<Shared>, mut conn: Conn) -> Result<Conn> {
             .expect("each item is taken once");
         let mut out = Out {
             tx: &tx,
-            buf: Vec::with_capacity(CHUNK + STATEMENT_BYTES / 8),
+            buf: Vec::with_capacity(CHUNK + (16 << 10)),
             failed: &shared.failed,
         };
         let res = match produce(&shared, &mut conn, i, &mut out).await {

@@ -208,7 +208,10 @@ fn ordered(shared: Arc<Shared>, receivers: Vec<mpsc::Receiver<Bytes>>) -> ByteSt
                     biased;
                     c = rx.recv() => match c {
                         Some(b) => return Some((Ok(b), (shared, queue, false))),
-                        None if shared.is_done(i) => { queue.pop_front(); }
+                        None if shared.is_done(i) => {
+                        queue.pop_front();
+                        shared.window.add_permits(1);
+                    }
                         None => { let e = fail(&shared); return Some((Err(e), (shared, queue, true))); }
                     },
                     _ = shared.failed.cancelled() => {
@@ -411,6 +414,7 @@ impl Source for MysqlSource {
                 triggers,
                 events,
             },
+            n + 1,
         );
         let handles: Vec<_> = workers
             .into_iter()
