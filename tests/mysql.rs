@@ -225,6 +225,12 @@ fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
         "3",
     ]);
     assert_code(&o, 0);
+    // Every row went in through the LOAD DATA fast path.
+    assert!(
+        stdout(&o).contains(" 11 rows bulk-loaded"),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(checksums(&copy), before, "cexdr restore changed data");
     assert_eq!(objects(&copy), objs);
     assert_eq!(

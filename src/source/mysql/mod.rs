@@ -21,6 +21,7 @@ use crate::store::ByteStream;
 
 pub mod conn;
 pub mod dump;
+mod load;
 pub mod restore;
 pub mod sql;
 
