@@ -4,8 +4,9 @@
 //! go to a pool of connections (each section in one transaction), and
 //! views, routines, triggers and events run last — only once every byte
 //! matched the manifest.
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -13,7 +14,6 @@ use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{exec, explain, rows, Server};
@@ -25,8 +25,7 @@ use crate::error::{one_line, Error, Result};
 use crate::policy::Secret;
 use crate::restore::{Reading, RestoreOptions};
 
-/// A data job: statements of one section (or a slice of a big one),
-/// starting with its `USE`.
+/// Data statements sent to the server at once (as one LOAD DATA stream).
 const JOB_BYTES: usize = 8 << 20;
 
 fn manifest_dbs(m: &Manifest) -> Result<Vec<String>> {
@@ -129,7 +128,7 @@ enum Phase {
     End,
 }
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct Counts {
     statements: u64,
     loaded_rows: u64,
@@ -198,26 +197,9 @@ async fn restore_into(
     })
 }
 
-struct Pool {
-    failed: CancellationToken,
-    error: Arc<Mutex<Option<String>>>,
-}
-
-impl Pool {
-    fn error(&self) -> Error {
-        Error::Restore(
-            self.error
-                .lock()
-                .unwrap()
-                .clone()
-                .unwrap_or_else(|| "a restore connection failed".into()),
-        )
-    }
-}
-
-/// Runs one data job in one transaction: consecutive INSERTs into the same
-/// table go in as one LOAD DATA stream; anything else runs as written.
-async fn run_job(
+/// Runs data statements of one table (no transaction control): consecutive
+/// INSERTs go in as one LOAD DATA stream; anything else runs as written.
+async fn exec_data(
     conn: &mut Conn,
     job: &[Vec<u8>],
     loaded_rows: &AtomicU64,
@@ -254,7 +236,6 @@ async fn run_job(
         loaded_rows.fetch_add(loaded, Ordering::Relaxed);
         Ok(())
     }
-    conn.query_drop("START TRANSACTION").await?;
     let mut batch: Option<Batch> = None;
     for s in job {
         if let Some((head, at)) = load::head(s) {
@@ -279,101 +260,106 @@ async fn run_job(
         flush(conn, batch.take(), loaded_rows).await?;
         conn.query_drop(s.as_slice()).await?;
     }
-    flush(conn, batch.take(), loaded_rows).await?;
-    conn.query_drop("COMMIT").await
+    flush(conn, batch.take(), loaded_rows).await
 }
 
-async fn data_worker(
-    mut conn: Conn,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Vec<Vec<u8>>>>>,
-    failed: CancellationToken,
-    error: Arc<Mutex<Option<String>>>,
-    loaded_rows: Arc<AtomicU64>,
-) {
-    loop {
-        let job = { rx.lock().await.recv().await };
-        let Some(job) = job else { break };
-        let res = run_job(&mut conn, &job, &loaded_rows).await;
-        if let Err(e) = res {
-            let what = job
-                .first()
-                .map(|s| String::from_utf8_lossy(&s[..s.len().min(200)]).into_owned())
-                .unwrap_or_default();
-            error
-                .lock()
-                .unwrap()
-                .get_or_insert_with(|| format!("loading data after `{what}`: {}", explain(&e)));
-            failed.cancel();
-            break;
+/// Splits tables over `lanes` by recorded row count (largest first onto the
+/// least loaded lane).
+fn assign(m: &Manifest, lanes: usize) -> HashMap<(String, String), usize> {
+    let mut tables: Vec<(String, String, u64)> = Vec::new();
+    if let Some(dbs) = m.details["tables"].as_object() {
+        for (db, ts) in dbs {
+            for (t, v) in ts.as_object().into_iter().flatten() {
+                tables.push((db.clone(), t.clone(), v["rows"].as_u64().unwrap_or(0)));
+            }
         }
     }
-    let _ = conn.disconnect().await;
+    tables.sort_by(|a, b| {
+        b.2.cmp(&a.2)
+            .then_with(|| a.0.cmp(&b.0))
+            .then_with(|| a.1.cmp(&b.1))
+    });
+    let mut load = vec![0u64; lanes];
+    let mut out = HashMap::new();
+    for (db, t, rows) in tables {
+        let lane = (0..lanes).min_by_key(|&l| load[l]).unwrap_or(0);
+        load[lane] += rows.max(1);
+        out.insert((db, t), lane);
+    }
+    out
 }
 
-async fn run(
+struct Shared {
+    failed: CancellationToken,
+    error: Mutex<Option<Error>>,
+    schema_done: tokio::sync::watch::Sender<bool>,
+    loaded_rows: AtomicU64,
+}
+
+impl Shared {
+    fn fail(&self, e: Error) -> Error {
+        let msg = one_line(&e);
+        let mut slot = self.error.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.failed.cancel();
+        Error::Restore(msg)
+    }
+}
+
+#[derive(Default)]
+struct LaneOut {
+    counts: Counts,
+    post: Vec<Vec<u8>>,
+}
+
+/// One lane: its own read of the artifact (checked against the manifest),
+/// its own connection, the data of its tables — each table in one
+/// transaction, so InnoDB bulk-loads the empty table. Lane 0 also creates
+/// the schema (on `ctl`) and collects the views/routines/triggers/events.
+#[allow(clippy::too_many_arguments)]
+async fn lane(
+    k: usize,
     catalog: &Catalog,
     m: &Manifest,
-    server: &Server,
-    ctl: &mut Conn,
+    mut conn: Conn,
+    mut ctl: Option<&mut Conn>,
     map: &[(String, String)],
-    threads: usize,
-) -> Result<Counts> {
-    session(ctl).await?;
+    owners: &HashMap<(String, String), usize>,
+    shared: &Shared,
+) -> Result<LaneOut> {
     let a = m
         .artifacts
         .first()
         .ok_or_else(|| Error::Restore(format!("backup {} has no artifact", m.id)))?;
     let mut reading = Reading::open(catalog, m, a).await?;
-    let (tx, rx) = mpsc::channel::<Vec<Vec<u8>>>(threads);
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let pool = Pool {
-        failed: CancellationToken::new(),
-        error: Arc::new(Mutex::new(None)),
-    };
-    let mut handles = Vec::new();
-    let counts_loaded = Arc::new(AtomicU64::new(0));
-    for _ in 0..threads {
-        let mut c = server.connect().await?;
-        session(&mut c).await?;
-        handles.push(tokio::spawn(data_worker(
-            c,
-            rx.clone(),
-            pool.failed.clone(),
-            pool.error.clone(),
-            counts_loaded.clone(),
-        )));
-    }
-
-    let mut counts = Counts::default();
+    let mut stream =
+        std::mem::replace(&mut reading.stream, crate::pipeline::from_bytes(Vec::new()));
+    let mut out = LaneOut::default();
     let mut splitter = Splitter::default();
     let mut phase = Phase::Start;
-    let mut post: Vec<Vec<u8>> = Vec::new();
+    let mut mine = false;
+    let mut current: Option<(String, String)> = None;
+    let mut in_txn = false;
     let mut job: Vec<Vec<u8>> = Vec::new();
     let mut job_bytes = 0usize;
     let mut current_use: Option<Vec<u8>> = None;
-    let mut stream =
-        std::mem::replace(&mut reading.stream, crate::pipeline::from_bytes(Vec::new()));
-
-    async fn send(tx: &mpsc::Sender<Vec<Vec<u8>>>, pool: &Pool, job: Vec<Vec<u8>>) -> Result<()> {
-        if job.iter().all(|s| s.starts_with(b"USE ")) {
-            return Ok(());
-        }
-        tokio::select! {
-            r = tx.send(job) => r.map_err(|_| pool.error()),
-            _ = pool.failed.cancelled() => Err(pool.error()),
-        }
-    }
-
+    let mut schema_rx = shared.schema_done.subscribe();
     let mut ended = false;
+    let mysql =
+        |what: &str, e: mysql_async::Error| Error::Restore(format!("{what}: {}", explain(&e)));
     while !ended {
+        if shared.failed.is_cancelled() {
+            return Err(Error::Restore(
+                "stopped: another restore connection failed".into(),
+            ));
+        }
         let pieces = match stream.next().await {
             Some(chunk) => {
-                let chunk = chunk.map_err(|e| {
-                    // A damaged object explains a decompression error.
-                    match reading.check() {
-                        Err(d) => d,
-                        Ok(()) => Error::Restore(format!("reading {}: {e}", a.key)),
-                    }
+                let chunk = chunk.map_err(|e| match reading.check() {
+                    Err(d) => d,
+                    Ok(()) => Error::Restore(format!("reading {}: {e}", a.key)),
                 })?;
                 splitter.feed(&chunk);
                 let mut v = Vec::new();
@@ -394,7 +380,7 @@ async fn run(
         for p in pieces {
             match p {
                 Piece::Marker(mk) => {
-                    let kind = mk.split_whitespace().next().unwrap_or("");
+                    let (kind, json) = mk.split_once(' ').unwrap_or((mk.as_str(), "{}"));
                     let next = match kind {
                         "header" => Phase::Header,
                         "schema" => Phase::Schema,
@@ -404,24 +390,46 @@ async fn run(
                         _ => phase,
                     };
                     if next < phase {
-                        return Err(Error::Restore(format!(
-                            "{}: section {kind:?} after a later section; not a cexdr dump?",
-                            a.key
-                        )));
+                        return Err(Error::Restore(format!("{}: section {kind:?} after a later section; not a cexdr dump?", a.key)));
                     }
                     if !job.is_empty() {
-                        send(&tx, &pool, std::mem::take(&mut job)).await?;
+                        exec_data(&mut conn, &job, &shared.loaded_rows).await.map_err(|e| mysql("loading data", e))?;
+                        job.clear();
                         job_bytes = 0;
                     }
-                    if kind == "data" {
-                        counts.data_sections += 1;
-                        current_use = None;
+                    if next > Phase::Schema && phase <= Phase::Schema {
+                        if k == 0 {
+                            let _ = shared.schema_done.send(true);
+                        } else {
+                            tokio::select! {
+                                r = schema_rx.wait_for(|d| *d) => { r.map_err(|_| Error::Restore("the schema was not created".into()))?; }
+                                _ = shared.failed.cancelled() => return Err(Error::Restore("stopped: another restore connection failed".into())),
+                            }
+                        }
                     }
+                    let table = if kind == "data" {
+                        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                        Some((v["db"].as_str().unwrap_or("").to_owned(), v["table"].as_str().unwrap_or("").to_owned()))
+                    } else {
+                        None
+                    };
+                    if table != current && in_txn {
+                        conn.query_drop("COMMIT").await.map_err(|e| mysql("committing", e))?;
+                        in_txn = false;
+                    }
+                    if kind == "data" {
+                        out.counts.data_sections += 1;
+                        mine = owners.get(table.as_ref().unwrap()).copied().unwrap_or(0) == k;
+                        if table != current {
+                            current_use = None;
+                        }
+                    } else {
+                        mine = false;
+                    }
+                    current = table;
                     phase = next;
                 }
                 Piece::Statement(s) => {
-                    let s = rewrite_db(&s, map).unwrap_or(s);
-                    counts.statements += 1;
                     match phase {
                         Phase::Start => {
                             return Err(Error::Restore(format!(
@@ -431,58 +439,136 @@ async fn run(
                         }
                         Phase::Header | Phase::End => {}
                         Phase::Schema => {
-                            ctl.query_drop(s.as_slice()).await.map_err(|e| {
-                                Error::Restore(format!(
-                                    "creating the schema (`{}`): {}",
-                                    String::from_utf8_lossy(&s[..s.len().min(120)]),
-                                    explain(&e)
-                                ))
-                            })?;
+                            if let Some(ctl) = ctl.as_deref_mut() {
+                                let s = rewrite_db(&s, map).unwrap_or(s);
+                                out.counts.statements += 1;
+                                ctl.query_drop(s.as_slice()).await.map_err(|e| {
+                                    Error::Restore(format!(
+                                        "creating the schema (`{}`): {}",
+                                        String::from_utf8_lossy(&s[..s.len().min(120)]),
+                                        explain(&e)
+                                    ))
+                                })?;
+                            }
                         }
-                        Phase::Data => {
+                        Phase::Data if mine => {
+                            let s = rewrite_db(&s, map).unwrap_or(s);
+                            out.counts.statements += 1;
+                            if !in_txn {
+                                conn.query_drop("START TRANSACTION").await.map_err(|e| mysql("starting a transaction", e))?;
+                                in_txn = true;
+                                if let Some(u) = &current_use {
+                                    job.push(u.clone());
+                                }
+                            }
                             if s.starts_with(b"USE ") {
                                 current_use = Some(s.clone());
-                            }
-                            if job.is_empty() {
-                                if let Some(u) = &current_use {
-                                    if !s.starts_with(b"USE ") {
-                                        job.push(u.clone());
-                                    }
-                                }
                             }
                             job_bytes += s.len();
                             job.push(s);
                             if job_bytes >= JOB_BYTES {
-                                send(&tx, &pool, std::mem::take(&mut job)).await?;
+                                exec_data(&mut conn, &job, &shared.loaded_rows).await.map_err(|e| mysql("loading data", e))?;
+                                job.clear();
                                 job_bytes = 0;
+                                if let Some(u) = &current_use {
+                                    job.push(u.clone());
+                                }
                             }
                         }
-                        Phase::Post => post.push(s),
+                        Phase::Data => {
+                            if s.starts_with(b"USE ") {
+                                current_use = Some(rewrite_db(&s, map).unwrap_or(s));
+                            }
+                        }
+                        Phase::Post => {
+                            if k == 0 {
+                                out.counts.statements += 1;
+                                out.post.push(rewrite_db(&s, map).unwrap_or(s));
+                            }
+                        }
                     }
                 }
             }
         }
     }
     if !job.is_empty() {
-        send(&tx, &pool, std::mem::take(&mut job)).await?;
+        exec_data(&mut conn, &job, &shared.loaded_rows)
+            .await
+            .map_err(|e| mysql("loading data", e))?;
     }
-    drop(tx);
-    for h in handles {
-        let _ = h.await;
+    if in_txn {
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(|e| mysql("committing", e))?;
     }
-    if pool.failed.is_cancelled() {
-        return Err(pool.error());
+    if k == 0 {
+        let _ = shared.schema_done.send(true);
     }
-    // Every byte read: the checksum decides before the last objects go in.
+    let _ = conn.disconnect().await;
+    // Every byte read: the checksum decides before anything is declared done.
     reading.check()?;
-    counts.loaded_rows = counts_loaded.load(Ordering::Relaxed);
     if phase != Phase::End {
         return Err(Error::Restore(format!(
             "{}: the dump has no end marker (truncated)",
             a.key
         )));
     }
-    for s in &post {
+    Ok(out)
+}
+
+/// Restores with `threads` lanes; each reads the artifact itself so the
+/// lanes load their tables at the same time while memory stays flat.
+async fn run(
+    catalog: &Catalog,
+    m: &Manifest,
+    server: &Server,
+    ctl: &mut Conn,
+    map: &[(String, String)],
+    threads: usize,
+) -> Result<Counts> {
+    session(ctl).await?;
+    let owners = assign(m, threads);
+    let (schema_done, _) = tokio::sync::watch::channel(false);
+    let shared = Shared {
+        failed: CancellationToken::new(),
+        error: Mutex::new(None),
+        schema_done,
+        loaded_rows: AtomicU64::new(0),
+    };
+    let mut conns = Vec::new();
+    for _ in 0..threads {
+        let mut c = server.connect().await?;
+        session(&mut c).await?;
+        conns.push(c);
+    }
+    let mut conns = conns.into_iter();
+    let first = conns.next().expect("at least one lane");
+    let lane0 = async {
+        lane(0, catalog, m, first, Some(ctl), map, &owners, &shared)
+            .await
+            .map_err(|e| shared.fail(e))
+    };
+    let others = futures::future::join_all(conns.enumerate().map(|(i, c)| {
+        let (owners, shared) = (&owners, &shared);
+        async move {
+            lane(i + 1, catalog, m, c, None, map, owners, shared)
+                .await
+                .map_err(|e| shared.fail(e))
+        }
+    }));
+    let (r0, rest) = futures::join!(lane0, others);
+    if let Some(e) = shared.error.lock().unwrap().take() {
+        return Err(match e {
+            Error::Restore(m) => Error::Restore(m),
+            other => Error::Restore(one_line(&other)),
+        });
+    }
+    let mut out = r0?;
+    for r in rest {
+        let o = r?;
+        out.counts.statements += o.counts.statements;
+    }
+    for s in &out.post {
         ctl.query_drop(s.as_slice()).await.map_err(|e| {
             Error::Restore(format!(
                 "creating views, routines, triggers or events (`{}`): {}",
@@ -491,6 +577,8 @@ async fn run(
             ))
         })?;
     }
+    let mut counts = out.counts;
+    counts.loaded_rows = shared.loaded_rows.load(Ordering::Relaxed);
     Ok(counts)
 }
 
