@@ -82,7 +82,7 @@ pub fn rows(
             return None;
         }
         i += 1;
-        for col in 0..ncols {
+        for (col, is_hex) in hex.iter_mut().enumerate().take(ncols) {
             if col > 0 {
                 out.push(b'\t');
             }
@@ -123,7 +123,7 @@ pub fn rows(
                     if v == b"NULL" {
                         out.extend_from_slice(b"\\N");
                     } else if let Some(h) = v.strip_prefix(b"0x") {
-                        hex[col] = true;
+                        *is_hex = true;
                         out.extend_from_slice(h);
                     } else if v
                         .iter()
