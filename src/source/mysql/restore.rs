@@ -337,7 +337,19 @@ async fn lane(
     let mut stream =
         std::mem::replace(&mut reading.stream, crate::pipeline::from_bytes(Vec::new()));
     let mut out = LaneOut::default();
-    let mut splitter = Splitter::default();
+    // Other lanes' data sections are jumped over, not parsed.
+    let lane_owners = owners.clone();
+    let mut splitter = Splitter::skipping(Box::new(move |mk: &str| {
+        let Some(json) = mk.strip_prefix("data ") else {
+            return false;
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+        let key = (
+            v["db"].as_str().unwrap_or("").to_owned(),
+            v["table"].as_str().unwrap_or("").to_owned(),
+        );
+        lane_owners.get(&key).copied().unwrap_or(0) != k
+    }));
     let mut phase = Phase::Start;
     let mut mine = false;
     let mut current: Option<(String, String)> = None;

@@ -125,7 +125,13 @@ pub struct Splitter {
     start: usize,
     state: State,
     delimiter: Vec<u8>,
+    /// Decides from a marker whether the section after it is skipped
+    /// unread (a restore lane passes over other lanes' tables).
+    skip: Option<SkipFn>,
+    skipping: bool,
 }
+
+pub type SkipFn = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl Default for Splitter {
     fn default() -> Self {
@@ -135,11 +141,23 @@ impl Default for Splitter {
             start: 0,
             state: State::Start,
             delimiter: b";".to_vec(),
+            skip: None,
+            skipping: false,
         }
     }
 }
 
 impl Splitter {
+    /// A splitter that jumps over the sections `skip` selects, straight to
+    /// the next marker line. Only for sections whose statements never span
+    /// lines that start with a marker (data sections: newlines are escaped).
+    pub fn skipping(skip: SkipFn) -> Self {
+        Splitter {
+            skip: Some(skip),
+            ..Splitter::default()
+        }
+    }
+
     pub fn feed(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
     }
@@ -196,6 +214,25 @@ impl Splitter {
         let mut i = self.pos;
         loop {
             match self.state {
+                State::Start if self.skipping => {
+                    let needle = b"\n-- cexdr:";
+                    if buf[i..].starts_with(&needle[1..]) {
+                        self.skipping = false;
+                        continue;
+                    }
+                    match memchr::memmem::find(&buf[i..], needle) {
+                        Some(k) => {
+                            i += k + 1;
+                            self.skipping = false;
+                        }
+                        None => {
+                            let keep = n.saturating_sub(needle.len()).max(i);
+                            self.start = keep;
+                            self.pos = keep;
+                            return None;
+                        }
+                    }
+                }
                 State::Start => {
                     // Skip blank space; recognise whole-line comments,
                     // markers and DELIMITER lines.
@@ -223,6 +260,7 @@ impl Splitter {
                         self.start = i;
                         self.pos = i;
                         if let Some(m) = marker {
+                            self.skipping = self.skip.as_ref().map(|f| f(&m)).unwrap_or(false);
                             return Some(Piece::Marker(m));
                         }
                         continue;
@@ -410,6 +448,34 @@ SELECT /* ; */ 3;\nSELECT 4";
         ];
         for chunk in [1, 2, 3, 7, 64, 10_000] {
             assert_eq!(split(text, chunk), want, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn skipped_sections_yield_only_markers() {
+        let text = "-- cexdr:header {}\nSET NAMES utf8mb4;\n-- cexdr:data {\"t\":\"a\"}\nINSERT INTO a VALUES ('x;y');\nINSERT INTO a VALUES (2);\n\n-- cexdr:data {\"t\":\"b\"}\nINSERT INTO b VALUES (3);\n-- cexdr:end\n";
+        for chunk in [1, 3, 10, 1000] {
+            let mut s = Splitter::skipping(Box::new(|m: &str| m.contains("\"a\"")));
+            let mut out = Vec::new();
+            for c in text.as_bytes().chunks(chunk) {
+                s.feed(c);
+                while let Some(p) = s.next_piece() {
+                    out.push(p);
+                }
+            }
+            assert_eq!(s.finish().unwrap(), None);
+            assert_eq!(
+                out,
+                vec![
+                    Piece::Marker("header {}".into()),
+                    st("SET NAMES utf8mb4"),
+                    Piece::Marker("data {\"t\":\"a\"}".into()),
+                    Piece::Marker("data {\"t\":\"b\"}".into()),
+                    st("INSERT INTO b VALUES (3)"),
+                    Piece::Marker("end".into()),
+                ],
+                "chunk {chunk}"
+            );
         }
     }
 
