@@ -1,9 +1,11 @@
 //! `cexdr restore ID --to mysql://…` and `cexdr verify ID --restore-test
-//! mysql://…`. The dump is read once, in order, while its SHA-256 is
-//! checked: schema statements run first on one connection, data sections
-//! go to a pool of connections (each section in one transaction), and
-//! views, routines, triggers and events run last — only once every byte
-//! matched the manifest.
+//! mysql://…`. Tables are spread over `threads` lanes; each lane reads the
+//! artifact itself (checking its SHA-256 and size), jumps over the other
+//! lanes' sections, and loads its own tables, each in one transaction so
+//! InnoDB bulk-loads the empty table, with the INSERTs turned into LOAD DATA
+//! streams. Lane 0 also creates the schema first and, once every lane has
+//! read every byte and the checksums matched, the routines, views, triggers
+//! and events. Memory stays flat: a lane holds at most one 8 MiB batch.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -209,10 +211,14 @@ async fn exec_data(
         tsv: Vec<u8>,
         hex: Vec<bool>,
         rows: u64,
+        /// The INSERTs it replaces (run as written if the server refuses
+        /// LOAD DATA LOCAL).
+        stmts: Vec<usize>,
     }
     async fn flush(
         conn: &mut Conn,
         b: Option<Batch>,
+        job: &[Vec<u8>],
         loaded_rows: &AtomicU64,
     ) -> std::result::Result<(), mysql_async::Error> {
         let Some(b) = b else { return Ok(()) };
@@ -221,7 +227,22 @@ async fn exec_data(
         conn.set_infile_handler(async move {
             Ok(Box::pin(futures::stream::once(async move { Ok(data) })) as mysql_async::InfileData)
         });
-        conn.query_drop(sql).await?;
+        match conn.query_drop(sql).await {
+            Ok(()) => {}
+            // local_infile is off on the server (or refused): the plain
+            // INSERTs do the same, only slower.
+            Err(mysql_async::Error::Server(e)) if [1148, 3948, 4166].contains(&e.code) => {
+                tracing::debug!(
+                    code = e.code,
+                    "LOAD DATA LOCAL refused; running the INSERTs"
+                );
+                for &i in &b.stmts {
+                    conn.query_drop(job[i].as_slice()).await?;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
         let loaded = conn.affected_rows();
         if loaded != b.rows {
             return Err(mysql_async::Error::Other(
@@ -237,30 +258,32 @@ async fn exec_data(
         Ok(())
     }
     let mut batch: Option<Batch> = None;
-    for s in job {
+    for (idx, s) in job.iter().enumerate() {
         if let Some((head, at)) = load::head(s) {
             if batch.as_ref().map(|b| b.head != head).unwrap_or(false) {
-                flush(conn, batch.take(), loaded_rows).await?;
+                flush(conn, batch.take(), job, loaded_rows).await?;
             }
             let b = batch.get_or_insert_with(|| Batch {
                 hex: vec![false; head.columns.len()],
                 head,
                 tsv: Vec::with_capacity(JOB_BYTES + (1 << 20)),
                 rows: 0,
+                stmts: Vec::new(),
             });
             let mark = b.tsv.len();
             let mut hex = b.hex.clone();
             if let Some(n) = load::rows(s, at, b.head.columns.len(), &mut b.tsv, &mut hex) {
                 b.hex = hex;
                 b.rows += n;
+                b.stmts.push(idx);
                 continue;
             }
             b.tsv.truncate(mark);
         }
-        flush(conn, batch.take(), loaded_rows).await?;
+        flush(conn, batch.take(), job, loaded_rows).await?;
         conn.query_drop(s.as_slice()).await?;
     }
-    flush(conn, batch.take(), loaded_rows).await
+    flush(conn, batch.take(), job, loaded_rows).await
 }
 
 /// Splits tables over `lanes` by recorded row count (largest first onto the
