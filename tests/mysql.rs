@@ -158,9 +158,10 @@ CREATE VIEW v_top AS SELECT * FROM v_mid WHERE id > 0;
     )
     .replace(
         "CREATE VIEW v_top AS SELECT * FROM v_mid WHERE id > 0;",
-        "CREATE VIEW v_base AS SELECT id, s FROM everything;\n\
-         CREATE VIEW v_mid AS SELECT id, s FROM v_base;\n\
-         CREATE VIEW v_top AS SELECT * FROM v_mid WHERE id > 0;\n\
+        // View names sort in the reverse of their dependency order.
+        "CREATE VIEW c_base AS SELECT id, s FROM everything;\n\
+         CREATE VIEW b_mid AS SELECT id, s FROM c_base;\n\
+         CREATE VIEW a_top AS SELECT * FROM b_mid WHERE id > 0;\n\
          CREATE VIEW `v we``ird` AS SELECT `select` FROM `we``ird ; -- name`;\n\
          DELIMITER ;;\n\
          CREATE FUNCTION add_one(x INT) RETURNS INT DETERMINISTIC BEGIN DECLARE y INT; SET y = x + 1; RETURN y; END;;\n\
@@ -198,7 +199,7 @@ fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
     sql(&edge_schema(&db));
     let before = checksums(&db);
     let objs = objects(&db);
-    assert!(objs.contains("v_top") && objs.contains("tidy") && objs.contains("nopk_guard"));
+    assert!(objs.contains("a_top") && objs.contains("tidy") && objs.contains("nopk_guard"));
     let dir = tempfile::tempdir().unwrap();
     let pol = policy(dir.path(), &format!("databases = [\"{db}\"]\nthreads = 3"));
     let o = cexdr(&["--policy", p(&pol), "backup", "db"]);
@@ -239,7 +240,7 @@ fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
         )),
         "1\nNULL\n-1\n"
     );
-    assert_eq!(sql(&format!("SELECT COUNT(*) FROM `{copy}`.v_top")), "3\n");
+    assert_eq!(sql(&format!("SELECT COUNT(*) FROM `{copy}`.a_top")), "3\n");
     assert_eq!(sql(&format!("SELECT `{copy}`.add_one(41)")), "42\n");
     assert_eq!(
         sql(&format!("SELECT AUTO_INCREMENT, TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA='{copy}' AND TABLE_NAME='everything'")),
@@ -697,4 +698,37 @@ fn a_damaged_artifact_is_refused_and_the_partial_restore_removed() {
         "partial restore left behind"
     );
     sql(&format!("DROP DATABASE `{db}`"));
+}
+
+#[test]
+fn lock_consistency_and_a_unix_socket_url() {
+    let db = unique("cexdr_lock");
+    sql(&format!(
+        "DROP DATABASE IF EXISTS `{db}`; CREATE DATABASE `{db}`; CREATE TABLE `{db}`.m (id INT PRIMARY KEY, v VARCHAR(5)) ENGINE=MyISAM; INSERT INTO `{db}`.m VALUES (1,'a'),(2,'b');"
+    ));
+    let socket = sql("SELECT @@socket");
+    let dir = tempfile::tempdir().unwrap();
+    let pol = write_policy(
+        dir.path(),
+        &format!(
+            "{}\n[[job]]\nname = \"db\"\nkind = \"mysql\"\nurl = \"mysql://root@localhost/?socket={}\"\ndatabases = [\"{db}\"]\nconsistency = \"lock\"\n",
+            local_store(&dir.path().join("store")),
+            socket.trim()
+        ),
+    );
+    let o = cexdr(&["--policy", p(&pol), "backup", "db"]);
+    assert_code(&o, 0);
+    let b = only_backup(&pol);
+    assert_eq!(b["details"]["consistency"]["mode"], "lock");
+    assert!(b["details"]["consistency"]["method"]
+        .as_str()
+        .unwrap()
+        .starts_with("FLUSH TABLES WITH READ LOCK"));
+    assert!(b["details"]["server"]["url"]
+        .as_str()
+        .unwrap()
+        .contains("socket"));
+    assert_eq!(b["details"]["tables"][&db]["m"]["rows"], 2);
+    // The read lock was released when the backup ended.
+    sql(&format!("SET SESSION lock_wait_timeout = 5; INSERT INTO `{db}`.m VALUES (3,'c'); DROP DATABASE `{db}`"));
 }
