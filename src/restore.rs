@@ -81,6 +81,7 @@ pub async fn restore(
     let m = &entry.manifest;
     match m.kind.as_str() {
         "files" => restore_files(catalog, m, Path::new(to), opts).await,
+        "mysql" => crate::source::mysql::restore(catalog, m, to, opts).await,
         "redis" => crate::source::redis::restore(catalog, m, to, opts).await,
         other => Err(Error::Restore(format!(
             "restoring {other} backups is not supported by this build"
