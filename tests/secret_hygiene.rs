@@ -13,9 +13,10 @@ use common::*;
 const AWS_SECRET: &str = "aws-secret-MARKER-9d1f0c";
 const PASSPHRASE: &str = "age-pass-MARKER-71be33";
 const REDIS_PW: &str = "redis-pw-MARKER-5ac0d2";
+const MYSQL_PW: &str = "mysql-pw-MARKER-3e9b71";
 
 fn assert_clean(what: &str, text: &str) {
-    for m in [AWS_SECRET, PASSPHRASE, REDIS_PW] {
+    for m in [AWS_SECRET, PASSPHRASE, REDIS_PW, MYSQL_PW] {
         assert!(!text.contains(m), "{what} contains a secret:\n{text}");
     }
 }
@@ -281,4 +282,90 @@ fn redis_password_stays_out_of_argv_logs_manifests_and_errors() {
         "{}",
         stderr(&o)
     );
+}
+
+fn sql(stmts: &str) {
+    // The admin connection of the test itself (root without password).
+    let url = mysql_url();
+    let hostport = url.rsplit('@').next().unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    let o = std::process::Command::new("mariadb")
+        .args([
+            "--protocol=tcp",
+            "-h",
+            host,
+            "-P",
+            port,
+            "-u",
+            "root",
+            "-e",
+            stmts,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn mysql_password_stays_out_of_argv_logs_manifests_and_errors() {
+    let db = format!("cexdr_hyg_{:06x}", rand::random::<u32>() & 0xffffff);
+    let user = format!("hyg{:06x}", rand::random::<u32>() & 0xffffff);
+    sql(&format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(100)); \
+         USE {db}; INSERT INTO {db}.t SELECT seq, REPEAT('x', 90) FROM seq_1_to_200000; \
+         CREATE USER '{user}'@'%' IDENTIFIED BY '{MYSQL_PW}'; GRANT ALL ON *.* TO '{user}'@'%';"
+    ));
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            sql(&format!(
+                "DROP DATABASE IF EXISTS {}; DROP USER IF EXISTS '{}'@'%';",
+                self.0, self.1
+            ));
+        }
+    }
+    let _cleanup = Cleanup(db.clone(), user.clone());
+    let hostport = mysql_url().rsplit('@').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write_policy(
+        dir.path(),
+        &format!(
+            "{}\n[[job]]\nname = \"db\"\nkind = \"mysql\"\nurl = \"mysql://{user}@{hostport}\"\npassword-env = \"CEXDR_TEST_MYSQL_PW\"\ndatabases = [\"{db}\"]\n",
+            local_store(&dir.path().join("repo"))
+        ),
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
+        .args(["--policy", policy.to_str().unwrap(), "-vv", "backup", "db"])
+        .env("CEXDR_TEST_MYSQL_PW", MYSQL_PW)
+        .env("CEXDR_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut seen = String::new();
+    while child.try_wait().unwrap().is_none() {
+        seen.push_str(&cmdlines(pid));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(seen.contains("backup db"), "never saw the process running");
+    assert_clean("argv", &seen);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_clean("trace log", &String::from_utf8_lossy(&out.stderr));
+    assert_clean("manifest", &catalog_json(&policy).to_string());
+
+    let wrong = "wrong-MARKER-77aa01";
+    let o = cexdr_env(
+        &["--policy", policy.to_str().unwrap(), "-vv", "backup", "db"],
+        &[("CEXDR_TEST_MYSQL_PW", wrong)],
+    );
+    assert_code(&o, 1);
+    assert!(!stderr(&o).contains(wrong), "{}", stderr(&o));
+    assert_clean("error", &stderr(&o));
 }
