@@ -2,7 +2,7 @@
 # Redis backup speed and memory, against the old script's anchor in the
 # same run: `redis-cli --rdb FILE && gzip FILE` vs `cexdr backup` (raw SYNC
 # stream → parallel gzip → local store). Seeds a private redis-server on a
-# free loopback port with ../shared/bench/seed-redis.sh SCALE.
+# free loopback port with bench/seed-redis.sh SCALE (the shared dataset shape).
 #
 #   bench/redis.sh [SCALE ...]     (default: 1 2)
 # Targets: wall time ratio cexdr/anchor <= 0.5; cexdr peak RSS <= 32 MiB at
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -gt 0 ]; then SCALES=("$@"); else SCALES=(1 2); fi
-SEED=${SEED:-/work/shared/bench/seed-redis.sh}
+SEED=${SEED:-$(dirname "$0")/seed-redis.sh}
 [ -x /usr/bin/time ] || { echo "needs GNU time: apt-get install time" >&2; exit 2; }
 cargo build --release --quiet --bin cexdr
 BIN="${CARGO_TARGET_DIR:-target}/release/cexdr"
