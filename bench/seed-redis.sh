@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
+# A copy of the shared benchmark dataset generator (issue 4), so bench/redis.sh is self-contained.
 # Fill a Redis server with exchange-shaped data: sessions (strings with
-# (the shared dataset shape of issue 4; kept here so bench/redis.sh is self-contained).
 # TTLs), user profiles (hashes), order books (sorted sets) and event
 # queues (lists).
 #
