@@ -7,7 +7,8 @@
 # Env: CEXDR (default target/release/cexdr, or $CARGO_TARGET_DIR/release/cexdr),
 # MYSQL_HOST (127.0.0.1), MYSQL_PORT (3306), MYSQL_USER (root, no password),
 # SKIP_SEED=1 to reuse an existing cex_bench database of the same scale,
-# LEVEL (gzip level for cexdr, default 3: zlib-rs level 3 stays within 1.1x of gzip -6).
+# LEVEL (gzip level for cexdr, default 3: zlib-rs level 3 stays within 1.1x of gzip -6),
+# THREADS (dump connections; default: the policy default, one per core).
 # Prints wall time, peak RSS and size of each, then the ratios to the targets.
 set -euo pipefail
 SCALE=${1:-1}
@@ -60,6 +61,7 @@ kind = "mysql"
 url = "mysql://$USER_@$HOST:$PORT"
 databases = ["$DB"]
 compression-level = $LEVEL
+${THREADS:+threads = $THREADS}
 POLICY
 
 echo "== backup (scale $SCALE) =="
