@@ -85,6 +85,29 @@ fn status<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
 
+/// Storage class, SSE and Object Lock on a PutObject or
+/// CreateMultipartUpload request (two builder types with the same setters).
+macro_rules! put_options {
+    ($store:expr, $req:expr) => {{
+        let mut req = $req;
+        if let Some(sc) = &$store.spec.storage_class {
+            req = req.storage_class(StorageClass::from(sc.as_str()));
+        }
+        if let Some(sse) = &$store.spec.sse {
+            req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
+        }
+        if let Some(k) = &$store.spec.kms_key_id {
+            req = req.ssekms_key_id(k);
+        }
+        if let Some((mode, until)) = $store.lock() {
+            req = req
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
+        req
+    }};
+}
+
 impl S3Store {
     /// Retention for a new object: now + the configured days.
     fn lock(&self) -> Option<(ObjectLockMode, aws_smithy_types::DateTime)> {
@@ -200,25 +223,12 @@ impl S3Store {
         body: &mut ByteStream,
         carry: &mut BytesMut,
     ) -> Result<u64> {
-        let mut req = self
+        let req = self
             .client
             .create_multipart_upload()
             .bucket(&self.spec.bucket)
             .key(full);
-        if let Some(sc) = &self.spec.storage_class {
-            req = req.storage_class(StorageClass::from(sc.as_str()));
-        }
-        if let Some(sse) = &self.spec.sse {
-            req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
-        }
-        if let Some(k) = &self.spec.kms_key_id {
-            req = req.ssekms_key_id(k);
-        }
-        if let Some((mode, until)) = self.lock() {
-            req = req
-                .object_lock_mode(mode)
-                .object_lock_retain_until_date(until);
-        }
+        let req = put_options!(self, req);
         let created = req
             .send()
             .await
@@ -410,26 +420,13 @@ impl Store for S3Store {
                 .await;
         }
         let n = first.len() as u64;
-        let mut req = self
+        let req = self
             .client
             .put_object()
             .bucket(&self.spec.bucket)
             .key(&full)
             .body(SdkBody::from(first));
-        if let Some(sc) = &self.spec.storage_class {
-            req = req.storage_class(StorageClass::from(sc.as_str()));
-        }
-        if let Some(sse) = &self.spec.sse {
-            req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
-        }
-        if let Some(k) = &self.spec.kms_key_id {
-            req = req.ssekms_key_id(k);
-        }
-        if let Some((mode, until)) = self.lock() {
-            req = req
-                .object_lock_mode(mode)
-                .object_lock_retain_until_date(until);
-        }
+        let req = put_options!(self, req);
         req.send()
             .await
             .map_err(|e| self.err("put", key, sdk_msg(&e)))?;
