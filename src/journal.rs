@@ -140,8 +140,7 @@ impl Journal {
     /// Starts a new run's journal (the file must not exist yet).
     pub fn create(dir: &Path, run: &str) -> Result<Journal> {
         let runs = runs_dir(dir);
-        std::fs::create_dir_all(&runs)
-            .map_err(|e| Error::io(format!("creating {}", runs.display()), e))?;
+        private_dir(&runs).map_err(|e| Error::io(format!("creating {}", runs.display()), e))?;
         let path = runs.join(format!("{run}.jsonl"));
         let file = OpenOptions::new()
             .append(true)
@@ -476,10 +475,18 @@ pub struct Lock {
     _file: File,
 }
 
+/// State folders are private (0700): journals name hosts, zones and replicas.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 impl Lock {
     pub fn acquire(dir: &Path, runbook: &str) -> Result<Lock> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        private_dir(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let path = dir.join("lock");
         let mut file = OpenOptions::new()
             .read(true)

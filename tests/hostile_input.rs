@@ -213,4 +213,14 @@ proptest! {
         prop_assert_eq!(whole, cut_up);
         prop_assert_eq!(whole_end, cut_end);
     }
+
+    /// Runbook parsing never panics, whatever the text.
+    #[test]
+    fn runbook_parser_never_panics(text in "\\PC{0,400}", kind in prop_oneof![
+        Just("check-primary".to_owned()), Just("dns-switch".to_owned()), Just("scale-up".to_owned()), "[a-z-]{0,12}"
+    ]) {
+        let _ = cexdr::runbook::Runbook::parse(Path::new("/r.toml"), &text);
+        let shaped = format!("name = \"x\"\n[[step]]\nname = \"s\"\nkind = \"{kind}\"\n{text}\n");
+        let _ = cexdr::runbook::Runbook::parse(Path::new("/r.toml"), &shaped);
+    }
 }
