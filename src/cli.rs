@@ -81,7 +81,8 @@ pub enum Command {
     Restore {
         /// Backup id (see `catalog list`).
         id: String,
-        /// Target: a directory for config-folder backups.
+        /// Target: a directory (files), mysql://user@host:port (mysql), a file
+        /// or, for a cluster, a directory (redis).
         #[arg(long)]
         to: String,
         /// Restore over an existing, non-empty target.
