@@ -79,20 +79,11 @@ async fn locked_uploads_and_refused_deletes() {
 
     // The store refuses to delete a retained object, and says until when.
     let spec = S3Spec {
-        bucket: bucket.clone(),
-        prefix: "p".into(),
-        region: "us-east-1".into(),
-        endpoint: Some(s3_endpoint()),
-        path_style: true,
-        storage_class: None,
-        sse: None,
-        kms_key_id: None,
-        part_size: 5 << 20,
-        upload_concurrency: 2,
         object_lock: Some(ObjectLock {
             mode: "GOVERNANCE".into(),
             days: 3,
         }),
+        ..s3_spec(&bucket, "p", s3_endpoint())
     };
     let store: Arc<dyn Store> = Arc::new(S3Store::connect(spec).await.unwrap());
     let key = b["key"].as_str().unwrap();

@@ -6,7 +6,6 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use cexdr::policy::S3Spec;
 use cexdr::store::{self, s3::S3Store, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -100,19 +99,7 @@ async fn multipart_upload_survives_throttling_and_resets() {
         .to_owned();
     let faults = Arc::new(AtomicUsize::new(0));
     let (port, task) = proxy(upstream, faults.clone()).await;
-    let spec = S3Spec {
-        bucket,
-        prefix: String::new(),
-        region: "us-east-1".into(),
-        endpoint: Some(format!("http://127.0.0.1:{port}")),
-        path_style: true,
-        storage_class: None,
-        sse: None,
-        kms_key_id: None,
-        part_size: 5 << 20,
-        upload_concurrency: 2,
-        object_lock: None,
-    };
+    let spec = common::s3_spec(&bucket, "", format!("http://127.0.0.1:{port}"));
     let s3 = S3Store::connect(spec).await.unwrap();
     let data: Vec<u8> = (0..(16 << 20)).map(|i: u32| (i % 241) as u8).collect();
     let n = s3

@@ -48,6 +48,38 @@ fn cmdlines(pid: u32) -> String {
         .join("\n")
 }
 
+/// Runs `backup JOB` at trace level, sampling the argv of its process tree
+/// until it exits; asserts success and that no secret showed anywhere.
+fn traced_backup(policy: &Path, job: &str, secret: (&str, &str)) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
+        .args(["--policy", policy.to_str().unwrap(), "-vv", "backup", job])
+        .env(secret.0, secret.1)
+        .env("CEXDR_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut seen = String::new();
+    while child.try_wait().unwrap().is_none() {
+        seen.push_str(&cmdlines(pid));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        seen.contains(&format!("backup {job}")),
+        "never saw the process running"
+    );
+    assert_clean("argv", &seen);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_clean("trace log", &String::from_utf8_lossy(&out.stderr));
+}
+
 fn policy(dir: &Path, bucket: &str, src: &Path) -> std::path::PathBuf {
     write_policy(
         dir,
@@ -212,39 +244,7 @@ fn redis_password_stays_out_of_argv_logs_manifests_and_errors() {
         &server.url(),
         "password-env = \"CEXDR_TEST_REDIS_PW\"\n",
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
-        .args([
-            "--policy",
-            policy.to_str().unwrap(),
-            "-vv",
-            "backup",
-            "cache",
-        ])
-        .env("CEXDR_TEST_REDIS_PW", REDIS_PW)
-        .env("CEXDR_LOG", "trace")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut seen = String::new();
-    while child.try_wait().unwrap().is_none() {
-        seen.push_str(&cmdlines(pid));
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(
-        seen.contains("backup cache"),
-        "never saw the process running"
-    );
-    assert_clean("argv", &seen);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_clean("trace log", &String::from_utf8_lossy(&out.stderr));
+    traced_backup(&policy, "cache", ("CEXDR_TEST_REDIS_PW", REDIS_PW));
     assert_clean("manifest", &catalog_json(&policy).to_string());
 
     // The scratch server of a restore test gets no password either.
@@ -334,30 +334,7 @@ fn mysql_password_stays_out_of_argv_logs_manifests_and_errors() {
             local_store(&dir.path().join("repo"))
         ),
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
-        .args(["--policy", policy.to_str().unwrap(), "-vv", "backup", "db"])
-        .env("CEXDR_TEST_MYSQL_PW", MYSQL_PW)
-        .env("CEXDR_LOG", "trace")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut seen = String::new();
-    while child.try_wait().unwrap().is_none() {
-        seen.push_str(&cmdlines(pid));
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(seen.contains("backup db"), "never saw the process running");
-    assert_clean("argv", &seen);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_clean("trace log", &String::from_utf8_lossy(&out.stderr));
+    traced_backup(&policy, "db", ("CEXDR_TEST_MYSQL_PW", MYSQL_PW));
     assert_clean("manifest", &catalog_json(&policy).to_string());
 
     let wrong = "wrong-MARKER-77aa01";

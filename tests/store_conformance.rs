@@ -35,17 +35,9 @@ fn pattern(n: usize) -> Vec<u8> {
 async fn s3_store(part_size: u64) -> (DynStore, aws_sdk_s3::Client, String) {
     let (client, bucket) = common::s3_bucket("conformance").await;
     let spec = S3Spec {
-        bucket: bucket.clone(),
-        prefix: "pre/fix".into(),
-        region: "us-east-1".into(),
-        endpoint: Some(common::s3_endpoint()),
-        path_style: true,
-        storage_class: None,
-        sse: None,
-        kms_key_id: None,
         part_size,
         upload_concurrency: 3,
-        object_lock: None,
+        ..common::s3_spec(&bucket, "pre/fix", common::s3_endpoint())
     };
     (
         Arc::new(S3Store::connect(spec).await.unwrap()),
@@ -204,19 +196,7 @@ async fn s3_store_on_the_emulator() {
 
 #[tokio::test]
 async fn s3_missing_bucket_is_a_clear_error() {
-    let spec = S3Spec {
-        bucket: "no-such-bucket-cexdr".into(),
-        prefix: String::new(),
-        region: "us-east-1".into(),
-        endpoint: Some(common::s3_endpoint()),
-        path_style: true,
-        storage_class: None,
-        sse: None,
-        kms_key_id: None,
-        part_size: 5 << 20,
-        upload_concurrency: 2,
-        object_lock: None,
-    };
+    let spec = common::s3_spec("no-such-bucket-cexdr", "", common::s3_endpoint());
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
     let store = S3Store::connect(spec).await.unwrap();

@@ -132,3 +132,21 @@ pub fn catalog_json(policy: &Path) -> serde_json::Value {
     assert_code(&o, 0);
     serde_json::from_slice(&o.stdout).expect("catalog list --json is JSON")
 }
+
+/// An S3 store spec for an emulator bucket (5 MiB parts, 2 in flight);
+/// tests adjust the fields they exercise.
+pub fn s3_spec(bucket: &str, prefix: &str, endpoint: String) -> cexdr::policy::S3Spec {
+    cexdr::policy::S3Spec {
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+        region: "us-east-1".into(),
+        endpoint: Some(endpoint),
+        path_style: true,
+        storage_class: None,
+        sse: None,
+        kms_key_id: None,
+        part_size: 5 << 20,
+        upload_concurrency: 2,
+        object_lock: None,
+    }
+}
