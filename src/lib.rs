@@ -22,5 +22,6 @@ pub mod store;
 pub mod verify;
 
 pub use error::{Error, Result};
+pub mod binlog;
 pub mod encryption;
 pub mod signing;

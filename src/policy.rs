@@ -121,9 +121,21 @@ struct RawJob {
     consistency: Option<String>,
     tls: Option<TlsSpec>,
     encryption: Option<RawEncryption>,
+    /// mysql: the continuous binlog archive (PITR), see docs/pitr.md.
+    binlog: Option<RawBinlog>,
     // redis
     username: Option<String>,
     cluster: Option<bool>,
+}
+
+/// `binlog = { flush-interval = "5s", segment-size = "16MiB", server-id = 4242, keep = "2d" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawBinlog {
+    flush_interval: Option<String>,
+    segment_size: Option<String>,
+    server_id: Option<i64>,
+    keep: Option<String>,
 }
 
 // ---------------------------------------------------------------- validated
@@ -291,6 +303,8 @@ pub struct MysqlSpec {
     pub threads: usize,
     pub consistency: Consistency,
     pub tls: Option<TlsSpec>,
+    /// The continuous binlog archive of this job, if asked for.
+    pub binlog: Option<crate::binlog::BinlogSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -433,10 +447,10 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         .map_err(|_| format!("duration {s:?}: expected a number followed by s, m, h, d or w"))?;
     let secs = match unit {
         "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        "w" => n * 7 * 86400,
+        "m" => n.checked_mul(60).unwrap_or(u64::MAX),
+        "h" => n.checked_mul(3600).unwrap_or(u64::MAX),
+        "d" => n.checked_mul(86400).unwrap_or(u64::MAX),
+        "w" => n.checked_mul(7 * 86400).unwrap_or(u64::MAX),
         _ => return Err(format!("duration {s:?}: unit must be s, m, h, d or w")),
     };
     if secs == 0 {
@@ -460,7 +474,8 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         "GiB" => 1 << 30,
         _ => return Err(format!("size {s:?}: unit must be B, KiB, MiB or GiB")),
     };
-    Ok(n * mul)
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 /// Finds the line of a key in the text, for errors raised after parsing.
@@ -794,7 +809,7 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
 }
 
 /// Top-level store folders that are not jobs.
-pub const RESERVED_PREFIXES: &[&str] = &["keys", "locks", "leases"];
+pub const RESERVED_PREFIXES: &[&str] = &["keys", "locks", "leases", crate::binlog::PREFIX];
 
 fn validate_daemon(file: &Path, loc: &Locator, d: RawDaemon) -> Result<DaemonSpec> {
     let err = |key: &str, msg: String| {
@@ -959,6 +974,7 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
         set("threads", j.threads.is_some()),
         set("consistency", j.consistency.is_some()),
         set("tls", j.tls.is_some()),
+        set("binlog", j.binlog.is_some()),
     ];
     let redis_keys = [
         set("username", j.username.is_some()),
@@ -1060,6 +1076,19 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
                 threads,
                 consistency,
                 tls: j.tls.clone(),
+                binlog: match &j.binlog {
+                    Some(b) => Some(
+                        crate::binlog::BinlogSpec::validate(
+                            &j.name,
+                            b.flush_interval.as_deref(),
+                            b.segment_size.as_deref(),
+                            b.server_id,
+                            b.keep.as_deref(),
+                        )
+                        .map_err(|m| err("binlog", m))?,
+                    ),
+                    None => None,
+                },
             })
         }
         "redis" => {
