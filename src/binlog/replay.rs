@@ -332,7 +332,12 @@ pub async fn check_segments(cat: &Catalog, a: &Archive, plan: &Plan) -> Result<(
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
             n += chunk
-                .map_err(|e| refuse(format!("segment {} ({}): {e}", seq, s.manifest.key)))?
+                .map_err(|e| {
+                    refuse(format!(
+                        "segment {} ({}): the stored object is damaged: {e}",
+                        seq, s.manifest.key
+                    ))
+                })?
                 .len() as u64;
         }
         check_tally(s, &tally)?;
