@@ -3,6 +3,7 @@
 //! MariaDB, Redis, moto; a missing service is a failure, never a skip.
 mod common;
 mod fakes;
+mod mariadb_server;
 mod redis_support;
 
 mod daemon;
