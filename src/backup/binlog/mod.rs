@@ -215,7 +215,7 @@ mod tests {
             (Some("2h"), None, None, None, "flush-interval"),
             (None, Some("1KiB"), None, None, "segment-size"),
             (None, Some("2GiB"), None, None, "segment-size"),
-            (None, Some("99999999999999999GiB"), None, None, "too large"),
+            (None, Some("99999999999999999GiB"), None, None, "out of range"),
             (None, None, Some(0), None, "server-id"),
             (None, None, Some(-1), None, "server-id"),
             (None, None, Some(1 << 32), None, "server-id"),
