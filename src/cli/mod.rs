@@ -50,7 +50,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "human")]
     pub log_format: LogFormat,
     /// backup, verify, prune: also write Prometheus metrics to this
-    /// node_exporter textfile (atomically).
+    /// node_exporter textfile (atomically); binlog archive: rewrite it every 5 s.
     #[arg(long, global = true, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
     #[command(subcommand)]
@@ -361,12 +361,16 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
     let Some(file) = cli.metrics_file.clone() else {
         return run_command(cli, cancel, None).await;
     };
+    // The archiver rewrites its own textfile while it runs.
+    if matches!(cli.command, Command::Binlog(_)) {
+        return run_command(cli, cancel, None).await;
+    }
     if !matches!(
         cli.command,
         Command::Backup { .. } | Command::Verify(_) | Command::Prune(_)
     ) {
         return Err(Error::Usage(
-            "--metrics-file applies to backup, verify and prune".into(),
+            "--metrics-file applies to backup, verify, prune and binlog archive".into(),
         ));
     }
     let policy_file = cli.policy.clone();
@@ -746,8 +750,15 @@ async fn run_command(
             let job = policy.job(&job)?;
             let catalog = open_catalog_as(&policy, &keys, true).await?;
             let stats = std::sync::Arc::new(crate::backup::binlog::archive::Stats::default());
-            crate::backup::binlog::commands::archive(&catalog, job, lease_ttl, stats, cancel)
-                .await?;
+            crate::backup::binlog::commands::archive(
+                &catalog,
+                job,
+                lease_ttl,
+                stats,
+                cli.metrics_file.clone(),
+                cancel,
+            )
+            .await?;
             Ok(exit::OK)
         }
         Command::Restore {

@@ -48,16 +48,9 @@ impl ArchiverProc {
             .open(&log)
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_cexdr"))
-            .args([
-                "--policy",
-                policy.to_str().unwrap(),
-                "-v",
-                "binlog",
-                "archive",
-                job,
-                "--lease-ttl",
-                "3s",
-            ])
+            .args(["--policy", policy.to_str().unwrap(), "-v", "--metrics-file"])
+            .arg(log.with_extension("prom"))
+            .args(["binlog", "archive", job, "--lease-ttl", "3s"])
             .env_remove("CEXDR_POLICY")
             .stdout(Stdio::null())
             .stderr(f)
@@ -236,6 +229,16 @@ fn restore_to_points_in_time_across_archiver_and_server_crashes() {
     write_rows(&p, db, 4000, 10);
     let end = p.gtid_binlog_pos();
     wait_archived(&policy, "ledger", &end, &arch);
+    std::thread::sleep(Duration::from_millis(5500)); // one metrics rewrite
+    let prom = std::fs::read_to_string(dir.path().join("archiver.prom")).unwrap();
+    for want in [
+        "cexdr_binlog_segments_total{cexdr_job=\"ledger\"} ",
+        "cexdr_binlog_lag_seconds{cexdr_job=\"ledger\"} 0\n",
+        "cexdr_binlog_connected{cexdr_job=\"ledger\"} 1",
+        "cexdr_binlog_gap_records{cexdr_job=\"ledger\"} 0",
+    ] {
+        assert!(prom.contains(want), "{want:?} in\n{prom}");
+    }
     assert_eq!(arch.stop(), 0, "{}", arch.log());
 
     let r = pitr_json(&policy, "ledger");
