@@ -455,3 +455,71 @@ fn corrupt_segment_is_refused_before_the_target_is_touched() {
     );
     assert_eq!(target.sql("SHOW DATABASES LIKE 'pitr_bad'"), "");
 }
+
+/// A failover mid-archive: the replica is promoted, the job's URL now
+/// points at it, and the archiver follows by GTID on a new timeline; the
+/// window stays continuous and a restore across the switch is exact.
+#[test]
+fn failover_to_a_replica_keeps_the_window_continuous() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = MariaDb::primary();
+    let db = "pitr_fo";
+    p.sql(&format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.ev (id INT PRIMARY KEY, v VARCHAR(40))"
+    ));
+    let r = MariaDb::replica_of(&p);
+    let policy = policy_for(dir.path(), &p, db, "fojob");
+    assert_code(
+        &cexdr(&["--policy", policy.to_str().unwrap(), "backup", "fojob"]),
+        0,
+    );
+    let mut arch = ArchiverProc::start(&policy, "fojob", dir.path().join("archiver.log"));
+    write_rows(&p, db, 0, 50);
+    let before = (quiet_second(), checksum(&p, db));
+    write_rows(&p, db, 100, 50);
+    // Planned switchover: the replica has everything, then takes writes.
+    r.wait_caught_up(&p);
+    wait_archived(&policy, "fojob", &p.gtid_binlog_pos(), &arch);
+    assert_eq!(arch.stop(), 0, "{}", arch.log());
+    p.kill9();
+    r.sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0");
+    // The failover moved the job's address (DNS/VIP): here, the policy.
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, text.replace(&p.url(), &r.url())).unwrap();
+    let mut arch = ArchiverProc::start(&policy, "fojob", dir.path().join("archiver2.log"));
+    write_rows(&r, db, 200, 50);
+    let after = (quiet_second(), checksum(&r, db));
+    write_rows(&r, db, 300, 5);
+    wait_archived(&policy, "fojob", &r.gtid_binlog_pos(), &arch);
+    assert_eq!(arch.stop(), 0, "{}", arch.log());
+    assert!(arch.log().contains("mode=\"gtid\""), "{}", arch.log());
+
+    let rep = pitr_json(&policy, "fojob");
+    assert!(rep["gaps"].as_array().unwrap().is_empty(), "{rep}");
+    let w = rep["windows"].as_array().unwrap();
+    assert_eq!(w.len(), 1, "{rep}");
+    assert_eq!(w[0]["timelines"], serde_json::json!([1, 2]), "{rep}");
+    // The old primary's segments and the new ones live under different timelines.
+    let tl: std::collections::BTreeSet<String> = segment_files(dir.path(), "fojob")
+        .iter()
+        .map(|s| {
+            s.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(tl.len(), 2, "{tl:?}");
+
+    let target = MariaDb::start(Options {
+        binlog: false,
+        ..Options::default()
+    });
+    for (t, sum) in [&before, &after] {
+        let o = restore_until(&policy, "fojob", &t.to_rfc3339(), &target);
+        assert_code(&o, 0);
+        assert_eq!(&checksum(&target, db), sum, "--until {t}\n{}", stdout(&o));
+    }
+}
