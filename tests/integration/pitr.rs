@@ -523,3 +523,89 @@ fn failover_to_a_replica_keeps_the_window_continuous() {
         assert_eq!(&checksum(&target, db), sum, "--until {t}\n{}", stdout(&o));
     }
 }
+
+/// The server purged binlog the archive had not read: exit 1 naming the
+/// file, a gap record that `catalog pitr` shows, and the next run goes on
+/// from the oldest binlog the server still has.
+#[test]
+fn purged_binlog_is_exit_1_and_a_named_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = MariaDb::primary();
+    let db = "pitr_purge";
+    p.sql(&format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.ev (id INT PRIMARY KEY, v VARCHAR(40))"
+    ));
+    let policy = policy_for(dir.path(), &p, db, "pjob");
+    assert_code(
+        &cexdr(&["--policy", policy.to_str().unwrap(), "backup", "pjob"]),
+        0,
+    );
+    let mut arch = ArchiverProc::start(&policy, "pjob", dir.path().join("a1.log"));
+    write_rows(&p, db, 0, 10);
+    wait_archived(&policy, "pjob", &p.gtid_binlog_pos(), &arch);
+    assert_eq!(arch.stop(), 0, "{}", arch.log());
+    // While no archiver runs: more writes, rotation, purge.
+    write_rows(&p, db, 100, 10);
+    p.sql("FLUSH BINARY LOGS");
+    write_rows(&p, db, 200, 10);
+    p.sql("FLUSH BINARY LOGS");
+    let newest = p
+        .sql("SHOW MASTER STATUS")
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
+    p.sql(&format!("PURGE BINARY LOGS TO '{newest}'"));
+    let o = cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "binlog",
+        "archive",
+        "pjob",
+    ]);
+    assert_code(&o, 1);
+    let e = stderr(&o);
+    assert!(
+        e.contains("binlog.000001")
+            && e.contains("is gone from the server")
+            && e.contains("recorded a gap"),
+        "{e}"
+    );
+    let rep = pitr_json(&policy, "pjob");
+    assert!(
+        rep["gaps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["kind"] == "purged"),
+        "{rep}"
+    );
+    // The next run continues from what the server has, on a new timeline.
+    let mut arch = ArchiverProc::start(&policy, "pjob", dir.path().join("a2.log"));
+    write_rows(&p, db, 300, 5);
+    let t0 = Instant::now();
+    loop {
+        let rep = pitr_json(&policy, "pjob");
+        let segs = rep["segments"].as_u64().unwrap();
+        if rep["newest_commit"].is_string()
+            && segs >= 2
+            && arch.log().contains("mode=\"first-binlog\" timeline=2")
+        {
+            if rep["gaps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["kind"] == "purged" || g["kind"] == "gtid-hole")
+            {
+                break;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{rep}\n{}",
+            arch.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(arch.stop(), 0, "{}", arch.log());
+}
