@@ -380,6 +380,15 @@ fn deleted_segment_is_a_gap_and_restores_across_it_are_refused() {
         "{text}"
     );
 
+    let v = cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "binlog",
+        "verify",
+        "gapjob",
+    ]);
+    assert_code(&v, 4);
+    assert!(stdout(&v).contains("1 break(s)"), "{}", stdout(&v));
     let target = MariaDb::start(Options {
         binlog: false,
         ..Options::default()
@@ -416,12 +425,33 @@ fn deleted_segment_is_a_gap_and_restores_across_it_are_refused() {
 #[test]
 fn corrupt_segment_is_refused_before_the_target_is_touched() {
     let (dir, policy, _p, cuts) = small_archive("pitr_bad", "badjob");
+    let v = cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "binlog",
+        "verify",
+        "badjob",
+    ]);
+    assert_code(&v, 0);
     let segs = segment_files(dir.path(), "badjob");
     let victim = &segs[1];
     let mut b = std::fs::read(victim).unwrap();
     let n = b.len();
     b[n / 2] ^= 0xff;
     std::fs::write(victim, b).unwrap();
+    let v = cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "binlog",
+        "verify",
+        "badjob",
+    ]);
+    assert_code(&v, 4);
+    assert!(
+        stdout(&v).contains("segment 2") && stdout(&v).contains("damaged"),
+        "{}",
+        stdout(&v)
+    );
     let target = MariaDb::start(Options {
         binlog: false,
         ..Options::default()
@@ -590,15 +620,13 @@ fn purged_binlog_is_exit_1_and_a_named_gap() {
         if rep["newest_commit"].is_string()
             && segs >= 2
             && arch.log().contains("mode=\"first-binlog\" timeline=2")
-        {
-            if rep["gaps"]
+            && rep["gaps"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .any(|g| g["kind"] == "purged" || g["kind"] == "gtid-hole")
-            {
-                break;
-            }
+        {
+            break;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(30),
