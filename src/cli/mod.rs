@@ -939,6 +939,7 @@ async fn prune_command(
         now: Utc::now(),
     };
     let mut reports = Vec::new();
+    let mut binlog_reports = Vec::new();
     let mut code = exit::OK;
     for job in jobs {
         if cancel.is_cancelled() {
@@ -970,6 +971,30 @@ async fn prune_command(
                     print!("{}", prune::render_job(&r, args.dry_run));
                 }
                 reports.push(r);
+                // The job's binlog archive, after its backups (the kept bases decide).
+                if let SourceSpec::Mysql(m) = &job.source {
+                    if let Some(b) = &m.binlog {
+                        let br = crate::backup::binlog::retention::prune(
+                            &catalog,
+                            &job.name,
+                            b.keep,
+                            opts.now,
+                            args.dry_run,
+                        )
+                        .await
+                        .map_err(|e| e.in_job(&job.name))?;
+                        if !br.errors.is_empty() {
+                            code = code.max(exit::FAILED);
+                        }
+                        if !json {
+                            print!(
+                                "{}",
+                                crate::backup::binlog::retention::render(&br, args.dry_run)
+                            );
+                        }
+                        binlog_reports.push(br);
+                    }
+                }
             }
             Err(e) if matches!(e.root(), Error::Locked { .. }) => {
                 eprintln!("cexdr: {}; not pruned", one_line(&e));
@@ -991,6 +1016,7 @@ async fn prune_command(
         print_json(&serde_json::json!({
             "dry_run": args.dry_run,
             "jobs": reports,
+            "binlog": binlog_reports,
             "stale_uploads": uploads,
         }));
     } else {

@@ -637,3 +637,67 @@ fn purged_binlog_is_exit_1_and_a_named_gap() {
     }
     assert_eq!(arch.stop(), 0, "{}", arch.log());
 }
+
+/// Prune keeps the segments the oldest kept base needs and removes the
+/// older ones; restores after that base still work, before it are refused.
+#[test]
+fn prune_removes_only_segments_before_the_oldest_kept_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = MariaDb::primary();
+    let db = "pitr_prune";
+    p.sql(&format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.ev (id INT PRIMARY KEY, v VARCHAR(40))"
+    ));
+    let policy = policy_for(dir.path(), &p, db, "prj");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(
+        &policy,
+        text.replace("binlog = {", "keep = { last = 1 }\nbinlog = {"),
+    )
+    .unwrap();
+    let pol = policy.to_str().unwrap();
+    assert_code(&cexdr(&["--policy", pol, "backup", "prj"]), 0);
+    let mut arch = ArchiverProc::start(&policy, "prj", dir.path().join("a.log"));
+    write_rows(&p, db, 0, 20);
+    let early = quiet_second();
+    write_rows(&p, db, 100, 20);
+    wait_archived(&policy, "prj", &p.gtid_binlog_pos(), &arch);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_code(&cexdr(&["--policy", pol, "backup", "prj"]), 0);
+    write_rows(&p, db, 200, 20);
+    let late = (quiet_second(), checksum(&p, db));
+    write_rows(&p, db, 300, 1);
+    wait_archived(&policy, "prj", &p.gtid_binlog_pos(), &arch);
+    assert_eq!(arch.stop(), 0, "{}", arch.log());
+    let before = segment_files(dir.path(), "prj").len();
+
+    let o = cexdr(&["--policy", pol, "prune", "--dry-run"]);
+    assert_code(&o, 0);
+    assert_eq!(
+        segment_files(dir.path(), "prj").len(),
+        before,
+        "a dry run removes nothing"
+    );
+    let o = cexdr(&["--policy", pol, "prune"]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("binlog archive: removed"),
+        "{}",
+        stdout(&o)
+    );
+    let after = segment_files(dir.path(), "prj").len();
+    assert!(after < before, "{before} -> {after}\n{}", stdout(&o));
+    let rep = pitr_json(&policy, "prj");
+    assert_eq!(rep["windows"].as_array().unwrap().len(), 1, "{rep}");
+    assert!(rep["gaps"].as_array().unwrap().is_empty(), "{rep}");
+
+    let target = MariaDb::start(Options {
+        binlog: false,
+        ..Options::default()
+    });
+    let o = restore_until(&policy, "prj", &late.0.to_rfc3339(), &target);
+    assert_code(&o, 0);
+    assert_eq!(checksum(&target, db), late.1);
+    let o = restore_until(&policy, "prj", &early.to_rfc3339(), &target);
+    assert_code(&o, 1);
+}

@@ -25,6 +25,7 @@ use std::time::Duration;
 pub mod archive;
 pub mod commands;
 pub mod replay;
+pub mod retention;
 pub mod segment;
 pub mod window;
 
