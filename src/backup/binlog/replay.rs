@@ -689,6 +689,171 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::binlog::segment::{Run as SRun, SegmentManifest, ServerIdentity};
+    use crate::backup::catalog::ChainLink;
+
+    /// Segment `seq` of server 1 holding transactions `from..=to` of domain 0,
+    /// committed at `ts[i]` (Unix seconds) each.
+    fn seg(seq: u64, from: u64, ts: &[i64]) -> Listed {
+        let to = from + ts.len() as u64 - 1;
+        let mut runs: Vec<SRun> = Vec::new();
+        for (i, t) in ts.iter().enumerate() {
+            let g = format!("0-1-{}", from + i as u64);
+            match runs.last_mut() {
+                Some(r) if r.ts == *t => {
+                    r.last = g;
+                    r.transactions += 1
+                }
+                _ => runs.push(SRun {
+                    ts: *t,
+                    last: g,
+                    transactions: 1,
+                }),
+            }
+        }
+        let at = |t: i64| Utc.timestamp_opt(t, 0).single().unwrap();
+        let m = SegmentManifest {
+            format: 1,
+            kind: "binlog-segment".into(),
+            job: "j".into(),
+            timeline: 1,
+            seq,
+            key: format!("binlog/j/0001-s1/{seq:012}-binlog.000001-4.binlog"),
+            server: ServerIdentity {
+                server_id: 1,
+                server_uuid: None,
+                hostname: "h".into(),
+                version: "10.11".into(),
+                address: "x:1".into(),
+            },
+            file: "binlog.000001".into(),
+            start_pos: seq * 1000,
+            end_pos: seq * 1000 + 1000,
+            file_closed: false,
+            next_file: None,
+            gtid_start: GtidState::parse(&format!("0-1-{}", from - 1)).unwrap(),
+            gtid_end: GtidState::parse(&format!("0-1-{to}")).unwrap(),
+            gtid_first: [("0".to_string(), format!("0-1-{from}"))].into(),
+            gtid_last: [("0".to_string(), format!("0-1-{to}"))].into(),
+            first_commit: Some(at(ts[0])),
+            last_commit: Some(at(*ts.last().unwrap())),
+            commit_precision: "s".into(),
+            runs,
+            events: 0,
+            transactions: ts.len() as u64,
+            source_bytes: 0,
+            stored_bytes: 0,
+            sha256: String::new(),
+            compression: "none".into(),
+            encryption: None,
+            previous: (seq > 1).then(|| ChainLink {
+                id: (seq - 1).to_string(),
+                manifest_sha256: format!("sha{}", seq - 1),
+            }),
+            resumed: None,
+            opened_at: at(ts[0]),
+            closed_at: at(*ts.last().unwrap()),
+            archiver_server_id: 9,
+            host: "h".into(),
+            tool_version: "t".into(),
+        };
+        Listed {
+            manifest: m,
+            manifest_key: String::new(),
+            manifest_sha256: format!("sha{seq}"),
+            artifact_present: true,
+            signature_status: None,
+        }
+    }
+
+    fn base(id: &str, g: &str) -> Base {
+        Base {
+            id: id.into(),
+            gtid: GtidState::parse(g).unwrap(),
+            started_at: Utc.timestamp_opt(0, 0).single().unwrap(),
+        }
+    }
+
+    fn t(s: i64, ms: i64) -> Until {
+        Until::Time(Utc.timestamp_opt(s, 0).single().unwrap() + chrono::Duration::milliseconds(ms))
+    }
+
+    #[test]
+    fn time_targets_cut_before_their_own_second() {
+        // GTIDs 1..=3 at 100, 4..=5 at 101, 6 at 103; 7..=8 at 104 (next segment).
+        let a = Archive {
+            segments: vec![
+                seg(1, 1, &[100, 100, 100, 101, 101, 103]),
+                seg(2, 7, &[104, 104]),
+            ],
+            ..Archive::default()
+        };
+        let b = [base("b0", "0-1-0")];
+        let cases: &[(Until, &str, u64, Option<&str>, &[u64])] = &[
+            // T = 101.250: stamps < 101 replayed; the two stamped 101 left out, named.
+            (t(101, 250), "0-1-3", 2, Some("0-1-5"), &[1]),
+            (t(101, 0), "0-1-3", 2, Some("0-1-5"), &[1]),
+            // A quiet second (102) between commits: nothing is ambiguous.
+            (t(102, 999), "0-1-5", 0, None, &[1]),
+            (t(104, 0), "0-1-6", 2, Some("0-1-8"), &[1]),
+            (
+                Until::Gtid(GtidState::parse("0-1-7").unwrap()),
+                "0-1-7",
+                0,
+                None,
+                &[1, 2],
+            ),
+        ];
+        for (until, cut, excluded, with, segs) in cases {
+            let p = plan("j", &a, &b, until, None).unwrap();
+            assert_eq!(
+                (
+                    p.cut_gtid.as_str(),
+                    p.excluded_same_second,
+                    p.include_them_with.as_deref(),
+                    p.segments.as_slice()
+                ),
+                (*cut, *excluded, *with, *segs),
+                "{until}"
+            );
+        }
+        // After the newest archived commit's second: refused.
+        let e = plan("j", &a, &b, &t(105, 0), None).unwrap_err().to_string();
+        assert!(e.contains("after the newest archived commit"), "{e}");
+    }
+
+    #[test]
+    fn the_newest_base_at_or_before_the_cut_is_chosen_and_gaps_refuse() {
+        let a = Archive {
+            segments: vec![
+                seg(1, 1, &[100, 101]),
+                seg(2, 3, &[102, 103]),
+                seg(4, 7, &[110, 111]),
+            ],
+            ..Archive::default()
+        };
+        let b = [
+            base("b0", "0-1-0"),
+            Base {
+                started_at: Utc.timestamp_opt(50, 0).single().unwrap(),
+                ..base("b2", "0-1-2")
+            },
+        ];
+        let p = plan("j", &a, &b, &t(103, 500), None).unwrap();
+        assert_eq!(
+            (p.base.as_str(), p.segments.as_slice(), p.cut_gtid.as_str()),
+            ("b2", &[2u64][..], "0-1-3")
+        );
+        let p = plan("j", &a, &b, &t(101, 0), None).unwrap();
+        assert_eq!(p.base, "b0", "b2 is after the cut");
+        // Segment 3 is missing: a target after it has no base in its stretch.
+        let e = plan("j", &a, &b, &t(111, 0), None).unwrap_err().to_string();
+        assert!(e.contains("segment 3 is missing"), "{e}");
+        let e = plan("j", &a, &b, &t(101, 0), Some("b2"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("newer than the target"), "{e}");
+    }
 
     #[test]
     fn times_parse_as_utc_with_fractions() {
