@@ -789,7 +789,8 @@ mod tests {
             ..Archive::default()
         };
         let b = [base("b0", "0-1-0")];
-        let cases: &[(Until, &str, u64, Option<&str>, &[u64])] = &[
+        type Case<'a> = (Until, &'a str, u64, Option<&'a str>, &'a [u64]);
+        let cases: &[Case] = &[
             // T = 101.250: stamps < 101 replayed; the two stamped 101 left out, named.
             (t(101, 250), "0-1-3", 2, Some("0-1-5"), &[1]),
             (t(101, 0), "0-1-3", 2, Some("0-1-5"), &[1]),
