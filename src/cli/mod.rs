@@ -425,6 +425,11 @@ async fn run_command(
             } else {
                 print!("{}", describe(&p, Utc::now()));
             }
+            for j in &p.jobs {
+                for w in crate::backup::binlog::commands::server_warnings(j).await {
+                    eprintln!("cexdr: warning: {w}");
+                }
+            }
             if let StoreSpec::S3(spec) = &p.store {
                 if spec.object_lock.is_some() {
                     // The one check that needs the bucket: retention cannot be

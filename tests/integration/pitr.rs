@@ -701,3 +701,36 @@ fn prune_removes_only_segments_before_the_oldest_kept_base() {
     let o = restore_until(&policy, "prj", &early.to_rfc3339(), &target);
     assert_code(&o, 1);
 }
+
+/// `policy check` warns, by job, when a PITR job's server has the binlog
+/// off or not in ROW format (and says nothing for a good one).
+#[test]
+fn policy_check_warns_about_binlog_off_or_not_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = MariaDb::primary();
+    let off = MariaDb::start(Options {
+        binlog: false,
+        ..Options::default()
+    });
+    let stmt = MariaDb::start(Options {
+        binlog_format: "STATEMENT".into(),
+        ..Options::default()
+    });
+    for (s, want) in [
+        (&good, None),
+        (&off, Some("binary logging is off")),
+        (&stmt, Some("binlog_format is STATEMENT")),
+    ] {
+        let policy = policy_for(dir.path(), s, "x", "pc");
+        let o = cexdr(&["--policy", policy.to_str().unwrap(), "policy", "check"]);
+        assert_code(&o, 0);
+        match want {
+            None => assert!(!stderr(&o).contains("warning"), "{}", stderr(&o)),
+            Some(w) => assert!(
+                stderr(&o).contains(w) && stderr(&o).contains("job pc"),
+                "{}",
+                stderr(&o)
+            ),
+        }
+    }
+}
