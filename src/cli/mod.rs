@@ -1,4 +1,6 @@
 //! The command line: one arm per subcommand, each a call into the library.
+mod failover;
+
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
@@ -142,6 +144,10 @@ pub struct FailoverArgs {
     /// Journal and lock folder (default: the runbook's state-dir).
     #[arg(long, env = "CEXDR_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Promote a replica although it lacks more than the step's
+    /// `max-data-loss` (journaled with who and when).
+    #[arg(long)]
+    pub accept_data_loss: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -402,7 +408,7 @@ async fn run_command(
             print!("{}", rb.describe());
             Ok(exit::OK)
         }
-        Command::Failover(args) => failover(args, cli.json, cancel).await,
+        Command::Failover(args) => failover::command(args, cli.json, cancel).await,
         Command::Backup { jobs, all } => {
             let policy = Policy::load(&cli.policy)?;
             let selected: Vec<_> = if all {
@@ -701,43 +707,6 @@ async fn run_command(
             Ok(exit::OK)
         }
     }
-}
-
-async fn failover(args: FailoverArgs, json: bool, cancel: CancellationToken) -> Result<i32> {
-    use crate::failover::engine;
-    if let Some(FailoverCmd::Status {
-        run,
-        runbook,
-        state_dir,
-    }) = args.cmd
-    {
-        let rb = engine::load(&runbook, state_dir.as_deref())?;
-        let dir = crate::failover::journal::runbook_dir(&rb.state_dir, &rb.name);
-        let r = engine::status(&dir, run.as_deref())?;
-        if json {
-            print_json(&engine::status_json(&r));
-        } else {
-            print!("{}", engine::status_text(&r));
-        }
-        return Ok(exit::OK);
-    }
-    let Some(file) = args.runbook else {
-        return Err(Error::Usage("failover needs --runbook FILE".into()));
-    };
-    let rb = engine::load(&file, args.state_dir.as_deref())?;
-    let opts = engine::Options {
-        yes: args.yes,
-        dry_run: args.dry_run,
-        force: args.force,
-        resume: args.resume.map(|r| Some(r).filter(|r| !r.is_empty())),
-        state_dir: args.state_dir,
-        json,
-    };
-    let doc = engine::failover(&rb, &opts, cancel).await?;
-    if json {
-        print_json(&doc);
-    }
-    Ok(exit::OK)
 }
 
 async fn prune_command(

@@ -503,8 +503,8 @@ impl Lock {
             let mut parts = holder.trim().splitn(2, ' ');
             let who = parts.next().unwrap_or("another process").to_owned();
             let since = parts.next().unwrap_or("unknown").to_owned();
-            return Err(Error::Locked {
-                job: format!("failover runbook {runbook}"),
+            return Err(Error::RunbookLocked {
+                runbook: runbook.to_owned(),
                 holder: if who.is_empty() {
                     "another process".into()
                 } else {

@@ -537,7 +537,7 @@ async fn primary_healthy_is_refused_and_force_is_journaled() {
         "",
     );
     let o = site.failover(&[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 10);
     let err = common::stderr(&o);
     assert!(err.contains("step primary-down"), "{err}");
     assert!(err.contains("the primary is not down"), "{err}");
@@ -555,10 +555,11 @@ async fn primary_healthy_is_refused_and_force_is_journaled() {
     let last = recs.last().unwrap();
     assert_eq!(last["outcome"], "refused");
     assert_eq!(last["failed_step"], "primary-down");
-    // The failure went out (start + failure, no end).
+    // The refusal went out (start + refused, no end), as good news, not a failure.
     let slack = site.slack_texts();
     assert_eq!(slack.len(), 2, "{slack:?}");
-    assert!(slack[1].contains("FAILED") && slack[1].contains("primary-down"));
+    assert!(slack[1].contains("refused") && slack[1].contains("primary-down"));
+    assert!(!slack[1].contains("FAILED"), "{}", slack[1]);
 
     // A refused run is finished: a new --force run goes through and says who forced it.
     let o = site.failover(&["--force"]).await;
@@ -588,7 +589,7 @@ async fn failing_step_aborts_with_exit_1_and_the_journal_says_where() {
     );
     std::fs::write(&site.runbook, text).unwrap();
     let o = site.failover(&[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     let err = common::stderr(&o);
     assert!(
         err.contains("step verify") && err.contains("HTTP 503"),

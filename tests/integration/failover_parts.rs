@@ -119,7 +119,7 @@ async fn dns_gives_up_on_a_change_that_never_syncs_and_resume_polls_the_journale
             .replace("timeout = \"20s\"", "timeout = \"1s\""),
     );
     let o = failover(&rb, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     assert!(
         common::stderr(&o).contains("step dns: change C0001 is still"),
         "{}",
@@ -240,7 +240,7 @@ async fn dns_against_moto_upserts_once_and_skips_when_already_the_target() {
         &dns_step("ZNOSUCHZONE", &common::s3_endpoint(), true),
     );
     let o = failover(&rb, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     let err = common::stderr(&o);
     assert!(
         err.contains("step dns") && err.contains("NoSuchHostedZone"),
@@ -276,7 +276,7 @@ async fn scale_errors_name_the_step_and_the_cause() {
         &scale_step(&k.kubeconfig, "app=nothing"),
     );
     let o = failover(&rb, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     let err = common::stderr(&o);
     assert!(err.contains("step scale") && err.contains("selector \"app=nothing\" matches no Deployment or StatefulSet in namespace cex-app"), "{err}");
     assert!(k.state.lock().unwrap().scale_calls.is_empty());
@@ -286,7 +286,7 @@ async fn scale_errors_name_the_step_and_the_cause() {
     write_kubeconfig(&kc, &format!("http://127.0.0.1:{}", closed_port()));
     let rb = runbook(dir.path(), "dead", &scale_step(&kc, "app=api"));
     let o = failover(&rb, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     let err = common::stderr(&o);
     assert!(
         err.contains("step scale")
@@ -622,7 +622,7 @@ async fn dns_crash_between_upsert_and_journaling_the_change_id_is_not_resent() {
             .replace("timeout = \"20s\"", "timeout = \"1s\""),
     );
     let o = failover(&rb, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     assert_eq!(r53.state.lock().unwrap().accepted_changes.len(), 1);
     // Rewrite the journal as the crash would have left it.
     let runs = dir.path().join("state/dns/runs");

@@ -14,10 +14,9 @@ use kube::{Client, Config};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Ctx, Step};
+use super::{Ctx, Invalid, PreviewCtx, Step};
 use crate::base::{human_duration, Dur};
 use crate::error::Result;
-use crate::failover::runbook::Runbook;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -41,7 +40,7 @@ pub struct Spec {
 }
 
 impl Spec {
-    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+    fn check(&self) -> Invalid {
         if self.namespace.trim().is_empty() {
             return Err(("namespace", "must not be empty".into()));
         }
@@ -57,7 +56,7 @@ impl Spec {
         Ok(())
     }
 
-    pub fn describe(&self) -> Vec<String> {
+    fn lines(&self) -> Vec<String> {
         vec![format!(
             "scale {} in namespace {} with labels {} to {} replicas{}, wait until ready",
             self.kinds()
@@ -186,11 +185,9 @@ fn statefulset_ready(s: &StatefulSet, n: i32) -> (bool, String) {
     )
 }
 
-pub struct ScaleUp(pub Spec);
-
-impl ScaleUp {
+impl Spec {
     async fn list(&self, client: &Client) -> std::result::Result<Vec<Workload>, String> {
-        let s = &self.0;
+        let s = self;
         let lp = ListParams::default().labels(&s.selector);
         let mut out = Vec::new();
         for k in s.kinds() {
@@ -241,7 +238,7 @@ impl ScaleUp {
 
     /// Names of HPAs that target one of the workloads (they may undo the scale).
     async fn hpa_warnings(&self, client: &Client, ws: &[Workload]) -> Vec<String> {
-        let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &self.0.namespace);
+        let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &self.namespace);
         match api.list(&ListParams::default()).await {
             Ok(list) => list
                 .into_iter()
@@ -269,7 +266,7 @@ impl ScaleUp {
         client: &Client,
         w: &Workload,
     ) -> std::result::Result<(bool, String), String> {
-        let s = &self.0;
+        let s = self;
         match w.kind {
             WorkloadKind::Deployment => {
                 let api: Api<Deployment> = Api::namespaced(client.clone(), &s.namespace);
@@ -291,7 +288,7 @@ impl ScaleUp {
     }
 
     async fn scale(&self, client: &Client, w: &Workload) -> std::result::Result<(), String> {
-        let s = &self.0;
+        let s = self;
         let patch = Patch::Merge(json!({ "spec": { "replicas": s.replicas } }));
         let pp = PatchParams::default();
         match w.kind {
@@ -314,21 +311,32 @@ impl ScaleUp {
 }
 
 #[async_trait]
-impl Step for ScaleUp {
-    async fn preview(&self, step: &str, _rb: &Runbook) -> Result<Value> {
+impl Step for Spec {
+    fn validate(&self, _channels: &std::collections::BTreeSet<String>) -> Invalid {
+        self.check()
+    }
+    fn describe(&self) -> Vec<String> {
+        self.lines()
+    }
+    fn default_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(600)
+    }
+
+    async fn preview(&self, ctx: &PreviewCtx<'_>) -> Result<Value> {
+        let step = ctx.step;
         let e = |m: String| super::step_error(step, m);
-        let client = self.0.client().await.map_err(e)?;
+        let client = self.client().await.map_err(e)?;
         let ws = self.list(&client).await.map_err(e)?;
         let warnings = self.hpa_warnings(&client, &ws).await;
         Ok(json!({
-            "namespace": self.0.namespace,
-            "workloads": ws.iter().map(|w| json!({ "kind": w.kind_name(), "name": w.name, "current": w.replicas, "target": self.0.replicas })).collect::<Vec<_>>(),
+            "namespace": self.namespace,
+            "workloads": ws.iter().map(|w| json!({ "kind": w.kind_name(), "name": w.name, "current": w.replicas, "target": self.replicas })).collect::<Vec<_>>(),
             "warnings": warnings,
         }))
     }
 
     async fn run(&self, ctx: &mut Ctx<'_>) -> Result<Value> {
-        let client = self.0.client().await.map_err(|m| ctx.fail(m))?;
+        let client = self.client().await.map_err(|m| ctx.fail(m))?;
         let ws = self.list(&client).await.map_err(|m| ctx.fail(m))?;
         // The counts before the first attempt are the ones failback needs: keep them.
         if ctx.last("previous").is_none() {
@@ -341,8 +349,8 @@ impl Step for ScaleUp {
         for w in &ws {
             self.scale(&client, w).await.map_err(|m| ctx.fail(m))?;
         }
-        ctx.record(json!({ "scaled": ws.iter().map(|w| format!("{} {}", w.kind_name(), w.name)).collect::<Vec<_>>(), "replicas": self.0.replicas }))?;
-        let mut wait = self.0.poll();
+        ctx.record(json!({ "scaled": ws.iter().map(|w| format!("{} {}", w.kind_name(), w.name)).collect::<Vec<_>>(), "replicas": self.replicas }))?;
+        let mut wait = self.poll();
         let mut polls = 0;
         loop {
             polls += 1;
@@ -368,12 +376,12 @@ impl Step for ScaleUp {
         }
         let previous = ctx.last("previous").cloned().unwrap_or(Value::Null);
         Ok(json!({
-            "namespace": self.0.namespace,
-            "replicas": self.0.replicas,
+            "namespace": self.namespace,
+            "replicas": self.replicas,
             "previous": previous,
             "ready-after-polls": polls,
             "warnings": warnings,
-            "poll-interval": human_duration(self.0.poll()),
+            "poll-interval": human_duration(self.poll()),
         }))
     }
 }
