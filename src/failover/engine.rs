@@ -114,6 +114,11 @@ pub async fn failover(
                 plan: rb.plan_fingerprint(),
                 by: journal::who(),
                 force: opts.force,
+                service_restored: rb
+                    .steps
+                    .iter()
+                    .find(|s| s.service_restored)
+                    .map(|s| s.name.clone()),
             })?;
             j
         }
@@ -324,12 +329,38 @@ fn summary(r: &Replay) -> String {
         ));
     }
     if let Some(rto) = r.rto() {
-        s.push_str(&format!(
-            "RTO (start → verify green): {}\n",
-            fmt_chrono(rto)
-        ));
+        s.push_str(&format!("{}: {}\n", rto_label(r), fmt_chrono(rto)));
+    }
+    if let Some(rpo) = r.rpo() {
+        s.push_str(&rpo_line(&rpo));
     }
     s
+}
+
+fn rto_label(r: &Replay) -> String {
+    match &r.service_restored {
+        Some(step) => format!("RTO (start → {step} done)"),
+        None => "RTO (start → verify green)".into(),
+    }
+}
+
+fn rpo_line(rpo: &Value) -> String {
+    let e = &rpo["evidence"];
+    match rpo["transactions"].as_u64() {
+        Some(n) => format!(
+            "RPO: {n} transaction(s) lacking (old primary at {}, replica applied {}, promoted at {}; time span not measured)\n",
+            e["old-primary-position"].as_str().unwrap_or("?"),
+            e["replica-applied"].as_str().unwrap_or("?"),
+            e["promoted-at"].as_str().unwrap_or("?")
+        ),
+        None => format!(
+            "RPO: unknown ({}); replica received {}, applied {}, promoted at {}\n",
+            e["source"].as_str().unwrap_or("?"),
+            e["replica-received"].as_str().unwrap_or("?"),
+            e["replica-applied"].as_str().unwrap_or("?"),
+            e["promoted-at"].as_str().unwrap_or("?")
+        ),
+    }
 }
 
 fn fmt_chrono(d: chrono::Duration) -> String {
@@ -635,6 +666,11 @@ fn status_word(s: StepStatus) -> &'static str {
 pub fn status_json(r: &Replay) -> Value {
     let mut v = serde_json::to_value(r).expect("serialisable");
     v["rto_ms"] = json!(r.rto().map(|d| d.num_milliseconds()));
+    v["rto_ends_at"] = json!(r
+        .service_restored
+        .clone()
+        .unwrap_or_else(|| "the last verify step".into()));
+    v["rpo"] = r.rpo().unwrap_or(Value::Null);
     v
 }
 
@@ -698,8 +734,15 @@ pub fn status_text(r: &Replay) -> String {
         ));
     }
     match r.rto() {
-        Some(d) => s.push_str(&format!("RTO (start → verify green): {}\n", fmt_chrono(d))),
+        Some(d) => s.push_str(&format!("{}: {}\n", rto_label(r), fmt_chrono(d))),
+        None if r.service_restored.is_some() => s.push_str(&format!(
+            "RTO: not measured (step {} not done)\n",
+            r.service_restored.as_deref().unwrap_or("?")
+        )),
         None => s.push_str("RTO: not measured (no verify step done)\n"),
+    }
+    if let Some(rpo) = r.rpo() {
+        s.push_str(&rpo_line(&rpo));
     }
     s
 }
@@ -751,6 +794,7 @@ mod tests {
                     ],
                     by: "sre@ops1".into(),
                     force: false,
+                    service_restored: None,
                 },
             ),
             (

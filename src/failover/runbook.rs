@@ -74,6 +74,7 @@ struct RawCommon {
     retries: Option<u32>,
     backoff: Option<String>,
     on_failure: Option<OnFailure>,
+    service_restored: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -110,6 +111,8 @@ pub struct StepSpec {
     pub retries: u32,
     pub backoff: Duration,
     pub on_failure: OnFailure,
+    /// The RTO ends when this step is done (default: the last verify step).
+    pub service_restored: bool,
     pub kind: StepKind,
 }
 
@@ -230,7 +233,14 @@ impl Runbook {
             };
             // Common keys first; what is left must match the kind exactly.
             let mut common = toml::Table::new();
-            for k in ["name", "timeout", "retries", "backoff", "on-failure"] {
+            for k in [
+                "name",
+                "timeout",
+                "retries",
+                "backoff",
+                "on-failure",
+                "service-restored",
+            ] {
                 if let Some(v) = t.remove(k) {
                     common.insert(k.into(), v);
                 }
@@ -291,8 +301,16 @@ impl Runbook {
                     ));
                 }
             }
+            let service_restored = c.service_restored.unwrap_or(false);
+            if service_restored && steps.iter().any(|s: &StepSpec| s.service_restored) {
+                return Err(err(
+                    Some("service-restored"),
+                    "only one step marks the service as restored (the RTO ends there)".into(),
+                ));
+            }
             steps.push(StepSpec {
                 name: c.name,
+                service_restored,
                 timeout,
                 retries: c.retries.unwrap_or(0),
                 backoff,

@@ -455,7 +455,7 @@ async fn corrupt_or_foreign_journals_and_a_held_lock_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let rb = runbook(dir.path(), "jr", exec_steps());
     let o = failover(&rb, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     assert!(
         common::stderr(&o).contains("step two"),
         "{}",
@@ -473,7 +473,7 @@ async fn corrupt_or_foreign_journals_and_a_held_lock_are_clear_errors() {
     // A torn last line (crash inside a write) is cut, and resume goes on.
     std::fs::write(&path, format!("{good}{{\"seq\":99,\"type\":\"step-st")).unwrap();
     let o = failover(&rb, &["--resume"]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     assert!(
         common::stderr(&o).contains("step two"),
         "{}",
@@ -500,7 +500,7 @@ async fn corrupt_or_foreign_journals_and_a_held_lock_are_clear_errors() {
     // A journal of another runbook placed in this runbook's folder.
     let other = runbook(dir.path(), "other", exec_steps());
     let o = failover(&other, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     let other_runs = dir.path().join("state/other/runs");
     let other_path = std::fs::read_dir(&other_runs)
         .unwrap()

@@ -11,6 +11,7 @@ mod deploy;
 mod encryption;
 mod failover;
 mod failover_parts;
+mod failover_promotion;
 mod files;
 mod files_hostile;
 mod hostile_input;

@@ -446,6 +446,8 @@ impl Step for Spec {
         } else {
             json!(proofs)
         };
-        Ok(json!({ "servers": out, "mode": match self.mode { Mode::ReadOnly => "read-only", Mode::Shutdown => "shutdown" }, "proof": proof }))
+        Ok(
+            json!({ "servers": out, "mode": match self.mode { Mode::ReadOnly => "read-only", Mode::Shutdown => "shutdown" }, "proof": proof }),
+        )
     }
 }

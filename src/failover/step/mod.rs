@@ -25,8 +25,8 @@ pub mod dns;
 pub mod exec;
 pub mod fence;
 pub mod notify;
-// pub mod promote;
-// pub mod rejoin;
+pub mod promote;
+pub mod rejoin;
 pub mod scale;
 pub mod verify;
 
@@ -54,8 +54,8 @@ macro_rules! steps {
 steps! {
     CheckPrimary(check_primary::Spec) = "check-primary",
     FenceMysql(fence::Spec) = "fence-mysql",
-    // PromoteMysql(promote::Spec) = "promote-mysql",
-    // RejoinMysql(rejoin::Spec) = "rejoin-mysql",
+    PromoteMysql(promote::Spec) = "promote-mysql",
+    RejoinMysql(rejoin::Spec) = "rejoin-mysql",
     DnsSwitch(dns::Spec) = "dns-switch",
     ScaleUp(scale::Spec) = "scale-up",
     Verify(verify::Spec) = "verify",
@@ -210,6 +210,39 @@ pub struct HttpCheck {
     /// Default: any 2xx.
     pub expect_status: Option<u16>,
     pub body_contains: Option<String>,
+    /// The body must be JSON that contains these keys with these values
+    /// (nested tables match recursively; other keys may be present).
+    pub expect_json: Option<toml::Table>,
+}
+
+/// True when `want` (TOML) is a subset of `got` (JSON).
+fn json_contains(got: &Value, want: &toml::Value) -> bool {
+    match want {
+        toml::Value::Table(t) => t.iter().all(|(k, w)| {
+            got.get(k.as_str())
+                .map(|g| json_contains(g, w))
+                .unwrap_or(false)
+        }),
+        toml::Value::String(s) => got.as_str() == Some(s.as_str()),
+        toml::Value::Integer(i) => got.as_i64() == Some(*i),
+        toml::Value::Float(f) => got.as_f64() == Some(*f),
+        toml::Value::Boolean(b) => got.as_bool() == Some(*b),
+        toml::Value::Array(a) => got
+            .as_array()
+            .map(|g| g.len() == a.len() && g.iter().zip(a).all(|(g, w)| json_contains(g, w)))
+            .unwrap_or(false),
+        toml::Value::Datetime(d) => got.as_str() == Some(d.to_string().as_str()),
+    }
+}
+
+/// The start of a body for an error message (one line, bounded).
+fn body_excerpt(body: &str) -> String {
+    let one: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 200 {
+        format!("{}…", one.chars().take(200).collect::<String>())
+    } else {
+        one
+    }
 }
 
 impl HttpCheck {
@@ -235,16 +268,40 @@ impl HttpCheck {
         if !ok {
             return Err(format!("GET {}: HTTP {status}", self.url));
         }
-        if let Some(needle) = &self.body_contains {
+        if self.body_contains.is_some() || self.expect_json.is_some() {
             let body = resp
                 .text()
                 .await
                 .map_err(|e| format!("GET {}: {}", self.url, crate::error::one_line(&e)))?;
-            if !body.contains(needle.as_str()) {
-                return Err(format!(
-                    "GET {}: HTTP {status} but the body lacks {needle:?}",
-                    self.url
-                ));
+            if let Some(needle) = &self.body_contains {
+                if !body.contains(needle.as_str()) {
+                    return Err(format!(
+                        "GET {}: HTTP {status} but the body lacks {needle:?}; body: {}",
+                        self.url,
+                        body_excerpt(&body)
+                    ));
+                }
+            }
+            if let Some(want) = &self.expect_json {
+                let want = toml::Value::Table(want.clone());
+                match serde_json::from_str::<Value>(&body) {
+                    Ok(got) if json_contains(&got, &want) => {}
+                    Ok(_) => {
+                        return Err(format!(
+                            "GET {}: HTTP {status} but the JSON body does not match expect-json {}; body: {}",
+                            self.url,
+                            serde_json::to_string(&want).unwrap_or_default(),
+                            body_excerpt(&body)
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "GET {}: HTTP {status} but the body is not JSON ({e}); body: {}",
+                            self.url,
+                            body_excerpt(&body)
+                        ))
+                    }
+                }
             }
         }
         Ok(format!("GET {} answered HTTP {status}", self.url))

@@ -37,6 +37,9 @@ pub struct Spec {
     pub replicas: i32,
     pub kinds: Option<Vec<WorkloadKind>>,
     pub poll_interval: Option<Dur>,
+    /// A failover adds capacity: a workload that already runs more than
+    /// `replicas` is left alone unless this is true (default false).
+    pub allow_scale_down: Option<bool>,
 }
 
 impl Spec {
@@ -89,7 +92,9 @@ impl Spec {
             .unwrap_or(Duration::from_secs(2))
     }
 
-    async fn client(&self) -> std::result::Result<Client, String> {
+    /// The client and where it points (`Kubernetes API URL (context C)`),
+    /// so that an unreachable API is named in errors.
+    async fn client(&self) -> std::result::Result<(Client, String), String> {
         crate::base::http::ensure_crypto_provider();
         let opts = KubeConfigOptions {
             context: self.context.clone(),
@@ -126,8 +131,14 @@ impl Spec {
         };
         cfg.connect_timeout = Some(Duration::from_secs(5));
         cfg.read_timeout = Some(Duration::from_secs(20));
+        let at = format!(
+            "Kubernetes API {} (context {})",
+            cfg.cluster_url,
+            self.context.as_deref().unwrap_or("current")
+        );
         Client::try_from(cfg)
-            .map_err(|e| format!("Kubernetes client: {}", crate::error::one_line(&e)))
+            .map(|c| (c, at.clone()))
+            .map_err(|e| format!("{at}: client: {}", crate::error::one_line(&e)))
     }
 }
 
@@ -152,6 +163,19 @@ fn kerr(e: kube::Error) -> String {
         kube::Error::Api(s) => format!("API {}: {}", s.code, s.message),
         _ => crate::error::one_line(&e),
     }
+}
+
+/// 4xx answers other than conflict / throttling cannot get better by retrying
+/// (401, 403, 404, 422); neither can a selector that matches nothing.
+fn permanent(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 409 && s.code != 429)
+}
+
+/// A step failure message and whether a retry could help.
+type Fail = (String, bool);
+
+fn transient(m: String) -> Fail {
+    (m, false)
 }
 
 /// Ready = the controller saw the latest spec and N replicas are updated, available and ready.
@@ -186,7 +210,7 @@ fn statefulset_ready(s: &StatefulSet, n: i32) -> (bool, String) {
 }
 
 impl Spec {
-    async fn list(&self, client: &Client) -> std::result::Result<Vec<Workload>, String> {
+    async fn list(&self, client: &Client, at: &str) -> std::result::Result<Vec<Workload>, Fail> {
         let s = self;
         let lp = ListParams::default().labels(&s.selector);
         let mut out = Vec::new();
@@ -195,7 +219,15 @@ impl Spec {
                 WorkloadKind::Deployment => {
                     let api: Api<Deployment> = Api::namespaced(client.clone(), &s.namespace);
                     for d in api.list(&lp).await.map_err(|e| {
-                        format!("listing deployments in {}: {}", s.namespace, kerr(e))
+                        let p = permanent(&e);
+                        (
+                            format!(
+                                "listing deployments in {} at {at}: {}",
+                                s.namespace,
+                                kerr(e)
+                            ),
+                            p,
+                        )
                     })? {
                         out.push(Workload {
                             kind: k,
@@ -207,7 +239,15 @@ impl Spec {
                 WorkloadKind::Statefulset => {
                     let api: Api<StatefulSet> = Api::namespaced(client.clone(), &s.namespace);
                     for d in api.list(&lp).await.map_err(|e| {
-                        format!("listing statefulsets in {}: {}", s.namespace, kerr(e))
+                        let p = permanent(&e);
+                        (
+                            format!(
+                                "listing statefulsets in {} at {at}: {}",
+                                s.namespace,
+                                kerr(e)
+                            ),
+                            p,
+                        )
                     })? {
                         out.push(Workload {
                             kind: k,
@@ -219,18 +259,21 @@ impl Spec {
             }
         }
         if out.is_empty() {
-            return Err(format!(
-                "selector {:?} matches no {} in namespace {}",
-                s.selector,
-                s.kinds()
-                    .iter()
-                    .map(|k| match k {
-                        WorkloadKind::Deployment => "Deployment",
-                        WorkloadKind::Statefulset => "StatefulSet",
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" or "),
-                s.namespace
+            return Err((
+                format!(
+                    "selector {:?} matches no {} in namespace {}",
+                    s.selector,
+                    s.kinds()
+                        .iter()
+                        .map(|k| match k {
+                            WorkloadKind::Deployment => "Deployment",
+                            WorkloadKind::Statefulset => "StatefulSet",
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    s.namespace
+                ),
+                true,
             ));
         }
         Ok(out)
@@ -261,33 +304,43 @@ impl Spec {
         }
     }
 
+    /// What `w` should run: `replicas`, or more if it already runs more.
+    fn target(&self, w: &Workload) -> i32 {
+        if w.replicas > self.replicas && !self.allow_scale_down.unwrap_or(false) {
+            w.replicas
+        } else {
+            self.replicas
+        }
+    }
+
     async fn status(
         &self,
         client: &Client,
         w: &Workload,
-    ) -> std::result::Result<(bool, String), String> {
+    ) -> std::result::Result<(bool, String), Fail> {
         let s = self;
+        let n = self.target(w);
         match w.kind {
             WorkloadKind::Deployment => {
                 let api: Api<Deployment> = Api::namespaced(client.clone(), &s.namespace);
-                let d = api
-                    .get_status(&w.name)
-                    .await
-                    .map_err(|e| format!("Deployment {}: {}", w.name, kerr(e)))?;
-                Ok(deployment_ready(&d, s.replicas))
+                let d = api.get_status(&w.name).await.map_err(|e| {
+                    let p = permanent(&e);
+                    (format!("Deployment {}: {}", w.name, kerr(e)), p)
+                })?;
+                Ok(deployment_ready(&d, n))
             }
             WorkloadKind::Statefulset => {
                 let api: Api<StatefulSet> = Api::namespaced(client.clone(), &s.namespace);
-                let d = api
-                    .get_status(&w.name)
-                    .await
-                    .map_err(|e| format!("StatefulSet {}: {}", w.name, kerr(e)))?;
-                Ok(statefulset_ready(&d, s.replicas))
+                let d = api.get_status(&w.name).await.map_err(|e| {
+                    let p = permanent(&e);
+                    (format!("StatefulSet {}: {}", w.name, kerr(e)), p)
+                })?;
+                Ok(statefulset_ready(&d, n))
             }
         }
     }
 
-    async fn scale(&self, client: &Client, w: &Workload) -> std::result::Result<(), String> {
+    async fn scale(&self, client: &Client, w: &Workload) -> std::result::Result<(), Fail> {
         let s = self;
         let patch = Patch::Merge(json!({ "spec": { "replicas": s.replicas } }));
         let pp = PatchParams::default();
@@ -297,14 +350,20 @@ impl Spec {
                 api.patch_scale(&w.name, &pp, &patch)
                     .await
                     .map(|_| ())
-                    .map_err(|e| format!("scaling Deployment {}: {}", w.name, kerr(e)))
+                    .map_err(|e| {
+                        let p = permanent(&e);
+                        (format!("scaling Deployment {}: {}", w.name, kerr(e)), p)
+                    })
             }
             WorkloadKind::Statefulset => {
                 let api: Api<StatefulSet> = Api::namespaced(client.clone(), &s.namespace);
                 api.patch_scale(&w.name, &pp, &patch)
                     .await
                     .map(|_| ())
-                    .map_err(|e| format!("scaling StatefulSet {}: {}", w.name, kerr(e)))
+                    .map_err(|e| {
+                        let p = permanent(&e);
+                        (format!("scaling StatefulSet {}: {}", w.name, kerr(e)), p)
+                    })
             }
         }
     }
@@ -325,19 +384,26 @@ impl Step for Spec {
     async fn preview(&self, ctx: &PreviewCtx<'_>) -> Result<Value> {
         let step = ctx.step;
         let e = |m: String| super::step_error(step, m);
-        let client = self.client().await.map_err(e)?;
-        let ws = self.list(&client).await.map_err(e)?;
+        let (client, at) = self.client().await.map_err(e)?;
+        let ws = self.list(&client, &at).await.map_err(|(m, _)| e(m))?;
         let warnings = self.hpa_warnings(&client, &ws).await;
         Ok(json!({
             "namespace": self.namespace,
-            "workloads": ws.iter().map(|w| json!({ "kind": w.kind_name(), "name": w.name, "current": w.replicas, "target": self.replicas })).collect::<Vec<_>>(),
+            "workloads": ws.iter().map(|w| json!({ "kind": w.kind_name(), "name": w.name, "current": w.replicas, "target": self.target(w) })).collect::<Vec<_>>(),
             "warnings": warnings,
         }))
     }
 
     async fn run(&self, ctx: &mut Ctx<'_>) -> Result<Value> {
-        let client = self.client().await.map_err(|m| ctx.fail(m))?;
-        let ws = self.list(&client).await.map_err(|m| ctx.fail(m))?;
+        let fail = |ctx: &Ctx<'_>, (m, permanent): Fail| {
+            if permanent {
+                ctx.fail_permanently(m)
+            } else {
+                ctx.fail(m)
+            }
+        };
+        let (client, at) = self.client().await.map_err(|m| fail(ctx, transient(m)))?;
+        let ws = self.list(&client, &at).await.map_err(|f| fail(ctx, f))?;
         // The counts before the first attempt are the ones failback needs: keep them.
         if ctx.last("previous").is_none() {
             ctx.record(json!({ "previous": ws.iter().map(|w| json!({ "kind": w.kind_name(), "name": w.name, "replicas": w.replicas })).collect::<Vec<_>>() }))?;
@@ -346,17 +412,29 @@ impl Step for Spec {
         for w in &warnings {
             tracing::warn!(step = ctx.step, "{w}");
         }
+        let mut kept = Vec::new();
         for w in &ws {
-            self.scale(&client, w).await.map_err(|m| ctx.fail(m))?;
+            if self.target(w) != self.replicas {
+                // Never fewer replicas during a failover (allow-scale-down = false).
+                kept.push(format!(
+                    "{} {} runs {} > {}: left alone (allow-scale-down = false)",
+                    w.kind_name(),
+                    w.name,
+                    w.replicas,
+                    self.replicas
+                ));
+                continue;
+            }
+            self.scale(&client, w).await.map_err(|f| fail(ctx, f))?;
         }
-        ctx.record(json!({ "scaled": ws.iter().map(|w| format!("{} {}", w.kind_name(), w.name)).collect::<Vec<_>>(), "replicas": self.replicas }))?;
+        ctx.record(json!({ "scaled": ws.iter().filter(|w| self.target(w) == self.replicas).map(|w| format!("{} {}", w.kind_name(), w.name)).collect::<Vec<_>>(), "replicas": self.replicas, "kept": kept }))?;
         let mut wait = self.poll();
         let mut polls = 0;
         loop {
             polls += 1;
             let mut not_ready = Vec::new();
             for w in &ws {
-                let (ready, why) = self.status(&client, w).await.map_err(|m| ctx.fail(m))?;
+                let (ready, why) = self.status(&client, w).await.map_err(|f| fail(ctx, f))?;
                 if !ready {
                     not_ready.push(format!("{} {}: {why}", w.kind_name(), w.name));
                 }
@@ -381,6 +459,7 @@ impl Step for Spec {
             "previous": previous,
             "ready-after-polls": polls,
             "warnings": warnings,
+            "kept": kept,
             "poll-interval": human_duration(self.poll()),
         }))
     }
