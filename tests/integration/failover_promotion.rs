@@ -707,3 +707,19 @@ async fn rejoin_refuses_errant_transactions_with_the_list() {
     assert_eq!(p.sql("SHOW SLAVE STATUS"), "", "not re-pointed");
     assert_eq!(p.sql("SELECT @@global.read_only"), "1");
 }
+
+#[tokio::test]
+async fn shipped_runbooks_use_the_native_promotion_and_failback_steps() {
+    for (f, kind) in [
+        ("cex-primary-to-backup.toml", "[promote-mysql]"),
+        ("cex-backup-to-primary.toml", "[rejoin-mysql]"),
+    ] {
+        let path = format!("{}/runbooks/{f}", env!("CARGO_MANIFEST_DIR"));
+        let o = command(&["runbook", "check", &path])
+            .output()
+            .await
+            .unwrap();
+        common::assert_code(&o, 0);
+        assert!(common::stdout(&o).contains(kind), "{f}: {}", out(&o));
+    }
+}

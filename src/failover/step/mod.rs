@@ -413,3 +413,32 @@ impl MysqlTarget {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expect_json_is_a_subset_match() {
+        let want: toml::Table = toml::from_str("status = \"ok\"\n[db]\nup = true\n").unwrap();
+        let want = toml::Value::Table(want);
+        let got: Value =
+            serde_json::from_str(r#"{"status": "ok", "db": {"up": true, "ms": 3}}"#).unwrap();
+        assert!(json_contains(&got, &want));
+        let got: Value = serde_json::from_str(r#"{"status":"ok","db":{"up":false}}"#).unwrap();
+        assert!(!json_contains(&got, &want));
+        let got: Value = serde_json::from_str(r#"{"status":"OK","db":{"up":true}}"#).unwrap();
+        assert!(!json_contains(&got, &want));
+    }
+
+    #[test]
+    fn every_kind_is_listed_once_and_parses() {
+        let mut names = StepKind::NAMES.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), StepKind::NAMES.len());
+        let k: StepKind = toml::from_str("kind = \"exec\"\nargv = [\"true\"]\n").unwrap();
+        assert_eq!(k.name(), "exec");
+        assert_eq!(k.step().default_timeout(), Duration::from_secs(300));
+    }
+}
