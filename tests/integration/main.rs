@@ -12,6 +12,7 @@ mod encryption;
 mod failover;
 mod failover_parts;
 mod files;
+mod files_fidelity;
 mod files_hostile;
 mod hostile_input;
 mod layering;
