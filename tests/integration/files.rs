@@ -543,11 +543,19 @@ fn full_disk_exits_1_and_leaves_no_partial_file() {
     );
     let o = cexdr(&["--policy", p(&policy), "backup", "config"]);
     assert_code(&o, 1);
+    // The store's error, with the store, the key and the cause; not the
+    // source's "the consumer of the stream went away".
+    let err = stderr(&o);
+    assert!(err.contains("No space left on device"), "{err}");
     assert!(
-        stderr(&o).contains("No space left on device"),
-        "{}",
-        stderr(&o)
+        err.contains(&format!("store local:{}", repo.display())),
+        "{err}"
     );
+    assert!(
+        err.contains("put config/") && err.contains("/files.tar.gz"),
+        "{err}"
+    );
+    assert!(!err.contains("went away"), "{err}");
     let left: Vec<_> = walk(&repo)
         .into_iter()
         .filter(|p| fs::metadata(repo.join(p)).unwrap().is_file())

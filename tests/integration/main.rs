@@ -14,6 +14,7 @@ mod failover_parts;
 mod files;
 mod files_fidelity;
 mod files_hostile;
+mod honest_reports;
 mod hostile_input;
 mod layering;
 mod lock;

@@ -531,10 +531,12 @@ impl<R: Read> TarReader<R> {
                 | b"GNU.sparse.size"
                 | b"GNU.sparse.numblocks"
                 | b"GNU.sparse.offset"
-                | b"GNU.sparse.numbytes" => return Err(bad(format!(
+                | b"GNU.sparse.numbytes" => {
+                    return Err(bad(format!(
                     "{}: pax sparse format 0.x is not supported (GNU tar writes 1.0 by default)",
                     String::from_utf8_lossy(&m.path)
-                ))),
+                )))
+                }
                 _ => {
                     if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
                         m.xattrs.push((name.to_vec(), v));
