@@ -326,15 +326,25 @@ impl Catalog {
     }
 
     /// Complete backups, oldest first. A folder with a broken manifest is
-    /// reported in the log and skipped, never shown as a backup.
+    /// never shown as a backup; callers that report to people use
+    /// [`Catalog::scan`], which names it.
     pub async fn list(&self, job: Option<&str>) -> Result<Vec<Entry>> {
+        Ok(self.scan(job).await?.0)
+    }
+
+    /// Complete backups (oldest first) and the folders whose manifest
+    /// cannot be used (unreadable, unparsable, or describing another folder).
+    pub async fn scan(&self, job: Option<&str>) -> Result<(Vec<Entry>, Vec<Damaged>)> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for (dir, f) in self.folders(job).await? {
             match self.entry(&dir, &f, false).await {
                 Ok(Some(e)) => out.push(e),
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(folder = %dir, error = %crate::error::one_line(&e), "skipping a backup folder with an unusable manifest")
+                    let error = crate::error::one_line(&e);
+                    tracing::warn!(folder = %dir, error = %error, "backup folder with an unusable manifest");
+                    damaged.push(Damaged { folder: dir, error });
                 }
             }
         }
@@ -349,7 +359,7 @@ impl Catalog {
                 &trusted,
             ));
         }
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// Public keys published in the store (`keys/<key-id>.pub`).
@@ -478,6 +488,20 @@ impl Catalog {
     }
 }
 
+/// A backup folder whose manifest cannot be used.
+#[derive(Debug, Clone, Serialize)]
+pub struct Damaged {
+    pub folder: String,
+    pub error: String,
+}
+
+impl Damaged {
+    /// For `--json` listings next to backups.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "folder": self.folder, "damaged": true, "error": self.error })
+    }
+}
+
 /// One finding of `catalog verify-signatures`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRow {
@@ -508,9 +532,28 @@ impl Catalog {
     ) -> Result<Vec<AuditRow>> {
         let folders = self.folders(job).await?;
         let mut by_job: BTreeMap<String, Vec<(Entry, Vec<AuditRow>)>> = BTreeMap::new();
+        let mut damaged_rows = Vec::new();
         for (dir, f) in &folders {
-            let Some(mut e) = self.entry(dir, f, false).await? else {
-                continue;
+            let mut e = match self.entry(dir, f, false).await {
+                Ok(Some(e)) => e,
+                Ok(None) => continue,
+                Err(err) => {
+                    // Counted as a finding: an audit never passes over a
+                    // folder it could not read.
+                    let mut parts = dir.split('/');
+                    damaged_rows.push(AuditRow {
+                        job: parts.next().unwrap_or_default().to_owned(),
+                        id: dir.rsplit('/').next().unwrap_or_default().to_owned(),
+                        object: "manifest".into(),
+                        key: f.manifest.clone().unwrap_or_else(|| dir.clone()),
+                        signature: SigStatus::Unreadable,
+                        problems: vec![format!(
+                            "damaged backup folder {dir}: {}",
+                            crate::error::one_line(&err)
+                        )],
+                    });
+                    continue;
+                }
             };
             e.signature_status = Some(signing::check(
                 &e.manifest_bytes,
@@ -560,6 +603,7 @@ impl Catalog {
                 out.extend(vrows.iter().cloned());
             }
         }
+        out.extend(damaged_rows);
         Ok(out)
     }
 }

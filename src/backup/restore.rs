@@ -107,7 +107,7 @@ async fn restore_files(
     }
     let unpacked = unpacked.map_err(|e| Error::Restore(format!("{}: {e}", a.key)))?;
     check.check()?;
-    for s in &unpacked.skipped {
+    for s in unpacked.skipped.iter().chain(&unpacked.warnings) {
         tracing::warn!("{s}");
     }
 

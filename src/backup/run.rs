@@ -8,7 +8,7 @@ use crate::backup::catalog::{self, Artifact, Catalog, Manifest};
 use crate::backup::lease;
 use crate::backup::policy::Job;
 use crate::backup::source;
-use crate::error::{Error, Result};
+use crate::error::{one_line, Error, Result};
 use crate::pipeline;
 use crate::store::DynStore;
 
@@ -164,6 +164,14 @@ async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Resul
                 let err = match (put, report) {
                     (Err(Error::Interrupted), _) | (_, Err(Error::Interrupted)) => {
                         Error::Interrupted
+                    }
+                    // ...unless the source only saw the store stop reading:
+                    // then the store's error names the key and the cause
+                    // (`No space left on device`, an S3 refusal).
+                    (Err(store_e), Err(src_e))
+                        if one_line(&src_e).contains(pipeline::CONSUMER_GONE) =>
+                    {
+                        store_e
                     }
                     (_, Err(e)) => e,
                     (Err(e), _) => e,

@@ -12,6 +12,7 @@ use crate::backup::policy::{Keep, Policy, SourceSpec, StoreSpec};
 use crate::backup::{lease, metrics, prune, restore, run, scheduler, verify};
 use crate::error::{exit, one_line, Error, Result};
 use crate::store;
+use crate::store::LOCAL_TEMP_FILE;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -497,9 +498,8 @@ async fn run_command(
             };
             let policy = Policy::load(&cli.policy)?;
             let catalog = open_catalog(&policy, &keys).await?;
-            let entries: Vec<Entry> = catalog
-                .list(job.as_deref())
-                .await?
+            let (listed, damaged) = catalog.scan(job.as_deref()).await?;
+            let entries: Vec<Entry> = listed
                 .into_iter()
                 .filter(|e| {
                     kind.as_deref()
@@ -509,9 +509,17 @@ async fn run_command(
                 .filter(|e| since.map(|s| e.manifest.started_at >= s).unwrap_or(true))
                 .collect();
             if cli.json {
-                print_json(&entries.iter().map(Entry::to_json).collect::<Vec<_>>());
+                let rows = entries.iter().map(Entry::to_json);
+                print_json(
+                    &rows
+                        .chain(damaged.iter().map(|d| d.to_json()))
+                        .collect::<Vec<_>>(),
+                );
             } else {
                 print!("{}", list_table(&entries));
+                for d in &damaged {
+                    println!("DAMAGED {}: {}", d.folder, d.error);
+                }
             }
             Ok(exit::OK)
         }
@@ -615,17 +623,17 @@ async fn run_command(
         Command::Verify(args) => {
             let policy = Policy::load(&cli.policy)?;
             let catalog = open_catalog_as(&policy, &keys, true).await?;
-            let entries: Vec<Entry> = if args.all {
-                catalog.list(None).await?
+            let (entries, damaged): (Vec<Entry>, _) = if args.all {
+                catalog.scan(None).await?
             } else if let Some(job) = &args.job {
                 policy.job(job)?;
-                catalog.list(Some(job)).await?
+                catalog.scan(Some(job)).await?
             } else if !args.ids.is_empty() {
                 let mut v = Vec::new();
                 for id in &args.ids {
                     v.push(catalog.find(id).await?);
                 }
-                v
+                (v, Vec::new())
             } else {
                 return Err(Error::Usage("name backup ids, --job JOB or --all".into()));
             };
@@ -666,10 +674,18 @@ async fn run_command(
             if cli.json {
                 print_json(&records);
             }
-            if failed > 0 {
+            // A folder that cannot be read is a failed verification, named.
+            for d in &damaged {
+                if cli.json {
+                    eprintln!("cexdr: damaged backup folder {}: {}", d.folder, d.error);
+                } else {
+                    println!("{}: DAMAGED: {}", d.folder, d.error);
+                }
+            }
+            if failed + damaged.len() > 0 {
                 return Err(Error::VerifyFailed {
-                    failed,
-                    total: entries.len(),
+                    failed: failed + damaged.len(),
+                    total: entries.len() + damaged.len(),
                 });
             }
             if entries.is_empty() && !cli.json {
@@ -783,7 +799,29 @@ async fn prune_command(
             "stale_uploads": uploads,
         }));
     } else {
-        for u in &uploads.aborted {
+        for u in uploads
+            .aborted
+            .iter()
+            .filter(|u| u.upload_id == LOCAL_TEMP_FILE)
+        {
+            println!(
+                "leftover temporary file {} (last written {}): {}",
+                u.key,
+                u.initiated
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "?".into()),
+                if args.dry_run {
+                    "would be removed"
+                } else {
+                    "removed"
+                }
+            );
+        }
+        for u in uploads
+            .aborted
+            .iter()
+            .filter(|u| u.upload_id != LOCAL_TEMP_FILE)
+        {
             println!(
                 "stale upload {} (started {}): {}",
                 u.key,
