@@ -42,6 +42,9 @@ pub trait Progress: Send + Sync {
     /// A new operation: `what` names it ("restore 2026…"), `total` says how
     /// much there is to do.
     fn start(&self, what: &str, total: Total, unit: Unit);
+    /// The total turned out different from what `start` said (a MySQL
+    /// restore reads its artifact once per connection).
+    fn set_total(&self, total: Total);
     /// `n` more units done.
     fn advance(&self, n: u64);
     /// The operation ended: `ok` is false when it failed or was interrupted.
@@ -60,6 +63,7 @@ pub struct Silent;
 
 impl Progress for Silent {
     fn start(&self, _: &str, _: Total, _: Unit) {}
+    fn set_total(&self, _: Total) {}
     fn advance(&self, _: u64) {}
     fn finish(&self, _: bool) {}
     fn enabled(&self) -> bool {
@@ -220,6 +224,17 @@ impl Progress for Logged {
             started: now,
             last: now,
         });
+    }
+
+    fn set_total(&self, total: Total) {
+        if let Some(r) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            r.total = total;
+        }
     }
 
     fn advance(&self, n: u64) {

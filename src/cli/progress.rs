@@ -110,6 +110,20 @@ impl Progress for Line {
         }
     }
 
+    fn set_total(&self, new: Total) {
+        let mut g = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((bar, total, unit)) = g.as_mut() else {
+            return;
+        };
+        if let Some(n) = new.value() {
+            bar.set_length(n);
+        }
+        if std::mem::discriminant(total) != std::mem::discriminant(&new) {
+            bar.set_style(style(template(new, *unit)));
+        }
+        *total = new;
+    }
+
     fn advance(&self, n: u64) {
         let g = self.bar.lock().unwrap_or_else(|e| e.into_inner());
         let Some((bar, total, _)) = g.as_ref() else {
@@ -129,6 +143,12 @@ impl Progress for Line {
         else {
             return;
         };
+        // Failed before reading anything (a refused target, a bad key):
+        // the error says it all.
+        if !ok && bar.position() == 0 {
+            bar.finish_and_clear();
+            return;
+        }
         // The last state is printed as a plain line: a finished bar left to
         // indicatif is wiped by the next log line.
         let _ = self.lines.println(final_line(
@@ -209,4 +229,10 @@ impl Write for LogWriter {
     fn flush(&mut self) -> io::Result<()> {
         io::stderr().flush()
     }
+}
+
+/// Writes a line to stderr above the progress line, if one is drawn (the
+/// interrupt notice comes while a run is going).
+pub fn eprint_line(line: &str) {
+    let _ = LogWriter.write_all(format!("{line}\n").as_bytes());
 }
