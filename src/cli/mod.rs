@@ -14,6 +14,9 @@ use crate::error::{exit, one_line, Error, Result};
 use crate::store;
 use crate::store::LOCAL_TEMP_FILE;
 
+pub mod completions;
+pub mod progress;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0    success
@@ -119,6 +122,17 @@ pub enum Command {
     Prune(PruneArgs),
     /// Run every job on its schedule (see [daemon] in the policy).
     Daemon,
+    /// Print a shell completion script (docs/operations.md says where it goes).
+    Completions {
+        #[arg(value_enum)]
+        shell: completions::Shell,
+    },
+    /// Write man pages: cexdr.1 and one per subcommand (cexdr-backup.1, ...).
+    Manpage {
+        /// Folder to write them to (created if missing).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -256,9 +270,15 @@ pub fn init_tracing(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CEXDR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    progress::init(progress::mode(
+        cli.json,
+        cli.quiet,
+        cli.log_format,
+        progress::on_terminals(),
+    ));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = match cli.log_format {
@@ -307,7 +327,8 @@ async fn open_catalog_as(policy: &Policy, cli: &CliKeys, sign: bool) -> Result<C
     };
     Ok(Catalog::new(store::build(&policy.store).await?)
         .with_identities(ids)
-        .with_signer(signer))
+        .with_signer(signer)
+        .with_progress(progress::current()))
 }
 
 /// The decryption inputs of the command line.
@@ -379,6 +400,8 @@ async fn run_command(
         passphrase_env: cli.passphrase_env.clone(),
     };
     match cli.command {
+        Command::Completions { shell } => completions::print(shell),
+        Command::Manpage { out } => completions::manpages(&out),
         Command::Policy(PolicyCmd::Check { file }) => {
             let file = file.unwrap_or(cli.policy);
             let p = Policy::load(&file)?;

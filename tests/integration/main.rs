@@ -31,3 +31,4 @@ mod scheduler;
 mod secret_hygiene;
 mod signing;
 mod store_conformance;
+mod toolbox;
