@@ -413,7 +413,7 @@ impl Catalog {
 
     /// Writes `data` under `key`, with its detached signature first when
     /// this catalog signs (so the object never appears unsigned).
-    async fn put_signed(&self, key: &str, data: Vec<u8>) -> Result<()> {
+    pub async fn put_signed(&self, key: &str, data: Vec<u8>) -> Result<()> {
         if let Some(signer) = &self.signer {
             let pub_key = format!("{KEYS_PREFIX}{}.pub", signer.key_id);
             if self.store.head(&pub_key).await?.is_none() {

@@ -84,10 +84,28 @@ pub enum Command {
     Catalog(CatalogCmd),
     /// Re-read stored backups: checksum, full decompression, sizes, structure.
     Verify(VerifyArgs),
-    /// Restore a backup.
+    /// Restore a backup; with --until / --until-gtid, to a point in time
+    /// (base backup + archived binlog, docs/pitr.md).
     Restore {
-        /// Backup id (see `catalog list`).
-        id: String,
+        /// Backup id (see `catalog list`); with --until, the base to start from.
+        #[arg(required_unless_present = "job")]
+        id: Option<String>,
+        /// PITR: the job whose newest base at or before the target is used.
+        #[arg(long, conflicts_with = "id")]
+        job: Option<String>,
+        /// PITR: restore exactly the transactions committed at or before this
+        /// time (RFC 3339, or "YYYY-MM-DD HH:MM:SS" in UTC).
+        #[arg(long)]
+        until: Option<String>,
+        /// PITR: ... up to and including this GTID position (e.g. 0-1-4711).
+        #[arg(long)]
+        until_gtid: Option<String>,
+        /// PITR: print the plan (base, segments, GTID range, size); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// PITR: replayed transactions merged into one commit.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100000))]
+        batch: u32,
         /// Target: a directory (files), mysql://user@host:port (mysql), a file
         /// or, for a cluster, a directory (redis).
         #[arg(long)]
@@ -132,6 +150,20 @@ pub enum Command {
         /// Folder to write them to (created if missing).
         #[arg(long, default_value = ".")]
         out: PathBuf,
+    },
+    /// The continuous binlog archive of mysql jobs (PITR, docs/pitr.md).
+    #[command(subcommand)]
+    Binlog(BinlogCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BinlogCmd {
+    /// Archive one job's binlog in the foreground until SIGTERM / Ctrl-C.
+    Archive {
+        job: String,
+        /// How long a killed archiver blocks the next one on this job.
+        #[arg(long, default_value = "30s", value_parser = crate::base::parse_duration)]
+        lease_ttl: std::time::Duration,
     },
 }
 
@@ -213,6 +245,12 @@ pub enum CatalogCmd {
     },
     /// One backup's manifest and verification history.
     Show { id: String },
+    /// PITR: the recoverable windows of mysql jobs with a binlog archive,
+    /// and every gap, named.
+    Pitr {
+        #[arg(long)]
+        job: Option<String>,
+    },
     /// Check every manifest's and verification record's signature, and each
     /// job's chain of manifests (a deleted backup leaves a gap). Exit 4 on
     /// any finding.
@@ -610,6 +648,32 @@ async fn run_command(
             }
             Ok(exit::OK)
         }
+        Command::Catalog(CatalogCmd::Pitr { job }) => {
+            let policy = Policy::load(&cli.policy)?;
+            let jobs: Vec<&crate::backup::policy::Job> = match &job {
+                Some(j) => vec![policy.job(j)?],
+                None => policy
+                    .jobs
+                    .iter()
+                    .filter(|j| matches!(&j.source, SourceSpec::Mysql(m) if m.binlog.is_some()))
+                    .collect(),
+            };
+            let catalog = open_catalog(&policy, &keys).await?;
+            let mut reports = Vec::new();
+            for j in jobs {
+                reports.push(crate::backup::binlog::commands::report(&catalog, &j.name).await?);
+            }
+            if cli.json {
+                print_json(&reports);
+            } else if reports.is_empty() {
+                println!("no mysql job of this policy has a binlog archive (binlog = {{ … }})");
+            } else {
+                for r in &reports {
+                    print!("{}", crate::backup::binlog::window::render(r));
+                }
+            }
+            Ok(exit::OK)
+        }
         Command::Catalog(CatalogCmd::Show { id }) => {
             let policy = Policy::load(&cli.policy)?;
             let catalog = open_catalog(&policy, &keys).await?;
@@ -722,8 +786,22 @@ async fn run_command(
             scheduler::daemon(cli.policy, cancel, Vec::new()).await?;
             Ok(exit::OK)
         }
+        Command::Binlog(BinlogCmd::Archive { job, lease_ttl }) => {
+            let policy = Policy::load(&cli.policy)?;
+            let job = policy.job(&job)?;
+            let catalog = open_catalog_as(&policy, &keys, true).await?;
+            let stats = std::sync::Arc::new(crate::backup::binlog::archive::Stats::default());
+            crate::backup::binlog::commands::archive(&catalog, job, lease_ttl, stats, cancel)
+                .await?;
+            Ok(exit::OK)
+        }
         Command::Restore {
             id,
+            job,
+            until,
+            until_gtid,
+            dry_run,
+            batch,
             to,
             force,
             password_env,
@@ -733,7 +811,6 @@ async fn run_command(
         } => {
             let policy = Policy::load(&cli.policy)?;
             let catalog = open_catalog(&policy, &keys).await?;
-            let e = catalog.find(&id).await?;
             let opts = restore::RestoreOptions {
                 force,
                 password_env,
@@ -741,6 +818,53 @@ async fn run_command(
                 threads,
                 allow_external_links,
             };
+            if until.is_some() || until_gtid.is_some() || job.is_some() {
+                let target = crate::backup::binlog::commands::parse_until(
+                    until.as_deref(),
+                    until_gtid.as_deref(),
+                )?;
+                let job = match (&job, &id) {
+                    (Some(j), _) => policy.job(j)?.name.clone(),
+                    (None, Some(i)) => catalog.find(i).await?.manifest.job,
+                    (None, None) => {
+                        return Err(Error::Usage("give --job J or a base backup id".into()))
+                    }
+                };
+                let req = crate::backup::binlog::commands::Request {
+                    job: &job,
+                    base_id: id.as_deref(),
+                    until: &target,
+                    to: &to,
+                    batch: batch as usize,
+                    dry_run,
+                };
+                let (plan, done) =
+                    crate::backup::binlog::commands::restore_until(&catalog, &req, &opts).await?;
+                match done {
+                    None if cli.json => print_json(&plan),
+                    None => print!("{}", plan.render()),
+                    Some((msg, r)) if cli.json => {
+                        print_json(&serde_json::json!({"plan": plan, "restore": msg, "replay": r}))
+                    }
+                    Some((msg, r)) => {
+                        print!("{}", plan.render());
+                        println!("{msg}");
+                        println!(
+                            "replayed {} transaction(s), {} row(s), up to GTID {} in {:.1} s ({:.0} rows/s, {:.0} transactions/s)",
+                            r.transactions, r.rows, r.last_gtid, r.seconds,
+                            r.rows as f64 / r.seconds.max(1e-3), r.transactions as f64 / r.seconds.max(1e-3)
+                        );
+                    }
+                }
+                return Ok(exit::OK);
+            }
+            if dry_run {
+                return Err(Error::Usage(
+                    "--dry-run applies to point-in-time restores (--until / --until-gtid)".into(),
+                ));
+            }
+            let id = id.expect("clap requires an id without --job");
+            let e = catalog.find(&id).await?;
             let msg = restore::restore(&catalog, &e, &to, &opts).await?;
             println!("{msg}");
             Ok(exit::OK)

@@ -22,6 +22,7 @@ mod lock;
 mod mysql;
 mod notifications;
 mod object_lock;
+mod pitr;
 mod prune;
 mod redis;
 mod redis_cluster;
