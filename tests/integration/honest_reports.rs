@@ -39,7 +39,12 @@ fn objects(repo: &Path) -> Vec<String> {
             if path.is_dir() {
                 stack.push(path);
             } else {
-                out.push(path.strip_prefix(repo).unwrap().to_string_lossy().into_owned());
+                out.push(
+                    path.strip_prefix(repo)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
     }
