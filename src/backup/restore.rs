@@ -105,7 +105,7 @@ async fn restore_files(
         files::unpack_safe(pipeline::blocking_reader(stream), &st, external)
     })
     .await
-    .map_err(|e| Error::Restore(e.to_string()))?;
+    .map_err(|e| Error::restore_failed(format!("unpacking {}", a.key), e))?;
     let check = Reading {
         stream: pipeline::from_bytes(Vec::new()),
         stored,
@@ -115,7 +115,7 @@ async fn restore_files(
     if check.stored.bytes() >= check.artifact.stored_bytes {
         check.check()?;
     }
-    let unpacked = unpacked.map_err(|e| Error::Restore(format!("{}: {e}", a.key)))?;
+    let unpacked = unpacked.map_err(|e| Error::restore_failed(a.key.clone(), e))?;
     check.check()?;
     for s in unpacked.skipped.iter().chain(&unpacked.warnings) {
         tracing::warn!("{s}");

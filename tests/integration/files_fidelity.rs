@@ -183,3 +183,63 @@ impl CharDev for fs::FileType {
         std::os::unix::fs::FileTypeExt::is_char_device(self)
     }
 }
+
+/// As a non-root user: everything the user may is restored (content,
+/// modes, links, FIFOs, user xattrs), ownership is not, with ONE warning;
+/// device nodes are skipped and reported by name.
+#[test]
+fn non_root_restore_keeps_what_it_may_and_warns_once_about_ownership() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src);
+    let policy = write_policy(
+        dir.path(),
+        &format!(
+            "{}\n[[job]]\nname = \"cfg\"\nkind = \"files\"\npaths = [\"{}\"]\n",
+            local_store(&dir.path().join("repo")),
+            src.display()
+        ),
+    );
+    assert_code(
+        &cexdr(&["--policy", policy.to_str().unwrap(), "backup", "cfg"]),
+        0,
+    );
+    let id = catalog_json(&policy)[0]["id"].as_str().unwrap().to_owned();
+    // Let uid 65534 read the store and write the target's parent.
+    sh("chmod -R a+rX . && mkdir -m 0777 out", dir.path());
+    let target = dir.path().join("out/restored");
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_cexdr"))
+        .args(["--policy", policy.to_str().unwrap(), "restore", &id, "--to"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    let err = stderr(&o);
+    assert_eq!(err.matches("ownership not restored").count(), 1, "{err}");
+    assert!(
+        err.contains("null-dev (character device) not restored"),
+        "{err}"
+    );
+    assert!(
+        err.contains("loop-dev (block device) not restored"),
+        "{err}"
+    );
+    let r = target.join(src.strip_prefix("/").unwrap());
+    let m = fs::metadata(r.join("redis.conf")).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (65534, 0o640));
+    assert_eq!(
+        fs::read(r.join("redis.conf")).unwrap(),
+        fs::read(src.join("redis.conf")).unwrap()
+    );
+    assert_eq!(fs::metadata(r.join("conf.d/a.conf")).unwrap().nlink(), 3);
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &fs::symlink_metadata(r.join("pipe")).unwrap().file_type()
+    ));
+    assert_eq!(
+        sh("getfattr -n user.origin --only-values tagged", &r),
+        "cexdr"
+    );
+    assert!(fs::metadata(r.join("sparse.img")).unwrap().blocks() < 1024);
+}

@@ -853,4 +853,47 @@ mod tests {
         assert_eq!(acl_to_text(&bin).unwrap(), text.to_vec());
         assert!(acl_from_text(b"user:nobody-here:rwx", |_, _| None).is_err());
     }
+
+    fn sparse_archive(map: Vec<(u64, u64)>, realsize: u64, data: &[u8]) -> Vec<u8> {
+        let m = Meta {
+            path: b"etc/sparse.img".to_vec(),
+            kind: REGULAR,
+            mode: 0o644,
+            size: data.len() as u64,
+            sparse: Some(Sparse { realsize, map }),
+            ..Meta::default()
+        };
+        let mut out = Vec::new();
+        write_header(&mut out, &m).unwrap();
+        out.extend_from_slice(data);
+        out.resize(out.len() + padding(data.len() as u64), 0);
+        write_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn sparse_members_round_trip_and_bad_maps_are_refused() {
+        let ar = sparse_archive(vec![(0, 2), (1000, 3), (5000, 0)], 5000, b"abxyz");
+        let mut r = TarReader::new(&ar[..]);
+        let m = r.next_entry().unwrap().unwrap();
+        assert_eq!(m.path, b"etc/sparse.img");
+        assert_eq!(m.size, 5);
+        assert_eq!(m.sparse.unwrap().map, vec![(0, 2), (1000, 3), (5000, 0)]);
+        let mut data = Vec::new();
+        r.read_to_end(&mut data).unwrap();
+        assert_eq!(data, b"abxyz");
+        assert!(r.next_entry().unwrap().is_none());
+        // A region past the real size, overlapping regions, a map that
+        // does not add up to the data: each an error, never a panic.
+        for (map, real) in [
+            (vec![(4999, 5)], 5000),
+            (vec![(0, 3), (1, 2)], 5000),
+            (vec![(u64::MAX, 5)], 5000),
+            (vec![(0, 4)], 5000),
+        ] {
+            let ar = sparse_archive(map.clone(), real, b"abxyz");
+            let err = TarReader::new(&ar[..]).next_entry().unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{map:?}: {err}");
+        }
+    }
 }
