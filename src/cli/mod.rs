@@ -24,6 +24,8 @@ Exit codes:
   2    usage or configuration error (bad flags, invalid policy)
   3    another run holds the job's lock
   4    verification failed
+  10   failover refused: the primary still answers (nothing changed)
+  11   a failover step failed (the journal names it; --resume continues)
   130  interrupted (Ctrl-C / SIGTERM); nothing half-written is left";
 
 #[derive(Debug, Parser)]

@@ -63,7 +63,7 @@ impl Spec {
             .iter()
             .map(|h| {
                 format!(
-                    "GET {} expects {}{}",
+                    "GET {} expects {}{}{}",
                     h.url,
                     h.expect_status
                         .map(|s| s.to_string())
@@ -71,6 +71,13 @@ impl Spec {
                     h.body_contains
                         .as_ref()
                         .map(|b| format!(" and {b:?} in the body"))
+                        .unwrap_or_default(),
+                    h.expect_json
+                        .as_ref()
+                        .map(|j| format!(
+                            " and JSON {}",
+                            serde_json::to_string(j).unwrap_or_default()
+                        ))
                         .unwrap_or_default()
                 )
             })
