@@ -821,3 +821,27 @@ fn metric_names_skip_labels_and_functions() {
         ["cexdr_a_total", "cexdr_b"]
     );
 }
+
+#[test]
+fn progress_mode_table() {
+    use cexdr::cli::progress::{mode, Mode};
+    use cexdr::cli::LogFormat::{Human, Json};
+    // (json, quiet, log format, both streams terminals) -> mode
+    let table = [
+        ((false, false, Human, true), Mode::Line),
+        ((false, false, Human, false), Mode::Off),
+        ((true, false, Human, true), Mode::Off),
+        ((false, true, Human, true), Mode::Off),
+        ((false, false, Json, true), Mode::Log),
+        ((false, false, Json, false), Mode::Log),
+        ((true, false, Json, false), Mode::Log),
+        ((false, true, Json, true), Mode::Off),
+    ];
+    for ((json, quiet, fmt, tty), want) in table {
+        assert_eq!(
+            mode(json, quiet, fmt, tty),
+            want,
+            "{json} {quiet} {fmt:?} {tty}"
+        );
+    }
+}
