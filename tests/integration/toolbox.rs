@@ -457,13 +457,15 @@ const PENDING: &[(&str, &str)] = &[
     ("cexdr_drill_failures_total", "feat/proof"),
     ("cexdr_catalog_verification_failed_backups", "feat/proof"),
     ("cexdr_read_back_failures_total", "feat/proof"),
-    // feat/pitr (issue 13): the binlog archiver. Its branch exports no
-    // metric yet: these are the names asked of it (issue 13: archive lag
-    // from the newest archived commit, bytes, reconnects, gaps).
-    ("cexdr_binlog_newest_commit_timestamp_seconds", "feat/pitr"),
-    ("cexdr_binlog_archived_bytes_total", "feat/pitr"),
+    // feat/pitr (issue 13): the binlog archiver's node_exporter textfile
+    // (`cexdr binlog archive --metrics-file`, not the daemon's /metrics):
+    // once merged, read these from its `Stats::render` instead.
+    ("cexdr_binlog_lag_seconds", "feat/pitr"),
+    ("cexdr_binlog_connected", "feat/pitr"),
+    ("cexdr_binlog_metrics_timestamp_seconds", "feat/pitr"),
+    ("cexdr_binlog_stored_bytes_total", "feat/pitr"),
     ("cexdr_binlog_reconnects_total", "feat/pitr"),
-    ("cexdr_binlog_gaps", "feat/pitr"),
+    ("cexdr_binlog_gap_records", "feat/pitr"),
 ];
 
 /// The parts of Grafana's dashboard model (schemaVersion 39) this file uses.
@@ -818,4 +820,28 @@ fn metric_names_skip_labels_and_functions() {
         ),
         ["cexdr_a_total", "cexdr_b"]
     );
+}
+
+#[test]
+fn progress_mode_table() {
+    use cexdr::cli::progress::{mode, Mode};
+    use cexdr::cli::LogFormat::{Human, Json};
+    // (json, quiet, log format, both streams terminals) -> mode
+    let table = [
+        ((false, false, Human, true), Mode::Line),
+        ((false, false, Human, false), Mode::Off),
+        ((true, false, Human, true), Mode::Off),
+        ((false, true, Human, true), Mode::Off),
+        ((false, false, Json, true), Mode::Log),
+        ((false, false, Json, false), Mode::Log),
+        ((true, false, Json, false), Mode::Log),
+        ((false, true, Json, true), Mode::Off),
+    ];
+    for ((json, quiet, fmt, tty), want) in table {
+        assert_eq!(
+            mode(json, quiet, fmt, tty),
+            want,
+            "{json} {quiet} {fmt:?} {tty}"
+        );
+    }
 }
