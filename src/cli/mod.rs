@@ -58,7 +58,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "human")]
     pub log_format: LogFormat,
     /// backup, verify, prune: also write Prometheus metrics to this
-    /// node_exporter textfile (atomically).
+    /// node_exporter textfile (atomically); binlog archive: rewrite it every 5 s.
     #[arg(long, global = true, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
     #[command(subcommand)]
@@ -167,6 +167,9 @@ pub enum BinlogCmd {
         #[arg(long, default_value = "30s", value_parser = crate::base::parse_duration)]
         lease_ttl: std::time::Duration,
     },
+    /// Re-read every archived segment (SHA-256, size, whole events) and check
+    /// the archive's continuity; exit 4 on a damaged segment or a gap.
+    Verify { job: String },
 }
 
 #[derive(Debug, Args)]
@@ -391,12 +394,16 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
     let Some(file) = cli.metrics_file.clone() else {
         return run_command(cli, cancel, None).await;
     };
+    // The archiver rewrites its own textfile while it runs.
+    if matches!(cli.command, Command::Binlog(_)) {
+        return run_command(cli, cancel, None).await;
+    }
     if !matches!(
         cli.command,
         Command::Backup { .. } | Command::Verify(_) | Command::Prune(_)
     ) {
         return Err(Error::Usage(
-            "--metrics-file applies to backup, verify and prune".into(),
+            "--metrics-file applies to backup, verify, prune and binlog archive".into(),
         ));
     }
     let policy_file = cli.policy.clone();
@@ -788,13 +795,62 @@ async fn run_command(
             scheduler::daemon(cli.policy, cancel, Vec::new()).await?;
             Ok(exit::OK)
         }
+        Command::Binlog(BinlogCmd::Verify { job }) => {
+            let policy = Policy::load(&cli.policy)?;
+            let job = policy.job(&job)?;
+            let catalog = open_catalog(&policy, &keys).await?;
+            let (checks, report) = crate::backup::binlog::commands::verify(
+                &catalog,
+                &job.name,
+                policy.signing_key_file.is_some(),
+            )
+            .await?;
+            let breaks: Vec<_> = report
+                .gaps
+                .iter()
+                .filter(|g| crate::backup::binlog::commands::is_break(&g.kind))
+                .collect();
+            let bad = checks.iter().filter(|c| !c.ok).count();
+            if cli.json {
+                print_json(&serde_json::json!({"segments": checks, "report": report}));
+            } else {
+                for c in checks.iter().filter(|c| !c.ok) {
+                    println!(
+                        "segment {} ({}): FAILED: {}",
+                        c.seq,
+                        c.key,
+                        c.error.as_deref().unwrap_or("")
+                    );
+                }
+                print!("{}", crate::backup::binlog::window::render(&report));
+                println!(
+                    "{} segment(s) checked, {bad} damaged, {} break(s) in the archive",
+                    checks.len(),
+                    breaks.len()
+                );
+            }
+            if bad > 0 || !breaks.is_empty() {
+                return Err(Error::VerifyFailed {
+                    failed: bad + breaks.len(),
+                    total: checks.len(),
+                });
+            }
+            Ok(exit::OK)
+        }
         Command::Binlog(BinlogCmd::Archive { job, lease_ttl }) => {
             let policy = Policy::load(&cli.policy)?;
             let job = policy.job(&job)?;
             let catalog = open_catalog_as(&policy, &keys, true).await?;
             let stats = std::sync::Arc::new(crate::backup::binlog::archive::Stats::default());
-            crate::backup::binlog::commands::archive(&catalog, job, lease_ttl, stats, cancel)
-                .await?;
+            crate::backup::binlog::commands::archive(
+                &catalog,
+                job,
+                lease_ttl,
+                stats,
+                cli.metrics_file.clone(),
+                cancel,
+            )
+            .await?;
             Ok(exit::OK)
         }
         Command::Restore {

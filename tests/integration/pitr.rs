@@ -48,16 +48,9 @@ impl ArchiverProc {
             .open(&log)
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_cexdr"))
-            .args([
-                "--policy",
-                policy.to_str().unwrap(),
-                "-v",
-                "binlog",
-                "archive",
-                job,
-                "--lease-ttl",
-                "3s",
-            ])
+            .args(["--policy", policy.to_str().unwrap(), "-v", "--metrics-file"])
+            .arg(log.with_extension("prom"))
+            .args(["binlog", "archive", job, "--lease-ttl", "3s"])
             .env_remove("CEXDR_POLICY")
             .stdout(Stdio::null())
             .stderr(f)
@@ -236,6 +229,16 @@ fn restore_to_points_in_time_across_archiver_and_server_crashes() {
     write_rows(&p, db, 4000, 10);
     let end = p.gtid_binlog_pos();
     wait_archived(&policy, "ledger", &end, &arch);
+    std::thread::sleep(Duration::from_millis(5500)); // one metrics rewrite
+    let prom = std::fs::read_to_string(dir.path().join("archiver.prom")).unwrap();
+    for want in [
+        "cexdr_binlog_segments_total{cexdr_job=\"ledger\"} ",
+        "cexdr_binlog_lag_seconds{cexdr_job=\"ledger\"} 0\n",
+        "cexdr_binlog_connected{cexdr_job=\"ledger\"} 1",
+        "cexdr_binlog_gap_records{cexdr_job=\"ledger\"} 0",
+    ] {
+        assert!(prom.contains(want), "{want:?} in\n{prom}");
+    }
     assert_eq!(arch.stop(), 0, "{}", arch.log());
 
     let r = pitr_json(&policy, "ledger");
@@ -377,6 +380,15 @@ fn deleted_segment_is_a_gap_and_restores_across_it_are_refused() {
         "{text}"
     );
 
+    let v = cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "binlog",
+        "verify",
+        "gapjob",
+    ]);
+    assert_code(&v, 4);
+    assert!(stdout(&v).contains("1 break(s)"), "{}", stdout(&v));
     let target = MariaDb::start(Options {
         binlog: false,
         ..Options::default()
@@ -413,12 +425,33 @@ fn deleted_segment_is_a_gap_and_restores_across_it_are_refused() {
 #[test]
 fn corrupt_segment_is_refused_before_the_target_is_touched() {
     let (dir, policy, _p, cuts) = small_archive("pitr_bad", "badjob");
+    let v = cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "binlog",
+        "verify",
+        "badjob",
+    ]);
+    assert_code(&v, 0);
     let segs = segment_files(dir.path(), "badjob");
     let victim = &segs[1];
     let mut b = std::fs::read(victim).unwrap();
     let n = b.len();
     b[n / 2] ^= 0xff;
     std::fs::write(victim, b).unwrap();
+    let v = cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "binlog",
+        "verify",
+        "badjob",
+    ]);
+    assert_code(&v, 4);
+    assert!(
+        stdout(&v).contains("segment 2") && stdout(&v).contains("damaged"),
+        "{}",
+        stdout(&v)
+    );
     let target = MariaDb::start(Options {
         binlog: false,
         ..Options::default()
@@ -451,4 +484,156 @@ fn corrupt_segment_is_refused_before_the_target_is_touched() {
         stdout(&o)
     );
     assert_eq!(target.sql("SHOW DATABASES LIKE 'pitr_bad'"), "");
+}
+
+/// A failover mid-archive: the replica is promoted, the job's URL now
+/// points at it, and the archiver follows by GTID on a new timeline; the
+/// window stays continuous and a restore across the switch is exact.
+#[test]
+fn failover_to_a_replica_keeps_the_window_continuous() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = MariaDb::primary();
+    let db = "pitr_fo";
+    p.sql(&format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.ev (id INT PRIMARY KEY, v VARCHAR(40))"
+    ));
+    let r = MariaDb::replica_of(&p);
+    let policy = policy_for(dir.path(), &p, db, "fojob");
+    assert_code(
+        &cexdr(&["--policy", policy.to_str().unwrap(), "backup", "fojob"]),
+        0,
+    );
+    let mut arch = ArchiverProc::start(&policy, "fojob", dir.path().join("archiver.log"));
+    write_rows(&p, db, 0, 50);
+    let before = (quiet_second(), checksum(&p, db));
+    write_rows(&p, db, 100, 50);
+    // Planned switchover: the replica has everything, then takes writes.
+    r.wait_caught_up(&p);
+    wait_archived(&policy, "fojob", &p.gtid_binlog_pos(), &arch);
+    assert_eq!(arch.stop(), 0, "{}", arch.log());
+    p.kill9();
+    r.sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0");
+    // The failover moved the job's address (DNS/VIP): here, the policy.
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, text.replace(&p.url(), &r.url())).unwrap();
+    let mut arch = ArchiverProc::start(&policy, "fojob", dir.path().join("archiver2.log"));
+    write_rows(&r, db, 200, 50);
+    let after = (quiet_second(), checksum(&r, db));
+    write_rows(&r, db, 300, 5);
+    wait_archived(&policy, "fojob", &r.gtid_binlog_pos(), &arch);
+    assert_eq!(arch.stop(), 0, "{}", arch.log());
+    assert!(arch.log().contains("mode=\"gtid\""), "{}", arch.log());
+
+    let rep = pitr_json(&policy, "fojob");
+    assert!(rep["gaps"].as_array().unwrap().is_empty(), "{rep}");
+    let w = rep["windows"].as_array().unwrap();
+    assert_eq!(w.len(), 1, "{rep}");
+    assert_eq!(w[0]["timelines"], serde_json::json!([1, 2]), "{rep}");
+    // The old primary's segments and the new ones live under different timelines.
+    let tl: std::collections::BTreeSet<String> = segment_files(dir.path(), "fojob")
+        .iter()
+        .map(|s| {
+            s.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(tl.len(), 2, "{tl:?}");
+
+    let target = MariaDb::start(Options {
+        binlog: false,
+        ..Options::default()
+    });
+    for (t, sum) in [&before, &after] {
+        let o = restore_until(&policy, "fojob", &t.to_rfc3339(), &target);
+        assert_code(&o, 0);
+        assert_eq!(&checksum(&target, db), sum, "--until {t}\n{}", stdout(&o));
+    }
+}
+
+/// The server purged binlog the archive had not read: exit 1 naming the
+/// file, a gap record that `catalog pitr` shows, and the next run goes on
+/// from the oldest binlog the server still has.
+#[test]
+fn purged_binlog_is_exit_1_and_a_named_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = MariaDb::primary();
+    let db = "pitr_purge";
+    p.sql(&format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.ev (id INT PRIMARY KEY, v VARCHAR(40))"
+    ));
+    let policy = policy_for(dir.path(), &p, db, "pjob");
+    assert_code(
+        &cexdr(&["--policy", policy.to_str().unwrap(), "backup", "pjob"]),
+        0,
+    );
+    let mut arch = ArchiverProc::start(&policy, "pjob", dir.path().join("a1.log"));
+    write_rows(&p, db, 0, 10);
+    wait_archived(&policy, "pjob", &p.gtid_binlog_pos(), &arch);
+    assert_eq!(arch.stop(), 0, "{}", arch.log());
+    // While no archiver runs: more writes, rotation, purge.
+    write_rows(&p, db, 100, 10);
+    p.sql("FLUSH BINARY LOGS");
+    write_rows(&p, db, 200, 10);
+    p.sql("FLUSH BINARY LOGS");
+    let newest = p
+        .sql("SHOW MASTER STATUS")
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
+    p.sql(&format!("PURGE BINARY LOGS TO '{newest}'"));
+    let o = cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "binlog",
+        "archive",
+        "pjob",
+    ]);
+    assert_code(&o, 1);
+    let e = stderr(&o);
+    assert!(
+        e.contains("binlog.000001")
+            && e.contains("is gone from the server")
+            && e.contains("recorded a gap"),
+        "{e}"
+    );
+    let rep = pitr_json(&policy, "pjob");
+    assert!(
+        rep["gaps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["kind"] == "purged"),
+        "{rep}"
+    );
+    // The next run continues from what the server has, on a new timeline.
+    let mut arch = ArchiverProc::start(&policy, "pjob", dir.path().join("a2.log"));
+    write_rows(&p, db, 300, 5);
+    let t0 = Instant::now();
+    loop {
+        let rep = pitr_json(&policy, "pjob");
+        let segs = rep["segments"].as_u64().unwrap();
+        if rep["newest_commit"].is_string()
+            && segs >= 2
+            && arch.log().contains("mode=\"first-binlog\" timeline=2")
+            && rep["gaps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["kind"] == "purged" || g["kind"] == "gtid-hole")
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{rep}\n{}",
+            arch.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(arch.stop(), 0, "{}", arch.log());
 }

@@ -84,12 +84,96 @@ pub struct Stats {
     /// Unix seconds when the last segment became durable.
     pub last_segment_at: AtomicI64,
     pub gaps: AtomicU64,
+    /// Gap records in the store for this job (read at each session start).
+    pub gap_records: AtomicU64,
+    /// Unix seconds since which the archiver has been caught up (a heartbeat
+    /// with everything received stored); 0 while it is behind.
+    pub idle_since: AtomicI64,
+    /// 1 while streaming from the server, 0 while (re)connecting.
+    pub connected: AtomicU64,
 }
 
 impl Stats {
+    /// Archive lag: 0 when caught up (idle server), else now minus the
+    /// newest archived commit; None before anything was archived.
     pub fn lag_seconds(&self, now: DateTime<Utc>) -> Option<i64> {
+        if self.idle_since.load(Ordering::Relaxed) > 0 {
+            return Some(0);
+        }
         let t = self.newest_commit.load(Ordering::Relaxed);
-        (t > 0).then(|| now.timestamp() - t)
+        (t > 0).then(|| (now.timestamp() - t).max(0))
+    }
+
+    /// Prometheus text of the archiver of `job` (node_exporter textfile).
+    pub fn render(&self, job: &str, now: DateTime<Utc>) -> String {
+        use std::fmt::Write;
+        let j = job.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut s = String::new();
+        let mut put = |name: &str, kind: &str, help: &str, v: String| {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{cexdr_job=\"{j}\"}} {v}"
+            );
+        };
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        put(
+            "cexdr_binlog_newest_commit_timestamp_seconds",
+            "gauge",
+            "Commit time of the newest archived transaction (whole seconds).",
+            self.newest_commit.load(Ordering::Relaxed).to_string(),
+        );
+        put(
+            "cexdr_binlog_lag_seconds",
+            "gauge",
+            "Now minus the newest archived commit; 0 while caught up with an idle server.",
+            self.lag_seconds(now)
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "NaN".into()),
+        );
+        put(
+            "cexdr_binlog_segments_total",
+            "counter",
+            "Segments stored by this archiver process.",
+            g(&self.segments),
+        );
+        put(
+            "cexdr_binlog_stored_bytes_total",
+            "counter",
+            "Bytes stored by this archiver process.",
+            g(&self.bytes),
+        );
+        put(
+            "cexdr_binlog_transactions_total",
+            "counter",
+            "Transactions archived by this archiver process.",
+            g(&self.transactions),
+        );
+        put(
+            "cexdr_binlog_reconnects_total",
+            "counter",
+            "Sessions that ended and were retried (server restart, network cut).",
+            g(&self.reconnects),
+        );
+        put(
+            "cexdr_binlog_gap_records",
+            "gauge",
+            "Gap records in the archive (binlog purged before it was read).",
+            (self.gap_records.load(Ordering::Relaxed) + self.gaps.load(Ordering::Relaxed))
+                .to_string(),
+        );
+        put(
+            "cexdr_binlog_connected",
+            "gauge",
+            "1 while streaming from the server.",
+            g(&self.connected),
+        );
+        put(
+            "cexdr_binlog_metrics_timestamp_seconds",
+            "gauge",
+            "When the archiver wrote these metrics.",
+            now.timestamp().to_string(),
+        );
+        s
     }
 }
 
@@ -187,6 +271,10 @@ impl Archiver<'_> {
                     .list(&format!("{}gaps/", segment::job_prefix(&self.job)))
                     .await?;
                 let mut after = false;
+                self.stats.gap_records.store(
+                    objs.iter().filter(|o| o.key.ends_with(".json")).count() as u64,
+                    Ordering::Relaxed,
+                );
                 for o in objs.iter().filter(|o| o.key.ends_with(".json")) {
                     let raw = crate::store::get_bytes(self.cat.store().as_ref(), &o.key).await?;
                     if let Ok(g) = serde_json::from_slice::<segment::GapRecord>(&raw) {
@@ -260,6 +348,7 @@ impl Archiver<'_> {
             Ok(s) => s,
             Err(e) => return self.classify(e, &last, &file, &what).await,
         };
+        self.stats.connected.store(1, Ordering::Relaxed);
         let mut s = Session {
             a: self,
             ident,
@@ -279,7 +368,10 @@ impl Archiver<'_> {
             resumed: Some(mode.to_string()),
             take_gtid_list: mode == "first-binlog",
         };
-        s.stream(stream, cancel, &what, &file).await
+        let r = s.stream(stream, cancel, &what, &file).await;
+        self.stats.connected.store(0, Ordering::Relaxed);
+        self.stats.idle_since.store(0, Ordering::Relaxed);
+        r
     }
 
     /// Maps a dump error: a purged binlog becomes a recorded gap (fatal),
@@ -569,7 +661,18 @@ impl Session<'_, '_> {
         let flags = h.flags_raw();
         let retry = |e: Error| Fail::Retry(e);
         match ty {
-            HEARTBEAT => return Ok(()),
+            HEARTBEAT => {
+                if self.seg.is_none() && !self.in_group {
+                    let st = &self.a.stats;
+                    let _ = st.idle_since.compare_exchange(
+                        0,
+                        Utc::now().timestamp(),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                return Ok(());
+            }
             ROTATE => {
                 // position (8) + name; before the first FDE the library does
                 // not know about the CRC, so the name still carries it.
@@ -722,6 +825,7 @@ impl Session<'_, '_> {
         let mut b = Vec::with_capacity(ev.header().event_size() as usize);
         ev.write(mysql_async::binlog::BinlogVersion::Version4, &mut b)
             .map_err(|e| Error::io("encoding a binlog event", e))?;
+        self.a.stats.idle_since.store(0, Ordering::Relaxed);
         if self.seg.is_none() {
             let start = self
                 .start_hint

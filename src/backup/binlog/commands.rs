@@ -26,7 +26,63 @@ pub const LEASE_TTL: Duration = Duration::from_secs(30);
 /// Runs the job's archiver until `cancel`, holding `<job>@binlog`'s lease
 /// in the store, so that a daemon and a standalone `cexdr binlog archive`
 /// never archive the same job at once (the second gets exit 3).
+/// `metrics_file`: a node_exporter textfile rewritten every 5 s (atomically).
 pub async fn archive(
+    cat: &Catalog,
+    job: &Job,
+    ttl: Duration,
+    stats: Arc<Stats>,
+    metrics_file: Option<std::path::PathBuf>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let writer = metrics_file.map(|path| {
+        let (stats, name, stop) = (stats.clone(), job.name.clone(), cancel.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = write_atomic(&path, &stats.render(&name, Utc::now())) {
+                    tracing::warn!(error = %crate::error::one_line(&e), "could not write the metrics file");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        })
+    });
+    let r = archive_inner(cat, job, ttl, stats, cancel).await;
+    if let Some(w) = writer {
+        w.abort();
+    }
+    r
+}
+
+/// Writes `text` to `path` through a temporary file in the same folder.
+fn write_atomic(path: &std::path::Path, text: &str) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{:08x}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        rand::random::<u32>()
+    ));
+    let res = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map_err(|e| Error::io(format!("writing metrics file {}", path.display()), e))
+}
+
+async fn archive_inner(
     cat: &Catalog,
     job: &Job,
     ttl: Duration,
@@ -189,4 +245,59 @@ pub fn parse_until(time: Option<&str>, gtid: Option<&str>) -> Result<Until> {
 
 pub fn fmt_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// One segment's result in `binlog verify`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SegmentCheck {
+    pub seq: u64,
+    pub key: String,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// `cexdr binlog verify JOB`: re-reads every segment (SHA-256, size, whole
+/// events) and checks continuity; returns the checks and the windows report.
+/// `require_signature`: the policy signs, so an unsigned manifest fails too.
+pub async fn verify(
+    cat: &Catalog,
+    job: &str,
+    require_signature: bool,
+) -> Result<(Vec<SegmentCheck>, Report)> {
+    let a = segment::load(cat, job, true).await?;
+    let mut checks = Vec::new();
+    for s in &a.segments {
+        let r = if !s.artifact_present {
+            Err(Error::Restore(format!(
+                "segment object {} is missing",
+                s.manifest.key
+            )))
+        } else if matches!(&s.signature_status, Some(st) if !st.is_ok()
+            && (require_signature || *st != crate::backup::signing::SigStatus::Unsigned))
+        {
+            Err(Error::Restore(format!(
+                "manifest {} signature: {}",
+                s.manifest_key,
+                s.signature_status
+                    .as_ref()
+                    .map(|x| x.word())
+                    .unwrap_or_default()
+            )))
+        } else {
+            replay::check_one(cat, s).await
+        };
+        checks.push(SegmentCheck {
+            seq: s.manifest.seq,
+            key: s.manifest.key.clone(),
+            ok: r.is_ok(),
+            error: r.err().map(|e| crate::error::one_line(&e)),
+        });
+    }
+    let b = bases(cat, job).await?;
+    Ok((checks, window::report(job, &a, &b)))
+}
+
+/// Gap kinds that mean the archive itself is broken (not merely "take a base").
+pub fn is_break(kind: &str) -> bool {
+    !matches!(kind, "no-base" | "before-archive")
 }

@@ -328,25 +328,64 @@ pub async fn check_segments(cat: &Catalog, a: &Archive, plan: &Plan) -> Result<(
             .iter()
             .find(|s| s.manifest.seq == *seq)
             .expect("planned from this archive");
-        let (mut stream, tally) = open_segment(cat, s).await?;
-        let mut n = 0u64;
-        while let Some(chunk) = stream.next().await {
-            n += chunk
-                .map_err(|e| {
-                    refuse(format!(
-                        "segment {} ({}): the stored object is damaged: {e}",
-                        seq, s.manifest.key
-                    ))
-                })?
-                .len() as u64;
+        check_one(cat, s).await?;
+    }
+    Ok(())
+}
+
+/// Reads one segment: SHA-256 and size of the stored object, decoded size,
+/// binlog magic and whole events.
+pub async fn check_one(cat: &Catalog, s: &Listed) -> Result<()> {
+    let seq = s.manifest.seq;
+    let (mut stream, tally) = open_segment(cat, s).await?;
+    let mut n = 0u64;
+    let mut buf = BytesMut::new();
+    let mut magic = false;
+    while let Some(chunk) = stream.next().await {
+        let c = chunk.map_err(|e| {
+            refuse(format!(
+                "segment {} ({}): the stored object is damaged: {e}",
+                seq, s.manifest.key
+            ))
+        })?;
+        n += c.len() as u64;
+        buf.extend_from_slice(&c);
+        if !magic && buf.len() >= 4 {
+            if buf[..4] != [0xfe, 0x62, 0x69, 0x6e] {
+                return Err(refuse(format!(
+                    "segment {seq} ({}) is not a binlog file",
+                    s.manifest.key
+                )));
+            }
+            buf.advance(4);
+            magic = true;
         }
-        check_tally(s, &tally)?;
-        if n != s.manifest.source_bytes {
-            return Err(refuse(format!(
-                "segment {seq} ({}): decoded {n} bytes, the manifest says {}",
-                s.manifest.key, s.manifest.source_bytes
-            )));
+        while magic && buf.len() >= 19 {
+            let size = u32::from_le_bytes(buf[9..13].try_into().unwrap()) as usize;
+            if size < 19 {
+                return Err(refuse(format!(
+                    "segment {seq} ({}): corrupt event header",
+                    s.manifest.key
+                )));
+            }
+            if buf.len() < size {
+                break;
+            }
+            buf.advance(size);
         }
+    }
+    check_tally(s, &tally)?;
+    if n != s.manifest.source_bytes {
+        return Err(refuse(format!(
+            "segment {seq} ({}): decoded {n} bytes, the manifest says {}",
+            s.manifest.key, s.manifest.source_bytes
+        )));
+    }
+    if !buf.is_empty() || !magic {
+        return Err(refuse(format!(
+            "segment {seq} ({}) ends inside an event (truncated)",
+            s.manifest.key
+        )));
     }
     Ok(())
 }
