@@ -28,20 +28,24 @@ fn need(tool: &str) {
     );
 }
 
-/// A tmux server of its own (own socket): never touches anyone's sessions.
+/// A tmux server of its own (socket in a private folder): never touches
+/// anyone's sessions, and leaves nothing behind.
 struct Tmux {
     socket: String,
+    _dir: tempfile::TempDir,
 }
 
 impl Tmux {
     fn run(script: &str) -> Tmux {
         need("tmux");
+        let dir = tempfile::tempdir().unwrap();
         let t = Tmux {
-            socket: format!("cexdr-test-{:08x}", rand::random::<u32>()),
+            socket: dir.path().join("tmux").display().to_string(),
+            _dir: dir,
         };
         let st = Command::new("tmux")
             .args([
-                "-L",
+                "-S",
                 &t.socket,
                 "-f",
                 "/dev/null",
@@ -67,7 +71,7 @@ impl Tmux {
     fn screen(&self) -> String {
         let o = Command::new("tmux")
             .args([
-                "-L",
+                "-S",
                 &self.socket,
                 "capture-pane",
                 "-p",
@@ -101,7 +105,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
+            .args(["-S", &self.socket, "kill-server"])
             .status();
     }
 }
