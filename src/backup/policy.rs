@@ -528,6 +528,9 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
             if part_size < 5 << 20 {
                 return Err(err("part-size", "S3 parts must be at least 5MiB".into()));
             }
+            if part_size > 5 << 30 {
+                return Err(err("part-size", "S3 parts must be at most 5GiB".into()));
+            }
             if let Some(sse) = &s.sse {
                 if sse != "AES256" && sse != "aws:kms" {
                     return Err(err("sse", format!("{sse:?} is not AES256 or aws:kms")));

@@ -1,4 +1,6 @@
 //! The command line: one arm per subcommand, each a call into the library.
+mod failover;
+
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
@@ -10,6 +12,10 @@ use crate::backup::policy::{Keep, Policy, SourceSpec, StoreSpec};
 use crate::backup::{lease, metrics, prune, restore, run, scheduler, verify};
 use crate::error::{exit, one_line, Error, Result};
 use crate::store;
+use crate::store::LOCAL_TEMP_FILE;
+
+pub mod completions;
+pub mod progress;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -18,6 +24,8 @@ Exit codes:
   2    usage or configuration error (bad flags, invalid policy)
   3    another run holds the job's lock
   4    verification failed
+  10   failover refused: the primary still answers (nothing changed)
+  11   a failover step failed (the journal names it; --resume continues)
   130  interrupted (Ctrl-C / SIGTERM); nothing half-written is left";
 
 #[derive(Debug, Parser)]
@@ -134,6 +142,17 @@ pub enum Command {
     Prune(PruneArgs),
     /// Run every job on its schedule (see [daemon] in the policy).
     Daemon,
+    /// Print a shell completion script (docs/operations.md says where it goes).
+    Completions {
+        #[arg(value_enum)]
+        shell: completions::Shell,
+    },
+    /// Write man pages: cexdr.1 and one per subcommand (cexdr-backup.1, ...).
+    Manpage {
+        /// Folder to write them to (created if missing).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// The continuous binlog archive of mysql jobs (PITR, docs/pitr.md).
     #[command(subcommand)]
     Binlog(BinlogCmd),
@@ -177,6 +196,10 @@ pub struct FailoverArgs {
     /// Journal and lock folder (default: the runbook's state-dir).
     #[arg(long, env = "CEXDR_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Promote a replica although it lacks more than the step's
+    /// `max-data-loss` (journaled with who and when).
+    #[arg(long)]
+    pub accept_data_loss: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,9 +313,15 @@ pub fn init_tracing(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CEXDR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    progress::init(progress::mode(
+        cli.json,
+        cli.quiet,
+        cli.log_format,
+        progress::on_terminals(),
+    ));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = match cli.log_format {
@@ -341,7 +370,8 @@ async fn open_catalog_as(policy: &Policy, cli: &CliKeys, sign: bool) -> Result<C
     };
     Ok(Catalog::new(store::build(&policy.store).await?)
         .with_identities(ids)
-        .with_signer(signer))
+        .with_signer(signer)
+        .with_progress(progress::current()))
 }
 
 /// The decryption inputs of the command line.
@@ -417,6 +447,8 @@ async fn run_command(
         passphrase_env: cli.passphrase_env.clone(),
     };
     match cli.command {
+        Command::Completions { shell } => completions::print(shell),
+        Command::Manpage { out } => completions::manpages(&out),
         Command::Policy(PolicyCmd::Check { file }) => {
             let file = file.unwrap_or(cli.policy);
             let p = Policy::load(&file)?;
@@ -452,7 +484,7 @@ async fn run_command(
             print!("{}", rb.describe());
             Ok(exit::OK)
         }
-        Command::Failover(args) => failover(args, cli.json, cancel).await,
+        Command::Failover(args) => failover::command(args, cli.json, cancel).await,
         Command::Backup { jobs, all } => {
             let policy = Policy::load(&cli.policy)?;
             let selected: Vec<_> = if all {
@@ -541,9 +573,8 @@ async fn run_command(
             };
             let policy = Policy::load(&cli.policy)?;
             let catalog = open_catalog(&policy, &keys).await?;
-            let entries: Vec<Entry> = catalog
-                .list(job.as_deref())
-                .await?
+            let (listed, damaged) = catalog.scan(job.as_deref()).await?;
+            let entries: Vec<Entry> = listed
                 .into_iter()
                 .filter(|e| {
                     kind.as_deref()
@@ -553,9 +584,17 @@ async fn run_command(
                 .filter(|e| since.map(|s| e.manifest.started_at >= s).unwrap_or(true))
                 .collect();
             if cli.json {
-                print_json(&entries.iter().map(Entry::to_json).collect::<Vec<_>>());
+                let rows = entries.iter().map(Entry::to_json);
+                print_json(
+                    &rows
+                        .chain(damaged.iter().map(|d| d.to_json()))
+                        .collect::<Vec<_>>(),
+                );
             } else {
                 print!("{}", list_table(&entries));
+                for d in &damaged {
+                    println!("DAMAGED {}: {}", d.folder, d.error);
+                }
             }
             Ok(exit::OK)
         }
@@ -685,17 +724,17 @@ async fn run_command(
         Command::Verify(args) => {
             let policy = Policy::load(&cli.policy)?;
             let catalog = open_catalog_as(&policy, &keys, true).await?;
-            let entries: Vec<Entry> = if args.all {
-                catalog.list(None).await?
+            let (entries, damaged): (Vec<Entry>, _) = if args.all {
+                catalog.scan(None).await?
             } else if let Some(job) = &args.job {
                 policy.job(job)?;
-                catalog.list(Some(job)).await?
+                catalog.scan(Some(job)).await?
             } else if !args.ids.is_empty() {
                 let mut v = Vec::new();
                 for id in &args.ids {
                     v.push(catalog.find(id).await?);
                 }
-                v
+                (v, Vec::new())
             } else {
                 return Err(Error::Usage("name backup ids, --job JOB or --all".into()));
             };
@@ -736,10 +775,18 @@ async fn run_command(
             if cli.json {
                 print_json(&records);
             }
-            if failed > 0 {
+            // A folder that cannot be read is a failed verification, named.
+            for d in &damaged {
+                if cli.json {
+                    eprintln!("cexdr: damaged backup folder {}: {}", d.folder, d.error);
+                } else {
+                    println!("{}: DAMAGED: {}", d.folder, d.error);
+                }
+            }
+            if failed + damaged.len() > 0 {
                 return Err(Error::VerifyFailed {
-                    failed,
-                    total: entries.len(),
+                    failed: failed + damaged.len(),
+                    total: entries.len() + damaged.len(),
                 });
             }
             if entries.is_empty() && !cli.json {
@@ -888,43 +935,6 @@ async fn run_command(
     }
 }
 
-async fn failover(args: FailoverArgs, json: bool, cancel: CancellationToken) -> Result<i32> {
-    use crate::failover::engine;
-    if let Some(FailoverCmd::Status {
-        run,
-        runbook,
-        state_dir,
-    }) = args.cmd
-    {
-        let rb = engine::load(&runbook, state_dir.as_deref())?;
-        let dir = crate::failover::journal::runbook_dir(&rb.state_dir, &rb.name);
-        let r = engine::status(&dir, run.as_deref())?;
-        if json {
-            print_json(&engine::status_json(&r));
-        } else {
-            print!("{}", engine::status_text(&r));
-        }
-        return Ok(exit::OK);
-    }
-    let Some(file) = args.runbook else {
-        return Err(Error::Usage("failover needs --runbook FILE".into()));
-    };
-    let rb = engine::load(&file, args.state_dir.as_deref())?;
-    let opts = engine::Options {
-        yes: args.yes,
-        dry_run: args.dry_run,
-        force: args.force,
-        resume: args.resume.map(|r| Some(r).filter(|r| !r.is_empty())),
-        state_dir: args.state_dir,
-        json,
-    };
-    let doc = engine::failover(&rb, &opts, cancel).await?;
-    if json {
-        print_json(&doc);
-    }
-    Ok(exit::OK)
-}
-
 async fn prune_command(
     policy_file: &std::path::Path,
     json: bool,
@@ -1025,7 +1035,29 @@ async fn prune_command(
             "stale_uploads": uploads,
         }));
     } else {
-        for u in &uploads.aborted {
+        for u in uploads
+            .aborted
+            .iter()
+            .filter(|u| u.upload_id == LOCAL_TEMP_FILE)
+        {
+            println!(
+                "leftover temporary file {} (last written {}): {}",
+                u.key,
+                u.initiated
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "?".into()),
+                if args.dry_run {
+                    "would be removed"
+                } else {
+                    "removed"
+                }
+            );
+        }
+        for u in uploads
+            .aborted
+            .iter()
+            .filter(|u| u.upload_id != LOCAL_TEMP_FILE)
+        {
             println!(
                 "stale upload {} (started {}): {}",
                 u.key,
