@@ -6,7 +6,7 @@
 //! streams. Lane 0 also creates the schema first and, once every lane has
 //! read every byte and the checksums matched, the routines, views, triggers
 //! and events. Memory stays flat: a lane holds at most one 8 MiB batch.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -756,7 +756,7 @@ async fn compare(
                 bad.push(format!("table {old}.{name} is missing after the restore"));
             }
         }
-        for t in &restored {
+        for t in restored.iter().filter(|t| t.has_data()) {
             let Some(w) = want.get(&t.name) else {
                 bad.push(format!(
                     "table {old}.{} was restored but is not in the manifest",
@@ -787,7 +787,62 @@ async fn compare(
     checks.push(format!(
         "{tables} tables, {rows_total} rows: counts and row digests compared with the manifest"
     ));
+    match m.details.get("definitions").and_then(|d| d.as_object()) {
+        None => checks.push(
+            "the manifest has no object fingerprints (made by an older cexdr): views, routines, triggers, events and sequences not compared".into(),
+        ),
+        Some(recorded) => {
+            let mut n = 0;
+            for (old, scratch) in map {
+                let want: BTreeMap<String, String> = recorded
+                    .get(old)
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or_default();
+                let got = definitions(conn, scratch).await?;
+                for (label, fp) in &want {
+                    match got.get(label) {
+                        None => bad.push(format!("{old}: {label} is missing after the restore")),
+                        Some(g) if g != fp => bad.push(format!(
+                            "{old}: {label} differs from the backup (definition, character set, collation, SQL mode or position)"
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                for label in got.keys().filter(|l| !want.contains_key(*l)) {
+                    bad.push(format!("{old}: {label} was restored but is not in the manifest"));
+                }
+                n += want.len();
+            }
+            checks.push(format!(
+                "{n} views, routines, triggers, events and sequences: definitions and creation contexts compared with the manifest"
+            ));
+        }
+    }
     Ok((checks, bad))
+}
+
+/// Fingerprints of every object of `db` as it is now (see `dump::fingerprint`).
+async fn definitions(conn: &mut Conn, db: &str) -> Result<BTreeMap<String, String>> {
+    let o = dump::list_objects(conn, &[db.to_owned()], &[]).await?;
+    exec(
+        conn,
+        &format!("using database {db}"),
+        &format!("USE {}", ident(db)),
+    )
+    .await?;
+    let mut out = BTreeMap::new();
+    for obj in o
+        .views
+        .iter()
+        .chain(&o.routines)
+        .chain(&o.triggers)
+        .chain(&o.events)
+        .chain(&o.sequences)
+    {
+        let body = dump::show_create(conn, obj).await?;
+        out.insert(obj.label(), dump::fingerprint(obj, &body));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
