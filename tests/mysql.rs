@@ -100,6 +100,22 @@ fn checksums(db: &str) -> Vec<(String, String)> {
     out
 }
 
+/// `SHOW CREATE TABLE` of every base table of `db`.
+fn creates(db: &str) -> String {
+    let tables = sql(&format!(
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1"
+    ));
+    tables
+        .lines()
+        .map(|t| {
+            sql(&format!(
+                "SHOW CREATE TABLE `{db}`.`{}`",
+                t.replace('`', "``")
+            ))
+        })
+        .collect()
+}
+
 fn objects(db: &str) -> String {
     sql(&format!(
         "SELECT 'view', TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '{db}'
@@ -156,7 +172,12 @@ CREATE TABLE `order` (id INT PRIMARY KEY, note VARCHAR(10)) PARTITION BY RANGE (
 INSERT INTO `order` VALUES (1, 'low'), (500, 'high');
 CREATE TABLE nopk (a INT, b VARCHAR(5)) ENGINE=InnoDB;
 INSERT INTO nopk VALUES (1, 'x'), (1, 'x'), (NULL, NULL);
-CREATE TABLE empty_one (id INT PRIMARY KEY) ENGINE=InnoDB;
+CREATE TABLE empty_one (id INT PRIMARY KEY, k INT, KEY k (k)) ENGINE=InnoDB;
+CREATE TABLE keyed (id INT AUTO_INCREMENT PRIMARY KEY, email VARCHAR(50) NOT NULL, u INT, note TEXT,
+  UNIQUE KEY email (email), KEY by_u (u DESC, id) COMMENT 'k, ey', KEY pfx (note(10)) IGNORED, FULLTEXT KEY ft (note)) ENGINE=InnoDB AUTO_INCREMENT=50;
+INSERT INTO keyed (id, email, u, note) VALUES (1, 'a@x', 3, 'one'), (2, 'b@x', NULL, NULL), (7, 'c@x', 3, 'three');
+CREATE TABLE auto_second (id INT NOT NULL, n INT AUTO_INCREMENT, PRIMARY KEY (id), KEY n (n), KEY other (id, n)) ENGINE=InnoDB;
+INSERT INTO auto_second (id) VALUES (10), (20);
 CREATE TABLE myisam_one (id INT PRIMARY KEY, v VARCHAR(5)) ENGINE=MyISAM;
 INSERT INTO myisam_one VALUES (1, 'm');
 CREATE VIEW v_top AS SELECT * FROM v_mid WHERE id > 0;
@@ -234,12 +255,16 @@ fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
     assert_code(&o, 0);
     // Every row went in through the LOAD DATA fast path.
     assert!(
-        stdout(&o).contains(" 11 rows bulk-loaded"),
+        stdout(&o)
+            .contains(" 16 rows bulk-loaded, secondary keys of 3 tables built after their rows"),
         "{}",
         stdout(&o)
     );
     assert_eq!(checksums(&copy), before, "cexdr restore changed data");
     assert_eq!(objects(&copy), objs);
+    // Secondary keys added after the rows: the definitions are the same.
+    assert_eq!(creates(&copy), creates(&db));
+    assert!(creates(&db).contains("KEY `by_u` (`u` DESC,`id`) COMMENT 'k, ey'"));
     assert_eq!(
         sql(&format!(
             "SELECT hidden FROM `{copy}`.everything ORDER BY id"

@@ -111,6 +111,136 @@ fn rewrite_db(stmt: &[u8], map: &[(String, String)]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A CREATE TABLE whose secondary keys are held back until its rows are
+/// loaded (issue 15): InnoDB then builds each by one sort instead of
+/// maintaining it row by row, as myloader's optimize-keys does.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Deferred {
+    /// The statement to run instead (primary key and every other line kept).
+    pub create: Vec<u8>,
+    /// `ADD KEY …, ADD UNIQUE KEY …` in their original order.
+    pub add: String,
+}
+
+/// Splits the secondary `KEY`/`UNIQUE KEY` lines off a `SHOW CREATE TABLE`
+/// statement. Only the plain case is touched: InnoDB, a primary key, no
+/// foreign keys, partitions, generated columns or system versioning, and
+/// never the key an AUTO_INCREMENT column needs; FULLTEXT and SPATIAL keys
+/// stay. Anything else runs as written (None).
+pub fn defer_keys(stmt: &[u8]) -> Option<Deferred> {
+    let text = std::str::from_utf8(stmt).ok()?;
+    if !text.starts_with("CREATE TABLE `") {
+        return None;
+    }
+    let lines: Vec<&str> = text.split('\n').collect();
+    if lines.len() < 3 || !lines[0].ends_with(" (") {
+        return None;
+    }
+    let tail = lines[lines.len() - 1];
+    let body = &lines[1..lines.len() - 1];
+    if !tail.starts_with(") ENGINE=InnoDB")
+        || tail.contains("PARTITION BY")
+        || tail.contains("WITH SYSTEM VERSIONING")
+        || !body.iter().any(|l| l.starts_with("  PRIMARY KEY ("))
+        || body.iter().any(|l| {
+            l.contains(" FOREIGN KEY ")
+                || l.contains(" GENERATED ALWAYS AS ")
+                || l.contains(" WITH SYSTEM VERSIONING")
+                || !l.starts_with("  ")
+        })
+    {
+        return None;
+    }
+    let auto_inc: Option<&str> = body
+        .iter()
+        .find(|l| l.starts_with("  `") && l.contains(" AUTO_INCREMENT"))
+        .and_then(|l| l[2..].split_once("` ").map(|(c, _)| &c[..]))
+        .map(|c| &c[..]);
+    let mut keep = Vec::new();
+    let mut add = Vec::new();
+    for l in body {
+        let line = l.trim_end_matches(',');
+        let key = line.starts_with("  KEY `") || line.starts_with("  UNIQUE KEY `");
+        // The first key column, to keep the key an AUTO_INCREMENT column needs.
+        let first_col = line
+            .split_once(" (`")
+            .and_then(|(_, r)| r.split_once('`'))
+            .map(|(c, _)| c);
+        let needed = match (auto_inc, first_col) {
+            (Some(a), Some(c)) => format!("`{c}") == a,
+            _ => false,
+        };
+        if key && first_col.is_some() && !needed {
+            add.push(format!("ADD {}", line.trim_start()));
+        } else {
+            keep.push(line);
+        }
+    }
+    if add.is_empty() {
+        return None;
+    }
+    let mut create = String::with_capacity(text.len());
+    create.push_str(lines[0]);
+    create.push('\n');
+    create.push_str(&keep.join(",\n"));
+    create.push('\n');
+    create.push_str(tail);
+    Some(Deferred {
+        create: create.into_bytes(),
+        add: add.join(", "),
+    })
+}
+
+/// Adds the held-back keys of `key` (if any) and checks that the table's
+/// definition is again exactly the backup's.
+async fn add_deferred(
+    conn: &mut Conn,
+    shared: &Shared,
+    key: &(String, String),
+    map: &[(String, String)],
+) -> Result<()> {
+    let Some((d, original)) = shared.deferred.lock().unwrap().remove(key) else {
+        return Ok(());
+    };
+    let db = map
+        .iter()
+        .find(|(o, _)| *o == key.0)
+        .map(|(_, n)| n.as_str())
+        .unwrap_or(&key.0);
+    let table = format!("{}.{}", ident(db), ident(&key.1));
+    conn.query_drop(format!("ALTER TABLE {table} {}", d.add))
+        .await
+        .map_err(|e| {
+            Error::Restore(format!(
+                "adding the secondary keys of {}.{} after its rows: {}",
+                key.0,
+                key.1,
+                explain(&e)
+            ))
+        })?;
+    let now = rows(
+        conn,
+        "reading the restored definition",
+        &format!("SHOW CREATE TABLE {table}"),
+    )
+    .await?;
+    let now = now
+        .first()
+        .and_then(|r| r.get(1).cloned().flatten())
+        .unwrap_or_default();
+    shared.keys_added.fetch_add(1, Ordering::Relaxed);
+    if now.as_bytes() != original.as_slice() {
+        return Err(Error::Restore(format!(
+            "{}.{}: after its secondary keys were added back, SHOW CREATE TABLE differs from the backup's definition:\n{}\n---\n{}",
+            key.0,
+            key.1,
+            String::from_utf8_lossy(&original),
+            now
+        )));
+    }
+    Ok(())
+}
+
 async fn session(conn: &mut Conn) -> Result<()> {
     exec(
         conn,
@@ -133,6 +263,7 @@ enum Phase {
 #[derive(Default, Debug)]
 struct Counts {
     statements: u64,
+    keys_after: u64,
     loaded_rows: u64,
     data_sections: u64,
 }
@@ -317,6 +448,10 @@ struct Shared {
     error: Mutex<Option<Error>>,
     schema_done: tokio::sync::watch::Sender<bool>,
     loaded_rows: AtomicU64,
+    /// Tables created without their secondary keys, by (backup db, table):
+    /// the keys and the original CREATE TABLE.
+    deferred: Mutex<HashMap<(String, String), (Deferred, Vec<u8>)>>,
+    keys_added: AtomicU64,
 }
 
 impl Shared {
@@ -381,6 +516,7 @@ async fn lane(
     let mut job_bytes = 0usize;
     let mut current_use: Option<Vec<u8>> = None;
     let mut schema_rx = shared.schema_done.subscribe();
+    let mut schema_db = String::new();
     let mut ended = false;
     let mysql =
         |what: &str, e: mysql_async::Error| Error::Restore(format!("{what}: {}", explain(&e)));
@@ -451,6 +587,13 @@ async fn lane(
                     if table != current && in_txn {
                         conn.query_drop("COMMIT").await.map_err(|e| mysql("committing", e))?;
                         in_txn = false;
+                        if let Some(done) = &current {
+                            add_deferred(&mut conn, shared, done, map).await?;
+                        }
+                    }
+                    if kind == "schema" {
+                        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                        schema_db = v["db"].as_str().unwrap_or("").to_owned();
                     }
                     if kind == "data" {
                         out.counts.data_sections += 1;
@@ -475,8 +618,14 @@ async fn lane(
                         Phase::Header | Phase::End => {}
                         Phase::Schema => {
                             if let Some(ctl) = ctl.as_deref_mut() {
-                                let s = rewrite_db(&s, map).unwrap_or(s);
+                                let mut s = rewrite_db(&s, map).unwrap_or(s);
                                 out.counts.statements += 1;
+                                if let Some(d) = defer_keys(&s) {
+                                    if let Some((t, _)) = parse_ident(&s[b"CREATE TABLE ".len()..]) {
+                                        let original = std::mem::replace(&mut s, d.create.clone());
+                                        shared.deferred.lock().unwrap().insert((schema_db.clone(), t), (d, original));
+                                    }
+                                }
                                 ctl.query_drop(s.as_slice()).await.map_err(|e| {
                                     Error::Restore(format!(
                                         "creating the schema (`{}`): {}",
@@ -535,6 +684,9 @@ async fn lane(
         conn.query_drop("COMMIT")
             .await
             .map_err(|e| mysql("committing", e))?;
+        if let Some(done) = &current {
+            add_deferred(&mut conn, shared, done, map).await?;
+        }
     }
     if k == 0 {
         let _ = shared.schema_done.send(true);
@@ -569,6 +721,8 @@ async fn run(
         error: Mutex::new(None),
         schema_done,
         loaded_rows: AtomicU64::new(0),
+        deferred: Mutex::new(HashMap::new()),
+        keys_added: AtomicU64::new(0),
     };
     let mut conns = Vec::new();
     for _ in 0..threads {
@@ -603,6 +757,11 @@ async fn run(
         let o = r?;
         out.counts.statements += o.counts.statements;
     }
+    // Tables no lane loaded (empty or without a data section) get their keys here.
+    let left: Vec<(String, String)> = shared.deferred.lock().unwrap().keys().cloned().collect();
+    for key in left {
+        add_deferred(ctl, &shared, &key, map).await?;
+    }
     for s in &out.post {
         ctl.query_drop(s.as_slice()).await.map_err(|e| {
             Error::Restore(format!(
@@ -614,6 +773,7 @@ async fn run(
     }
     let mut counts = out.counts;
     counts.loaded_rows = shared.loaded_rows.load(Ordering::Relaxed);
+    counts.keys_after = shared.keys_added.load(Ordering::Relaxed);
     Ok(counts)
 }
 
@@ -655,12 +815,13 @@ pub async fn restore(
         })
         .collect();
     Ok(format!(
-        "restored backup {} into {} ({}; {} statements, {} rows bulk-loaded, {} data sections on {} connections) in {:.1} s",
+        "restored backup {} into {} ({}; {} statements, {} rows bulk-loaded, secondary keys of {} tables built after their rows, {} data sections on {} connections) in {:.1} s",
         m.id,
         server.describe(),
         names.join(", "),
         counts.statements,
         counts.loaded_rows,
+        counts.keys_after,
         counts.data_sections,
         threads,
         t0.elapsed().as_secs_f64()
@@ -848,6 +1009,38 @@ async fn definitions(conn: &mut Conn, db: &str) -> Result<BTreeMap<String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secondary_keys_are_held_back_only_in_the_plain_case() {
+        let t = "CREATE TABLE `orders` (\n  `id` bigint(20) NOT NULL AUTO_INCREMENT,\n  `user_id` bigint(20) NOT NULL,\n  `email` varchar(191) NOT NULL,\n  `body` text DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `email` (`email`),\n  KEY `idx_user` (`user_id`,`id`) COMMENT 'x, y',\n  KEY `by_id` (`id`),\n  FULLTEXT KEY `ft` (`body`)\n) ENGINE=InnoDB AUTO_INCREMENT=5 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci";
+        let d = defer_keys(t.as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8(d.create).unwrap(),
+            "CREATE TABLE `orders` (\n  `id` bigint(20) NOT NULL AUTO_INCREMENT,\n  `user_id` bigint(20) NOT NULL,\n  `email` varchar(191) NOT NULL,\n  `body` text DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `by_id` (`id`),\n  FULLTEXT KEY `ft` (`body`)\n) ENGINE=InnoDB AUTO_INCREMENT=5 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"
+        );
+        assert_eq!(
+            d.add,
+            "ADD UNIQUE KEY `email` (`email`), ADD KEY `idx_user` (`user_id`,`id`) COMMENT 'x, y'"
+        );
+        // Foreign keys, partitions, no primary key, other engines: as written.
+        for odd in [
+            t.replace(
+                "  FULLTEXT KEY `ft` (`body`)",
+                "  CONSTRAINT `fk` FOREIGN KEY (`user_id`) REFERENCES `users` (`id`)",
+            ),
+            t.replace("  PRIMARY KEY (`id`),\n", ""),
+            t.replace("ENGINE=InnoDB", "ENGINE=MyISAM"),
+            format!("{t}\n PARTITION BY HASH (`id`)\nPARTITIONS 2"),
+            t.replace(
+                "`body` text DEFAULT NULL",
+                "`body` text GENERATED ALWAYS AS (`email`) VIRTUAL",
+            ),
+            "CREATE TABLE `p` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB"
+                .into(),
+        ] {
+            assert_eq!(defer_keys(odd.as_bytes()), None, "{odd}");
+        }
+    }
 
     #[test]
     fn database_names_are_rewritten_only_in_use_and_create_database() {
