@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tool overhead of a whole failover runbook (check-primary, fence, scale-up,
 # dns-switch, verify, notify, exec + start/end notifications on Slack, a
-# webhook and SMTP) against the local fakes of tests/failover.rs, with every
+# webhook and SMTP) against the local fakes of tests/integration/failover.rs, with every
 # wait satisfied at once. Prints the median wall time next to the anchor
 # measured in the same run (`cexdr runbook check`: process start + parse).
 # Needs the dev services (MariaDB for the verify step, aiosmtpd's python):
@@ -11,5 +11,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 args=()
 [[ "${PROFILE:-debug}" == release ]] && args+=(--release)
-cargo test "${args[@]}" --test failover bench_full_runbook_overhead -- --ignored --nocapture 2>&1 \
+cargo test "${args[@]}" --test integration failover::bench_full_runbook_overhead -- --ignored --nocapture 2>&1 \
   | grep -E '^(failover|anchor|ratio)'

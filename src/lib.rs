@@ -1,26 +1,34 @@
 //! cexdr: backup and disaster recovery for an exchange's MySQL, Redis and
 //! config folders. The binary (`src/main.rs`) is a thin edge over this library.
-pub mod backup;
-pub mod catalog;
-pub mod cli;
-pub mod engine;
+//!
+//! Two flows, each in its own folder; they share only the layers below them:
+//!
+//! ```text
+//! Backup:   policy ─► source ─► pipeline (compress → [encrypt] → sha256) ─► store ─► catalog (manifest LAST)
+//! Prune:    catalog list ─► retention::plan(now) ─► dry-run print │ delete artifact, then manifest
+//! Daemon:   cron tick │ shutdown ─► lease ─► backup ─► prune ─► metrics
+//!           (all of it in `backup/`)
+//!
+//! Failover: runbook ─► engine ─► step (check-primary → fence → dns → scale → verify → notify) ─► journal
+//!                        ▲                                                                  │
+//!                        └──────────── resume: skip steps the journal marks done ◄──────────┘
+//!           (all of it in `failover/`)
+//! ```
+//!
+//! Imports point one way (checked by `scripts/layering`):
+//! `main → cli → {backup, failover} → {store, pipeline, notify} → base → error`.
+//! `backup` and `failover` never import each other; `store`, `pipeline` and
+//! `backup::source` never import the policy (each family owns its spec type,
+//! the policy parser imports them). See docs/architecture.md.
+pub mod base;
 pub mod error;
-pub mod journal;
-pub mod lock;
-pub mod metrics;
 pub mod notify;
 pub mod pipeline;
-pub mod policy;
-pub mod prune;
-pub mod restore;
-pub mod retention;
-pub mod runbook;
-pub mod scheduler;
-pub mod source;
-pub mod step;
 pub mod store;
-pub mod verify;
+
+pub mod backup;
+pub mod failover;
+
+pub mod cli;
 
 pub use error::{Error, Result};
-pub mod encryption;
-pub mod signing;

@@ -1,23 +1,38 @@
 //! Where artifacts and manifests live. A store knows nothing about backups:
 //! it moves byte streams under keys. One function (`build`) picks the backend.
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use crate::base::ByteStream;
 use crate::error::{Error, Result};
-use crate::policy::StoreSpec;
+pub use s3::S3Spec;
+
+/// S3 Object Lock retention set on every artifact and manifest at upload.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ObjectLock {
+    /// GOVERNANCE or COMPLIANCE.
+    pub mode: String,
+    pub days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreSpec {
+    Local { path: PathBuf },
+    S3(S3Spec),
+}
 
 pub mod local;
 pub mod memory;
 pub mod s3;
-
-/// A stream of byte chunks; errors travel as `io::Error` (typed errors inside).
-pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {

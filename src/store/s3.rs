@@ -18,10 +18,25 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
+use super::ObjectLock;
 use super::{check_key, ByteStream, ObjectMeta, PendingUpload, Store};
 use crate::error::{Error, Result};
-use crate::policy::S3Spec;
 use chrono::{DateTime, Utc};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Spec {
+    pub bucket: String,
+    pub prefix: String,
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub path_style: bool,
+    pub storage_class: Option<String>,
+    pub sse: Option<String>,
+    pub kms_key_id: Option<String>,
+    pub part_size: u64,
+    pub upload_concurrency: usize,
+    pub object_lock: Option<ObjectLock>,
+}
 
 /// S3 allows at most 10,000 parts of at most 5 GiB.
 const MAX_PART: u64 = 5 << 30;

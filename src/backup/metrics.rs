@@ -1,0 +1,335 @@
+//! Prometheus metrics: kept in memory by the daemon and served on
+//! `/metrics`, or written once to a node_exporter textfile
+//! (`--metrics-file`) by one-shot commands. Catalog-derived values (last
+//! success, sizes, verification) are refreshed from the catalog, so they
+//! survive restarts and are the same whichever host ran the backup.
+//!
+//! The job label is `cexdr_job`, not `job`: Prometheus sets `job` on every
+//! scraped series (the scrape job) and would rename ours to `exported_job`.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::backup::catalog::{Entry, Manifest, Status};
+use crate::backup::policy::{DaemonSpec, Policy};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Default, Clone)]
+struct JobMetrics {
+    last_success: Option<DateTime<Utc>>,
+    last_failure: Option<DateTime<Utc>>,
+    last_duration: Option<f64>,
+    source_bytes: Option<u64>,
+    stored_bytes: Option<u64>,
+    runs_total: u64,
+    failures_total: u64,
+    prune_errors_total: u64,
+    running: bool,
+    interval_seconds: Option<f64>,
+    catalog_backups: u64,
+    catalog_stored_bytes: u64,
+    last_verification: Option<DateTime<Utc>>,
+    last_verification_ok: Option<bool>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: BTreeMap<String, JobMetrics>,
+    started: Option<DateTime<Utc>>,
+    catalog_refresh_errors: u64,
+    /// Failed notification deliveries, by channel.
+    notification_failures: BTreeMap<String, u64>,
+    /// Per-job output only (no process-wide series).
+    jobs_only: bool,
+}
+
+/// Shared, cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    state: Arc<Mutex<State>>,
+}
+
+/// The longest gap between consecutive runs over the next 50 runs: the
+/// "interval" the missing-backup alert multiplies by 1.5.
+pub fn schedule_interval(
+    policy: &Policy,
+    job: &crate::backup::policy::Job,
+    now: DateTime<Utc>,
+) -> Option<f64> {
+    let s = job.schedule.as_ref()?;
+    let times: Vec<_> = s.after_in(policy.daemon.timezone, now).take(51).collect();
+    times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).num_seconds() as f64)
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Metrics::default()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock().expect("metrics lock"))
+    }
+
+    /// Declares the policy's jobs (so that every job has series, even before
+    /// its first run) and their schedule intervals; forgets removed jobs.
+    pub fn set_policy(&self, policy: &Policy, now: DateTime<Utc>) {
+        self.with(|s| {
+            s.started.get_or_insert(now);
+            s.jobs
+                .retain(|name, _| policy.jobs.iter().any(|j| &j.name == name));
+            for j in &policy.jobs {
+                s.jobs.entry(j.name.clone()).or_default().interval_seconds =
+                    schedule_interval(policy, j, now);
+            }
+        })
+    }
+
+    /// Keeps only these jobs' series, and no process-wide ones: a one-shot
+    /// run writes the jobs it ran, so that per-job textfiles never repeat a
+    /// series (node_exporter rejects duplicates across files).
+    pub fn retain_jobs(&self, jobs: &[String]) {
+        self.with(|s| {
+            s.jobs.retain(|name, _| jobs.contains(name));
+            s.jobs_only = true;
+        })
+    }
+
+    pub fn started(&self, job: &str) {
+        self.with(|s| s.jobs.entry(job.into()).or_default().running = true)
+    }
+
+    pub fn succeeded(&self, m: &Manifest, seconds: f64) {
+        self.with(|s| {
+            let j = s.jobs.entry(m.job.clone()).or_default();
+            j.running = false;
+            j.runs_total += 1;
+            j.last_success = Some(m.finished_at);
+            j.last_duration = Some(seconds);
+            j.source_bytes = Some(m.source_bytes);
+            j.stored_bytes = Some(m.stored_bytes);
+        })
+    }
+
+    pub fn failed(&self, job: &str, at: DateTime<Utc>, seconds: f64) {
+        self.with(|s| {
+            let j = s.jobs.entry(job.into()).or_default();
+            j.running = false;
+            j.runs_total += 1;
+            j.failures_total += 1;
+            j.last_failure = Some(at);
+            j.last_duration = Some(seconds);
+        })
+    }
+
+    /// A run that did not happen (locked elsewhere, interrupted at stop).
+    pub fn not_run(&self, job: &str) {
+        self.with(|s| s.jobs.entry(job.into()).or_default().running = false)
+    }
+
+    pub fn prune_failed(&self, job: &str) {
+        self.with(|s| s.jobs.entry(job.into()).or_default().prune_errors_total += 1)
+    }
+
+    pub fn notification_failed(&self, channel: &str) {
+        self.with(|s| *s.notification_failures.entry(channel.into()).or_default() += 1)
+    }
+
+    pub fn catalog_refresh_failed(&self) {
+        self.with(|s| s.catalog_refresh_errors += 1)
+    }
+
+    /// Catalog size, newest backup and latest verification per job.
+    pub fn refresh_catalog(&self, entries: &[Entry]) {
+        self.with(|s| {
+            for j in s.jobs.values_mut() {
+                j.catalog_backups = 0;
+                j.catalog_stored_bytes = 0;
+            }
+            for e in entries {
+                let m = &e.manifest;
+                let j = s.jobs.entry(m.job.clone()).or_default();
+                j.catalog_backups += 1;
+                j.catalog_stored_bytes += m.stored_bytes;
+                if j.last_success.is_none_or(|t| m.finished_at > t) {
+                    j.last_success = Some(m.finished_at);
+                    j.source_bytes = Some(m.source_bytes);
+                    j.stored_bytes = Some(m.stored_bytes);
+                    j.last_duration =
+                        Some((m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0);
+                }
+                if let Some(v) = e.latest_verification() {
+                    if j.last_verification.is_none_or(|t| v.at > t) {
+                        j.last_verification = Some(v.at);
+                        j.last_verification_ok = Some(v.status == Status::Ok);
+                    }
+                }
+            }
+        })
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        self.with(|s| {
+            let mut out = String::new();
+            let ts = |t: &Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis() as f64 / 1000.0);
+            type Get = fn(&JobMetrics) -> Option<f64>;
+            let series: [(&str, &str, &str, Get); 14] = [
+                ("cexdr_backup_last_success_timestamp_seconds", "gauge", "End of the job's newest complete backup (Unix time).", |j| j.last_success.map(|t| t.timestamp_millis() as f64 / 1000.0)),
+                ("cexdr_backup_last_failure_timestamp_seconds", "gauge", "Time of the job's last failed run (Unix time; this process's runs only).", |j| j.last_failure.map(|t| t.timestamp_millis() as f64 / 1000.0)),
+                ("cexdr_backup_last_duration_seconds", "gauge", "Duration of the job's last run.", |j| j.last_duration),
+                ("cexdr_backup_last_source_bytes", "gauge", "Bytes read from the source by the newest backup.", |j| j.source_bytes.map(|b| b as f64)),
+                ("cexdr_backup_last_stored_bytes", "gauge", "Bytes stored by the newest backup.", |j| j.stored_bytes.map(|b| b as f64)),
+                ("cexdr_backup_runs_total", "counter", "Runs finished by this process.", |j| Some(j.runs_total as f64)),
+                ("cexdr_backup_failures_total", "counter", "Failed runs of this process.", |j| Some(j.failures_total as f64)),
+                ("cexdr_backup_running", "gauge", "1 while a run of the job is in progress.", |j| Some(if j.running { 1.0 } else { 0.0 })),
+                ("cexdr_prune_errors_total", "counter", "Prunes that stopped on a store error.", |j| Some(j.prune_errors_total as f64)),
+                ("cexdr_job_schedule_interval_seconds", "gauge", "Longest gap between two scheduled runs of the job.", |j| j.interval_seconds),
+                ("cexdr_catalog_backups", "gauge", "Complete backups of the job in the catalog.", |j| Some(j.catalog_backups as f64)),
+                ("cexdr_catalog_stored_bytes", "gauge", "Bytes stored by the job's complete backups.", |j| Some(j.catalog_stored_bytes as f64)),
+                ("cexdr_verification_last_timestamp_seconds", "gauge", "Time of the newest verification of any of the job's backups.", |j| j.last_verification.map(|t| t.timestamp_millis() as f64 / 1000.0)),
+                ("cexdr_verification_last_success", "gauge", "1 if that newest verification passed, 0 if it failed.", |j| j.last_verification_ok.map(|ok| if ok { 1.0 } else { 0.0 })),
+            ];
+            for (name, kind, help, get) in series {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for (job, j) in &s.jobs {
+                    if let Some(v) = get(j) {
+                        let _ = writeln!(out, "{name}{{cexdr_job=\"{}\"}} {v}", escape(job));
+                    }
+                }
+            }
+            if s.jobs_only {
+                return out;
+            }
+            if let Some(t) = ts(&s.started) {
+                let _ = writeln!(out, "# HELP cexdr_start_time_seconds When this process started (Unix time).\n# TYPE cexdr_start_time_seconds gauge\ncexdr_start_time_seconds {t}");
+            }
+            let _ = writeln!(out, "# HELP cexdr_catalog_refresh_errors_total Failed catalog reads for metrics.\n# TYPE cexdr_catalog_refresh_errors_total counter\ncexdr_catalog_refresh_errors_total {}", s.catalog_refresh_errors);
+            let _ = writeln!(out, "# HELP cexdr_notification_failures_total Notifications that could not be delivered.\n# TYPE cexdr_notification_failures_total counter");
+            for (channel, n) in &s.notification_failures {
+                let _ = writeln!(out, "cexdr_notification_failures_total{{channel=\"{}\"}} {n}", escape(channel));
+            }
+            out
+        })
+    }
+
+    /// Writes the metrics to a node_exporter textfile: a temporary file in
+    /// the same directory, renamed into place (the collector never reads a
+    /// half-written file).
+    pub fn write_file(&self, path: &Path) -> Result<()> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.tmp-{:08x}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            rand::random::<u32>()
+        ));
+        let res = (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(self.render().as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res.map_err(|e| Error::io(format!("writing metrics file {}", path.display()), e))
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `GET /metrics` on `addr` until `stop`; returns the bound address
+/// (port 0 picks a free one).
+pub async fn serve(
+    metrics: Metrics,
+    addr: SocketAddr,
+    stop: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("metrics: listening on {addr}"), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io("metrics: local address", e))?;
+    if !bound.ip().is_loopback() {
+        tracing::warn!(%bound, "metrics are served on a non-loopback address");
+    }
+    let task = tokio::spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                _ = stop.cancelled() => return,
+                c = listener.accept() => c,
+            };
+            let Ok((sock, _)) = conn else { continue };
+            let m = metrics.clone();
+            tokio::spawn(async move {
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), answer(sock, m)).await;
+            });
+        }
+    });
+    Ok((bound, task))
+}
+
+async fn answer(mut sock: tokio::net::TcpStream, m: Metrics) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            m.render(),
+        ),
+        ("GET", "/") => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "cexdr daemon: see /metrics\n".into(),
+        ),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "method not allowed\n".into(),
+        ),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await?;
+    sock.write_all(body.as_bytes()).await?;
+    sock.shutdown().await
+}
+
+/// Default listen address, for docs and `policy check`.
+pub fn default_listen() -> Option<SocketAddr> {
+    DaemonSpec::default().metrics_listen
+}

@@ -1,0 +1,1006 @@
+//! Policy files: TOML → a validated `Policy`, before any I/O touches a
+//! source or a store. Keys are kebab-case and strict: an unknown key is an
+//! error that names the file, the line and the key.
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+pub use crate::backup::source::files::FilesSpec;
+pub use crate::backup::source::mysql::{Consistency, MysqlSpec, TlsSpec};
+pub use crate::backup::source::redis::RedisSpec;
+pub use crate::backup::source::SourceSpec;
+use crate::base::toml_loc::toml_line;
+pub use crate::base::{parse_duration, parse_size, Secret};
+use crate::error::{Error, Result};
+pub use crate::pipeline::encrypt::EncryptionSpec;
+pub use crate::pipeline::Compression;
+pub use crate::store::s3::S3Spec;
+pub use crate::store::{ObjectLock, StoreSpec};
+
+// ---------------------------------------------------------------- raw TOML
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPolicy {
+    store: RawStore,
+    #[serde(default, rename = "job")]
+    jobs: Vec<RawJob>,
+    daemon: Option<RawDaemon>,
+    #[serde(default, rename = "channel")]
+    channels: Vec<toml::Table>,
+    notify: Option<RawNotify>,
+}
+
+/// `[notify]`: which channels hear about which backup events.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawNotify {
+    channels: Vec<String>,
+    on: Option<Vec<crate::backup::notifier::BackupEvent>>,
+}
+
+/// Validated `[notify]` (empty: nobody is notified).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NotifySpec {
+    pub channels: Vec<String>,
+    pub on: std::collections::BTreeSet<crate::backup::notifier::BackupEvent>,
+}
+
+/// `[daemon]`: settings of `cexdr daemon` only (one-shot commands ignore it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDaemon {
+    timezone: Option<String>,
+    max_parallel: Option<usize>,
+    jitter: Option<String>,
+    catch_up: Option<bool>,
+    prune: Option<bool>,
+    incomplete_grace: Option<String>,
+    shutdown_grace: Option<String>,
+    metrics_listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawStore {
+    kind: String,
+    path: Option<PathBuf>,
+    bucket: Option<String>,
+    prefix: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    path_style: Option<bool>,
+    storage_class: Option<String>,
+    sse: Option<String>,
+    kms_key_id: Option<String>,
+    part_size: Option<String>,
+    upload_concurrency: Option<usize>,
+    encryption: Option<RawEncryption>,
+    signing_key_file: Option<PathBuf>,
+    object_lock: Option<ObjectLock>,
+}
+
+/// `encryption = { recipients = ["age1…"] }` or a passphrase from env/file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawEncryption {
+    recipients: Option<Vec<String>>,
+    passphrase_env: Option<String>,
+    passphrase_file: Option<PathBuf>,
+}
+
+/// One flat table for every job kind: the kind decides which keys apply, and
+/// a key that does not apply to the kind is an error (not silently ignored).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawJob {
+    name: String,
+    kind: String,
+    schedule: Option<String>,
+    compression: Option<String>,
+    compression_level: Option<u32>,
+    keep: Option<Keep>,
+    timeout: Option<String>,
+    // daemon overrides of [daemon] jitter / catch-up
+    jitter: Option<String>,
+    catch_up: Option<bool>,
+    // files
+    paths: Option<Vec<PathBuf>>,
+    exclude: Option<Vec<String>>,
+    // mysql + redis
+    url: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    // mysql
+    databases: Option<Vec<String>>,
+    exclude_tables: Option<Vec<String>>,
+    threads: Option<usize>,
+    consistency: Option<String>,
+    tls: Option<TlsSpec>,
+    encryption: Option<RawEncryption>,
+    // redis
+    username: Option<String>,
+    cluster: Option<bool>,
+}
+
+// ---------------------------------------------------------------- validated
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub file: PathBuf,
+    pub store: StoreSpec,
+    /// Ed25519 key that signs manifests and verification records.
+    pub signing_key_file: Option<PathBuf>,
+    pub jobs: Vec<Job>,
+    pub daemon: DaemonSpec,
+    /// `[[channel]]` tables (Slack, webhook, email; see docs/operations.md).
+    pub channels: Vec<crate::notify::ChannelSpec>,
+    pub notify: NotifySpec,
+}
+
+/// Validated `[daemon]` table, with its defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSpec {
+    /// Zone in which cron schedules are read (default UTC).
+    pub timezone: chrono_tz::Tz,
+    /// At most this many jobs run at once.
+    pub max_parallel: usize,
+    /// Default random delay added to each scheduled start (per job: `jitter`).
+    pub jitter: Duration,
+    /// Default: run a missed run once at start-up (per job: `catch-up`).
+    pub catch_up: bool,
+    /// Prune a job after each of its successful backups.
+    pub prune: bool,
+    /// Folders without a manifest younger than this are left alone by prune.
+    pub incomplete_grace: Duration,
+    /// On SIGTERM, running jobs get this long to finish before they are stopped.
+    pub shutdown_grace: Duration,
+    /// Where `/metrics` is served; None: not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl Default for DaemonSpec {
+    fn default() -> Self {
+        DaemonSpec {
+            timezone: chrono_tz::UTC,
+            max_parallel: 1,
+            jitter: Duration::ZERO,
+            catch_up: false,
+            prune: true,
+            incomplete_grace: Duration::from_secs(24 * 3600),
+            shutdown_grace: Duration::from_secs(60),
+            metrics_listen: Some(([127, 0, 0, 1], 9847).into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub schedule: Option<Schedule>,
+    pub compression: Compression,
+    pub keep: Keep,
+    pub timeout: Option<Duration>,
+    /// Daemon: overrides `[daemon] jitter`.
+    pub jitter: Option<Duration>,
+    /// Daemon: overrides `[daemon] catch-up`.
+    pub catch_up: Option<bool>,
+    pub source: SourceSpec,
+    /// Client-side encryption of the stored bytes (the job's, else the store's).
+    pub encryption: Option<EncryptionSpec>,
+}
+
+/// Retention rules (restic semantics: a backup is kept if any rule keeps it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Keep {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+    pub within: Option<String>,
+}
+
+impl Keep {
+    pub fn is_empty(&self) -> bool {
+        *self == Keep::default()
+    }
+}
+
+/// A cron schedule as users write it: 5 fields or `@daily`-style.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub expr: String,
+    inner: cron::Schedule,
+}
+
+impl Schedule {
+    pub fn parse(expr: &str) -> std::result::Result<Self, String> {
+        let e = expr.trim();
+        let full = if e.starts_with('@') {
+            e.to_owned()
+        } else {
+            let n = e.split_whitespace().count();
+            if n != 5 {
+                return Err(format!(
+                    "cron expression {expr:?} has {n} fields; write 5 (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/@monthly/@yearly"
+                ));
+            }
+            // The cron crate wants a seconds field first.
+            format!("0 {e}")
+        };
+        let inner = cron::Schedule::from_str(&full)
+            .map_err(|err| format!("cron expression {expr:?}: {err}"))?;
+        Ok(Schedule {
+            expr: e.to_owned(),
+            inner,
+        })
+    }
+
+    pub fn after(&self, t: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        self.inner.after(&t)
+    }
+
+    /// Like `after`, with the fields read as local time in `tz`.
+    pub fn after_in(
+        &self,
+        tz: chrono_tz::Tz,
+        t: DateTime<Utc>,
+    ) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        self.inner
+            .after(&t.with_timezone(&tz))
+            .map(|x| x.with_timezone(&Utc))
+    }
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.expr == other.expr
+    }
+}
+
+// ---------------------------------------------------------------- parsing helpers
+
+/// Finds the line of a key in the text, for errors raised after parsing.
+struct Locator<'a> {
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    /// Line (1-based) of `key` in the `index`-th `[[job]]` table, or of the
+    /// table header when the key is absent; `None` for `[store]` lookups use `store()`.
+    fn job(&self, index: usize, key: Option<&str>) -> Option<usize> {
+        self.in_section("[[job]]", index, key)
+    }
+    fn section(&self, header: &str, key: Option<&str>) -> Option<usize> {
+        self.in_section(header, 0, key)
+    }
+    fn store(&self, key: Option<&str>) -> Option<usize> {
+        self.in_section("[store]", 0, key)
+    }
+    fn daemon(&self, key: Option<&str>) -> Option<usize> {
+        self.in_section("[daemon]", 0, key)
+    }
+    fn in_section(&self, header: &str, index: usize, key: Option<&str>) -> Option<usize> {
+        crate::base::toml_loc::in_section(self.text, header, Some("job"), index, key)
+    }
+}
+
+// ---------------------------------------------------------------- loading
+
+impl Policy {
+    pub fn load(file: &Path) -> Result<Policy> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Error::config(file, None, None, format!("cannot read policy file: {e}"))
+        })?;
+        Policy::parse(file, &text)
+    }
+
+    pub fn parse(file: &Path, text: &str) -> Result<Policy> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            Error::config(
+                file,
+                toml_line(text, &e),
+                None,
+                e.message().replace('\n', " "),
+            )
+        })?;
+        let loc = Locator { text };
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let store_encryption = match &raw.store.encryption {
+            Some(e) => Some(validate_encryption(&base, e).map_err(|m| {
+                Error::config(
+                    file,
+                    loc.store(Some("encryption")),
+                    Some("encryption"),
+                    format!("[store] key `encryption`: {m}"),
+                )
+            })?),
+            None => None,
+        };
+        let signing_key_file = raw
+            .store
+            .signing_key_file
+            .as_ref()
+            .map(|p| resolve(&base, p));
+        let store = validate_store(file, &loc, &base, raw.store)?;
+        if raw.jobs.is_empty() {
+            return Err(Error::config(
+                file,
+                None,
+                Some("job"),
+                "the policy defines no [[job]]",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut jobs = Vec::new();
+        for (i, j) in raw.jobs.into_iter().enumerate() {
+            let err = |key: &str, msg: String| {
+                Error::config(
+                    file,
+                    loc.job(i, Some(key)),
+                    Some(key),
+                    format!("job {:?}: key `{key}`: {msg}", j.name),
+                )
+            };
+            if !names.insert(j.name.clone()) {
+                return Err(err("name", "another job has the same name".into()));
+            }
+            let mut job = validate_job(&base, &err, &j)?;
+            if job.encryption.is_none() {
+                job.encryption = store_encryption.clone();
+            }
+            jobs.push(job);
+        }
+        let daemon = match raw.daemon {
+            Some(d) => validate_daemon(file, &loc, d)?,
+            None => DaemonSpec::default(),
+        };
+        let channels = crate::notify::parse_channels(file, text, raw.channels)?;
+        let notify = match raw.notify {
+            Some(n) => {
+                for c in &n.channels {
+                    if !channels.iter().any(|x| x.name() == c) {
+                        return Err(Error::config(
+                            file,
+                            loc.section("[notify]", Some("channels")),
+                            Some("channels"),
+                            format!("[notify] names channel {c:?}, which no [[channel]] defines"),
+                        ));
+                    }
+                }
+                use crate::backup::notifier::BackupEvent as B;
+                let on =
+                    n.on.unwrap_or_else(|| vec![B::Failure, B::VerificationFailure, B::PruneError]);
+                NotifySpec {
+                    channels: n.channels,
+                    on: on.into_iter().collect(),
+                }
+            }
+            None => NotifySpec::default(),
+        };
+        Ok(Policy {
+            file: file.to_path_buf(),
+            store,
+            signing_key_file,
+            jobs,
+            daemon,
+            channels,
+            notify,
+        })
+    }
+
+    pub fn job(&self, name: &str) -> Result<&Job> {
+        self.jobs.iter().find(|j| j.name == name).ok_or_else(|| {
+            let names: Vec<_> = self.jobs.iter().map(|j| j.name.as_str()).collect();
+            Error::Usage(format!(
+                "no job {name:?} in {} (jobs: {})",
+                self.file.display(),
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+/// An absolute, lexically normalised path (relative ones are taken from
+/// the policy file's folder), so archive names and messages are stable.
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else if base.is_absolute() {
+        base.join(p)
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(base)
+            .join(p)
+    };
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn validate_encryption(
+    base: &Path,
+    e: &RawEncryption,
+) -> std::result::Result<EncryptionSpec, String> {
+    match (&e.recipients, &e.passphrase_env, &e.passphrase_file) {
+        (Some(r), None, None) => {
+            if r.is_empty() {
+                return Err("recipients: list at least one age public key".into());
+            }
+            for key in r {
+                key.parse::<age::x25519::Recipient>()
+                    .map_err(|_| format!("recipients: {key:?} is not an age X25519 public key (age1…)"))?;
+            }
+            Ok(EncryptionSpec::Recipients(r.clone()))
+        }
+        (None, Some(v), None) => Ok(EncryptionSpec::Passphrase(Secret::Env(v.clone()))),
+        (None, None, Some(f)) => Ok(EncryptionSpec::Passphrase(Secret::File(resolve(base, f)))),
+        (None, None, None) => Err("set recipients, passphrase-env or passphrase-file".into()),
+        _ => Err("use recipients or one passphrase source, not several (age allows a passphrase only alone)".into()),
+    }
+}
+
+fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Result<StoreSpec> {
+    let err = |key: &str, msg: String| {
+        Error::config(
+            file,
+            loc.store(Some(key)),
+            Some(key),
+            format!("[store] key `{key}`: {msg}"),
+        )
+    };
+    let local_only = [("path", s.path.is_some())];
+    let s3_only = [
+        ("bucket", s.bucket.is_some()),
+        ("prefix", s.prefix.is_some()),
+        ("region", s.region.is_some()),
+        ("endpoint", s.endpoint.is_some()),
+        ("path-style", s.path_style.is_some()),
+        ("storage-class", s.storage_class.is_some()),
+        ("sse", s.sse.is_some()),
+        ("kms-key-id", s.kms_key_id.is_some()),
+        ("part-size", s.part_size.is_some()),
+        ("upload-concurrency", s.upload_concurrency.is_some()),
+        ("object-lock", s.object_lock.is_some()),
+    ];
+    let reject = |keys: &[(&str, bool)], kind: &str| -> Result<()> {
+        for (k, set) in keys {
+            if *set {
+                return Err(err(k, format!("does not apply to kind = \"{kind}\"")));
+            }
+        }
+        Ok(())
+    };
+    match s.kind.as_str() {
+        "local" => {
+            reject(&s3_only, "local")?;
+            let path = s
+                .path
+                .ok_or_else(|| err("path", "required for a local store".into()))?;
+            Ok(StoreSpec::Local {
+                path: resolve(base, &path),
+            })
+        }
+        "s3" => {
+            reject(&local_only, "s3")?;
+            let bucket = s
+                .bucket
+                .ok_or_else(|| err("bucket", "required for an s3 store".into()))?;
+            if bucket.is_empty() {
+                return Err(err("bucket", "must not be empty".into()));
+            }
+            let prefix = s.prefix.unwrap_or_default().trim_matches('/').to_owned();
+            if prefix.split('/').any(|c| c == ".." || c == ".") {
+                return Err(err("prefix", "must not contain . or .. components".into()));
+            }
+            let part_size = match s.part_size {
+                Some(p) => parse_size(&p).map_err(|m| err("part-size", m))?,
+                None => 8 << 20,
+            };
+            if part_size < 5 << 20 {
+                return Err(err("part-size", "S3 parts must be at least 5MiB".into()));
+            }
+            if let Some(sse) = &s.sse {
+                if sse != "AES256" && sse != "aws:kms" {
+                    return Err(err("sse", format!("{sse:?} is not AES256 or aws:kms")));
+                }
+            }
+            if s.kms_key_id.is_some() && s.sse.as_deref() != Some("aws:kms") {
+                return Err(err("kms-key-id", "needs sse = \"aws:kms\"".into()));
+            }
+            if let Some(l) = &s.object_lock {
+                if l.mode != "GOVERNANCE" && l.mode != "COMPLIANCE" {
+                    return Err(err(
+                        "object-lock",
+                        format!("mode {:?} is not GOVERNANCE or COMPLIANCE", l.mode),
+                    ));
+                }
+                if l.days == 0 || l.days > 36500 {
+                    return Err(err(
+                        "object-lock",
+                        "days must be between 1 and 36500".into(),
+                    ));
+                }
+            }
+            let upload_concurrency = s.upload_concurrency.unwrap_or(4);
+            if upload_concurrency == 0 || upload_concurrency > 64 {
+                return Err(err("upload-concurrency", "must be between 1 and 64".into()));
+            }
+            Ok(StoreSpec::S3(S3Spec {
+                bucket,
+                prefix,
+                region: s.region.unwrap_or_else(|| "us-east-1".into()),
+                endpoint: s.endpoint,
+                path_style: s.path_style.unwrap_or(false),
+                storage_class: s.storage_class,
+                sse: s.sse,
+                kms_key_id: s.kms_key_id,
+                object_lock: s.object_lock,
+                part_size,
+                upload_concurrency,
+            }))
+        }
+        other => Err(err("kind", format!("{other:?} is not \"local\" or \"s3\""))),
+    }
+}
+
+/// Top-level store folders that are not jobs.
+pub const RESERVED_PREFIXES: &[&str] = &["keys", "locks", "leases"];
+
+fn validate_daemon(file: &Path, loc: &Locator, d: RawDaemon) -> Result<DaemonSpec> {
+    let err = |key: &str, msg: String| {
+        Error::config(
+            file,
+            loc.daemon(Some(key)),
+            Some(key),
+            format!("[daemon] key `{key}`: {msg}"),
+        )
+    };
+    let mut out = DaemonSpec::default();
+    if let Some(tz) = &d.timezone {
+        out.timezone = tz.parse().map_err(|_| {
+            err(
+                "timezone",
+                format!("{tz:?} is not an IANA time zone (e.g. \"UTC\", \"Europe/Berlin\")"),
+            )
+        })?;
+    }
+    if let Some(n) = d.max_parallel {
+        if n == 0 || n > 64 {
+            return Err(err("max-parallel", "must be between 1 and 64".into()));
+        }
+        out.max_parallel = n;
+    }
+    if let Some(j) = &d.jitter {
+        out.jitter = parse_jitter(j).map_err(|m| err("jitter", m))?;
+    }
+    if let Some(c) = d.catch_up {
+        out.catch_up = c;
+    }
+    if let Some(p) = d.prune {
+        out.prune = p;
+    }
+    if let Some(g) = &d.incomplete_grace {
+        out.incomplete_grace = parse_duration(g).map_err(|m| err("incomplete-grace", m))?;
+    }
+    if let Some(g) = &d.shutdown_grace {
+        out.shutdown_grace = parse_duration(g).map_err(|m| err("shutdown-grace", m))?;
+    }
+    if let Some(a) = &d.metrics_listen {
+        out.metrics_listen = if a.is_empty() {
+            None
+        } else {
+            Some(a.parse().map_err(|_| {
+                err(
+                    "metrics-listen",
+                    format!("{a:?} is not IP:PORT (e.g. \"127.0.0.1:9847\"; \"\" turns it off)"),
+                )
+            })?)
+        };
+    }
+    Ok(out)
+}
+
+/// A jitter may be "0s" (none); other durations as `parse_duration`.
+fn parse_jitter(s: &str) -> std::result::Result<Duration, String> {
+    if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
+fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) -> Result<Job> {
+    if j.name.is_empty()
+        || !j
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        || j.name.starts_with('.')
+    {
+        return Err(err(
+            "name",
+            "use letters, digits, '-', '_' and '.' (it becomes part of object keys)".into(),
+        ));
+    }
+    if RESERVED_PREFIXES.contains(&j.name.as_str()) {
+        return Err(err(
+            "name",
+            format!("{:?} is reserved for the store's own objects", j.name),
+        ));
+    }
+    let schedule = match &j.schedule {
+        Some(s) => Some(Schedule::parse(s).map_err(|m| err("schedule", m))?),
+        None => None,
+    };
+    let mut compression = match &j.compression {
+        Some(c) => Compression::from_name(c)
+            .ok_or_else(|| err("compression", format!("{c:?} is not gzip, zstd or none")))?,
+        None => Compression::Gzip { level: 6 },
+    };
+    // SQL text compresses well at gzip level 3 (bench/mysql.sh: 1.05x the
+    // size of gzip -6 in about 0.6x the time) and dumps are CPU-bound: the
+    // default level for mysql jobs.
+    if j.kind == "mysql"
+        && j.compression_level.is_none()
+        && compression == (Compression::Gzip { level: 6 })
+    {
+        compression = Compression::Gzip { level: 3 };
+    }
+    if let Some(level) = j.compression_level {
+        compression = match compression {
+            Compression::Gzip { .. } if (1..=9).contains(&level) => Compression::Gzip { level },
+            Compression::Zstd { .. } if (1..=19).contains(&level) => Compression::Zstd {
+                level: level as i32,
+            },
+            Compression::None => {
+                return Err(err(
+                    "compression-level",
+                    "no level applies to compression = \"none\"".into(),
+                ))
+            }
+            _ => {
+                return Err(err(
+                    "compression-level",
+                    format!("{level} is out of range (gzip 1-9, zstd 1-19)"),
+                ))
+            }
+        };
+    }
+    let keep = j.keep.clone().unwrap_or_default();
+    for (k, v) in [
+        ("last", keep.last),
+        ("hourly", keep.hourly),
+        ("daily", keep.daily),
+        ("weekly", keep.weekly),
+        ("monthly", keep.monthly),
+        ("yearly", keep.yearly),
+    ] {
+        if v == Some(0) {
+            return Err(err(
+                "keep",
+                format!("{k} = 0 keeps nothing; remove the rule or use a positive count"),
+            ));
+        }
+    }
+    if let Some(w) = &keep.within {
+        parse_duration(w).map_err(|m| err("keep", format!("within: {m}")))?;
+    }
+    let timeout = match &j.timeout {
+        Some(t) => Some(parse_duration(t).map_err(|m| err("timeout", m))?),
+        None => None,
+    };
+    let jitter = match &j.jitter {
+        Some(t) => Some(parse_jitter(t).map_err(|m| err("jitter", m))?),
+        None => None,
+    };
+
+    let set = |k: &'static str, v: bool| (k, v);
+    let files_keys = [
+        set("paths", j.paths.is_some()),
+        set("exclude", j.exclude.is_some()),
+    ];
+    let conn_keys = [
+        set("url", j.url.is_some()),
+        set("password-env", j.password_env.is_some()),
+        set("password-file", j.password_file.is_some()),
+    ];
+    let mysql_keys = [
+        set("databases", j.databases.is_some()),
+        set("exclude-tables", j.exclude_tables.is_some()),
+        set("threads", j.threads.is_some()),
+        set("consistency", j.consistency.is_some()),
+        set("tls", j.tls.is_some()),
+    ];
+    let redis_keys = [
+        set("username", j.username.is_some()),
+        set("cluster", j.cluster.is_some()),
+    ];
+    let reject = |keys: &[(&'static str, bool)]| -> Result<()> {
+        for (k, on) in keys {
+            if *on {
+                return Err(err(k, format!("does not apply to kind = \"{}\"", j.kind)));
+            }
+        }
+        Ok(())
+    };
+    let secret = || -> Result<Secret> {
+        match (&j.password_env, &j.password_file) {
+            (Some(_), Some(_)) => Err(err(
+                "password-file",
+                "set password-env or password-file, not both".into(),
+            )),
+            (Some(v), None) => Ok(Secret::Env(v.clone())),
+            (None, Some(f)) => Ok(Secret::File(resolve(base, f))),
+            (None, None) => Ok(Secret::None),
+        }
+    };
+    let url = |schemes: &[&str]| -> Result<String> {
+        let u = j
+            .url
+            .clone()
+            .ok_or_else(|| err("url", format!("required for kind = \"{}\"", j.kind)))?;
+        if !schemes.iter().any(|s| u.starts_with(&format!("{s}://"))) {
+            return Err(err(
+                "url",
+                format!("must start with {}://", schemes.join(":// or ")),
+            ));
+        }
+        let rest = u.split_once("://").map(|x| x.1).unwrap_or("");
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.contains(':')
+            && authority.contains('@')
+            && authority.split('@').next().unwrap_or("").contains(':')
+        {
+            // Never accept a password inside the URL: it would end up in logs and ps.
+            return Err(err(
+                "url",
+                "must not contain a password; use password-env or password-file".into(),
+            ));
+        }
+        Ok(u)
+    };
+
+    let source = match j.kind.as_str() {
+        "files" => {
+            reject(&conn_keys)?;
+            reject(&mysql_keys)?;
+            reject(&redis_keys)?;
+            let paths = j
+                .paths
+                .clone()
+                .ok_or_else(|| err("paths", "required for kind = \"files\"".into()))?;
+            if paths.is_empty() {
+                return Err(err("paths", "list at least one folder".into()));
+            }
+            let exclude = j.exclude.clone().unwrap_or_default();
+            for g in &exclude {
+                globset::Glob::new(g.trim_end_matches('/'))
+                    .map_err(|e| err("exclude", format!("{g:?}: {e}")))?;
+            }
+            SourceSpec::Files(FilesSpec {
+                paths: paths.iter().map(|p| resolve(base, p)).collect(),
+                exclude,
+            })
+        }
+        "mysql" => {
+            reject(&files_keys)?;
+            reject(&redis_keys)?;
+            let consistency = match j.consistency.as_deref() {
+                None | Some("snapshot") => Consistency::Snapshot,
+                Some("lock") => Consistency::Lock,
+                Some(o) => {
+                    return Err(err(
+                        "consistency",
+                        format!("{o:?} is not \"snapshot\" or \"lock\""),
+                    ))
+                }
+            };
+            let threads = j.threads.unwrap_or_else(crate::base::parallelism);
+            if threads == 0 || threads > 64 {
+                return Err(err("threads", "must be between 1 and 64".into()));
+            }
+            SourceSpec::Mysql(MysqlSpec {
+                url: url(&["mysql"])?,
+                password: secret()?,
+                databases: j.databases.clone().unwrap_or_default(),
+                exclude_tables: j.exclude_tables.clone().unwrap_or_default(),
+                threads,
+                consistency,
+                tls: j.tls.clone(),
+            })
+        }
+        "redis" => {
+            reject(&files_keys)?;
+            reject(&mysql_keys)?;
+            SourceSpec::Redis(RedisSpec {
+                url: url(&["redis", "rediss"])?,
+                username: j.username.clone(),
+                password: secret()?,
+                cluster: j.cluster,
+            })
+        }
+        other => {
+            return Err(err(
+                "kind",
+                format!("{other:?} is not files, mysql or redis"),
+            ))
+        }
+    };
+    let encryption = match &j.encryption {
+        Some(e) => Some(validate_encryption(base, e).map_err(|m| err("encryption", m))?),
+        None => None,
+    };
+    Ok(Job {
+        name: j.name.clone(),
+        schedule,
+        compression,
+        keep,
+        timeout,
+        jitter,
+        catch_up: j.catch_up,
+        source,
+        encryption,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy> {
+        Policy::parse(Path::new("/etc/cexdr/p.toml"), text)
+    }
+
+    const OK: &str = r#"
+[store]
+kind = "local"
+path = "repo"
+
+[[job]]
+name = "config"
+kind = "files"
+paths = ["/etc/nginx"]
+schedule = "30 2 * * *"
+keep = { within = "30d", last = 3 }
+"#;
+
+    #[test]
+    fn valid_policy_resolves_relative_paths_against_the_file() {
+        let p = parse(OK).unwrap();
+        assert_eq!(
+            p.store,
+            StoreSpec::Local {
+                path: "/etc/cexdr/repo".into()
+            }
+        );
+        assert_eq!(p.jobs[0].compression, Compression::Gzip { level: 6 });
+        assert_eq!(p.jobs[0].keep.last, Some(3));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = OK.replace("schedule =", "schedul =");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("/etc/cexdr/p.toml:10"), "{e}");
+        assert!(e.contains("unknown field `schedul`"), "{e}");
+    }
+
+    #[test]
+    fn bad_cron_names_line_and_key() {
+        let text = OK.replace("30 2 * * *", "61 2 * * *");
+        let e = parse(&text).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("/etc/cexdr/p.toml:10:"), "{s}");
+        assert!(s.contains("`schedule`"), "{s}");
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn key_of_another_kind_is_rejected() {
+        let text = OK.replace(
+            "paths = [\"/etc/nginx\"]",
+            "paths = [\"/etc\"]\nthreads = 4",
+        );
+        let s = parse(&text).unwrap_err().to_string();
+        assert!(
+            s.contains("/etc/cexdr/p.toml:10:") && s.contains("`threads`"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn password_in_url_is_rejected() {
+        let text = "[store]\nkind='local'\npath='r'\n[[job]]\nname='db'\nkind='mysql'\nurl='mysql://root:hunter2@db:3306'\n";
+        let s = parse(text).unwrap_err().to_string();
+        assert!(s.contains("must not contain a password"), "{s}");
+        assert!(!s.contains("hunter2"), "{s}");
+    }
+
+    #[test]
+    fn duplicate_jobs_and_zero_counts_are_rejected() {
+        let dup = format!("{OK}\n[[job]]\nname = \"config\"\nkind = \"files\"\npaths = [\"/x\"]\n");
+        assert!(parse(&dup).unwrap_err().to_string().contains("same name"));
+        let zero = OK.replace("last = 3", "last = 0");
+        assert!(parse(&zero).unwrap_err().to_string().contains("last = 0"));
+    }
+
+    #[test]
+    fn schedules_accept_five_fields_and_keywords() {
+        let s = Schedule::parse("30 2 * * *").unwrap();
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let next: Vec<_> = s.after(t0).take(2).map(|t| t.to_rfc3339()).collect();
+        assert_eq!(
+            next,
+            ["2026-01-01T02:30:00+00:00", "2026-01-02T02:30:00+00:00"]
+        );
+        assert!(Schedule::parse("@daily").is_ok());
+        assert!(Schedule::parse("0 30 2 * * *").is_err());
+    }
+
+    #[test]
+    fn daemon_table_is_strict_and_validated() {
+        let p = parse(OK).unwrap();
+        assert_eq!(p.daemon, DaemonSpec::default());
+        let text = format!("{OK}\n[daemon]\ntimezone = \"Europe/Berlin\"\nmax-parallel = 2\njitter = \"5m\"\ncatch-up = true\nmetrics-listen = \"\"\n");
+        let p = parse(&text).unwrap();
+        assert_eq!(p.daemon.timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(p.daemon.max_parallel, 2);
+        assert_eq!(p.daemon.jitter, Duration::from_secs(300));
+        assert!(p.daemon.catch_up);
+        assert_eq!(p.daemon.metrics_listen, None);
+        let bad = format!("{OK}\n[daemon]\ntimezone = \"Mars/Olympus\"\n");
+        let s = parse(&bad).unwrap_err().to_string();
+        assert!(
+            s.starts_with("/etc/cexdr/p.toml:14:") && s.contains("`timezone`"),
+            "{s}"
+        );
+        let unknown = format!("{OK}\n[daemon]\nmax-paralel = 2\n");
+        let s = parse(&unknown).unwrap_err().to_string();
+        assert!(s.contains("unknown field `max-paralel`"), "{s}");
+        let zero = format!("{OK}\n[daemon]\nmax-parallel = 0\n");
+        assert!(parse(&zero)
+            .unwrap_err()
+            .to_string()
+            .contains("`max-parallel`"));
+        let job = OK.replace("keep =", "jitter = \"0s\"\ncatch-up = true\nkeep =");
+        let p = parse(&job).unwrap();
+        assert_eq!(p.jobs[0].jitter, Some(Duration::ZERO));
+        assert_eq!(p.jobs[0].catch_up, Some(true));
+    }
+
+    #[test]
+    fn schedules_read_in_a_time_zone() {
+        let s = Schedule::parse("30 2 * * *").unwrap();
+        let t0: DateTime<Utc> = "2026-07-01T00:00:00Z".parse().unwrap();
+        let next = s.after_in(chrono_tz::Europe::Berlin, t0).next().unwrap();
+        // 02:30 in Berlin in summer (UTC+2) is 00:30 UTC.
+        assert_eq!(next.to_rfc3339(), "2026-07-01T00:30:00+00:00");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("8MiB").unwrap(), 8 << 20);
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

@@ -1,0 +1,333 @@
+//! Applying retention: `retention::plan` decides, this module deletes.
+//!
+//! Order inside one backup: the manifest first, then its verification
+//! records, then its artifacts (restic's `forget` then `prune`). The moment
+//! the manifest is gone the backup is no longer listed, so an interrupted
+//! prune or a store that goes down half-way never leaves a listed backup
+//! without data; what is left behind is an incomplete folder (objects
+//! without a manifest), which the next prune removes. If the manifest
+//! cannot be deleted (Object Lock), nothing else of that backup is touched.
+//!
+//! Also removed: incomplete backups (folders without a manifest whose id is
+//! older than the grace period) and, on S3, multipart uploads started
+//! before the grace period and never finished.
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+
+use crate::backup::catalog::{Catalog, Folder, Status};
+use crate::backup::policy::Job;
+use crate::backup::retention::{self, Decision, Snapshot};
+use crate::error::{one_line, Error, Result};
+use crate::store::{is_locked_delete, PendingUpload};
+
+/// Folders without a manifest younger than this may be a backup in progress.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dry_run: bool,
+    pub grace: Duration,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct JobReport {
+    pub job: String,
+    pub decisions: Vec<Decision>,
+    /// Backups whose manifest is gone (all their objects too, unless listed
+    /// in `locked` or `errors`).
+    pub removed: Vec<String>,
+    /// Incomplete backup folders (no manifest, older than the grace period).
+    pub incomplete: Vec<String>,
+    pub locked: Vec<LockedObject>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LockedObject {
+    pub key: String,
+    /// From the object's retention, when the store reports it.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Display for LockedObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.until {
+            Some(t) => write!(f, "{} is locked until {}", self.key, t.to_rfc3339()),
+            None => write!(f, "{} is locked (retention date unknown)", self.key),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct UploadsReport {
+    pub aborted: Vec<PendingUpload>,
+    pub errors: Vec<String>,
+}
+
+/// The time encoded in a backup id (`20261125T192342.001Z-abc123`).
+pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    let stamp = id.split('-').next()?;
+    NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3fZ")
+        .ok()
+        .map(|n| n.and_utc())
+}
+
+enum Outcome {
+    Done,
+    Locked(LockedObject),
+}
+
+async fn delete(catalog: &Catalog, key: &str) -> Result<Outcome> {
+    let store = catalog.store();
+    match store.delete(key).await {
+        Ok(()) => Ok(Outcome::Done),
+        Err(e) if is_locked_delete(&e) => {
+            let until = store.locked_until(key).await.ok().flatten();
+            Ok(Outcome::Locked(LockedObject {
+                key: key.to_owned(),
+                until,
+            }))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes one folder's objects: manifest first, then the rest. Stops at
+/// the first error (the store may be down: the caller stops too).
+async fn delete_folder(
+    catalog: &Catalog,
+    f: &Folder,
+    now: DateTime<Utc>,
+    report: &mut JobReport,
+) -> Result<bool> {
+    // Under Object Lock a plain DELETE on a versioned bucket "succeeds" by
+    // adding a delete marker: the backup would vanish from the catalog while
+    // its locked data stays. Ask for the retention date first and leave a
+    // locked backup whole and listed.
+    let first = f
+        .manifest
+        .clone()
+        .or_else(|| f.others.first().map(|o| o.key.clone()));
+    if let Some(key) = first {
+        if let Some(until) = catalog.store().locked_until(&key).await? {
+            if until > now {
+                report.locked.push(LockedObject {
+                    key,
+                    until: Some(until),
+                });
+                return Ok(false);
+            }
+        }
+    }
+    if let Some(m) = &f.manifest {
+        if let Outcome::Locked(l) = delete(catalog, m).await? {
+            report.locked.push(l);
+            return Ok(false);
+        }
+    }
+    let rest = f
+        .verifications
+        .iter()
+        .cloned()
+        .chain(f.others.iter().map(|o| o.key.clone()));
+    for key in rest {
+        if let Outcome::Locked(l) = delete(catalog, &key).await? {
+            report.locked.push(l);
+        }
+    }
+    Ok(true)
+}
+
+/// Plans (and unless dry-run applies) retention for one job. A store
+/// failure stops this job's prune and is reported in `errors`; the catalog
+/// stays consistent (see the module comment).
+pub async fn prune_job(catalog: &Catalog, job: &Job, opts: &Options) -> Result<JobReport> {
+    let mut report = JobReport {
+        job: job.name.clone(),
+        ..JobReport::default()
+    };
+    let folders = catalog.folders(Some(&job.name)).await?;
+    let entries = catalog.list(Some(&job.name)).await?;
+    let snapshots: Vec<Snapshot> = entries
+        .iter()
+        .map(|e| Snapshot {
+            id: e.manifest.id.clone(),
+            time: e.manifest.started_at,
+        })
+        .collect();
+    let newest_verified = entries
+        .iter()
+        .filter(|e| e.latest_verification().map(|v| v.status) == Some(Status::Ok))
+        .max_by_key(|e| (e.manifest.started_at, e.manifest.id.clone()))
+        .map(|e| e.manifest.id.clone());
+    report.decisions = retention::plan(&snapshots, &job.keep, opts.now, newest_verified.as_deref());
+
+    let grace = chrono::Duration::from_std(opts.grace).expect("grace fits");
+    let by_id = |id: &str| {
+        folders
+            .iter()
+            .find(|(dir, _)| dir.rsplit('/').next() == Some(id))
+    };
+    let incomplete: Vec<(&String, &Folder)> = folders
+        .iter()
+        .filter(|(dir, f)| {
+            f.manifest.is_none()
+                && dir
+                    .rsplit('/')
+                    .next()
+                    .and_then(id_time)
+                    .is_some_and(|t| opts.now - t > grace)
+        })
+        .collect();
+    if opts.dry_run {
+        report.incomplete = incomplete.iter().map(|(d, _)| (*d).clone()).collect();
+        return Ok(report);
+    }
+
+    let remove: Vec<String> = report
+        .decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id.clone())
+        .collect();
+    for id in remove {
+        let Some((_, f)) = by_id(&id) else { continue };
+        // A signed record first, so the gap this leaves in the job's chain
+        // of manifests is explained (`catalog verify-signatures`).
+        if let Some(e) = entries.iter().find(|e| e.manifest.id == id) {
+            let reasons = report
+                .decisions
+                .iter()
+                .find(|d| d.id == id)
+                .map(|d| d.reasons.join("; "))
+                .unwrap_or_default();
+            if let Err(err) = catalog
+                .record_removal(e, &format!("retention: {reasons}"))
+                .await
+            {
+                report
+                    .errors
+                    .push(format!("recording the removal of {id}: {}", one_line(&err)));
+                return Ok(report);
+            }
+        }
+        match delete_folder(catalog, f, opts.now, &mut report).await {
+            Ok(true) => {
+                tracing::info!(job = %job.name, id = %id, "backup removed by retention");
+                report.removed.push(id);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("removing {id}: {}", one_line(&e)));
+                return Ok(report);
+            }
+        }
+    }
+    for (dir, f) in incomplete {
+        match delete_folder(catalog, f, opts.now, &mut report).await {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(job = %job.name, folder = %dir, "incomplete backup removed");
+                report.incomplete.push(dir.clone());
+            }
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("removing incomplete {dir}: {}", one_line(&e)));
+                return Ok(report);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Aborts S3 multipart uploads under `prefix` older than the grace period.
+pub async fn stale_uploads(
+    catalog: &Catalog,
+    prefix: &str,
+    opts: &Options,
+) -> Result<UploadsReport> {
+    let grace = chrono::Duration::from_std(opts.grace).expect("grace fits");
+    let store = catalog.store();
+    let stale = store.stale_uploads(prefix, opts.now - grace).await?;
+    let mut report = UploadsReport::default();
+    for u in stale {
+        if opts.dry_run {
+            report.aborted.push(u);
+            continue;
+        }
+        match store.abort_upload(&u).await {
+            Ok(()) => report.aborted.push(u),
+            Err(e) => report.errors.push(one_line(&e)),
+        }
+    }
+    Ok(report)
+}
+
+/// `prune` text output for one job.
+pub fn render_job(r: &JobReport, dry_run: bool) -> String {
+    let mut out = format!(
+        "job {}: {} backup(s), keep {}, remove {}{}\n",
+        r.job,
+        r.decisions.len(),
+        r.decisions.iter().filter(|d| d.keep).count(),
+        r.decisions.iter().filter(|d| !d.keep).count(),
+        if dry_run {
+            " (dry run: nothing deleted)"
+        } else {
+            ""
+        }
+    );
+    for d in &r.decisions {
+        out.push_str(&format!(
+            "  {}  {:<6}  {}\n",
+            d.id,
+            if d.keep { "keep" } else { "remove" },
+            d.reasons.join(", ")
+        ));
+    }
+    for dir in &r.incomplete {
+        out.push_str(&format!(
+            "  incomplete {dir}: {}\n",
+            if dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            }
+        ));
+    }
+    for l in &r.locked {
+        out.push_str(&format!("  {l}\n"));
+    }
+    for e in &r.errors {
+        out.push_str(&format!("  error: {e}\n"));
+    }
+    out
+}
+
+/// An error for callers that need one (the daemon, exit codes).
+pub fn failure(r: &JobReport) -> Option<Error> {
+    r.errors.first().map(|e| Error::Store {
+        store: "-".into(),
+        op: "prune",
+        key: r.job.clone(),
+        msg: e.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_times_parse() {
+        let t = id_time("20261125T192342.001Z-abc123").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-25T19:23:42.001+00:00");
+        assert!(id_time("notes").is_none());
+    }
+}

@@ -1,0 +1,71 @@
+//! Reading an artifact back from the store: decrypted, decompressed, and
+//! its stored bytes counted and hashed, so that a restore can refuse to
+//! finish when they do not match the manifest. Shared by every source's
+//! restore and by verify.
+use std::sync::Arc;
+
+use crate::backup::catalog::{Artifact, Catalog, Manifest};
+use crate::base::ByteStream;
+use crate::error::{Error, Result};
+use crate::pipeline::{self, Compression, Tally};
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Restore over an existing target (non-empty directory, existing database, file).
+    pub force: bool,
+    /// MySQL: environment variable holding the target server's password.
+    pub password_env: Option<String>,
+    /// MySQL: `old=new` database renames.
+    pub database_map: Vec<(String, String)>,
+    /// MySQL: parallel connections (default: cores).
+    pub threads: Option<usize>,
+    /// Files: also restore symlinks that point outside the target (absolute
+    /// ones, as config trees often have). Nothing is ever written through them.
+    pub allow_external_links: bool,
+}
+
+/// The decompressed stream of one artifact, and the tally of the stored
+/// bytes read; call `check` once the stream has been read to its end.
+pub struct Reading {
+    pub stream: ByteStream,
+    pub(crate) stored: Arc<Tally>,
+    pub(crate) artifact: Artifact,
+}
+
+impl Reading {
+    pub async fn open(catalog: &Catalog, m: &Manifest, a: &Artifact) -> Result<Reading> {
+        let compression = Compression::from_name(&m.compression).ok_or_else(|| {
+            Error::Restore(format!(
+                "backup {} has unknown compression {:?}",
+                m.id, m.compression
+            ))
+        })?;
+        let (mut stream, stored) = pipeline::tally(catalog.store().get(&a.key).await?, true);
+        if m.encryption.is_some() {
+            let ids = catalog.identities().ok_or_else(|| {
+                Error::Restore(format!(
+                    "backup {} is encrypted; pass --identity FILE (or --passphrase-env VAR)",
+                    m.id
+                ))
+            })?;
+            stream = crate::pipeline::encrypt::decrypt(stream, ids.clone());
+        }
+        Ok(Reading {
+            stream: pipeline::decompress(stream, compression),
+            stored,
+            artifact: a.clone(),
+        })
+    }
+
+    /// Compares what was read with the manifest.
+    pub fn check(&self) -> Result<()> {
+        let (n, sha) = (self.stored.bytes(), self.stored.sha256());
+        if n != self.artifact.stored_bytes || sha != self.artifact.sha256 {
+            return Err(Error::Restore(format!(
+                "{}: read {n} bytes with sha256 {sha}, the manifest says {} bytes with sha256 {}; the stored object is damaged",
+                self.artifact.key, self.artifact.stored_bytes, self.artifact.sha256
+            )));
+        }
+        Ok(())
+    }
+}

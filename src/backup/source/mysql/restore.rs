@@ -1,0 +1,1058 @@
+//! `cexdr restore ID --to mysql://…` and `cexdr verify ID --restore-test
+//! mysql://…`. Tables are spread over `threads` lanes; each lane reads the
+//! artifact itself (checking its SHA-256 and size), jumps over the other
+//! lanes' sections, and loads its own tables, each in one transaction so
+//! InnoDB bulk-loads the empty table, with the INSERTs turned into LOAD DATA
+//! streams. Lane 0 also creates the schema first and, once every lane has
+//! read every byte and the checksums matched, the routines, views, triggers
+//! and events. Memory stays flat: a lane holds at most one 8 MiB batch.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use chrono::Utc;
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{exec, explain, rows, Server};
+use super::dump;
+use super::load;
+use super::sql::{ident, Piece, Splitter};
+use crate::backup::catalog::{Catalog, Manifest, Status, Verification, TOOL_VERSION};
+use crate::backup::source::artifact::{Reading, RestoreOptions};
+use crate::base::Secret;
+use crate::error::{one_line, Error, Result};
+
+/// Data statements sent to the server at once (as one LOAD DATA stream).
+const JOB_BYTES: usize = 8 << 20;
+
+fn manifest_dbs(m: &Manifest) -> Result<Vec<String>> {
+    let dbs = m.details["databases"].as_array().ok_or_else(|| {
+        Error::Restore(format!(
+            "backup {} has no database list in its manifest",
+            m.id
+        ))
+    })?;
+    Ok(dbs
+        .iter()
+        .filter_map(|d| d.as_str().map(str::to_owned))
+        .collect())
+}
+
+/// old → new for every database of the backup.
+fn full_map(dbs: &[String], renames: &[(String, String)]) -> Result<Vec<(String, String)>> {
+    for (old, _) in renames {
+        if !dbs.contains(old) {
+            return Err(Error::Usage(format!(
+                "--database-map {old}=…: the backup has no database {old:?} (it has {})",
+                dbs.join(", ")
+            )));
+        }
+    }
+    Ok(dbs
+        .iter()
+        .map(|d| {
+            let new = renames
+                .iter()
+                .find(|(o, _)| o == d)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_else(|| d.clone());
+            (d.clone(), new)
+        })
+        .collect())
+}
+
+/// Reads a backquoted identifier at the start of `s`: (name, bytes used).
+fn parse_ident(s: &[u8]) -> Option<(String, usize)> {
+    if s.first() != Some(&b'`') {
+        return None;
+    }
+    let mut name = Vec::new();
+    let mut i = 1;
+    while i < s.len() {
+        if s[i] == b'`' {
+            if s.get(i + 1) == Some(&b'`') {
+                name.push(b'`');
+                i += 2;
+                continue;
+            }
+            return Some((String::from_utf8(name).ok()?, i + 1));
+        }
+        name.push(s[i]);
+        i += 1;
+    }
+    None
+}
+
+const CREATE_DB: &[u8] = b"CREATE DATABASE /*!32312 IF NOT EXISTS*/ ";
+
+/// Renames the database in the dump's own `USE` and `CREATE DATABASE`
+/// statements (everything else is relative to the current database).
+fn rewrite_db(stmt: &[u8], map: &[(String, String)]) -> Option<Vec<u8>> {
+    let (prefix, rest): (&[u8], &[u8]) = if let Some(r) = stmt.strip_prefix(b"USE ") {
+        (b"USE ", r)
+    } else if let Some(r) = stmt.strip_prefix(CREATE_DB) {
+        (CREATE_DB, r)
+    } else {
+        return None;
+    };
+    let (name, used) = parse_ident(rest)?;
+    let (_, new) = map.iter().find(|(o, _)| *o == name)?;
+    if *new == name {
+        return None;
+    }
+    let mut out = prefix.to_vec();
+    out.extend_from_slice(ident(new).as_bytes());
+    out.extend_from_slice(&rest[used..]);
+    Some(out)
+}
+
+/// A CREATE TABLE whose secondary keys are held back until its rows are
+/// loaded (issue 15): InnoDB then builds each by one sort instead of
+/// maintaining it row by row, as myloader's optimize-keys does.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Deferred {
+    /// The statement to run instead (primary key and every other line kept).
+    pub create: Vec<u8>,
+    /// `ADD KEY …, ADD UNIQUE KEY …` in their original order.
+    pub add: String,
+}
+
+/// Splits the secondary `KEY`/`UNIQUE KEY` lines off a `SHOW CREATE TABLE`
+/// statement. Only the plain case is touched: InnoDB, a primary key, no
+/// foreign keys, partitions, generated columns or system versioning, and
+/// never the key an AUTO_INCREMENT column needs; FULLTEXT and SPATIAL keys
+/// stay. Anything else runs as written (None).
+pub fn defer_keys(stmt: &[u8]) -> Option<Deferred> {
+    let text = std::str::from_utf8(stmt).ok()?;
+    if !text.starts_with("CREATE TABLE `") {
+        return None;
+    }
+    let lines: Vec<&str> = text.split('\n').collect();
+    if lines.len() < 3 || !lines[0].ends_with(" (") {
+        return None;
+    }
+    let tail = lines[lines.len() - 1];
+    let body = &lines[1..lines.len() - 1];
+    if !tail.starts_with(") ENGINE=InnoDB")
+        || tail.contains("PARTITION BY")
+        || tail.contains("WITH SYSTEM VERSIONING")
+        || !body.iter().any(|l| l.starts_with("  PRIMARY KEY ("))
+        || body.iter().any(|l| {
+            l.contains(" FOREIGN KEY ")
+                || l.contains(" GENERATED ALWAYS AS ")
+                || l.contains(" WITH SYSTEM VERSIONING")
+                || !l.starts_with("  ")
+        })
+    {
+        return None;
+    }
+    let auto_inc: Option<&str> = body
+        .iter()
+        .find(|l| l.starts_with("  `") && l.contains(" AUTO_INCREMENT"))
+        .and_then(|l| l[2..].split_once("` ").map(|(c, _)| &c[..]))
+        .map(|c| &c[..]);
+    let mut keep = Vec::new();
+    let mut add = Vec::new();
+    for l in body {
+        let line = l.trim_end_matches(',');
+        let key = line.starts_with("  KEY `") || line.starts_with("  UNIQUE KEY `");
+        // The first key column, to keep the key an AUTO_INCREMENT column needs.
+        let first_col = line
+            .split_once(" (`")
+            .and_then(|(_, r)| r.split_once('`'))
+            .map(|(c, _)| c);
+        let needed = match (auto_inc, first_col) {
+            (Some(a), Some(c)) => format!("`{c}") == a,
+            _ => false,
+        };
+        if key && first_col.is_some() && !needed {
+            add.push(format!("ADD {}", line.trim_start()));
+        } else {
+            keep.push(line);
+        }
+    }
+    if add.is_empty() {
+        return None;
+    }
+    let mut create = String::with_capacity(text.len());
+    create.push_str(lines[0]);
+    create.push('\n');
+    create.push_str(&keep.join(",\n"));
+    create.push('\n');
+    create.push_str(tail);
+    Some(Deferred {
+        create: create.into_bytes(),
+        add: add.join(", "),
+    })
+}
+
+/// Adds the held-back keys of `key` (if any) and checks that the table's
+/// definition is again exactly the backup's.
+async fn add_deferred(
+    conn: &mut Conn,
+    shared: &Shared,
+    key: &(String, String),
+    map: &[(String, String)],
+) -> Result<()> {
+    let Some((d, original)) = shared.deferred.lock().unwrap().remove(key) else {
+        return Ok(());
+    };
+    let db = map
+        .iter()
+        .find(|(o, _)| *o == key.0)
+        .map(|(_, n)| n.as_str())
+        .unwrap_or(&key.0);
+    let table = format!("{}.{}", ident(db), ident(&key.1));
+    conn.query_drop(format!("ALTER TABLE {table} {}", d.add))
+        .await
+        .map_err(|e| {
+            Error::Restore(format!(
+                "adding the secondary keys of {}.{} after its rows: {}",
+                key.0,
+                key.1,
+                explain(&e)
+            ))
+        })?;
+    let now = rows(
+        conn,
+        "reading the restored definition",
+        &format!("SHOW CREATE TABLE {table}"),
+    )
+    .await?;
+    let now = now
+        .first()
+        .and_then(|r| r.get(1).cloned().flatten())
+        .unwrap_or_default();
+    shared.keys_added.fetch_add(1, Ordering::Relaxed);
+    if now.as_bytes() != original.as_slice() {
+        return Err(Error::Restore(format!(
+            "{}.{}: after its secondary keys were added back, SHOW CREATE TABLE differs from the backup's definition:\n{}\n---\n{}",
+            key.0,
+            key.1,
+            String::from_utf8_lossy(&original),
+            now
+        )));
+    }
+    Ok(())
+}
+
+async fn session(conn: &mut Conn) -> Result<()> {
+    exec(
+        conn,
+        "preparing the restore session",
+        "SET SESSION foreign_key_checks = 0, unique_checks = 0",
+    )
+    .await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Phase {
+    Start,
+    Header,
+    Schema,
+    Data,
+    Post,
+    End,
+}
+
+#[derive(Default, Debug)]
+struct Counts {
+    statements: u64,
+    keys_after: u64,
+    loaded_rows: u64,
+    data_sections: u64,
+}
+
+/// Restores `m` into `server` with databases renamed by `map`. Databases
+/// this call created are dropped again if it fails.
+async fn restore_into(
+    catalog: &Catalog,
+    m: &Manifest,
+    server: &Server,
+    map: &[(String, String)],
+    force: bool,
+    threads: usize,
+) -> Result<Counts> {
+    let mut ctl = server
+        .connect()
+        .await
+        .map_err(|e| Error::Restore(one_line(&e)))?;
+    let existing: Vec<String> = rows(
+        &mut ctl,
+        "listing databases",
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA",
+    )
+    .await?
+    .into_iter()
+    .filter_map(|r| r.into_iter().next().flatten())
+    .collect();
+    let clash: Vec<&str> = map
+        .iter()
+        .map(|(_, n)| n.as_str())
+        .filter(|n| existing.iter().any(|e| e == n))
+        .collect();
+    if !clash.is_empty() && !force {
+        return Err(Error::Restore(format!(
+            "database(s) {} already exist on {}; use --force to restore over them (tables of the backup are dropped and re-created), or --database-map OLD=NEW",
+            clash.join(", "),
+            server.describe()
+        )));
+    }
+    let created: Vec<String> = map
+        .iter()
+        .map(|(_, n)| n.clone())
+        .filter(|n| !existing.contains(n))
+        .collect();
+    let res = run(catalog, m, server, &mut ctl, map, threads).await;
+    if res.is_err() {
+        for d in &created {
+            if let Err(e) = ctl
+                .query_drop(format!("DROP DATABASE IF EXISTS {}", ident(d)))
+                .await
+            {
+                tracing::warn!(database = %d, error = %explain(&e), "could not drop a partially restored database");
+            }
+        }
+    }
+    let _ = ctl.disconnect().await;
+    res.map_err(|e| match e {
+        Error::Restore(msg) if !created.is_empty() => Error::Restore(format!(
+            "{msg} (the partially restored database(s) {} were dropped)",
+            created.join(", ")
+        )),
+        Error::Restore(msg) => Error::Restore(msg),
+        other => Error::Restore(one_line(&other)),
+    })
+}
+
+/// Runs data statements of one table (no transaction control): consecutive
+/// INSERTs go in as one LOAD DATA stream; anything else runs as written.
+async fn exec_data(
+    conn: &mut Conn,
+    job: &[Vec<u8>],
+    loaded_rows: &AtomicU64,
+) -> std::result::Result<(), mysql_async::Error> {
+    struct Batch {
+        head: load::Head,
+        tsv: Vec<u8>,
+        hex: Vec<bool>,
+        rows: u64,
+        /// The INSERTs it replaces (run as written if the server refuses
+        /// LOAD DATA LOCAL).
+        stmts: Vec<usize>,
+    }
+    async fn flush(
+        conn: &mut Conn,
+        b: Option<Batch>,
+        job: &[Vec<u8>],
+        loaded_rows: &AtomicU64,
+    ) -> std::result::Result<(), mysql_async::Error> {
+        let Some(b) = b else { return Ok(()) };
+        let sql = load::load_statement(&b.head, &b.hex);
+        let data = bytes::Bytes::from(b.tsv);
+        conn.set_infile_handler(async move {
+            Ok(Box::pin(futures::stream::once(async move { Ok(data) })) as mysql_async::InfileData)
+        });
+        match conn.query_drop(sql).await {
+            Ok(()) => {}
+            // local_infile is off on the server (or refused): the plain
+            // INSERTs do the same, only slower.
+            Err(mysql_async::Error::Server(e)) if [1148, 3948, 4166].contains(&e.code) => {
+                tracing::debug!(
+                    code = e.code,
+                    "LOAD DATA LOCAL refused; running the INSERTs"
+                );
+                for &i in &b.stmts {
+                    conn.query_drop(job[i].as_slice()).await?;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        let loaded = conn.affected_rows();
+        if loaded != b.rows {
+            return Err(mysql_async::Error::Other(
+                format!(
+                    "LOAD DATA into {} stored {loaded} of {} rows (duplicates or bad values?)",
+                    String::from_utf8_lossy(&b.head.table),
+                    b.rows
+                )
+                .into(),
+            ));
+        }
+        loaded_rows.fetch_add(loaded, Ordering::Relaxed);
+        Ok(())
+    }
+    let mut batch: Option<Batch> = None;
+    for (idx, s) in job.iter().enumerate() {
+        if let Some((head, at)) = load::head(s) {
+            if batch.as_ref().map(|b| b.head != head).unwrap_or(false) {
+                flush(conn, batch.take(), job, loaded_rows).await?;
+            }
+            let b = batch.get_or_insert_with(|| Batch {
+                hex: vec![false; head.columns.len()],
+                head,
+                tsv: Vec::with_capacity(JOB_BYTES + (1 << 20)),
+                rows: 0,
+                stmts: Vec::new(),
+            });
+            let mark = b.tsv.len();
+            let mut hex = b.hex.clone();
+            if let Some(n) = load::rows(s, at, b.head.columns.len(), &mut b.tsv, &mut hex) {
+                b.hex = hex;
+                b.rows += n;
+                b.stmts.push(idx);
+                continue;
+            }
+            b.tsv.truncate(mark);
+        }
+        flush(conn, batch.take(), job, loaded_rows).await?;
+        conn.query_drop(s.as_slice()).await?;
+    }
+    flush(conn, batch.take(), job, loaded_rows).await
+}
+
+/// Splits tables over `lanes` by recorded row count (largest first onto the
+/// least loaded lane).
+fn assign(m: &Manifest, lanes: usize) -> HashMap<(String, String), usize> {
+    let mut tables: Vec<(String, String, u64)> = Vec::new();
+    if let Some(dbs) = m.details["tables"].as_object() {
+        for (db, ts) in dbs {
+            for (t, v) in ts.as_object().into_iter().flatten() {
+                tables.push((db.clone(), t.clone(), v["rows"].as_u64().unwrap_or(0)));
+            }
+        }
+    }
+    tables.sort_by(|a, b| {
+        b.2.cmp(&a.2)
+            .then_with(|| a.0.cmp(&b.0))
+            .then_with(|| a.1.cmp(&b.1))
+    });
+    let mut load = vec![0u64; lanes];
+    let mut out = HashMap::new();
+    for (db, t, rows) in tables {
+        let lane = (0..lanes).min_by_key(|&l| load[l]).unwrap_or(0);
+        load[lane] += rows.max(1);
+        out.insert((db, t), lane);
+    }
+    out
+}
+
+struct Shared {
+    failed: CancellationToken,
+    error: Mutex<Option<Error>>,
+    schema_done: tokio::sync::watch::Sender<bool>,
+    loaded_rows: AtomicU64,
+    /// Tables created without their secondary keys, by (backup db, table):
+    /// the keys and the original CREATE TABLE.
+    deferred: Mutex<HashMap<(String, String), (Deferred, Vec<u8>)>>,
+    keys_added: AtomicU64,
+}
+
+impl Shared {
+    fn fail(&self, e: Error) -> Error {
+        let msg = one_line(&e);
+        let mut slot = self.error.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.failed.cancel();
+        Error::Restore(msg)
+    }
+}
+
+#[derive(Default)]
+struct LaneOut {
+    counts: Counts,
+    post: Vec<Vec<u8>>,
+}
+
+/// One lane: its own read of the artifact (checked against the manifest),
+/// its own connection, the data of its tables — each table in one
+/// transaction, so InnoDB bulk-loads the empty table. Lane 0 also creates
+/// the schema (on `ctl`) and collects the views/routines/triggers/events.
+#[allow(clippy::too_many_arguments)]
+async fn lane(
+    k: usize,
+    catalog: &Catalog,
+    m: &Manifest,
+    mut conn: Conn,
+    mut ctl: Option<&mut Conn>,
+    map: &[(String, String)],
+    owners: &HashMap<(String, String), usize>,
+    shared: &Shared,
+) -> Result<LaneOut> {
+    let a = m
+        .artifacts
+        .first()
+        .ok_or_else(|| Error::Restore(format!("backup {} has no artifact", m.id)))?;
+    let mut reading = Reading::open(catalog, m, a).await?;
+    let mut stream =
+        std::mem::replace(&mut reading.stream, crate::pipeline::from_bytes(Vec::new()));
+    let mut out = LaneOut::default();
+    // Other lanes' data sections are jumped over, not parsed.
+    let lane_owners = owners.clone();
+    let mut splitter = Splitter::skipping(Box::new(move |mk: &str| {
+        let Some(json) = mk.strip_prefix("data ") else {
+            return false;
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+        let key = (
+            v["db"].as_str().unwrap_or("").to_owned(),
+            v["table"].as_str().unwrap_or("").to_owned(),
+        );
+        lane_owners.get(&key).copied().unwrap_or(0) != k
+    }));
+    let mut phase = Phase::Start;
+    let mut mine = false;
+    let mut current: Option<(String, String)> = None;
+    let mut in_txn = false;
+    let mut job: Vec<Vec<u8>> = Vec::new();
+    let mut job_bytes = 0usize;
+    let mut current_use: Option<Vec<u8>> = None;
+    let mut schema_rx = shared.schema_done.subscribe();
+    let mut schema_db = String::new();
+    let mut ended = false;
+    let mysql =
+        |what: &str, e: mysql_async::Error| Error::Restore(format!("{what}: {}", explain(&e)));
+    while !ended {
+        if shared.failed.is_cancelled() {
+            return Err(Error::Restore(
+                "stopped: another restore connection failed".into(),
+            ));
+        }
+        let pieces = match stream.next().await {
+            Some(chunk) => {
+                let chunk = chunk.map_err(|e| match reading.check() {
+                    Err(d) => d,
+                    Ok(()) => Error::Restore(format!("reading {}: {e}", a.key)),
+                })?;
+                splitter.feed(&chunk);
+                let mut v = Vec::new();
+                while let Some(p) = splitter.next_piece() {
+                    v.push(p);
+                }
+                v
+            }
+            None => {
+                ended = true;
+                splitter
+                    .finish()
+                    .map_err(|e| Error::Restore(format!("{}: {e}", a.key)))?
+                    .into_iter()
+                    .collect()
+            }
+        };
+        for p in pieces {
+            match p {
+                Piece::Marker(mk) => {
+                    let (kind, json) = mk.split_once(' ').unwrap_or((mk.as_str(), "{}"));
+                    let next = match kind {
+                        "header" => Phase::Header,
+                        "schema" => Phase::Schema,
+                        "data" => Phase::Data,
+                        "post" => Phase::Post,
+                        "end" => Phase::End,
+                        _ => phase,
+                    };
+                    if next < phase {
+                        return Err(Error::Restore(format!("{}: section {kind:?} after a later section; not a cexdr dump?", a.key)));
+                    }
+                    if !job.is_empty() {
+                        exec_data(&mut conn, &job, &shared.loaded_rows).await.map_err(|e| mysql("loading data", e))?;
+                        job.clear();
+                        job_bytes = 0;
+                    }
+                    if next > Phase::Schema && phase <= Phase::Schema {
+                        if k == 0 {
+                            let _ = shared.schema_done.send(true);
+                        } else {
+                            tokio::select! {
+                                r = schema_rx.wait_for(|d| *d) => { r.map_err(|_| Error::Restore("the schema was not created".into()))?; }
+                                _ = shared.failed.cancelled() => return Err(Error::Restore("stopped: another restore connection failed".into())),
+                            }
+                        }
+                    }
+                    let table = if kind == "data" {
+                        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                        Some((v["db"].as_str().unwrap_or("").to_owned(), v["table"].as_str().unwrap_or("").to_owned()))
+                    } else {
+                        None
+                    };
+                    if table != current && in_txn {
+                        conn.query_drop("COMMIT").await.map_err(|e| mysql("committing", e))?;
+                        in_txn = false;
+                        if let Some(done) = &current {
+                            add_deferred(&mut conn, shared, done, map).await?;
+                        }
+                    }
+                    if kind == "schema" {
+                        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                        schema_db = v["db"].as_str().unwrap_or("").to_owned();
+                    }
+                    if kind == "data" {
+                        out.counts.data_sections += 1;
+                        mine = owners.get(table.as_ref().unwrap()).copied().unwrap_or(0) == k;
+                        if table != current {
+                            current_use = None;
+                        }
+                    } else {
+                        mine = false;
+                    }
+                    current = table;
+                    phase = next;
+                }
+                Piece::Statement(s) => {
+                    match phase {
+                        Phase::Start => {
+                            return Err(Error::Restore(format!(
+                                "{}: the dump does not start with the cexdr header; restore it with the mariadb client",
+                                a.key
+                            )))
+                        }
+                        Phase::Header | Phase::End => {}
+                        Phase::Schema => {
+                            if let Some(ctl) = ctl.as_deref_mut() {
+                                let mut s = rewrite_db(&s, map).unwrap_or(s);
+                                out.counts.statements += 1;
+                                if let Some(d) = defer_keys(&s) {
+                                    if let Some((t, _)) = parse_ident(&s[b"CREATE TABLE ".len()..]) {
+                                        let original = std::mem::replace(&mut s, d.create.clone());
+                                        shared.deferred.lock().unwrap().insert((schema_db.clone(), t), (d, original));
+                                    }
+                                }
+                                ctl.query_drop(s.as_slice()).await.map_err(|e| {
+                                    Error::Restore(format!(
+                                        "creating the schema (`{}`): {}",
+                                        String::from_utf8_lossy(&s[..s.len().min(120)]),
+                                        explain(&e)
+                                    ))
+                                })?;
+                            }
+                        }
+                        Phase::Data if mine => {
+                            let s = rewrite_db(&s, map).unwrap_or(s);
+                            out.counts.statements += 1;
+                            if !in_txn {
+                                conn.query_drop("START TRANSACTION").await.map_err(|e| mysql("starting a transaction", e))?;
+                                in_txn = true;
+                                if let Some(u) = &current_use {
+                                    job.push(u.clone());
+                                }
+                            }
+                            if s.starts_with(b"USE ") {
+                                current_use = Some(s.clone());
+                            }
+                            job_bytes += s.len();
+                            job.push(s);
+                            if job_bytes >= JOB_BYTES {
+                                exec_data(&mut conn, &job, &shared.loaded_rows).await.map_err(|e| mysql("loading data", e))?;
+                                job.clear();
+                                job_bytes = 0;
+                                if let Some(u) = &current_use {
+                                    job.push(u.clone());
+                                }
+                            }
+                        }
+                        Phase::Data => {
+                            if s.starts_with(b"USE ") {
+                                current_use = Some(rewrite_db(&s, map).unwrap_or(s));
+                            }
+                        }
+                        Phase::Post => {
+                            if k == 0 {
+                                out.counts.statements += 1;
+                                out.post.push(rewrite_db(&s, map).unwrap_or(s));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if !job.is_empty() {
+        exec_data(&mut conn, &job, &shared.loaded_rows)
+            .await
+            .map_err(|e| mysql("loading data", e))?;
+    }
+    if in_txn {
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(|e| mysql("committing", e))?;
+        if let Some(done) = &current {
+            add_deferred(&mut conn, shared, done, map).await?;
+        }
+    }
+    if k == 0 {
+        let _ = shared.schema_done.send(true);
+    }
+    let _ = conn.disconnect().await;
+    // Every byte read: the checksum decides before anything is declared done.
+    reading.check()?;
+    if phase != Phase::End {
+        return Err(Error::Restore(format!(
+            "{}: the dump has no end marker (truncated)",
+            a.key
+        )));
+    }
+    Ok(out)
+}
+
+/// Restores with `threads` lanes; each reads the artifact itself so the
+/// lanes load their tables at the same time while memory stays flat.
+async fn run(
+    catalog: &Catalog,
+    m: &Manifest,
+    server: &Server,
+    ctl: &mut Conn,
+    map: &[(String, String)],
+    threads: usize,
+) -> Result<Counts> {
+    session(ctl).await?;
+    let owners = assign(m, threads);
+    let (schema_done, _) = tokio::sync::watch::channel(false);
+    let shared = Shared {
+        failed: CancellationToken::new(),
+        error: Mutex::new(None),
+        schema_done,
+        loaded_rows: AtomicU64::new(0),
+        deferred: Mutex::new(HashMap::new()),
+        keys_added: AtomicU64::new(0),
+    };
+    let mut conns = Vec::new();
+    for _ in 0..threads {
+        let mut c = server.connect().await?;
+        session(&mut c).await?;
+        conns.push(c);
+    }
+    let mut conns = conns.into_iter();
+    let first = conns.next().expect("at least one lane");
+    let lane0 = async {
+        lane(0, catalog, m, first, Some(ctl), map, &owners, &shared)
+            .await
+            .map_err(|e| shared.fail(e))
+    };
+    let others = futures::future::join_all(conns.enumerate().map(|(i, c)| {
+        let (owners, shared) = (&owners, &shared);
+        async move {
+            lane(i + 1, catalog, m, c, None, map, owners, shared)
+                .await
+                .map_err(|e| shared.fail(e))
+        }
+    }));
+    let (r0, rest) = futures::join!(lane0, others);
+    if let Some(e) = shared.error.lock().unwrap().take() {
+        return Err(match e {
+            Error::Restore(m) => Error::Restore(m),
+            other => Error::Restore(one_line(&other)),
+        });
+    }
+    let mut out = r0?;
+    for r in rest {
+        let o = r?;
+        out.counts.statements += o.counts.statements;
+    }
+    // Tables no lane loaded (empty or without a data section) get their keys here.
+    let left: Vec<(String, String)> = shared.deferred.lock().unwrap().keys().cloned().collect();
+    for key in left {
+        add_deferred(ctl, &shared, &key, map).await?;
+    }
+    for s in &out.post {
+        ctl.query_drop(s.as_slice()).await.map_err(|e| {
+            Error::Restore(format!(
+                "creating views, routines, triggers or events (`{}`): {}",
+                String::from_utf8_lossy(&s[..s.len().min(160)]),
+                explain(&e)
+            ))
+        })?;
+    }
+    let mut counts = out.counts;
+    counts.loaded_rows = shared.loaded_rows.load(Ordering::Relaxed);
+    counts.keys_after = shared.keys_added.load(Ordering::Relaxed);
+    Ok(counts)
+}
+
+fn server_for(to: &str, password_env: Option<&str>) -> Result<Server> {
+    let secret = match password_env {
+        Some(v) => Secret::Env(v.to_owned()),
+        None => Secret::None,
+    };
+    Server::new(to, &secret, None)
+}
+
+fn default_threads() -> usize {
+    crate::base::parallelism()
+}
+
+/// `cexdr restore ID --to mysql://…`.
+pub async fn restore(
+    catalog: &Catalog,
+    m: &Manifest,
+    to: &str,
+    opts: &RestoreOptions,
+) -> Result<String> {
+    let t0 = Instant::now();
+    let server = server_for(to, opts.password_env.as_deref())?;
+    let dbs = manifest_dbs(m)?;
+    let map = full_map(&dbs, &opts.database_map)?;
+    let threads = opts.threads.unwrap_or_else(default_threads).clamp(1, 64);
+    let counts = restore_into(catalog, m, &server, &map, opts.force, threads).await?;
+    let names: Vec<String> = map
+        .iter()
+        .map(|(o, n)| {
+            if o == n {
+                o.clone()
+            } else {
+                format!("{o} as {n}")
+            }
+        })
+        .collect();
+    Ok(format!(
+        "restored backup {} into {} ({}; {} statements, {} rows bulk-loaded, secondary keys of {} tables built after their rows, {} data sections on {} connections) in {:.1} s",
+        m.id,
+        server.describe(),
+        names.join(", "),
+        counts.statements,
+        counts.loaded_rows,
+        counts.keys_after,
+        counts.data_sections,
+        threads,
+        t0.elapsed().as_secs_f64()
+    ))
+}
+
+/// `cexdr verify ID --restore-test mysql://…`: restores into scratch
+/// databases, compares every table's row count and row digest with the
+/// manifest, and drops the scratch databases again. The password of the
+/// scratch server, if any, is read from `CEXDR_RESTORE_TEST_PASSWORD`.
+pub async fn restore_test(
+    catalog: &Catalog,
+    m: &Manifest,
+    target: Option<&str>,
+) -> Result<Verification> {
+    let target = target.ok_or_else(|| {
+        Error::Usage("--restore-test needs a scratch MySQL server for mysql backups: --restore-test mysql://user@host:port".into())
+    })?;
+    let secret = if std::env::var_os("CEXDR_RESTORE_TEST_PASSWORD").is_some() {
+        Secret::Env("CEXDR_RESTORE_TEST_PASSWORD".into())
+    } else {
+        Secret::None
+    };
+    let server = Server::new(target, &secret, None)?;
+    let t0 = Instant::now();
+    let dbs = manifest_dbs(m)?;
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let map: Vec<(String, String)> = dbs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.clone(), format!("cexdr_rt_{tag}_{i}")))
+        .collect();
+    let counts = restore_into(catalog, m, &server, &map, false, default_threads()).await?;
+    let mut conn = server.connect().await?;
+    let compared = compare(&mut conn, m, &map).await;
+    for (_, scratch) in &map {
+        if let Err(e) = conn
+            .query_drop(format!("DROP DATABASE IF EXISTS {}", ident(scratch)))
+            .await
+        {
+            tracing::warn!(database = %scratch, error = %explain(&e), "could not drop a scratch database");
+        }
+    }
+    let _ = conn.disconnect().await;
+    let (mut checks, mismatches) = compared?;
+    checks.insert(
+        0,
+        format!(
+            "restored into scratch databases on {} ({} statements) and dropped them again",
+            server.describe(),
+            counts.statements
+        ),
+    );
+    let error = (!mismatches.is_empty()).then(|| mismatches.join("; "));
+    Ok(Verification {
+        backup_id: m.id.clone(),
+        job: m.job.clone(),
+        at: Utc::now(),
+        status: if error.is_none() {
+            Status::Ok
+        } else {
+            Status::Failed
+        },
+        method: "restore-test".into(),
+        tool_version: TOOL_VERSION.into(),
+        host: crate::base::host_name(),
+        checks,
+        error,
+        details: json!({"target": server.describe(), "seconds": t0.elapsed().as_secs_f64()}),
+    })
+}
+
+/// Row counts and digests of the restored tables against the manifest.
+async fn compare(
+    conn: &mut Conn,
+    m: &Manifest,
+    map: &[(String, String)],
+) -> Result<(Vec<String>, Vec<String>)> {
+    let mut checks = Vec::new();
+    let mut bad = Vec::new();
+    let recorded = m.details["tables"].as_object().cloned().unwrap_or_default();
+    let mut tables = 0;
+    let mut rows_total = 0u64;
+    for (old, scratch) in map {
+        let restored = dump::tables(conn, std::slice::from_ref(scratch), &[]).await?;
+        let want = recorded
+            .get(old)
+            .and_then(|v| v.as_object())
+            .cloned()
+            .unwrap_or_default();
+        for name in want.keys() {
+            if !restored.iter().any(|t| &t.name == name) {
+                bad.push(format!("table {old}.{name} is missing after the restore"));
+            }
+        }
+        for t in restored.iter().filter(|t| t.has_data()) {
+            let Some(w) = want.get(&t.name) else {
+                bad.push(format!(
+                    "table {old}.{} was restored but is not in the manifest",
+                    t.name
+                ));
+                continue;
+            };
+            let got = dump::table_digest(conn, t).await?;
+            let (rows, digest) = (
+                w["rows"].as_u64().unwrap_or(u64::MAX),
+                w["digest"].as_str().unwrap_or(""),
+            );
+            if got.rows != rows {
+                bad.push(format!(
+                    "{old}.{}: {} rows restored, the manifest says {rows}",
+                    t.name, got.rows
+                ));
+            } else if format!("{:016x}", got.digest) != digest {
+                bad.push(format!(
+                    "{old}.{}: row digest {:016x} differs from the manifest's {digest}",
+                    t.name, got.digest
+                ));
+            }
+            tables += 1;
+            rows_total += got.rows;
+        }
+    }
+    checks.push(format!(
+        "{tables} tables, {rows_total} rows: counts and row digests compared with the manifest"
+    ));
+    match m.details.get("definitions").and_then(|d| d.as_object()) {
+        None => checks.push(
+            "the manifest has no object fingerprints (made by an older cexdr): views, routines, triggers, events and sequences not compared".into(),
+        ),
+        Some(recorded) => {
+            let mut n = 0;
+            for (old, scratch) in map {
+                let want: BTreeMap<String, String> = recorded
+                    .get(old)
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or_default();
+                let got = definitions(conn, scratch).await?;
+                for (label, fp) in &want {
+                    match got.get(label) {
+                        None => bad.push(format!("{old}: {label} is missing after the restore")),
+                        Some(g) if g != fp => bad.push(format!(
+                            "{old}: {label} differs from the backup (definition, character set, collation, SQL mode or position)"
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                for label in got.keys().filter(|l| !want.contains_key(*l)) {
+                    bad.push(format!("{old}: {label} was restored but is not in the manifest"));
+                }
+                n += want.len();
+            }
+            checks.push(format!(
+                "{n} views, routines, triggers, events and sequences: definitions and creation contexts compared with the manifest"
+            ));
+        }
+    }
+    Ok((checks, bad))
+}
+
+/// Fingerprints of every object of `db` as it is now (see `dump::fingerprint`).
+async fn definitions(conn: &mut Conn, db: &str) -> Result<BTreeMap<String, String>> {
+    let o = dump::list_objects(conn, &[db.to_owned()], &[]).await?;
+    exec(
+        conn,
+        &format!("using database {db}"),
+        &format!("USE {}", ident(db)),
+    )
+    .await?;
+    let mut out = BTreeMap::new();
+    for obj in o
+        .views
+        .iter()
+        .chain(&o.routines)
+        .chain(&o.triggers)
+        .chain(&o.events)
+        .chain(&o.sequences)
+    {
+        let body = dump::show_create(conn, obj).await?;
+        out.insert(obj.label(), dump::fingerprint(obj, &body));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secondary_keys_are_held_back_only_in_the_plain_case() {
+        let t = "CREATE TABLE `orders` (\n  `id` bigint(20) NOT NULL AUTO_INCREMENT,\n  `user_id` bigint(20) NOT NULL,\n  `email` varchar(191) NOT NULL,\n  `body` text DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `email` (`email`),\n  KEY `idx_user` (`user_id`,`id`) COMMENT 'x, y',\n  KEY `by_id` (`id`),\n  FULLTEXT KEY `ft` (`body`)\n) ENGINE=InnoDB AUTO_INCREMENT=5 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci";
+        let d = defer_keys(t.as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8(d.create).unwrap(),
+            "CREATE TABLE `orders` (\n  `id` bigint(20) NOT NULL AUTO_INCREMENT,\n  `user_id` bigint(20) NOT NULL,\n  `email` varchar(191) NOT NULL,\n  `body` text DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `by_id` (`id`),\n  FULLTEXT KEY `ft` (`body`)\n) ENGINE=InnoDB AUTO_INCREMENT=5 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"
+        );
+        assert_eq!(
+            d.add,
+            "ADD UNIQUE KEY `email` (`email`), ADD KEY `idx_user` (`user_id`,`id`) COMMENT 'x, y'"
+        );
+        // Foreign keys, partitions, no primary key, other engines: as written.
+        for odd in [
+            t.replace(
+                "  FULLTEXT KEY `ft` (`body`)",
+                "  CONSTRAINT `fk` FOREIGN KEY (`user_id`) REFERENCES `users` (`id`)",
+            ),
+            t.replace("  PRIMARY KEY (`id`),\n", ""),
+            t.replace("ENGINE=InnoDB", "ENGINE=MyISAM"),
+            format!("{t}\n PARTITION BY HASH (`id`)\nPARTITIONS 2"),
+            t.replace(
+                "`body` text DEFAULT NULL",
+                "`body` text GENERATED ALWAYS AS (`email`) VIRTUAL",
+            ),
+            "CREATE TABLE `p` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB"
+                .into(),
+        ] {
+            assert_eq!(defer_keys(odd.as_bytes()), None, "{odd}");
+        }
+    }
+
+    #[test]
+    fn database_names_are_rewritten_only_in_use_and_create_database() {
+        let map = vec![
+            ("a`b".to_string(), "new".to_string()),
+            ("same".to_string(), "same".to_string()),
+        ];
+        assert_eq!(rewrite_db(b"USE `a``b`", &map).unwrap(), b"USE `new`");
+        assert_eq!(
+            rewrite_db(b"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `a``b` /*!40100 DEFAULT CHARACTER SET utf8mb4 */", &map).unwrap(),
+            b"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `new` /*!40100 DEFAULT CHARACTER SET utf8mb4 */"
+        );
+        assert!(rewrite_db(b"USE `same`", &map).is_none());
+        assert!(rewrite_db(b"INSERT INTO `a``b` VALUES (1)", &map).is_none());
+        assert!(full_map(&["x".into()], &[("y".into(), "z".into())]).is_err());
+    }
+}

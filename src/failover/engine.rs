@@ -1,0 +1,892 @@
+//! The failover engine: plan → safety checks → steps, each journaled
+//! (`step-started`, progress, `step-done`) so that `--resume` skips what is
+//! done and re-enters what was interrupted.
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::base::human_duration;
+use crate::error::{one_line, Error, Result};
+use crate::failover::journal::{
+    self, Journal, Lock, Record, Replay, RunOutcome, StepOutcome, StepStatus,
+};
+use crate::failover::runbook::Event;
+use crate::failover::runbook::{OnFailure, Runbook};
+use crate::failover::step::{self, Ctx};
+use crate::notify::{deliver, Message, Severity};
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub yes: bool,
+    pub dry_run: bool,
+    pub force: bool,
+    /// `Some(None)`: resume the latest unfinished run; `Some(Some(id))`: that run.
+    pub resume: Option<Option<String>>,
+    /// Overrides the runbook's `state-dir`.
+    pub state_dir: Option<PathBuf>,
+    pub json: bool,
+}
+
+pub fn load(file: &Path, state_dir: Option<&Path>) -> Result<Runbook> {
+    let mut rb = Runbook::load(file)?;
+    if let Some(d) = state_dir {
+        rb.state_dir = d.to_path_buf();
+    }
+    Ok(rb)
+}
+
+/// Secrets are read before anything talks to a server: a missing variable
+/// stops the run before it starts, not half-way.
+fn preflight(rb: &Runbook) -> Result<()> {
+    for c in &rb.channels {
+        c.check_secrets()
+            .map_err(|e| Error::Usage(format!("channel {}: {}", c.name(), one_line(&e))))?;
+    }
+    for s in &rb.steps {
+        step::check_secrets(&s.kind)
+            .map_err(|e| Error::Usage(format!("step {}: {}", s.name, one_line(&e))))?;
+    }
+    Ok(())
+}
+
+fn out(json_mode: bool, line: impl AsRef<str>) {
+    // In --json mode, stdout carries only the final document.
+    if json_mode {
+        eprintln!("{}", line.as_ref());
+    } else {
+        println!("{}", line.as_ref());
+    }
+}
+
+fn confirm(rb: &Runbook) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "a failover needs confirmation: stdin is not a terminal, so pass --yes".into(),
+        ));
+    }
+    print!("Type the runbook name ({}) to fail over now: ", rb.name);
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::io("reading the confirmation", e))?;
+    if line.trim() != rb.name {
+        return Err(Error::Usage("not confirmed; nothing was changed".into()));
+    }
+    Ok(())
+}
+
+/// `cexdr failover --runbook FILE [--dry-run]`.
+pub async fn failover(rb: &Runbook, opts: &Options, cancel: CancellationToken) -> Result<Value> {
+    preflight(rb)?;
+    let dir = journal::runbook_dir(&rb.state_dir, &rb.name);
+    if opts.dry_run {
+        return dry_run(rb, opts).await;
+    }
+    let _lock = Lock::acquire(&dir, &rb.name)?;
+    let mut j = match &opts.resume {
+        Some(run) => open_for_resume(rb, &dir, run.as_deref())?,
+        None => {
+            safety_checks(rb, &dir, opts, Utc::now())?;
+            out(opts.json, rb.describe());
+            if !opts.yes {
+                confirm(rb)?;
+            }
+            let run = journal::new_run_id(Utc::now());
+            let mut j = Journal::create(&dir, &run)?;
+            j.append(Record::RunStarted {
+                run,
+                runbook: rb.name.clone(),
+                file: rb.file.clone(),
+                sha256: rb.sha256.clone(),
+                plan: rb.plan_fingerprint(),
+                by: journal::who(),
+                force: opts.force,
+            })?;
+            j
+        }
+    };
+    let outcome = run_steps(rb, &mut j, opts, cancel).await;
+    let replay = j.replay();
+    out(opts.json, format!("journal: {}", j.path.display()));
+    let doc = status_json(&replay);
+    outcome.map(|_| doc)
+}
+
+fn open_for_resume(rb: &Runbook, dir: &Path, run: Option<&str>) -> Result<Journal> {
+    let path = match run {
+        Some(r) => {
+            let p = journal::run_path(dir, r);
+            if !p.exists() {
+                return Err(Error::Usage(format!(
+                    "no run {r} of runbook {} in {}",
+                    rb.name,
+                    dir.display()
+                )));
+            }
+            p
+        }
+        None => {
+            let mut found = None;
+            for p in journal::list_runs(dir)?.into_iter().rev() {
+                let (entries, _) = journal::read_entries(&p)?;
+                if !Replay::from_entries(&entries).is_finished_ok() {
+                    found = Some(p);
+                    break;
+                }
+            }
+            found.ok_or_else(|| {
+                Error::Usage(format!(
+                    "runbook {} has no unfinished run to resume",
+                    rb.name
+                ))
+            })?
+        }
+    };
+    let mut j = Journal::open(&path)?;
+    let r = j.replay();
+    if r.runbook != rb.name {
+        return Err(Error::Failover {
+            what: format!("journal {}", path.display()),
+            msg: format!("it is a run of runbook {:?}, not {:?}", r.runbook, rb.name),
+        });
+    }
+    if r.plan != rb.plan_fingerprint() {
+        return Err(Error::Failover {
+            what: format!("journal {}", path.display()),
+            msg: format!(
+                "the runbook's steps changed since run {} started (journal: {}; runbook now: {}); finish it with the old runbook or start a new run",
+                r.run,
+                r.plan.join(", "),
+                rb.plan_fingerprint().join(", ")
+            ),
+        });
+    }
+    if r.sha256 != rb.sha256 {
+        tracing::warn!(run = %r.run, "the runbook file changed since the run started (same steps); resuming with the new parameters");
+    }
+    if r.is_finished_ok() {
+        return Err(Error::Usage(format!(
+            "run {} already succeeded; nothing to resume",
+            r.run
+        )));
+    }
+    j.append(Record::RunResumed { by: journal::who() })?;
+    Ok(j)
+}
+
+/// Refuses a new run while another is unfinished, or within the cool-down
+/// after a completed failover, unless `--force` (journaled by the caller).
+fn safety_checks(
+    rb: &Runbook,
+    dir: &Path,
+    opts: &Options,
+    now: chrono::DateTime<Utc>,
+) -> Result<()> {
+    let runs = journal::list_runs(dir)?;
+    for p in runs.iter().rev() {
+        let r = match journal::read_entries(p) {
+            Ok((entries, _)) => Replay::from_entries(&entries),
+            Err(e) if opts.force => {
+                tracing::warn!(error = %one_line(&e), "ignoring an unreadable journal because of --force");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match r.outcome {
+            None if !opts.force => {
+                return Err(Error::Failover {
+                    what: format!("runbook {}", rb.name),
+                    msg: format!(
+                        "run {} is unfinished: `cexdr failover --runbook {} --resume {}` continues it (--force starts a new run instead)",
+                        r.run,
+                        rb.file.display(),
+                        r.run
+                    ),
+                })
+            }
+            Some(RunOutcome::Succeeded) => {
+                let at = r.finished_at.expect("finished");
+                let until = at + chrono::Duration::from_std(rb.cool_down).unwrap_or_default();
+                if now < until && !opts.force {
+                    return Err(Error::Failover {
+                        what: format!("runbook {}", rb.name),
+                        msg: format!(
+                            "run {} completed a failover at {}; within the cool-down ({}, until {}) a new failover needs --force",
+                            r.run,
+                            at.to_rfc3339(),
+                            human_duration(rb.cool_down),
+                            until.to_rfc3339()
+                        ),
+                    });
+                }
+                break;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn dry_run(rb: &Runbook, opts: &Options) -> Result<Value> {
+    out(opts.json, rb.describe());
+    out(opts.json, "dry run: read-only checks, nothing is changed");
+    let mut steps = Vec::new();
+    for s in &rb.steps {
+        let started = Instant::now();
+        let v = match tokio::time::timeout(s.timeout, step::build(s).preview(&s.name, rb)).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => json!({ "error": one_line(&e) }),
+            Err(_) => json!({ "error": format!("no answer within {}", human_duration(s.timeout)) }),
+        };
+        out(
+            opts.json,
+            format!(
+                "- {} [{}] ({}): {}",
+                s.name,
+                s.kind_name(),
+                human_duration(started.elapsed()),
+                serde_json::to_string(&v).expect("json")
+            ),
+        );
+        steps.push(json!({ "step": s.name, "kind": s.kind_name(), "preview": v }));
+    }
+    Ok(json!({ "runbook": rb.name, "dry_run": true, "steps": steps }))
+}
+
+fn run_id(j: &Journal) -> String {
+    j.replay().run
+}
+
+fn summary(r: &Replay) -> String {
+    let mut s = String::new();
+    for (i, st) in r.steps.iter().enumerate() {
+        s.push_str(&format!(
+            "{}. {} {}{}\n",
+            i + 1,
+            st.name,
+            status_word(st.status),
+            st.elapsed_ms
+                .map(|ms| format!(" ({})", human_duration(Duration::from_millis(ms))))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(rto) = r.rto() {
+        s.push_str(&format!(
+            "RTO (start → verify green): {}\n",
+            fmt_chrono(rto)
+        ));
+    }
+    s
+}
+
+fn fmt_chrono(d: chrono::Duration) -> String {
+    human_duration(d.to_std().unwrap_or_default())
+}
+
+async fn notify_event(rb: &Runbook, j: &mut Journal, event: Event, text: String) -> Result<()> {
+    if !rb.notify_on.contains(&event) {
+        return Ok(());
+    }
+    let r = j.replay();
+    let msg = Message {
+        id: format!("{}.{}", r.run, event.name()),
+        subject: format!(
+            "[cexdr] failover {} {}: {} → {}",
+            rb.name,
+            match event {
+                Event::Start => "started",
+                Event::Failure => "FAILED",
+                Event::End => "finished",
+            },
+            rb.from_site,
+            rb.to_site
+        ),
+        text,
+        severity: match event {
+            Event::Start => Severity::Warning,
+            Event::Failure => Severity::Critical,
+            Event::End => Severity::Info,
+        },
+        fields: BTreeMap::from([
+            ("run".to_owned(), r.run.clone()),
+            ("by".to_owned(), r.started_by.clone()),
+        ]),
+    };
+    for name in &rb.notify {
+        if r.notified
+            .contains(&(event.name().to_owned(), name.clone()))
+        {
+            continue;
+        }
+        let ch = rb.channel(name).expect("validated channel name");
+        let d = deliver(ch, &msg).await;
+        j.append(Record::Notified {
+            event: event.name().to_owned(),
+            delivery: d,
+        })?;
+    }
+    Ok(())
+}
+
+async fn run_steps(
+    rb: &Runbook,
+    j: &mut Journal,
+    opts: &Options,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let run = run_id(j);
+    if opts.force && opts.resume.is_none() {
+        j.append(Record::Forced {
+            step: None,
+            by: journal::who(),
+            reason: "--force: cool-down and unfinished-run checks overridden".into(),
+        })?;
+    }
+    notify_event(
+        rb,
+        j,
+        Event::Start,
+        format!(
+            "Failover from {} to {} started by {} (run {run}).\nPlan:\n{}",
+            rb.from_site,
+            rb.to_site,
+            journal::who(),
+            rb.plan_fingerprint().join("\n")
+        ),
+    )
+    .await?;
+    let total = rb.steps.len();
+    for (i, spec) in rb.steps.iter().enumerate() {
+        let r = j.replay();
+        let state = r
+            .step(&spec.name)
+            .cloned()
+            .expect("plan matches the journal");
+        if matches!(state.status, StepStatus::Done | StepStatus::FailedContinued) {
+            out(
+                opts.json,
+                format!("[{}/{total}] {}: already done, skipped", i + 1, spec.name),
+            );
+            continue;
+        }
+        if cancel.is_cancelled() {
+            j.append(Record::RunInterrupted {
+                step: Some(spec.name.clone()),
+            })?;
+            out(
+                opts.json,
+                format!(
+                    "interrupted before step {}; `--resume {run}` continues",
+                    spec.name
+                ),
+            );
+            return Err(Error::Interrupted);
+        }
+        if state.status == StepStatus::Interrupted {
+            out(
+                opts.json,
+                format!(
+                    "[{}/{total}] {}: re-entering an interrupted step",
+                    i + 1,
+                    spec.name
+                ),
+            );
+        } else {
+            out(
+                opts.json,
+                format!("[{}/{total}] {} ({})…", i + 1, spec.name, spec.kind_name()),
+            );
+        }
+        let step = step::build(spec);
+        let mut progress = state.progress.clone();
+        let mut attempt = state.attempts;
+        let mut tries = 0;
+        let started = Instant::now();
+        let result: std::result::Result<Value, Error> = loop {
+            attempt += 1;
+            tries += 1;
+            j.append(Record::StepStarted {
+                step: spec.name.clone(),
+                attempt,
+            })?;
+            let deadline = tokio::time::Instant::now() + spec.timeout;
+            let mut ctx = Ctx {
+                run: &run,
+                step: &spec.name,
+                runbook: rb,
+                force: opts.force,
+                deadline,
+                cancel: cancel.clone(),
+                progress: std::mem::take(&mut progress),
+                journal: j,
+            };
+            let res = tokio::time::timeout(spec.timeout, step.run(&mut ctx)).await;
+            progress = std::mem::take(&mut ctx.progress);
+            let err = match res {
+                Ok(Ok(details)) => break Ok(details),
+                Ok(Err(e)) => e,
+                Err(_) => step::step_error(
+                    &spec.name,
+                    format!("timed out after {}", human_duration(spec.timeout)),
+                ),
+            };
+            j.append(Record::StepFailed {
+                step: spec.name.clone(),
+                attempt,
+                error: one_line(&err),
+            })?;
+            if tries > spec.retries || cancel.is_cancelled() {
+                break Err(err);
+            }
+            let wait = spec.backoff * 2u32.saturating_pow(tries - 1).min(64);
+            out(
+                opts.json,
+                format!(
+                    "    attempt {attempt} failed: {}; retrying in {}",
+                    one_line(&err),
+                    human_duration(wait)
+                ),
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => break Err(err),
+            }
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(details) => {
+                j.append(Record::StepDone {
+                    step: spec.name.clone(),
+                    outcome: StepOutcome::Ok,
+                    details,
+                    elapsed_ms,
+                })?;
+                out(
+                    opts.json,
+                    format!(
+                        "    done in {}",
+                        human_duration(Duration::from_millis(elapsed_ms))
+                    ),
+                );
+            }
+            Err(e)
+                if spec.on_failure == OnFailure::Continue && !matches!(e, Error::Interrupted) =>
+            {
+                out(
+                    opts.json,
+                    format!("    FAILED (on-failure = continue): {}", one_line(&e)),
+                );
+                j.append(Record::StepDone {
+                    step: spec.name.clone(),
+                    outcome: StepOutcome::FailedContinued,
+                    details: json!({ "error": one_line(&e) }),
+                    elapsed_ms,
+                })?;
+            }
+            Err(e) => {
+                out(opts.json, format!("    FAILED: {}", one_line(&e)));
+                let r = j.replay();
+                notify_event(
+                    rb,
+                    j,
+                    Event::Failure,
+                    format!(
+                        "Failover run {run} stopped at step {}: {}\n{}\nFix the cause, then: cexdr failover --runbook {} --resume {run}",
+                        spec.name,
+                        one_line(&e),
+                        summary(&r),
+                        rb.file.display()
+                    ),
+                )
+                .await?;
+                j.append(Record::RunFinished {
+                    outcome: if i == 0 && matches!(spec.kind, step::StepKind::CheckPrimary(_)) {
+                        RunOutcome::Refused
+                    } else {
+                        RunOutcome::Failed
+                    },
+                    failed_step: Some(spec.name.clone()),
+                    error: Some(one_line(&e)),
+                })?;
+                return Err(e);
+            }
+        }
+    }
+    let r = j.replay();
+    notify_event(
+        rb,
+        j,
+        Event::End,
+        format!(
+            "Failover run {run} from {} to {} completed.\n{}",
+            rb.from_site,
+            rb.to_site,
+            summary(&r)
+        ),
+    )
+    .await?;
+    j.append(Record::RunFinished {
+        outcome: RunOutcome::Succeeded,
+        failed_step: None,
+        error: None,
+    })?;
+    let r = j.replay();
+    out(
+        opts.json,
+        format!("failover {run} completed\n{}", summary(&r)),
+    );
+    Ok(())
+}
+
+fn status_word(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Pending => "pending",
+        StepStatus::Interrupted => "interrupted",
+        StepStatus::Failed => "FAILED",
+        StepStatus::Done => "done",
+        StepStatus::FailedContinued => "failed (continued)",
+    }
+}
+
+pub fn status_json(r: &Replay) -> Value {
+    let mut v = serde_json::to_value(r).expect("serialisable");
+    v["rto_ms"] = json!(r.rto().map(|d| d.num_milliseconds()));
+    v
+}
+
+/// `cexdr failover status`: the text form.
+pub fn status_text(r: &Replay) -> String {
+    let mut s = format!(
+        "run {} of runbook {}: {}\nstarted {} by {}{}\n",
+        r.run,
+        r.runbook,
+        match (r.outcome, r.interrupted) {
+            (Some(RunOutcome::Succeeded), _) => "succeeded".to_owned(),
+            (Some(RunOutcome::Failed), _) =>
+                format!("FAILED at step {}", r.failed_step.as_deref().unwrap_or("?")),
+            (Some(RunOutcome::Refused), _) => "refused (the primary answered)".to_owned(),
+            (None, true) => "interrupted (resumable)".to_owned(),
+            (None, false) => "unfinished (running, or killed: resumable)".to_owned(),
+        },
+        r.started_at.to_rfc3339(),
+        r.started_by,
+        if r.resumed > 0 {
+            format!(", resumed {} time(s)", r.resumed)
+        } else {
+            String::new()
+        }
+    );
+    s.push_str(&format!(
+        "{:<3} {:<24} {:<20} {:>8} {:>10}\n",
+        "#", "STEP", "STATUS", "ATTEMPTS", "TOOK"
+    ));
+    for (i, st) in r.steps.iter().enumerate() {
+        s.push_str(&format!(
+            "{:<3} {:<24} {:<20} {:>8} {:>10}\n",
+            i + 1,
+            st.name,
+            status_word(st.status),
+            st.attempts,
+            st.elapsed_ms
+                .map(|ms| human_duration(Duration::from_millis(ms)))
+                .unwrap_or_else(|| "-".into())
+        ));
+        if let (Some(e), StepStatus::Failed | StepStatus::Interrupted) = (&st.last_error, st.status)
+        {
+            s.push_str(&format!("    last error: {e}\n"));
+        }
+    }
+    if let Some(e) = &r.error {
+        s.push_str(&format!("error: {e}\n"));
+    }
+    for f in &r.forced {
+        s.push_str(&format!("forced: {f}\n"));
+    }
+    for (event, d) in &r.notifications {
+        s.push_str(&format!(
+            "notified {event} via {}: {}\n",
+            d.channel,
+            if d.ok {
+                "ok".to_owned()
+            } else {
+                format!("FAILED ({})", d.error.as_deref().unwrap_or("?"))
+            }
+        ));
+    }
+    match r.rto() {
+        Some(d) => s.push_str(&format!("RTO (start → verify green): {}\n", fmt_chrono(d))),
+        None => s.push_str("RTO: not measured (no verify step done)\n"),
+    }
+    s
+}
+
+/// Finds a run's journal (the latest when `run` is None) and replays it.
+pub fn status(dir: &Path, run: Option<&str>) -> Result<Replay> {
+    let path = match run {
+        Some(r) => journal::run_path(dir, r),
+        None => journal::list_runs(dir)?
+            .pop()
+            .ok_or_else(|| Error::Usage(format!("no failover runs in {}", dir.display())))?,
+    };
+    if !path.exists() {
+        return Err(Error::Usage(format!(
+            "no run {} in {}",
+            run.unwrap_or("?"),
+            dir.display()
+        )));
+    }
+    let (entries, _) = journal::read_entries(&path)?;
+    Ok(Replay::from_entries(&entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failover::journal::Entry;
+    use crate::notify::Delivery;
+    use chrono::{DateTime, TimeZone};
+
+    fn at(s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 0).unwrap() + chrono::Duration::seconds(s as i64)
+    }
+
+    fn journal() -> Vec<Entry> {
+        let recs = vec![
+            (
+                0,
+                Record::RunStarted {
+                    run: "20261125T030000000Z-abcd".into(),
+                    runbook: "cex".into(),
+                    file: "runbooks/cex.toml".into(),
+                    sha256: "00".into(),
+                    plan: vec![
+                        "primary-down:check-primary".into(),
+                        "dns:dns-switch".into(),
+                        "verify:verify".into(),
+                        "tell:notify".into(),
+                    ],
+                    by: "sre@ops1".into(),
+                    force: false,
+                },
+            ),
+            (
+                1,
+                Record::Notified {
+                    event: "start".into(),
+                    delivery: Delivery {
+                        channel: "slack".into(),
+                        ok: true,
+                        error: None,
+                        at: at(1),
+                    },
+                },
+            ),
+            (
+                1,
+                Record::StepStarted {
+                    step: "primary-down".into(),
+                    attempt: 1,
+                },
+            ),
+            (
+                7,
+                Record::StepDone {
+                    step: "primary-down".into(),
+                    outcome: StepOutcome::Ok,
+                    details: json!({}),
+                    elapsed_ms: 6000,
+                },
+            ),
+            (
+                7,
+                Record::StepStarted {
+                    step: "dns".into(),
+                    attempt: 1,
+                },
+            ),
+            (
+                8,
+                Record::StepProgress {
+                    step: "dns".into(),
+                    data: json!({ "change-id": "C1" }),
+                },
+            ),
+            // killed here; resumed by someone else
+            (
+                60,
+                Record::RunResumed {
+                    by: "sre2@ops2".into(),
+                },
+            ),
+            (
+                60,
+                Record::StepStarted {
+                    step: "dns".into(),
+                    attempt: 2,
+                },
+            ),
+            (
+                95,
+                Record::StepDone {
+                    step: "dns".into(),
+                    outcome: StepOutcome::Ok,
+                    details: json!({ "changed": true }),
+                    elapsed_ms: 35000,
+                },
+            ),
+            (
+                95,
+                Record::StepStarted {
+                    step: "verify".into(),
+                    attempt: 1,
+                },
+            ),
+            (
+                99,
+                Record::StepFailed {
+                    step: "verify".into(),
+                    attempt: 1,
+                    error: "step verify: HTTP 503".into(),
+                },
+            ),
+            (
+                99,
+                Record::StepStarted {
+                    step: "verify".into(),
+                    attempt: 2,
+                },
+            ),
+            (
+                125,
+                Record::StepDone {
+                    step: "verify".into(),
+                    outcome: StepOutcome::Ok,
+                    details: json!({}),
+                    elapsed_ms: 30000,
+                },
+            ),
+            (
+                125,
+                Record::StepStarted {
+                    step: "tell".into(),
+                    attempt: 1,
+                },
+            ),
+            (
+                126,
+                Record::StepDone {
+                    step: "tell".into(),
+                    outcome: StepOutcome::FailedContinued,
+                    details: json!({}),
+                    elapsed_ms: 1000,
+                },
+            ),
+            (
+                126,
+                Record::Notified {
+                    event: "end".into(),
+                    delivery: Delivery {
+                        channel: "slack".into(),
+                        ok: false,
+                        error: Some("HTTP 500".into()),
+                        at: at(126),
+                    },
+                },
+            ),
+            (
+                126,
+                Record::RunFinished {
+                    outcome: RunOutcome::Succeeded,
+                    failed_step: None,
+                    error: None,
+                },
+            ),
+        ];
+        recs.into_iter()
+            .enumerate()
+            .map(|(i, (s, record))| Entry {
+                seq: i as u64 + 1,
+                at: at(s),
+                record,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn status_of_a_resumed_run_golden() {
+        let r = Replay::from_entries(&journal());
+        assert_eq!(r.rto(), Some(chrono::Duration::seconds(125)));
+        assert_eq!(
+            r.step("dns").unwrap().progress,
+            vec![json!({ "change-id": "C1" })]
+        );
+        let want = "\
+run 20261125T030000000Z-abcd of runbook cex: succeeded
+started 2026-11-25T03:00:00+00:00 by sre@ops1, resumed 1 time(s)
+#   STEP                     STATUS               ATTEMPTS       TOOK
+1   primary-down             done                        1         6s
+2   dns                      done                        2        35s
+3   verify                   done                        2        30s
+4   tell                     failed (continued)          1         1s
+notified start via slack: ok
+notified end via slack: FAILED (HTTP 500)
+RTO (start → verify green): 125s
+";
+        assert_eq!(status_text(&r), want);
+    }
+
+    #[test]
+    fn cool_down_counts_from_the_last_successful_run() {
+        let tmp = std::env::temp_dir().join(format!("cexdr-cooldown-{}", std::process::id()));
+        let dir = tmp.join("cex");
+        let rb = Runbook::parse(
+            Path::new("cex.toml"),
+            "name = \"cex\"\nfrom-site = \"a\"\nto-site = \"b\"\ncool-down = \"1h\"\n[[step]]\nname = \"x\"\nkind = \"exec\"\nargv = [\"true\"]\n",
+        )
+        .unwrap();
+        let mut j = Journal::create(&dir, "20261125T030000000Z-abcd").unwrap();
+        for e in journal() {
+            j.append(e.record).unwrap();
+        }
+        let finished = j.replay().finished_at.unwrap();
+        let opts = Options::default();
+        let within = safety_checks(&rb, &dir, &opts, finished + chrono::Duration::minutes(59));
+        assert!(one_line(&within.unwrap_err()).contains("within the cool-down (1h"));
+        assert!(safety_checks(&rb, &dir, &opts, finished + chrono::Duration::minutes(61)).is_ok());
+        let forced = Options {
+            force: true,
+            ..Options::default()
+        };
+        assert!(safety_checks(&rb, &dir, &forced, finished + chrono::Duration::minutes(1)).is_ok());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn an_interrupted_step_is_reentered_and_done_steps_are_not() {
+        let mut e = journal();
+        e.truncate(6); // killed while waiting for the DNS change
+        let r = Replay::from_entries(&e);
+        let st: Vec<_> = r.steps.iter().map(|s| s.status).collect();
+        assert_eq!(
+            st,
+            vec![
+                StepStatus::Done,
+                StepStatus::Interrupted,
+                StepStatus::Pending,
+                StepStatus::Pending
+            ]
+        );
+        assert_eq!(r.outcome, None);
+        assert_eq!(r.rto(), None);
+        assert!(r
+            .notified
+            .contains(&("start".to_owned(), "slack".to_owned())));
+    }
+}

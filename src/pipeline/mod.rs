@@ -1,0 +1,409 @@
+//! The byte pipeline between a source and a store: count → compress → hash.
+//! Every stage maps a `ByteStream` to a `ByteStream`, so an encryption stage
+//! can be slotted in without touching sources or stores. Nothing holds more
+//! than a few blocks in memory, whatever the size of the backup.
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+
+pub mod encrypt;
+use crate::base::ByteStream;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip { level: u32 },
+    Zstd { level: i32 },
+}
+
+impl Compression {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip { .. } => "gzip",
+            Compression::Zstd { .. } => "zstd",
+        }
+    }
+    pub fn suffix(&self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip { .. } => ".gz",
+            Compression::Zstd { .. } => ".zst",
+        }
+    }
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "none" => Compression::None,
+            "gzip" => Compression::Gzip { level: 6 },
+            "zstd" => Compression::Zstd { level: 3 },
+            _ => return None,
+        })
+    }
+}
+
+/// Compression works on independent blocks of this size: each becomes one
+/// gzip member (or zstd frame), so blocks compress in parallel and the
+/// result is still one valid `.gz` / `.zst` file (as pigz does).
+pub const BLOCK: usize = 1 << 20;
+
+/// Byte counts and the SHA-256 of the bytes that passed a point.
+#[derive(Default)]
+pub struct Tally {
+    bytes: AtomicU64,
+    sha: Mutex<Sha256>,
+}
+
+impl Tally {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+    /// Hex SHA-256 of everything seen so far.
+    pub fn sha256(&self) -> String {
+        hex::encode(self.sha.lock().unwrap().clone().finalize())
+    }
+}
+
+/// Counts bytes (and optionally hashes them) as they pass.
+pub fn tally(input: ByteStream, hash: bool) -> (ByteStream, Arc<Tally>) {
+    let t = Arc::new(Tally::default());
+    let t2 = t.clone();
+    let s = input.map(move |chunk| {
+        if let Ok(c) = &chunk {
+            t2.bytes.fetch_add(c.len() as u64, Ordering::Relaxed);
+            if hash {
+                t2.sha.lock().unwrap().update(c);
+            }
+        }
+        chunk
+    });
+    (Box::pin(s), t)
+}
+
+/// Ends the stream with `Error::Interrupted` once `token` is cancelled, so
+/// every stage downstream (a multipart upload, a temp file) cleans up.
+pub fn cancellable(input: ByteStream, token: CancellationToken) -> ByteStream {
+    let s = futures::stream::unfold(
+        (input, token, false),
+        |(mut input, token, done)| async move {
+            if done {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => Some((Err(Error::Interrupted.into_io()), (input, token, true))),
+                item = input.next() => item.map(|i| (i, (input, token, false))),
+            }
+        },
+    );
+    Box::pin(s)
+}
+
+/// Regroups a stream into chunks of at least `size` bytes (the last may be shorter).
+pub fn rechunk(input: ByteStream, size: usize) -> ByteStream {
+    let s = futures::stream::unfold(
+        (input, BytesMut::new(), false),
+        move |(mut input, mut buf, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match input.next().await {
+                    Some(Ok(c)) => {
+                        buf.extend_from_slice(&c);
+                        if buf.len() >= size {
+                            let out = buf.split().freeze();
+                            return Some((Ok(out), (input, buf, false)));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), (input, buf, true))),
+                    None if buf.is_empty() => return None,
+                    None => {
+                        let out = buf.split().freeze();
+                        return Some((Ok(out), (input, buf, true)));
+                    }
+                }
+            }
+        },
+    );
+    Box::pin(s)
+}
+
+fn compress_block(block: &[u8], c: Compression) -> io::Result<Bytes> {
+    match c {
+        Compression::None => Ok(Bytes::copy_from_slice(block)),
+        Compression::Gzip { level } => {
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(block.len() / 3 + 64),
+                flate2::Compression::new(level),
+            );
+            enc.write_all(block)?;
+            Ok(Bytes::from(enc.finish()?))
+        }
+        Compression::Zstd { level } => Ok(Bytes::from(zstd::bulk::compress(block, level)?)),
+    }
+}
+
+/// Compresses with `threads` blocks in flight, keeping their order.
+pub fn compress(input: ByteStream, c: Compression, threads: usize) -> ByteStream {
+    if c == Compression::None {
+        return input;
+    }
+    let s = rechunk(input, BLOCK)
+        .map(move |block| async move {
+            let block = block?;
+            tokio::task::spawn_blocking(move || compress_block(&block, c))
+                .await
+                .map_err(io::Error::other)?
+        })
+        .buffered(threads.max(1));
+    Box::pin(s)
+}
+
+/// What came out of `Pipeline::build`: the stream for the store and the
+/// tallies to read once the store has consumed it.
+pub struct Staged {
+    pub stream: ByteStream,
+    pub source: Arc<Tally>,
+    pub stored: Arc<Tally>,
+}
+
+/// source bytes → count → compress → [encrypt] → count + SHA-256 → store.
+pub fn stage(
+    input: ByteStream,
+    c: Compression,
+    threads: usize,
+    recipients: Option<encrypt::Recipients>,
+    cancel: CancellationToken,
+) -> Staged {
+    let input = cancellable(input, cancel);
+    let (counted, source) = tally(input, false);
+    let mut out = compress(counted, c, threads);
+    if let Some(r) = recipients {
+        out = encrypt::encrypt(out, r);
+    }
+    let (stream, stored) = tally(out, true);
+    Staged {
+        stream,
+        source,
+        stored,
+    }
+}
+
+/// A sync `Write` that forwards bytes into an async stream in chunks; for
+/// blocking producers (tar, decoders) running on a blocking thread.
+pub struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: BytesMut,
+    chunk: usize,
+}
+
+impl ChannelWriter {
+    /// The writer and the stream that yields what it writes.
+    pub fn new(capacity: usize, chunk: usize) -> (ChannelWriter, ByteStream) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let w = ChannelWriter {
+            tx,
+            buf: BytesMut::with_capacity(chunk),
+            chunk,
+        };
+        (w, Box::pin(tokio_stream_from(rx)))
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = self.buf.split().freeze();
+        self.tx.blocking_send(Ok(data)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the consumer of the stream went away",
+            )
+        })
+    }
+
+    /// Ends the stream with an error instead of a clean end.
+    pub fn fail(self, e: io::Error) {
+        let _ = self.tx.blocking_send(Err(e));
+    }
+
+    /// A handle that can end the stream with an error after the writer
+    /// itself was moved away (into a tar builder, say).
+    pub fn failer(&self) -> Failer {
+        Failer(self.tx.clone())
+    }
+
+    /// Flushes what is buffered; dropping the writer then ends the stream.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+pub struct Failer(mpsc::Sender<io::Result<Bytes>>);
+
+impl Failer {
+    pub fn fail(self, e: io::Error) {
+        let _ = self.0.blocking_send(Err(e));
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= self.chunk {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<io::Result<Bytes>>,
+) -> impl futures::Stream<Item = io::Result<Bytes>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Runs a blocking reader over an async stream: `f` gets a sync `Read`.
+/// For decoders and parsers (tar, gzip) that only speak `std::io`.
+pub fn blocking_reader(input: ByteStream) -> impl Read + Send {
+    let reader = tokio_util::io::StreamReader::new(input);
+    tokio_util::io::SyncIoBridge::new(reader)
+}
+
+/// Decompresses a stored stream (all gzip members / zstd frames).
+pub fn decompress(input: ByteStream, c: Compression) -> ByteStream {
+    if c == Compression::None {
+        return input;
+    }
+    let (mut w, out) = ChannelWriter::new(4, 256 << 10);
+    tokio::task::spawn_blocking(move || {
+        let r = blocking_reader(input);
+        let res = match c {
+            Compression::Gzip { .. } => io::copy(&mut flate2::read::MultiGzDecoder::new(r), &mut w),
+            Compression::Zstd { .. } => {
+                zstd::stream::read::Decoder::new(r).and_then(|mut d| io::copy(&mut d, &mut w))
+            }
+            Compression::None => unreachable!(),
+        };
+        match res {
+            Ok(_) => {
+                let _ = w.finish();
+            }
+            Err(e) => w.fail(e),
+        }
+    });
+    out
+}
+
+/// A stream over an in-memory buffer (tests and small objects).
+pub fn from_bytes(data: impl Into<Bytes>) -> ByteStream {
+    let data: Bytes = data.into();
+    Box::pin(futures::stream::once(async move { Ok(data) }))
+}
+
+/// Drains a stream into memory (tests and small objects only).
+pub async fn collect(mut s: ByteStream) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i * 7 % 251) as u8 ^ (i / 4096) as u8)
+            .collect()
+    }
+
+    fn chunks(data: &[u8], size: usize) -> ByteStream {
+        let v: Vec<io::Result<Bytes>> = data
+            .chunks(size)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures::stream::iter(v))
+    }
+
+    #[tokio::test]
+    async fn gzip_members_round_trip_and_match_the_tallies() {
+        let data = sample(3 * BLOCK + 12345);
+        for c in [
+            Compression::Gzip { level: 6 },
+            Compression::Zstd { level: 3 },
+            Compression::None,
+        ] {
+            let staged = stage(chunks(&data, 70_000), c, 3, None, CancellationToken::new());
+            let stored = collect(staged.stream).await.unwrap();
+            assert_eq!(staged.source.bytes(), data.len() as u64);
+            assert_eq!(staged.stored.bytes(), stored.len() as u64);
+            assert_eq!(staged.stored.sha256(), hex::encode(Sha256::digest(&stored)));
+            let back = collect(decompress(from_bytes(stored.clone()), c))
+                .await
+                .unwrap();
+            assert_eq!(back, data, "{c:?}");
+            if let Compression::Gzip { .. } = c {
+                // The stock tool reads the multi-member file as one.
+                let mut child = std::process::Command::new("gzip")
+                    .arg("-dc")
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut stdin = child.stdin.take().unwrap();
+                let writer = std::thread::spawn(move || stdin.write_all(&stored));
+                let out = child.wait_with_output().unwrap();
+                writer.join().unwrap().unwrap();
+                assert_eq!(out.stdout, data);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn cancel_ends_the_stream_with_interrupted() {
+        let token = CancellationToken::new();
+        let endless: ByteStream = Box::pin(futures::stream::repeat_with(|| {
+            Ok(Bytes::from_static(b"x"))
+        }));
+        let mut s = cancellable(endless, token.clone());
+        assert!(s.next().await.unwrap().is_ok());
+        token.cancel();
+        let err = s.next().await.unwrap().unwrap_err();
+        assert!(matches!(Error::from_io(err), Ok(Error::Interrupted)));
+        assert!(s.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn corrupt_gzip_is_an_error() {
+        let staged = stage(
+            chunks(&sample(100_000), 9000),
+            Compression::Gzip { level: 6 },
+            1,
+            None,
+            CancellationToken::new(),
+        );
+        let mut stored = collect(staged.stream).await.unwrap();
+        let mid = stored.len() / 2;
+        stored[mid] ^= 0xff;
+        assert!(collect(decompress(
+            from_bytes(stored),
+            Compression::Gzip { level: 6 }
+        ))
+        .await
+        .is_err());
+    }
+}
