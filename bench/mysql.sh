@@ -70,6 +70,18 @@ timed() {
   printf '%-18s %8.2f s (runs %d, min %.2f max %.2f)  %8d KiB peak RSS\n' "$name" "$med" "$RUNS" "$lo" "$hi" "$mem"
 }
 size() { du -sb "$1" | cut -f1; }
+# room NEED_GB: the disk is shared with the server's datadir and other
+# builds; stop before a restore would fill it (a full disk stalls the server).
+room() {
+  local dirs=("$WORK") d avail
+  d=$(q -e 'SELECT @@datadir'); [ -d "$d" ] && dirs+=("$d")
+  for d in "${dirs[@]}"; do
+    avail=$(df -B1 --output=avail "$d" | tail -1)
+    if py "import sys; sys.exit(0 if $avail / 1e9 >= $1 else 1)"; then :; else
+      echo "not enough free disk under $d: $(py "print(round($avail/1e9, 1))") GB free, need $1 GB; stopping" >&2; exit 3
+    fi
+  done
+}
 ratio() { py "print(f'{$1/$2:.2f}')"; }
 RESULTS=()
 check() { # check LABEL VALUE LIMIT
@@ -127,6 +139,7 @@ compression-level = $LEVEL
 ${THREADS:+threads = $THREADS}
 POLICY
 
+  room "$(py "print(round(0.5 * $GB + 0.3, 1))")"
   echo "== backup (scale $SCALE: $GB GB of tables, load average $(cut -d' ' -f1 /proc/loadavg)) =="
   timed mysqldump_gzip "rm -f $W/mysqldump.sql.gz" "$DUMP $OPTS --single-transaction --routines --triggers --events $DB | gzip > $W/mysqldump.sql.gz"
   timed mydumper "rm -rf $W/mydumper" "mydumper -h $HOST -P $PORT -u $USER_ -B $DB -t 2 -c -o $W/mydumper >/dev/null"
@@ -136,6 +149,7 @@ POLICY
   eval "S_gzip_$SCALE=$(size "$W/mysqldump.sql.gz") S_mydumper_$SCALE=$(size "$W/mydumper") S_cexdr_$SCALE=$(size "$ART")"
   printf '%-18s %12d bytes\n' "mysqldump|gzip" "$(size "$W/mysqldump.sql.gz")" "mydumper -c" "$(size "$W/mydumper")" "cexdr" "$(size "$ART")"
 
+  room "$(py "print(round(1.1 * $GB + 0.3, 1))")"
   echo "== restore (scale $SCALE, load average $(cut -d' ' -f1 /proc/loadavg)) =="
   timed gunzip_mariadb "$CLIENT $OPTS -e 'DROP DATABASE IF EXISTS \`$STOCK\`; CREATE DATABASE \`$STOCK\` CHARACTER SET utf8mb4'" \
     "gunzip < $W/mysqldump.sql.gz | $CLIENT $OPTS $STOCK"

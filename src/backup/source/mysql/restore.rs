@@ -452,6 +452,11 @@ struct Shared {
     /// the keys and the original CREATE TABLE.
     deferred: Mutex<HashMap<(String, String), (Deferred, Vec<u8>)>>,
     keys_added: AtomicU64,
+    /// Diagnostics for measuring the levers (docs/mysql.md): secondary keys
+    /// after the rows (default on), and a commit every `txn_bytes` of SQL
+    /// instead of one transaction per table (0, the default).
+    keys_after: bool,
+    txn_bytes: usize,
 }
 
 impl Shared {
@@ -517,6 +522,9 @@ async fn lane(
     let mut current_use: Option<Vec<u8>> = None;
     let mut schema_rx = shared.schema_done.subscribe();
     let mut schema_db = String::new();
+    let mut txn_bytes = 0usize;
+    // This lane loaded rows of `current` (its keys are then added here).
+    let mut loaded = false;
     let mut ended = false;
     let mysql =
         |what: &str, e: mysql_async::Error| Error::Restore(format!("{what}: {}", explain(&e)));
@@ -587,6 +595,10 @@ async fn lane(
                     if table != current && in_txn {
                         conn.query_drop("COMMIT").await.map_err(|e| mysql("committing", e))?;
                         in_txn = false;
+                    }
+                    if table != current && loaded {
+                        loaded = false;
+                        txn_bytes = 0;
                         if let Some(done) = &current {
                             add_deferred(&mut conn, shared, done, map).await?;
                         }
@@ -620,7 +632,7 @@ async fn lane(
                             if let Some(ctl) = ctl.as_deref_mut() {
                                 let mut s = rewrite_db(&s, map).unwrap_or(s);
                                 out.counts.statements += 1;
-                                if let Some(d) = defer_keys(&s) {
+                                if let Some(d) = defer_keys(&s).filter(|_| shared.keys_after) {
                                     if let Some((t, _)) = parse_ident(&s[b"CREATE TABLE ".len()..]) {
                                         let original = std::mem::replace(&mut s, d.create.clone());
                                         shared.deferred.lock().unwrap().insert((schema_db.clone(), t), (d, original));
@@ -638,6 +650,7 @@ async fn lane(
                         Phase::Data if mine => {
                             let s = rewrite_db(&s, map).unwrap_or(s);
                             out.counts.statements += 1;
+                            loaded = true;
                             if !in_txn {
                                 conn.query_drop("START TRANSACTION").await.map_err(|e| mysql("starting a transaction", e))?;
                                 in_txn = true;
@@ -653,8 +666,13 @@ async fn lane(
                             if job_bytes >= JOB_BYTES {
                                 exec_data(&mut conn, &job, &shared.loaded_rows).await.map_err(|e| mysql("loading data", e))?;
                                 job.clear();
+                                txn_bytes += job_bytes;
                                 job_bytes = 0;
-                                if let Some(u) = &current_use {
+                                if shared.txn_bytes > 0 && txn_bytes >= shared.txn_bytes {
+                                    conn.query_drop("COMMIT").await.map_err(|e| mysql("committing", e))?;
+                                    in_txn = false;
+                                    txn_bytes = 0;
+                                } else if let Some(u) = &current_use {
                                     job.push(u.clone());
                                 }
                             }
@@ -684,6 +702,8 @@ async fn lane(
         conn.query_drop("COMMIT")
             .await
             .map_err(|e| mysql("committing", e))?;
+    }
+    if loaded {
         if let Some(done) = &current {
             add_deferred(&mut conn, shared, done, map).await?;
         }
@@ -723,6 +743,12 @@ async fn run(
         loaded_rows: AtomicU64::new(0),
         deferred: Mutex::new(HashMap::new()),
         keys_added: AtomicU64::new(0),
+        keys_after: std::env::var("CEXDR_MYSQL_RESTORE_KEYS_AFTER").as_deref() != Ok("0"),
+        txn_bytes: std::env::var("CEXDR_MYSQL_RESTORE_TXN_MIB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .and_then(|m| m.checked_mul(1 << 20))
+            .unwrap_or(0),
     };
     let mut conns = Vec::new();
     for _ in 0..threads {
