@@ -13,10 +13,12 @@ set -euo pipefail
 CMD=$1
 OPTS="--protocol=tcp -h ${MYSQL_HOST:-127.0.0.1} -P ${MYSQL_PORT:-3306} -u ${MYSQL_USER:-root}"
 q() { mariadb $OPTS -N -B -e "$1"; }
-PID=$(pidof mariadbd || pidof mysqld)
+# The server behind this port (other mariadbd processes may run on the host).
+PID=$(cat "$(q "SELECT @@pid_file")")
 TCK=$(getconf CLK_TCK)
 W=$(mktemp -d /var/tmp/cexdr-profile.XXXXXX)
-trap 'rm -rf "$W"' EXIT
+SAMPLER=
+trap '[ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null; rm -rf "$W"' EXIT
 srv_cpu() { awk -v t="$TCK" '{print ($14 + $15) / t}' "/proc/$PID/stat"; }
 cpu_line() { head -1 /proc/stat; }
 status() {
@@ -30,8 +32,9 @@ status >"$W/s0"; c0=$(srv_cpu); p0=$(cpu_line)
     sleep 1
   done ) &
 SAMPLER=$!
-/usr/bin/time -f "%e %U %S %M" -o "$W/time" bash -c "$CMD"
-kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
+rc=0; /usr/bin/time -f "%e %U %S %M" -o "$W/time" bash -c "$CMD" || rc=$?
+kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
+[ "$rc" = 0 ] || { echo "the command failed (exit $rc)"; exit "$rc"; }
 c1=$(srv_cpu); p1=$(cpu_line); status >"$W/s1"
 read -r wall user sys rss <"$W/time"
 python3 - "$wall" "$user" "$sys" "$rss" "$c0" "$c1" "$p0" "$p1" "$W" <<'PY'

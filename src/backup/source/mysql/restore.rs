@@ -154,8 +154,7 @@ pub fn defer_keys(stmt: &[u8]) -> Option<Deferred> {
     let auto_inc: Option<&str> = body
         .iter()
         .find(|l| l.starts_with("  `") && l.contains(" AUTO_INCREMENT"))
-        .and_then(|l| l[2..].split_once("` ").map(|(c, _)| &c[..]))
-        .map(|c| &c[..]);
+        .and_then(|l| l[2..].split_once("` ").map(|(c, _)| c));
     let mut keep = Vec::new();
     let mut add = Vec::new();
     for l in body {
@@ -241,13 +240,21 @@ async fn add_deferred(
     Ok(())
 }
 
-async fn session(conn: &mut Conn) -> Result<()> {
+async fn session(conn: &mut Conn, scratch: bool) -> Result<()> {
     exec(
         conn,
         "preparing the restore session",
         "SET SESSION foreign_key_checks = 0, unique_checks = 0",
     )
-    .await
+    .await?;
+    // A scratch copy (restore test) must not reach the binary log and so
+    // the replicas; without the privilege it still runs, and says so.
+    if scratch {
+        if let Err(e) = conn.query_drop("SET SESSION sql_log_bin = 0").await {
+            tracing::warn!(error = %explain(&e), "could not turn sql_log_bin off for the scratch restore: it is written to the binary log");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -277,6 +284,7 @@ async fn restore_into(
     map: &[(String, String)],
     force: bool,
     threads: usize,
+    scratch: bool,
 ) -> Result<Counts> {
     let mut ctl = server
         .connect()
@@ -308,7 +316,7 @@ async fn restore_into(
         .map(|(_, n)| n.clone())
         .filter(|n| !existing.contains(n))
         .collect();
-    let res = run(catalog, m, server, &mut ctl, map, threads).await;
+    let res = run(catalog, m, server, &mut ctl, map, threads, scratch).await;
     if res.is_err() {
         for d in &created {
             if let Err(e) = ctl
@@ -443,6 +451,9 @@ fn assign(m: &Manifest, lanes: usize) -> HashMap<(String, String), usize> {
     out
 }
 
+/// (database as in the backup, table).
+type TableKey = (String, String);
+
 struct Shared {
     failed: CancellationToken,
     error: Mutex<Option<Error>>,
@@ -450,7 +461,7 @@ struct Shared {
     loaded_rows: AtomicU64,
     /// Tables created without their secondary keys, by (backup db, table):
     /// the keys and the original CREATE TABLE.
-    deferred: Mutex<HashMap<(String, String), (Deferred, Vec<u8>)>>,
+    deferred: Mutex<HashMap<TableKey, (Deferred, Vec<u8>)>>,
     keys_added: AtomicU64,
     /// Diagnostics for measuring the levers (docs/mysql.md): secondary keys
     /// after the rows (default on), and a commit every `txn_bytes` of SQL
@@ -732,8 +743,9 @@ async fn run(
     ctl: &mut Conn,
     map: &[(String, String)],
     threads: usize,
+    scratch: bool,
 ) -> Result<Counts> {
-    session(ctl).await?;
+    session(ctl, scratch).await?;
     let owners = assign(m, threads);
     let (schema_done, _) = tokio::sync::watch::channel(false);
     let shared = Shared {
@@ -753,7 +765,7 @@ async fn run(
     let mut conns = Vec::new();
     for _ in 0..threads {
         let mut c = server.connect().await?;
-        session(&mut c).await?;
+        session(&mut c, scratch).await?;
         conns.push(c);
     }
     let mut conns = conns.into_iter();
@@ -827,7 +839,7 @@ pub async fn restore(
     let dbs = manifest_dbs(m)?;
     let map = full_map(&dbs, &opts.database_map)?;
     let threads = opts.threads.unwrap_or_else(default_threads).clamp(1, 64);
-    let counts = restore_into(catalog, m, &server, &map, opts.force, threads).await?;
+    let counts = restore_into(catalog, m, &server, &map, opts.force, threads, false).await?;
     let names: Vec<String> = map
         .iter()
         .map(|(o, n)| {
@@ -878,7 +890,7 @@ pub async fn restore_test(
         .enumerate()
         .map(|(i, d)| (d.clone(), format!("cexdr_rt_{tag}_{i}")))
         .collect();
-    let counts = restore_into(catalog, m, &server, &map, false, default_threads()).await?;
+    let counts = restore_into(catalog, m, &server, &map, false, default_threads(), true).await?;
     let mut conn = server.connect().await?;
     let compared = compare(&mut conn, m, &map).await;
     for (_, scratch) in &map {
