@@ -29,6 +29,11 @@ fn client_args() -> Vec<String> {
 
 /// Runs SQL with the stock client; panics with its stderr on failure.
 fn sql(text: &str) -> String {
+    sql_raw(text.as_bytes())
+}
+
+/// The same for a script that is not UTF-8 (latin1 bytes after `SET NAMES latin1`).
+fn sql_raw(text: &[u8]) -> String {
     let mut c = Command::new("mariadb")
         .args(client_args())
         .args(["-N", "-B"])
@@ -38,12 +43,13 @@ fn sql(text: &str) -> String {
         .spawn()
         .expect("mariadb client");
     use std::io::Write;
-    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    c.stdin.take().unwrap().write_all(text).unwrap();
     let o = c.wait_with_output().unwrap();
     assert!(
         o.status.success(),
-        "sql failed: {}\n{text}",
-        String::from_utf8_lossy(&o.stderr)
+        "sql failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(text)
     );
     String::from_utf8(o.stdout).unwrap()
 }
@@ -92,6 +98,22 @@ fn checksums(db: &str) -> Vec<(String, String)> {
         out.push((t.to_owned(), sum));
     }
     out
+}
+
+/// `SHOW CREATE TABLE` of every base table of `db`.
+fn creates(db: &str) -> String {
+    let tables = sql(&format!(
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1"
+    ));
+    tables
+        .lines()
+        .map(|t| {
+            sql(&format!(
+                "SHOW CREATE TABLE `{db}`.`{}`",
+                t.replace('`', "``")
+            ))
+        })
+        .collect()
 }
 
 fn objects(db: &str) -> String {
@@ -150,7 +172,12 @@ CREATE TABLE `order` (id INT PRIMARY KEY, note VARCHAR(10)) PARTITION BY RANGE (
 INSERT INTO `order` VALUES (1, 'low'), (500, 'high');
 CREATE TABLE nopk (a INT, b VARCHAR(5)) ENGINE=InnoDB;
 INSERT INTO nopk VALUES (1, 'x'), (1, 'x'), (NULL, NULL);
-CREATE TABLE empty_one (id INT PRIMARY KEY) ENGINE=InnoDB;
+CREATE TABLE empty_one (id INT PRIMARY KEY, k INT, KEY k (k)) ENGINE=InnoDB;
+CREATE TABLE keyed (id INT AUTO_INCREMENT PRIMARY KEY, email VARCHAR(50) NOT NULL, u INT, note TEXT,
+  UNIQUE KEY email (email), KEY by_u (u DESC, id) COMMENT 'k, ey', KEY pfx (note(10)) IGNORED, FULLTEXT KEY ft (note)) ENGINE=InnoDB AUTO_INCREMENT=50;
+INSERT INTO keyed (id, email, u, note) VALUES (1, 'a@x', 3, 'one'), (2, 'b@x', NULL, NULL), (7, 'c@x', 3, 'three');
+CREATE TABLE auto_second (id INT NOT NULL, n INT AUTO_INCREMENT, PRIMARY KEY (id), KEY n (n), KEY other (id, n)) ENGINE=InnoDB;
+INSERT INTO auto_second (id) VALUES (10), (20);
 CREATE TABLE myisam_one (id INT PRIMARY KEY, v VARCHAR(5)) ENGINE=MyISAM;
 INSERT INTO myisam_one VALUES (1, 'm');
 CREATE VIEW v_top AS SELECT * FROM v_mid WHERE id > 0;
@@ -228,12 +255,16 @@ fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
     assert_code(&o, 0);
     // Every row went in through the LOAD DATA fast path.
     assert!(
-        stdout(&o).contains(" 11 rows bulk-loaded"),
+        stdout(&o)
+            .contains(" 16 rows bulk-loaded, secondary keys of 3 tables built after their rows"),
         "{}",
         stdout(&o)
     );
     assert_eq!(checksums(&copy), before, "cexdr restore changed data");
     assert_eq!(objects(&copy), objs);
+    // Secondary keys added after the rows: the definitions are the same.
+    assert_eq!(creates(&copy), creates(&db));
+    assert!(creates(&db).contains("KEY `by_u` (`u` DESC,`id`) COMMENT 'k, ey'"));
     assert_eq!(
         sql(&format!(
             "SELECT hidden FROM `{copy}`.everything ORDER BY id"
@@ -729,6 +760,244 @@ fn lock_consistency_and_a_unix_socket_url() {
         .unwrap()
         .contains("socket"));
     assert_eq!(b["details"]["tables"][&db]["m"]["rows"], 2);
+    // Under the lock a MyISAM table is consistent: no warning.
+    assert_eq!(b["warnings"], serde_json::json!([]), "{b:#}");
     // The read lock was released when the backup ended.
     sql(&format!("SET SESSION lock_wait_timeout = 5; INSERT INTO `{db}`.m VALUES (3,'c'); DROP DATABASE `{db}`"));
+}
+
+/// Objects created after `SET NAMES latin1`, sequences, an Oracle-mode
+/// package, and MyISAM/Aria/MERGE tables (issue 11).
+fn context_schema(db: &str) -> Vec<u8> {
+    let mut s = format!(
+        "DROP DATABASE IF EXISTS `{db}`;
+CREATE DATABASE `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+USE `{db}`;
+CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, a VARCHAR(60)) ENGINE=InnoDB;
+CREATE TABLE my (id INT PRIMARY KEY) ENGINE=MyISAM;
+INSERT INTO my VALUES (1), (2);
+CREATE TABLE ar (id INT PRIMARY KEY) ENGINE=Aria;
+INSERT INTO ar VALUES (5);
+CREATE TABLE mrg (id INT PRIMARY KEY) ENGINE=MERGE UNION=(my) INSERT_METHOD=LAST;
+CREATE SEQUENCE s_nocache START WITH 100 INCREMENT BY 7 NOCACHE;
+CREATE SEQUENCE s_cached START WITH 1 INCREMENT BY 1 CACHE 1000;
+CREATE SEQUENCE s_cycle START WITH 3 MINVALUE 1 MAXVALUE 3 INCREMENT BY 1 CACHE 2 CYCLE;
+CREATE SEQUENCE s_fresh START WITH -5 MINVALUE -10 MAXVALUE 10 INCREMENT BY -1;
+DO NEXTVAL(s_nocache), NEXTVAL(s_nocache), NEXTVAL(s_cached), NEXTVAL(s_cached);
+DO NEXTVAL(s_cycle), NEXTVAL(s_cycle), NEXTVAL(s_cycle), NEXTVAL(s_cycle), NEXTVAL(s_cycle);
+CREATE TABLE uses_seq (id INT PRIMARY KEY DEFAULT NEXTVAL(s_nocache), v INT);
+INSERT INTO uses_seq (v) VALUES (1);
+-- A routine created while the database had another collation.
+ALTER DATABASE `{db}` COLLATE utf8mb4_bin;
+CREATE FUNCTION bin_coll(p VARCHAR(10)) RETURNS VARCHAR(60) DETERMINISTIC RETURN CONCAT(COLLATION(p), '/');
+ALTER DATABASE `{db}` COLLATE utf8mb4_unicode_ci;
+SET sql_mode = ORACLE;
+DELIMITER $$
+CREATE PACKAGE pkg AS FUNCTION f1 RETURN VARCHAR2; END;
+$$
+CREATE PACKAGE BODY pkg AS FUNCTION f1 RETURN VARCHAR2 AS BEGIN RETURN 'p' || 'kg'; END; END;
+$$
+DELIMITER ;
+SET sql_mode = DEFAULT;
+SET NAMES latin1;
+"
+    )
+    .into_bytes();
+    // 0xE9 is é in latin1; these objects return different results when
+    // re-created as utf8mb4.
+    s.extend_from_slice(
+        b"CREATE FUNCTION f() RETURNS VARCHAR(60) DETERMINISTIC RETURN CONCAT('\xe9', CHAR_LENGTH('\xe9'), COLLATION('x'));
+CREATE PROCEDURE pr(OUT r VARCHAR(60)) SET r = CONCAT('\xe9', COLLATION('y'));
+CREATE VIEW v AS SELECT '\xe9' AS e, CHAR_LENGTH('\xe9') AS n, COLLATION('x') AS c;
+CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.a = CONCAT(NEW.a, '\xe9', COLLATION('x'));
+CREATE EVENT ev ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00' DISABLE DO INSERT INTO t (a) VALUES (CONCAT('\xe9', COLLATION('z')));
+SET NAMES utf8mb4;
+",
+    );
+    s
+}
+
+/// What the objects return and how the server records them (definition
+/// bytes and creation context), for comparing a restore with its source.
+fn behaviour(db: &str) -> String {
+    let views = sql(&format!(
+        "SELECT TABLE_NAME, CHARACTER_SET_CLIENT, COLLATION_CONNECTION FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '{db}' ORDER BY 1"
+    ));
+    let routines = sql(&format!(
+        "SELECT ROUTINE_TYPE, ROUTINE_NAME, HEX(ROUTINE_DEFINITION), CHARACTER_SET_CLIENT, COLLATION_CONNECTION, DATABASE_COLLATION, SQL_MODE FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{db}' ORDER BY 1, 2"
+    ));
+    let triggers = sql(&format!(
+        "SELECT TRIGGER_NAME, HEX(ACTION_STATEMENT), CHARACTER_SET_CLIENT, COLLATION_CONNECTION, DATABASE_COLLATION, SQL_MODE FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{db}' ORDER BY 1"
+    ));
+    let events = sql(&format!(
+        "SELECT EVENT_NAME, HEX(EVENT_DEFINITION), CHARACTER_SET_CLIENT, COLLATION_CONNECTION, DATABASE_COLLATION, SQL_MODE, TIME_ZONE, STATUS, INTERVAL_VALUE, INTERVAL_FIELD, STARTS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '{db}' ORDER BY 1"
+    ));
+    let results = sql(&format!(
+        "USE `{db}`; SELECT f(), bin_coll('a'); SET sql_mode = ORACLE; SELECT pkg.f1() FROM DUAL; SET sql_mode = DEFAULT; CALL pr(@r); SELECT @r; SELECT * FROM v;
+         START TRANSACTION; INSERT INTO t (a) VALUES ('x'); SELECT a FROM t ORDER BY id DESC LIMIT 1; ROLLBACK;"
+    ));
+    let mut seqs = String::new();
+    for s in ["s_nocache", "s_cached", "s_cycle", "s_fresh"] {
+        seqs.push_str(&sql(&format!(
+            "SHOW CREATE SEQUENCE `{db}`.{s}; SELECT * FROM `{db}`.{s}"
+        )));
+    }
+    format!("{views}\n{routines}\n{triggers}\n{events}\n{results}\n{seqs}")
+}
+
+/// The value each sequence hands out next, consuming it.
+fn next_values(db: &str) -> String {
+    sql(&format!(
+        "SELECT NEXTVAL(`{db}`.s_nocache), NEXTVAL(`{db}`.s_cached), NEXTVAL(`{db}`.s_cycle), NEXTVAL(`{db}`.s_fresh)"
+    ))
+}
+
+#[test]
+fn objects_keep_their_context_and_sequences_their_position_through_both_restores() {
+    let db = unique("cexdr_ctx");
+    sql_raw(&context_schema(&db));
+    let before = behaviour(&db);
+    // The fixture is what it claims: latin1 objects, a cycled sequence.
+    assert!(
+        before.contains("latin1_swedish_ci") && before.contains("\u{e9}1latin1_swedish_ci"),
+        "{before}"
+    );
+    assert!(before.contains("utf8mb4_bin/"), "{before}");
+    let sums = checksums(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), &format!("databases = [\"{db}\"]\nthreads = 2"));
+    let o = cexdr(&["--policy", p(&pol), "backup", "db"]);
+    assert_code(&o, 0);
+    let b = only_backup(&pol);
+    let id = b["id"].as_str().unwrap().to_owned();
+    let warnings = b["warnings"].to_string();
+    for t in ["my (engine MyISAM)", "ar (engine Aria)"] {
+        assert!(
+            warnings.contains(&format!("{db}.{t} is not transactional")),
+            "{warnings}"
+        );
+    }
+    assert!(
+        warnings.contains(&format!(
+            "{db}.mrg (engine MRG_MyISAM): its rows live elsewhere"
+        )),
+        "{warnings}"
+    );
+    assert!(
+        !warnings.contains(".t ") && !warnings.contains("uses_seq"),
+        "{warnings}"
+    );
+    assert_eq!(b["details"]["objects"]["sequences"], 4, "{b:#}");
+    let defs = b["details"]["definitions"][&db].as_object().unwrap();
+    for k in [
+        "SEQUENCE s_cycle",
+        "VIEW v",
+        "FUNCTION f",
+        "PROCEDURE pr",
+        "TRIGGER tr",
+        "EVENT ev",
+        "PACKAGE pkg",
+        "PACKAGE BODY pkg",
+    ] {
+        assert!(defs.contains_key(k), "{k} missing from {defs:?}");
+    }
+    assert!(b["details"]["tables"][&db].get("mrg").is_none());
+    assert!(b["details"]["tables"][&db].get("s_cycle").is_none());
+
+    // 1. cexdr restore, renamed: same results, same recorded contexts.
+    let copy = format!("{db}_r");
+    let o = cexdr(&[
+        "--policy",
+        p(&pol),
+        "restore",
+        &id,
+        "--to",
+        &mysql_url(),
+        "--database-map",
+        &format!("{db}={copy}"),
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(behaviour(&copy), before, "cexdr restore changed an object");
+    assert_eq!(checksums(&copy), sums);
+    // A restore over it (--force) drops and re-creates every object kind.
+    let o = cexdr(&[
+        "--policy",
+        p(&pol),
+        "restore",
+        &id,
+        "--to",
+        &mysql_url(),
+        "--database-map",
+        &format!("{db}={copy}"),
+        "--force",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(
+        behaviour(&copy),
+        before,
+        "cexdr restore --force changed an object"
+    );
+
+    // 2. The restore test compares definitions and sequence positions.
+    let o = cexdr(&[
+        "--policy",
+        p(&pol),
+        "verify",
+        &id,
+        "--restore-test",
+        &mysql_url(),
+    ]);
+    assert_code(&o, 0);
+    let show = stdout(&cexdr(&[
+        "--policy",
+        p(&pol),
+        "--json",
+        "catalog",
+        "show",
+        &id,
+    ]));
+    assert!(show.contains("12 views, routines, triggers, events and sequences: definitions and creation contexts compared"), "{show}");
+
+    // 3. The stock client, into the original name.
+    let source_next = next_values(&db);
+    sql(&format!("DROP DATABASE `{db}`"));
+    gunzip_into_client(&artifact_path(&dir.path().join("store"), &b));
+    assert_eq!(behaviour(&db), before, "gunzip | mariadb changed an object");
+    assert_eq!(checksums(&db), sums);
+    // The next value equals the source's stored position (values cached by
+    // a session but not handed out are skipped, as after a server restart;
+    // the uncached sequences continue exactly).
+    let (a, b2) = (next_values(&db), next_values(&copy));
+    assert_eq!(a, b2);
+    let want: Vec<&str> = source_next.trim().split('\t').collect();
+    let got: Vec<&str> = a.trim().split('\t').collect();
+    assert_eq!(got[0], want[0], "NOCACHE sequence continues exactly");
+    assert_eq!(got[3], want[3], "an unused sequence starts where it would");
+    assert_eq!(
+        got[1], "1001",
+        "cached sequence resumes at next_not_cached_value"
+    );
+
+    // 4. A restore test notices a sequence at another position.
+    let store = dir.path().join("store");
+    let key = b["artifacts"][0]["key"].as_str().unwrap();
+    let manifest = store
+        .join(Path::new(key).parent().unwrap())
+        .join("manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let fp = defs["SEQUENCE s_nocache"].as_str().unwrap();
+    std::fs::write(&manifest, text.replace(fp, "0123456789abcdef")).unwrap();
+    let o = cexdr(&[
+        "--policy",
+        p(&pol),
+        "verify",
+        &id,
+        "--restore-test",
+        &mysql_url(),
+    ]);
+    assert_code(&o, 4);
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(out.contains("SEQUENCE s_nocache differs"), "{out}");
+
+    sql(&format!("DROP DATABASE `{db}`; DROP DATABASE `{copy}`"));
 }

@@ -203,6 +203,28 @@ pub async fn rows(conn: &mut Conn, what: &str, sql: &str) -> Result<Vec<Vec<Opti
         .collect())
 }
 
+/// All rows of a query as raw bytes (NULL → None): definitions read with
+/// `character_set_results = binary` keep their own character set.
+pub async fn raw_rows(conn: &mut Conn, what: &str, sql: &str) -> Result<Vec<Vec<Option<Vec<u8>>>>> {
+    let rows: Vec<mysql_async::Row> = conn
+        .query(sql)
+        .await
+        .map_err(|e| Error::source_err(what.to_owned(), explain(&e)))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            r.unwrap_raw()
+                .into_iter()
+                .map(|v| match v {
+                    None | Some(mysql_async::Value::NULL) => None,
+                    Some(mysql_async::Value::Bytes(b)) => Some(b),
+                    Some(v) => Some(v.as_sql(true).trim_matches('\'').as_bytes().to_vec()),
+                })
+                .collect()
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

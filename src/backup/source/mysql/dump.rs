@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{exec, explain, rows};
+use super::conn::{exec, explain, raw_rows, rows};
 use super::sql::{ident, push_hex, push_quoted, row_hash, string_literal};
 use crate::error::{Error, Result};
 
@@ -43,11 +43,24 @@ pub struct Table {
     /// First primary-key column when it is an integer: PK-range splitting.
     pub split: Option<String>,
     pub data_length: u64,
+    pub engine: String,
+    /// The engine supports transactions (`information_schema.ENGINES`):
+    /// only those tables are read at the snapshot.
+    pub transactional: bool,
 }
+
+/// Engines whose rows live elsewhere (MERGE: in the underlying tables,
+/// FEDERATED: on another server): their data is not dumped, as mysqldump
+/// does, since restoring it would write the rows twice or remotely.
+pub const NO_DATA_ENGINES: [&str; 3] = ["MRG_MYISAM", "FEDERATED", "MRG_ISAM"];
 
 impl Table {
     pub fn key(&self) -> String {
         format!("{}.{}", self.db, self.name)
+    }
+    /// Whether its rows are dumped (see `NO_DATA_ENGINES`).
+    pub fn has_data(&self) -> bool {
+        !NO_DATA_ENGINES.contains(&self.engine.to_ascii_uppercase().as_str())
     }
     pub fn select_list(&self) -> String {
         self.columns
@@ -87,9 +100,10 @@ pub async fn tables(conn: &mut Conn, dbs: &[String], exclude: &[String]) -> Resu
         conn,
         "listing tables",
         &format!(
-            "SELECT TABLE_SCHEMA, TABLE_NAME, COALESCE(DATA_LENGTH,0) FROM information_schema.TABLES \
-             WHERE TABLE_SCHEMA IN ({list}) AND TABLE_TYPE IN ('BASE TABLE','SYSTEM VERSIONED') \
-             ORDER BY TABLE_SCHEMA, TABLE_NAME"
+            "SELECT t.TABLE_SCHEMA, t.TABLE_NAME, COALESCE(t.DATA_LENGTH,0), COALESCE(t.ENGINE,''), COALESCE(e.TRANSACTIONS,'NO') \
+             FROM information_schema.TABLES t LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE \
+             WHERE t.TABLE_SCHEMA IN ({list}) AND t.TABLE_TYPE IN ('BASE TABLE','SYSTEM VERSIONED') \
+             ORDER BY t.TABLE_SCHEMA, t.TABLE_NAME"
         ),
     )
     .await?;
@@ -145,6 +159,8 @@ pub async fn tables(conn: &mut Conn, dbs: &[String], exclude: &[String]) -> Resu
             columns: by_table.remove(&key).unwrap_or_default(),
             split: splits.remove(&key),
             data_length: s(&r[2]).parse().unwrap_or(0),
+            engine: s(&r[3]),
+            transactional: s(&r[4]).eq_ignore_ascii_case("YES"),
             db,
             name,
         });
@@ -191,6 +207,9 @@ pub enum Item {
 pub async fn plan_data(conn: &mut Conn, tables: &[Table]) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     for (i, t) in tables.iter().enumerate() {
+        if !t.has_data() {
+            continue;
+        }
         let parts = (t.data_length / PART_BYTES).clamp(1, 100_000);
         let mut bounds = None;
         if let (Some(col), true) = (&t.split, parts > 1) {
@@ -347,14 +366,14 @@ pub struct TableStats {
 pub struct Shared {
     pub items: Vec<Item>,
     pub tables: Vec<Table>,
-    pub views: Vec<(String, String)>,
-    pub routines: Vec<(String, String, String)>,
-    pub triggers: Vec<(String, String)>,
-    pub events: Vec<(String, String)>,
+    pub objects: Objects,
     next: AtomicUsize,
     senders: Vec<Mutex<Option<mpsc::Sender<Bytes>>>>,
     done: Vec<AtomicBool>,
     pub stats: Mutex<HashMap<usize, TableStats>>,
+    /// Fingerprints of the objects as dumped, by database and `KIND name`
+    /// (the manifest's `definitions`; a restore test recomputes them).
+    pub defs: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     pub failed: CancellationToken,
     /// Items taken but not yet read by the output: bounds the look-ahead
     /// (and so the memory) whatever the number of items.
@@ -365,11 +384,208 @@ pub struct Shared {
     pub abandoned: AtomicBool,
 }
 
+/// A view, routine, trigger, event or sequence, with the session context
+/// it was created under (from `information_schema`), which the dump
+/// re-establishes around it as mysqldump does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Obj {
+    pub db: String,
+    pub name: String,
+    /// `VIEW`, `PROCEDURE`, `FUNCTION`, `TRIGGER`, `EVENT` or `SEQUENCE`.
+    pub kind: String,
+    pub cs_client: String,
+    pub collation: String,
+    pub db_collation: String,
+    pub sql_mode: String,
+    pub time_zone: String,
+}
+
+impl Obj {
+    pub fn label(&self) -> String {
+        format!("{} {}", self.kind, self.name)
+    }
+}
+
+#[derive(Debug, Default, Clone)]
 pub struct Objects {
-    pub views: Vec<(String, String)>,
-    pub routines: Vec<(String, String, String)>,
-    pub triggers: Vec<(String, String)>,
-    pub events: Vec<(String, String)>,
+    pub views: Vec<Obj>,
+    pub routines: Vec<Obj>,
+    pub triggers: Vec<Obj>,
+    pub events: Vec<Obj>,
+    pub sequences: Vec<Obj>,
+}
+
+impl Objects {
+    pub fn counts(&self) -> serde_json::Value {
+        json!({"views": self.views.len(), "routines": self.routines.len(), "triggers": self.triggers.len(),
+               "events": self.events.len(), "sequences": self.sequences.len()})
+    }
+}
+
+/// Table types of `information_schema.TABLES` the dump handles; any other
+/// fails the backup by name rather than vanishing from it.
+/// Routine types the dump handles (a PACKAGE BODY comes after its PACKAGE).
+const ROUTINE_TYPES: [&str; 4] = ["PROCEDURE", "FUNCTION", "PACKAGE", "PACKAGE BODY"];
+
+const KNOWN_TABLE_TYPES: [&str; 4] = ["BASE TABLE", "SYSTEM VERSIONED", "VIEW", "SEQUENCE"];
+
+/// Every view, routine, trigger, event and sequence of `dbs` (minus
+/// `exclude`), with its creation context. An object kind this dumper does
+/// not know (an Oracle-mode PACKAGE, a new table type) is an error naming it.
+pub async fn list_objects(conn: &mut Conn, dbs: &[String], exclude: &[String]) -> Result<Objects> {
+    let mut o = Objects::default();
+    if dbs.is_empty() {
+        return Ok(o);
+    }
+    let list = dbs
+        .iter()
+        .map(|d| string_literal(d))
+        .collect::<Vec<_>>()
+        .join(",");
+    let s = |v: &Option<String>| v.clone().unwrap_or_default();
+    let unknown: Vec<String> = rows(
+        conn,
+        "listing table types",
+        &format!(
+            "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA IN ({list}) AND TABLE_TYPE NOT IN ({}) ORDER BY 1, 2",
+            KNOWN_TABLE_TYPES.map(string_literal).join(",")
+        ),
+    )
+    .await?
+    .iter()
+    .filter(|r| !excluded(exclude, &s(&r[0]), &s(&r[1])))
+    .map(|r| format!("{}.{} ({})", s(&r[0]), s(&r[1]), s(&r[2])))
+    .collect();
+    if !unknown.is_empty() {
+        return Err(Error::source_err(
+            "mysql dump",
+            format!(
+                "cannot dump object(s) of a kind cexdr does not know: {}; exclude them with exclude-tables or report it",
+                unknown.join(", ")
+            ),
+        ));
+    }
+    o.sequences = rows(
+        conn,
+        "listing sequences",
+        &format!(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA IN ({list}) AND TABLE_TYPE = 'SEQUENCE' ORDER BY 1, 2"
+        ),
+    )
+    .await?
+    .iter()
+    .filter(|r| !excluded(exclude, &s(&r[0]), &s(&r[1])))
+    .map(|r| Obj {
+        db: s(&r[0]),
+        name: s(&r[1]),
+        kind: "SEQUENCE".into(),
+        ..Obj::default()
+    })
+    .collect();
+    o.views = rows(
+        conn,
+        "listing views",
+        &format!(
+            "SELECT TABLE_SCHEMA, TABLE_NAME, CHARACTER_SET_CLIENT, COLLATION_CONNECTION FROM information_schema.VIEWS \
+             WHERE TABLE_SCHEMA IN ({list}) ORDER BY 1, 2"
+        ),
+    )
+    .await?
+    .iter()
+    .filter(|r| !excluded(exclude, &s(&r[0]), &s(&r[1])))
+    .map(|r| Obj {
+        db: s(&r[0]),
+        name: s(&r[1]),
+        kind: "VIEW".into(),
+        cs_client: s(&r[2]),
+        collation: s(&r[3]),
+        ..Obj::default()
+    })
+    .collect();
+    let routines = rows(
+        conn,
+        "listing routines",
+        &format!(
+            "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE, CHARACTER_SET_CLIENT, COLLATION_CONNECTION, DATABASE_COLLATION, SQL_MODE \
+             FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ({list}) \
+             ORDER BY 1, FIELD(ROUTINE_TYPE, 'PROCEDURE', 'FUNCTION', 'PACKAGE', 'PACKAGE BODY'), 2"
+        ),
+    )
+    .await?;
+    let odd: Vec<String> = routines
+        .iter()
+        .filter(|r| !ROUTINE_TYPES.contains(&s(&r[2]).as_str()))
+        .map(|r| format!("{} {}.{}", s(&r[2]), s(&r[0]), s(&r[1])))
+        .collect();
+    if !odd.is_empty() {
+        return Err(Error::source_err(
+            "mysql dump",
+            format!(
+                "cannot dump routine(s) of a kind cexdr does not know: {}",
+                odd.join(", ")
+            ),
+        ));
+    }
+    o.routines = routines
+        .iter()
+        .map(|r| Obj {
+            db: s(&r[0]),
+            name: s(&r[1]),
+            kind: s(&r[2]),
+            cs_client: s(&r[3]),
+            collation: s(&r[4]),
+            db_collation: s(&r[5]),
+            sql_mode: s(&r[6]),
+            ..Obj::default()
+        })
+        .collect();
+    o.triggers = rows(
+        conn,
+        "listing triggers",
+        &format!(
+            "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_TABLE, CHARACTER_SET_CLIENT, COLLATION_CONNECTION, DATABASE_COLLATION, SQL_MODE \
+             FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA IN ({list}) \
+             ORDER BY TRIGGER_SCHEMA, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER"
+        ),
+    )
+    .await?
+    .iter()
+    .filter(|r| !excluded(exclude, &s(&r[0]), &s(&r[2])))
+    .map(|r| Obj {
+        db: s(&r[0]),
+        name: s(&r[1]),
+        kind: "TRIGGER".into(),
+        cs_client: s(&r[3]),
+        collation: s(&r[4]),
+        db_collation: s(&r[5]),
+        sql_mode: s(&r[6]),
+        ..Obj::default()
+    })
+    .collect();
+    o.events = rows(
+        conn,
+        "listing events",
+        &format!(
+            "SELECT EVENT_SCHEMA, EVENT_NAME, CHARACTER_SET_CLIENT, COLLATION_CONNECTION, DATABASE_COLLATION, SQL_MODE, TIME_ZONE \
+             FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ({list}) ORDER BY 1, 2"
+        ),
+    )
+    .await?
+    .iter()
+    .map(|r| Obj {
+        db: s(&r[0]),
+        name: s(&r[1]),
+        kind: "EVENT".into(),
+        cs_client: s(&r[2]),
+        collation: s(&r[3]),
+        db_collation: s(&r[4]),
+        sql_mode: s(&r[5]),
+        time_zone: s(&r[6]),
+    })
+    .collect();
+    Ok(o)
 }
 
 impl Shared {
@@ -392,14 +608,12 @@ impl Shared {
             Arc::new(Shared {
                 items,
                 tables,
-                views: o.views,
-                routines: o.routines,
-                triggers: o.triggers,
-                events: o.events,
+                objects: o,
                 next: AtomicUsize::new(0),
                 senders,
                 done,
                 stats: Mutex::new(HashMap::new()),
+                defs: Mutex::new(BTreeMap::new()),
                 failed: CancellationToken::new(),
                 window: tokio::sync::Semaphore::new(lookahead),
                 error: Mutex::new(None),
@@ -428,7 +642,7 @@ impl Shared {
     pub fn table_stats(&self) -> BTreeMap<String, BTreeMap<String, serde_json::Value>> {
         let stats = self.stats.lock().unwrap();
         let mut out: BTreeMap<String, BTreeMap<String, serde_json::Value>> = BTreeMap::new();
-        for (i, t) in self.tables.iter().enumerate() {
+        for (i, t) in self.tables.iter().enumerate().filter(|(_, t)| t.has_data()) {
             let s = stats.get(&i).copied().unwrap_or_default();
             out.entry(t.db.clone()).or_default().insert(
                 t.name.clone(),
@@ -555,6 +769,22 @@ async fn produce(
                 "CREATE DATABASE /*!32312 IF NOT EXISTS*/ {} /*!40100 DEFAULT CHARACTER SET {cs} COLLATE {co} */;\nUSE {};\n",
                 ident(db), ident(db)
             ));
+            // Sequences first: a table's DEFAULT NEXT VALUE FOR names one.
+            let seqs: Vec<&Obj> = shared
+                .objects
+                .sequences
+                .iter()
+                .filter(|o| &o.db == db)
+                .collect();
+            if !seqs.is_empty() {
+                use_db(conn, db).await?;
+            }
+            for o in seqs {
+                let body = show_create(conn, o).await.map_err(Stop::Failed)?;
+                record(shared, o, &body);
+                out.text("\n");
+                write_object(&mut out.buf, o, "", &body);
+            }
             for t in shared.tables.iter().filter(|t| &t.db == db) {
                 let r = q_rows(
                     conn,
@@ -654,98 +884,228 @@ async fn produce(
             out.text(&marker("post", json!({"db": db, "what": "routines"})));
             out.text(&format!("USE {};\n", ident(db)));
             use_db(conn, db).await?;
-            for (_, name, ty) in shared.routines.iter().filter(|r| &r.0 == db) {
-                let r = q_rows(
-                    conn,
-                    &format!("reading {ty} {db}.{name}"),
-                    &format!("SHOW CREATE {ty} {}", ident(name)),
-                )
-                .await?;
-                let row = r.first().cloned().unwrap_or_default();
-                let body = row.get(2).cloned().flatten().ok_or_else(|| Stop::Failed(Error::source_err(
-                    format!("{ty} {db}.{name}"),
-                    "missing privilege: the server hides the routine's body (grant SHOW CREATE ROUTINE or SELECT on mysql.proc)",
-                )))?;
-                let mode = row.get(1).cloned().flatten().unwrap_or_default();
-                out.text(&format!("DROP {ty} IF EXISTS {};\n", ident(name)));
-                object(out, &mode, None, &body);
-            }
-        }
-        Item::Views => {
-            for (db, name) in order_views(conn, &shared.views).await? {
-                out.text(&marker(
-                    "post",
-                    json!({"db": db, "what": "view", "name": name.0}),
-                ));
-                out.text(&format!(
-                    "USE {};\nDROP VIEW IF EXISTS {};\n",
-                    ident(&db),
-                    ident(&name.0)
-                ));
-                out.text(&format!("{};\n", name.1));
+            let now = db_collation(conn, db).await?;
+            for o in shared.objects.routines.iter().filter(|r| &r.db == db) {
+                let body = show_create(conn, o).await.map_err(Stop::Failed)?;
+                record(shared, o, &body);
+                write_object(&mut out.buf, o, &now, &body);
                 out.maybe_flush().await?;
             }
         }
-        Item::Triggers { db } => {
-            out.text(&marker("post", json!({"db": db, "what": "triggers"})));
-            out.text(&format!("USE {};\n", ident(db)));
-            use_db(conn, db).await?;
-            for (_, name) in shared.triggers.iter().filter(|r| &r.0 == db) {
-                let r = q_rows(
-                    conn,
-                    &format!("reading trigger {db}.{name}"),
-                    &format!("SHOW CREATE TRIGGER {}", ident(name)),
-                )
-                .await?;
-                let row = r.first().cloned().unwrap_or_default();
-                let body = row.get(2).cloned().flatten().unwrap_or_default();
-                let mode = row.get(1).cloned().flatten().unwrap_or_default();
-                out.text(&format!("DROP TRIGGER IF EXISTS {};\n", ident(name)));
-                object(out, &mode, None, &body);
+        Item::Views => {
+            for (o, body) in order_views(conn, &shared.objects.views).await? {
+                out.text(&marker(
+                    "post",
+                    json!({"db": o.db, "what": "view", "name": o.name}),
+                ));
+                record(shared, &o, &body);
+                out.text(&format!("USE {};\n", ident(&o.db)));
+                write_object(&mut out.buf, &o, "", &body);
+                out.maybe_flush().await?;
             }
         }
-        Item::Events { db } => {
-            out.text(&marker("post", json!({"db": db, "what": "events"})));
+        Item::Triggers { db } | Item::Events { db } => {
+            let (what, list) = match &shared.items[i] {
+                Item::Triggers { .. } => ("triggers", &shared.objects.triggers),
+                _ => ("events", &shared.objects.events),
+            };
+            out.text(&marker("post", json!({"db": db, "what": what})));
             out.text(&format!("USE {};\n", ident(db)));
             use_db(conn, db).await?;
-            for (_, name) in shared.events.iter().filter(|r| &r.0 == db) {
-                let r = q_rows(
-                    conn,
-                    &format!("reading event {db}.{name}"),
-                    &format!("SHOW CREATE EVENT {}", ident(name)),
-                )
-                .await?;
-                let row = r.first().cloned().unwrap_or_default();
-                let body = row.get(3).cloned().flatten().unwrap_or_default();
-                let mode = row.get(1).cloned().flatten().unwrap_or_default();
-                let tz = row.get(2).cloned().flatten();
-                out.text(&format!("DROP EVENT IF EXISTS {};\n", ident(name)));
-                object(out, &mode, tz.as_deref(), &body);
+            let now = db_collation(conn, db).await?;
+            for o in list.iter().filter(|r| &r.db == db) {
+                let body = show_create(conn, o).await.map_err(Stop::Failed)?;
+                record(shared, o, &body);
+                write_object(&mut out.buf, o, &now, &body);
+                out.maybe_flush().await?;
             }
         }
     }
     Ok(())
 }
 
-/// A routine, trigger or event, created under its own SQL mode (and time
-/// zone), between `DELIMITER ;;` lines as mysqldump writes them.
-fn object(out: &mut Out<'_>, mode: &str, tz: Option<&str>, body: &str) {
-    out.text(&format!(
-        "SET SESSION sql_mode = {};\n",
-        string_literal(mode)
-    ));
-    if let Some(tz) = tz {
-        out.text(&format!(
-            "SET SESSION time_zone = {};\n",
-            string_literal(tz)
+/// Remembers the fingerprint of an object as dumped.
+fn record(shared: &Shared, o: &Obj, body: &[u8]) {
+    shared
+        .defs
+        .lock()
+        .unwrap()
+        .entry(o.db.clone())
+        .or_default()
+        .insert(o.label(), fingerprint(o, body));
+}
+
+/// What a restore must reproduce of an object: its context and its
+/// definition's bytes as the server shows them (the database name is not
+/// part of it, so a renamed restore compares equal).
+pub fn fingerprint(o: &Obj, body: &[u8]) -> String {
+    let mut b = Vec::with_capacity(body.len() + 128);
+    for f in [
+        &o.kind,
+        &o.cs_client,
+        &o.collation,
+        &o.db_collation,
+        &o.sql_mode,
+        &o.time_zone,
+    ] {
+        b.extend_from_slice(f.as_bytes());
+        b.push(0);
+    }
+    b.extend_from_slice(body);
+    format!("{:016x}", row_hash(&b))
+}
+
+/// The database's current default collation.
+async fn db_collation(conn: &mut Conn, db: &str) -> std::result::Result<String, Stop> {
+    let r = q_rows(
+        conn,
+        &format!("reading database {db}"),
+        &format!(
+            "SELECT DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}",
+            string_literal(db)
+        ),
+    )
+    .await?;
+    Ok(r.first().and_then(|r| r[0].clone()).unwrap_or_default())
+}
+
+/// `SHOW CREATE` of an object as raw bytes (`character_set_results =
+/// binary`, as mysqldump reads them): the definition stays in the
+/// character set it was written in, which the dump then declares with
+/// `SET character_set_client`. For a sequence: the `CREATE SEQUENCE` and a
+/// `DO SETVAL` of its current position. Run after `USE` of its database.
+pub async fn show_create(conn: &mut Conn, o: &Obj) -> Result<Vec<u8>> {
+    let what = format!("reading {} {}.{}", o.kind, o.db, o.name);
+    let col = match o.kind.as_str() {
+        "VIEW" | "SEQUENCE" => 1,
+        "EVENT" => 3,
+        _ => 2,
+    };
+    exec(conn, &what, "SET SESSION character_set_results = binary").await?;
+    let r = raw_rows(
+        conn,
+        &what,
+        &format!("SHOW CREATE {} {}", o.kind, ident(&o.name)),
+    )
+    .await;
+    exec(conn, &what, "SET SESSION character_set_results = utf8mb4").await?;
+    let row = r?.into_iter().next().unwrap_or_default();
+    let mut body = match row.into_iter().nth(col).flatten() {
+        Some(b) => b,
+        None if ROUTINE_TYPES.contains(&o.kind.as_str()) => {
+            return Err(Error::source_err(
+                format!("{} {}.{}", o.kind, o.db, o.name),
+                "missing privilege: the server hides the routine's body (grant SHOW CREATE ROUTINE or SELECT on mysql.proc)",
+            ))
+        }
+        None => {
+            return Err(Error::source_err(what, "SHOW CREATE returned nothing"));
+        }
+    };
+    if o.kind == "SEQUENCE" {
+        // The stored position, as mysqldump restores it: values cached by
+        // running sessions are skipped, as after a server restart.
+        let r = rows(
+            conn,
+            &what,
+            &format!(
+                "SELECT next_not_cached_value, cycle_count FROM {}",
+                ident(&o.name)
+            ),
+        )
+        .await?;
+        let (next, round) = r
+            .first()
+            .map(|r| {
+                (
+                    r[0].clone().unwrap_or_default(),
+                    r[1].clone().unwrap_or_default(),
+                )
+            })
+            .unwrap_or_default();
+        if next.parse::<i128>().is_err() || round.parse::<u64>().is_err() {
+            return Err(Error::source_err(
+                what,
+                format!("unexpected sequence position {next:?}, round {round:?}"),
+            ));
+        }
+        body.extend_from_slice(
+            format!(";\nDO SETVAL({}, {next}, 0, {round})", ident(&o.name)).as_bytes(),
+        );
+    }
+    Ok(body)
+}
+
+/// A name from the server's catalog used unquoted (charsets, collations).
+fn plain(name: &str) -> &str {
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        name
+    } else {
+        "utf8mb4"
+    }
+}
+
+/// An object between the session settings it was created under, as
+/// mysqldump writes them: client character set and collation, SQL mode,
+/// time zone (events), and the database collation it recorded when that
+/// differs from the database's current one. Routines, triggers and events
+/// go between `DELIMITER ;;` lines; the dump's own settings come back after.
+/// The object's `DROP … IF EXISTS` comes first (`--force` restores).
+pub fn write_object(out: &mut Vec<u8>, o: &Obj, db_now: &str, body: &[u8]) {
+    let mut t = String::new();
+    let ctx = !o.cs_client.is_empty();
+    if ctx {
+        t.push_str(&format!(
+            "SET character_set_client = {cs}, character_set_results = {cs}, collation_connection = {};\n",
+            plain(&o.collation),
+            cs = plain(&o.cs_client)
         ));
     }
-    out.text(&format!(
-        "DELIMITER ;;\n{body} ;;\nDELIMITER ;\nSET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO';\n"
-    ));
-    if tz.is_some() {
-        out.text("SET SESSION time_zone = '+00:00';\n");
+    let routine = !matches!(o.kind.as_str(), "VIEW" | "SEQUENCE");
+    let switch_db =
+        routine && !o.db_collation.is_empty() && !db_now.is_empty() && o.db_collation != db_now;
+    if routine {
+        t.push_str(&format!(
+            "SET SESSION sql_mode = {};\n",
+            string_literal(&o.sql_mode)
+        ));
+        if !o.time_zone.is_empty() {
+            t.push_str(&format!(
+                "SET SESSION time_zone = {};\n",
+                string_literal(&o.time_zone)
+            ));
+        }
+        if switch_db {
+            t.push_str(&format!(
+                "ALTER DATABASE COLLATE {};\n",
+                plain(&o.db_collation)
+            ));
+        }
     }
+    // After the SQL mode: DROP PACKAGE parses only in Oracle mode.
+    t.push_str(&format!("DROP {} IF EXISTS {};\n", o.kind, ident(&o.name)));
+    if routine {
+        t.push_str("DELIMITER ;;\n");
+    }
+    out.extend_from_slice(t.as_bytes());
+    out.extend_from_slice(body);
+    let mut t = String::new();
+    if routine {
+        t.push_str(" ;;\nDELIMITER ;\n");
+        if switch_db {
+            t.push_str(&format!("ALTER DATABASE COLLATE {};\n", plain(db_now)));
+        }
+        t.push_str("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO';\n");
+        if !o.time_zone.is_empty() {
+            t.push_str("SET SESSION time_zone = '+00:00';\n");
+        }
+    } else {
+        t.push_str(";\n");
+    }
+    if ctx {
+        t.push_str("SET NAMES utf8mb4;\n");
+    }
+    out.extend_from_slice(t.as_bytes());
 }
 
 async fn use_db(conn: &mut Conn, db: &str) -> std::result::Result<(), Stop> {
@@ -772,24 +1132,23 @@ type ViewDef = (String, (String, String));
 /// they carry no database name), ordered so each comes after the views it uses.
 async fn order_views(
     conn: &mut Conn,
-    views: &[(String, String)],
-) -> std::result::Result<Vec<ViewDef>, Stop> {
+    views: &[Obj],
+) -> std::result::Result<Vec<(Obj, Vec<u8>)>, Stop> {
     let mut defs: Vec<ViewDef> = Vec::new();
-    for (db, name) in views {
-        use_db(conn, db).await?;
-        let r = q_rows(
-            conn,
-            &format!("reading view {db}.{name}"),
-            &format!("SHOW CREATE VIEW {}", ident(name)),
-        )
-        .await?;
-        let body = r
-            .first()
-            .and_then(|r| r.get(1).cloned().flatten())
-            .unwrap_or_default();
-        defs.push((db.clone(), (name.clone(), body)));
+    let mut bodies: HashMap<(String, String), (Obj, Vec<u8>)> = HashMap::new();
+    for o in views {
+        use_db(conn, &o.db).await?;
+        let body = show_create(conn, o).await.map_err(Stop::Failed)?;
+        defs.push((
+            o.db.clone(),
+            (o.name.clone(), String::from_utf8_lossy(&body).into_owned()),
+        ));
+        bodies.insert((o.db.clone(), o.name.clone()), (o.clone(), body));
     }
-    Ok(topo(defs))
+    Ok(topo(defs)
+        .into_iter()
+        .filter_map(|(db, (name, _))| bodies.remove(&(db, name)))
+        .collect())
 }
 
 /// Kahn's algorithm over "definition mentions `name`" edges; a cycle (a
@@ -869,6 +1228,63 @@ mod tests {
             b"2025-01-01 00:16:40"
         );
         assert_eq!(trim_fraction(b"-838:59:59.120"), b"-838:59:59.12");
+    }
+
+    #[test]
+    fn objects_are_written_inside_their_creation_context() {
+        let f = Obj {
+            db: "d".into(),
+            name: "f".into(),
+            kind: "FUNCTION".into(),
+            cs_client: "latin1".into(),
+            collation: "latin1_swedish_ci".into(),
+            db_collation: "utf8mb4_bin".into(),
+            sql_mode: "ANSI_QUOTES".into(),
+            time_zone: String::new(),
+        };
+        let mut out = Vec::new();
+        write_object(
+            &mut out,
+            &f,
+            "utf8mb4_general_ci",
+            b"CREATE FUNCTION f() RETURNS INT RETURN '\xe9'",
+        );
+        assert_eq!(
+            out,
+            b"SET character_set_client = latin1, character_set_results = latin1, collation_connection = latin1_swedish_ci;\n\
+SET SESSION sql_mode = 'ANSI_QUOTES';\n\
+ALTER DATABASE COLLATE utf8mb4_bin;\n\
+DROP FUNCTION IF EXISTS `f`;\n\
+DELIMITER ;;\n\
+CREATE FUNCTION f() RETURNS INT RETURN '\xe9' ;;\n\
+DELIMITER ;\n\
+ALTER DATABASE COLLATE utf8mb4_general_ci;\n\
+SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO';\n\
+SET NAMES utf8mb4;\n"
+                .to_vec()
+        );
+        let seq = Obj {
+            name: "s".into(),
+            kind: "SEQUENCE".into(),
+            ..Obj::default()
+        };
+        let mut out = Vec::new();
+        write_object(
+            &mut out,
+            &seq,
+            "",
+            b"CREATE SEQUENCE `s` start with 1;\nDO SETVAL(`s`, 9, 0, 0)",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "DROP SEQUENCE IF EXISTS `s`;\nCREATE SEQUENCE `s` start with 1;\nDO SETVAL(`s`, 9, 0, 0);\n"
+        );
+        // The context is part of the fingerprint, the database name is not.
+        let mut g = f.clone();
+        g.db = "other".into();
+        assert_eq!(fingerprint(&f, b"x"), fingerprint(&g, b"x"));
+        g.cs_client = "utf8mb4".into();
+        assert_ne!(fingerprint(&f, b"x"), fingerprint(&g, b"x"));
     }
 
     #[test]

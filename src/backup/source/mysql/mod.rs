@@ -62,8 +62,8 @@ pub mod sql;
 pub use restore::{restore, restore_test};
 
 use conn::{exec, rows, Server};
-use dump::{Item, Objects, Shared};
-use sql::{ident, string_literal, MARKER};
+use dump::{Item, Shared};
+use sql::{ident, MARKER};
 
 /// Databases never backed up unless named.
 pub const SYSTEM_DATABASES: [&str; 4] =
@@ -310,65 +310,42 @@ impl Source for MysqlSource {
         if dbs.is_empty() {
             return Err(Error::source_err(what, "there is no database to back up"));
         }
-        let list = dbs
-            .iter()
-            .map(|d| string_literal(d))
-            .collect::<Vec<_>>()
-            .join(",");
         let tables = dump::tables(&mut ctl, &dbs, &spec.exclude_tables).await?;
-        let pairs = |r: Vec<Vec<Option<String>>>| -> Vec<(String, String)> {
-            r.into_iter()
-                .map(|r| {
-                    (
-                        r[0].clone().unwrap_or_default(),
-                        r[1].clone().unwrap_or_default(),
-                    )
-                })
-                .collect()
-        };
-        let views: Vec<(String, String)> = pairs(
-            rows(&mut ctl, "listing views", &format!(
-                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA IN ({list}) AND TABLE_TYPE = 'VIEW' ORDER BY 1, 2"
-            )).await?,
-        )
-        .into_iter()
-        .filter(|(d, t)| !dump::excluded(&spec.exclude_tables, d, t))
-        .collect();
-        let routines: Vec<(String, String, String)> = rows(&mut ctl, "listing routines", &format!(
-            "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ({list}) ORDER BY 1, 3 DESC, 2"
-        ))
-        .await?
-        .into_iter()
-        .map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default(), r[2].clone().unwrap_or_default()))
-        .collect();
-        let triggers: Vec<(String, String)> = rows(&mut ctl, "listing triggers", &format!(
-            "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA IN ({list}) ORDER BY TRIGGER_SCHEMA, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER"
-        ))
-        .await?
-        .into_iter()
-        .filter(|r| !dump::excluded(&spec.exclude_tables, r[0].as_deref().unwrap_or(""), r[2].as_deref().unwrap_or("")))
-        .map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default()))
-        .collect();
-        let events = pairs(rows(&mut ctl, "listing events", &format!(
-            "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ({list}) ORDER BY 1, 2"
-        )).await?);
+        let objs = dump::list_objects(&mut ctl, &dbs, &spec.exclude_tables).await?;
+        let mut warnings = Vec::new();
+        for t in tables.iter().filter(|t| !t.has_data()) {
+            warnings.push(format!(
+                "table {} (engine {}): its rows live elsewhere, so only its definition is dumped (as mysqldump does)",
+                t.key(),
+                t.engine
+            ));
+        }
+        if spec.consistency == Consistency::Snapshot {
+            for t in tables.iter().filter(|t| t.has_data() && !t.transactional) {
+                warnings.push(format!(
+                    "table {} (engine {}) is not transactional: in snapshot mode its rows are read when it is dumped, not at the snapshot; use consistency = \"lock\" for a consistent copy",
+                    t.key(),
+                    t.engine
+                ));
+            }
+        }
 
         let mut items = vec![Item::Text(Bytes::from(header(&what, &version)))];
         items.extend(dbs.iter().map(|d| Item::Schema { db: d.clone() }));
         items.extend(dump::plan_data(&mut ctl, &tables).await?);
         for d in &dbs {
-            if routines.iter().any(|r| &r.0 == d) {
+            if objs.routines.iter().any(|r| &r.db == d) {
                 items.push(Item::Routines { db: d.clone() });
             }
         }
-        if !views.is_empty() {
+        if !objs.views.is_empty() {
             items.push(Item::Views);
         }
         for d in &dbs {
-            if triggers.iter().any(|r| &r.0 == d) {
+            if objs.triggers.iter().any(|r| &r.db == d) {
                 items.push(Item::Triggers { db: d.clone() });
             }
-            if events.iter().any(|r| &r.0 == d) {
+            if objs.events.iter().any(|r| &r.db == d) {
                 items.push(Item::Events { db: d.clone() });
             }
         }
@@ -439,18 +416,9 @@ impl Source for MysqlSource {
         let lock_ms = t_lock.elapsed().as_millis() as u64;
 
         let table_count = tables.len();
-        let objects = json!({"tables": table_count, "views": views.len(), "routines": routines.len(), "triggers": triggers.len(), "events": events.len()});
-        let (shared, receivers) = Shared::new(
-            items,
-            tables,
-            Objects {
-                views,
-                routines,
-                triggers,
-                events,
-            },
-            n + 1,
-        );
+        let mut objects = objs.counts();
+        objects["tables"] = json!(table_count);
+        let (shared, receivers) = Shared::new(items, tables, objs, n + 1);
         let handles: Vec<_> = workers
             .into_iter()
             .map(|c| tokio::spawn(dump::worker(shared.clone(), c)))
@@ -486,9 +454,13 @@ impl Source for MysqlSource {
                 .flat_map(|t| t.values())
                 .filter_map(|v| v["rows"].as_u64())
                 .sum();
+            let definitions = shared.defs.lock().unwrap().clone();
+            for w in &warnings {
+                tracing::warn!(job = %job, "{w}");
+            }
             Ok(Report {
-                details: json!({"tables": tables, "rows_total": total}),
-                warnings: vec![],
+                details: json!({"tables": tables, "rows_total": total, "definitions": definitions}),
+                warnings,
             })
         }
         .boxed();
@@ -504,6 +476,7 @@ impl Source for MysqlSource {
             "replica": coords["replica"],
             "threads": n,
             "objects": objects,
+            "definitions_note": "per database, `KIND name`: a 64-bit fingerprint of the object's creation context (character_set_client, collation_connection, database collation, sql_mode, time zone) and SHOW CREATE bytes (for a sequence also its position); `verify --restore-test` recomputes it",
             "digest": "per table: wrapping sum of a 64-bit hash of each dumped row's SQL tuple; `verify --restore-test` recomputes it",
         });
         tracing::info!(job = %self.job, server = %details["server"]["url"], threads = n, lock_ms, "mysql snapshot taken");

@@ -6,7 +6,7 @@
 //! streams. Lane 0 also creates the schema first and, once every lane has
 //! read every byte and the checksums matched, the routines, views, triggers
 //! and events. Memory stays flat: a lane holds at most one 8 MiB batch.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -111,13 +111,150 @@ fn rewrite_db(stmt: &[u8], map: &[(String, String)]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-async fn session(conn: &mut Conn) -> Result<()> {
+/// A CREATE TABLE whose secondary keys are held back until its rows are
+/// loaded (issue 15): InnoDB then builds each by one sort instead of
+/// maintaining it row by row, as myloader's optimize-keys does.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Deferred {
+    /// The statement to run instead (primary key and every other line kept).
+    pub create: Vec<u8>,
+    /// `ADD KEY …, ADD UNIQUE KEY …` in their original order.
+    pub add: String,
+}
+
+/// Splits the secondary `KEY`/`UNIQUE KEY` lines off a `SHOW CREATE TABLE`
+/// statement. Only the plain case is touched: InnoDB, a primary key, no
+/// foreign keys, partitions, generated columns or system versioning, and
+/// never the key an AUTO_INCREMENT column needs; FULLTEXT and SPATIAL keys
+/// stay. Anything else runs as written (None).
+pub fn defer_keys(stmt: &[u8]) -> Option<Deferred> {
+    let text = std::str::from_utf8(stmt).ok()?;
+    if !text.starts_with("CREATE TABLE `") {
+        return None;
+    }
+    let lines: Vec<&str> = text.split('\n').collect();
+    if lines.len() < 3 || !lines[0].ends_with(" (") {
+        return None;
+    }
+    let tail = lines[lines.len() - 1];
+    let body = &lines[1..lines.len() - 1];
+    if !tail.starts_with(") ENGINE=InnoDB")
+        || tail.contains("PARTITION BY")
+        || tail.contains("WITH SYSTEM VERSIONING")
+        || !body.iter().any(|l| l.starts_with("  PRIMARY KEY ("))
+        || body.iter().any(|l| {
+            l.contains(" FOREIGN KEY ")
+                || l.contains(" GENERATED ALWAYS AS ")
+                || l.contains(" WITH SYSTEM VERSIONING")
+                || !l.starts_with("  ")
+        })
+    {
+        return None;
+    }
+    let auto_inc: Option<&str> = body
+        .iter()
+        .find(|l| l.starts_with("  `") && l.contains(" AUTO_INCREMENT"))
+        .and_then(|l| l[2..].split_once("` ").map(|(c, _)| c));
+    let mut keep = Vec::new();
+    let mut add = Vec::new();
+    for l in body {
+        let line = l.trim_end_matches(',');
+        let key = line.starts_with("  KEY `") || line.starts_with("  UNIQUE KEY `");
+        // The first key column, to keep the key an AUTO_INCREMENT column needs.
+        let first_col = line
+            .split_once(" (`")
+            .and_then(|(_, r)| r.split_once('`'))
+            .map(|(c, _)| c);
+        let needed = match (auto_inc, first_col) {
+            (Some(a), Some(c)) => format!("`{c}") == a,
+            _ => false,
+        };
+        if key && first_col.is_some() && !needed {
+            add.push(format!("ADD {}", line.trim_start()));
+        } else {
+            keep.push(line);
+        }
+    }
+    if add.is_empty() {
+        return None;
+    }
+    let mut create = String::with_capacity(text.len());
+    create.push_str(lines[0]);
+    create.push('\n');
+    create.push_str(&keep.join(",\n"));
+    create.push('\n');
+    create.push_str(tail);
+    Some(Deferred {
+        create: create.into_bytes(),
+        add: add.join(", "),
+    })
+}
+
+/// Adds the held-back keys of `key` (if any) and checks that the table's
+/// definition is again exactly the backup's.
+async fn add_deferred(
+    conn: &mut Conn,
+    shared: &Shared,
+    key: &(String, String),
+    map: &[(String, String)],
+) -> Result<()> {
+    let Some((d, original)) = shared.deferred.lock().unwrap().remove(key) else {
+        return Ok(());
+    };
+    let db = map
+        .iter()
+        .find(|(o, _)| *o == key.0)
+        .map(|(_, n)| n.as_str())
+        .unwrap_or(&key.0);
+    let table = format!("{}.{}", ident(db), ident(&key.1));
+    conn.query_drop(format!("ALTER TABLE {table} {}", d.add))
+        .await
+        .map_err(|e| {
+            Error::Restore(format!(
+                "adding the secondary keys of {}.{} after its rows: {}",
+                key.0,
+                key.1,
+                explain(&e)
+            ))
+        })?;
+    let now = rows(
+        conn,
+        "reading the restored definition",
+        &format!("SHOW CREATE TABLE {table}"),
+    )
+    .await?;
+    let now = now
+        .first()
+        .and_then(|r| r.get(1).cloned().flatten())
+        .unwrap_or_default();
+    shared.keys_added.fetch_add(1, Ordering::Relaxed);
+    if now.as_bytes() != original.as_slice() {
+        return Err(Error::Restore(format!(
+            "{}.{}: after its secondary keys were added back, SHOW CREATE TABLE differs from the backup's definition:\n{}\n---\n{}",
+            key.0,
+            key.1,
+            String::from_utf8_lossy(&original),
+            now
+        )));
+    }
+    Ok(())
+}
+
+async fn session(conn: &mut Conn, scratch: bool) -> Result<()> {
     exec(
         conn,
         "preparing the restore session",
         "SET SESSION foreign_key_checks = 0, unique_checks = 0",
     )
-    .await
+    .await?;
+    // A scratch copy (restore test) must not reach the binary log and so
+    // the replicas; without the privilege it still runs, and says so.
+    if scratch {
+        if let Err(e) = conn.query_drop("SET SESSION sql_log_bin = 0").await {
+            tracing::warn!(error = %explain(&e), "could not turn sql_log_bin off for the scratch restore: it is written to the binary log");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -133,6 +270,7 @@ enum Phase {
 #[derive(Default, Debug)]
 struct Counts {
     statements: u64,
+    keys_after: u64,
     loaded_rows: u64,
     data_sections: u64,
 }
@@ -146,6 +284,7 @@ async fn restore_into(
     map: &[(String, String)],
     force: bool,
     threads: usize,
+    scratch: bool,
 ) -> Result<Counts> {
     let mut ctl = server
         .connect()
@@ -177,7 +316,7 @@ async fn restore_into(
         .map(|(_, n)| n.clone())
         .filter(|n| !existing.contains(n))
         .collect();
-    let res = run(catalog, m, server, &mut ctl, map, threads).await;
+    let res = run(catalog, m, server, &mut ctl, map, threads, scratch).await;
     if res.is_err() {
         for d in &created {
             if let Err(e) = ctl
@@ -312,11 +451,23 @@ fn assign(m: &Manifest, lanes: usize) -> HashMap<(String, String), usize> {
     out
 }
 
+/// (database as in the backup, table).
+type TableKey = (String, String);
+
 struct Shared {
     failed: CancellationToken,
     error: Mutex<Option<Error>>,
     schema_done: tokio::sync::watch::Sender<bool>,
     loaded_rows: AtomicU64,
+    /// Tables created without their secondary keys, by (backup db, table):
+    /// the keys and the original CREATE TABLE.
+    deferred: Mutex<HashMap<TableKey, (Deferred, Vec<u8>)>>,
+    keys_added: AtomicU64,
+    /// Diagnostics for measuring the levers (docs/mysql.md): secondary keys
+    /// after the rows (default on), and a commit every `txn_bytes` of SQL
+    /// instead of one transaction per table (0, the default).
+    keys_after: bool,
+    txn_bytes: usize,
 }
 
 impl Shared {
@@ -381,6 +532,10 @@ async fn lane(
     let mut job_bytes = 0usize;
     let mut current_use: Option<Vec<u8>> = None;
     let mut schema_rx = shared.schema_done.subscribe();
+    let mut schema_db = String::new();
+    let mut txn_bytes = 0usize;
+    // This lane loaded rows of `current` (its keys are then added here).
+    let mut loaded = false;
     let mut ended = false;
     let mysql =
         |what: &str, e: mysql_async::Error| Error::Restore(format!("{what}: {}", explain(&e)));
@@ -452,6 +607,17 @@ async fn lane(
                         conn.query_drop("COMMIT").await.map_err(|e| mysql("committing", e))?;
                         in_txn = false;
                     }
+                    if table != current && loaded {
+                        loaded = false;
+                        txn_bytes = 0;
+                        if let Some(done) = &current {
+                            add_deferred(&mut conn, shared, done, map).await?;
+                        }
+                    }
+                    if kind == "schema" {
+                        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                        schema_db = v["db"].as_str().unwrap_or("").to_owned();
+                    }
                     if kind == "data" {
                         out.counts.data_sections += 1;
                         mine = owners.get(table.as_ref().unwrap()).copied().unwrap_or(0) == k;
@@ -475,8 +641,14 @@ async fn lane(
                         Phase::Header | Phase::End => {}
                         Phase::Schema => {
                             if let Some(ctl) = ctl.as_deref_mut() {
-                                let s = rewrite_db(&s, map).unwrap_or(s);
+                                let mut s = rewrite_db(&s, map).unwrap_or(s);
                                 out.counts.statements += 1;
+                                if let Some(d) = defer_keys(&s).filter(|_| shared.keys_after) {
+                                    if let Some((t, _)) = parse_ident(&s[b"CREATE TABLE ".len()..]) {
+                                        let original = std::mem::replace(&mut s, d.create.clone());
+                                        shared.deferred.lock().unwrap().insert((schema_db.clone(), t), (d, original));
+                                    }
+                                }
                                 ctl.query_drop(s.as_slice()).await.map_err(|e| {
                                     Error::Restore(format!(
                                         "creating the schema (`{}`): {}",
@@ -489,6 +661,7 @@ async fn lane(
                         Phase::Data if mine => {
                             let s = rewrite_db(&s, map).unwrap_or(s);
                             out.counts.statements += 1;
+                            loaded = true;
                             if !in_txn {
                                 conn.query_drop("START TRANSACTION").await.map_err(|e| mysql("starting a transaction", e))?;
                                 in_txn = true;
@@ -504,8 +677,13 @@ async fn lane(
                             if job_bytes >= JOB_BYTES {
                                 exec_data(&mut conn, &job, &shared.loaded_rows).await.map_err(|e| mysql("loading data", e))?;
                                 job.clear();
+                                txn_bytes += job_bytes;
                                 job_bytes = 0;
-                                if let Some(u) = &current_use {
+                                if shared.txn_bytes > 0 && txn_bytes >= shared.txn_bytes {
+                                    conn.query_drop("COMMIT").await.map_err(|e| mysql("committing", e))?;
+                                    in_txn = false;
+                                    txn_bytes = 0;
+                                } else if let Some(u) = &current_use {
                                     job.push(u.clone());
                                 }
                             }
@@ -536,6 +714,11 @@ async fn lane(
             .await
             .map_err(|e| mysql("committing", e))?;
     }
+    if loaded {
+        if let Some(done) = &current {
+            add_deferred(&mut conn, shared, done, map).await?;
+        }
+    }
     if k == 0 {
         let _ = shared.schema_done.send(true);
     }
@@ -560,8 +743,9 @@ async fn run(
     ctl: &mut Conn,
     map: &[(String, String)],
     threads: usize,
+    scratch: bool,
 ) -> Result<Counts> {
-    session(ctl).await?;
+    session(ctl, scratch).await?;
     let owners = assign(m, threads);
     // Every lane reads the whole artifact: that is what the progress counts.
     if let Some(a) = m.artifacts.first() {
@@ -577,11 +761,19 @@ async fn run(
         error: Mutex::new(None),
         schema_done,
         loaded_rows: AtomicU64::new(0),
+        deferred: Mutex::new(HashMap::new()),
+        keys_added: AtomicU64::new(0),
+        keys_after: std::env::var("CEXDR_MYSQL_RESTORE_KEYS_AFTER").as_deref() != Ok("0"),
+        txn_bytes: std::env::var("CEXDR_MYSQL_RESTORE_TXN_MIB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .and_then(|m| m.checked_mul(1 << 20))
+            .unwrap_or(0),
     };
     let mut conns = Vec::new();
     for _ in 0..threads {
         let mut c = server.connect().await?;
-        session(&mut c).await?;
+        session(&mut c, scratch).await?;
         conns.push(c);
     }
     let mut conns = conns.into_iter();
@@ -611,6 +803,11 @@ async fn run(
         let o = r?;
         out.counts.statements += o.counts.statements;
     }
+    // Tables no lane loaded (empty or without a data section) get their keys here.
+    let left: Vec<(String, String)> = shared.deferred.lock().unwrap().keys().cloned().collect();
+    for key in left {
+        add_deferred(ctl, &shared, &key, map).await?;
+    }
     for s in &out.post {
         ctl.query_drop(s.as_slice()).await.map_err(|e| {
             Error::Restore(format!(
@@ -622,6 +819,7 @@ async fn run(
     }
     let mut counts = out.counts;
     counts.loaded_rows = shared.loaded_rows.load(Ordering::Relaxed);
+    counts.keys_after = shared.keys_added.load(Ordering::Relaxed);
     Ok(counts)
 }
 
@@ -649,7 +847,7 @@ pub async fn restore(
     let dbs = manifest_dbs(m)?;
     let map = full_map(&dbs, &opts.database_map)?;
     let threads = opts.threads.unwrap_or_else(default_threads).clamp(1, 64);
-    let counts = restore_into(catalog, m, &server, &map, opts.force, threads).await?;
+    let counts = restore_into(catalog, m, &server, &map, opts.force, threads, false).await?;
     let names: Vec<String> = map
         .iter()
         .map(|(o, n)| {
@@ -661,12 +859,13 @@ pub async fn restore(
         })
         .collect();
     Ok(format!(
-        "restored backup {} into {} ({}; {} statements, {} rows bulk-loaded, {} data sections on {} connections) in {:.1} s",
+        "restored backup {} into {} ({}; {} statements, {} rows bulk-loaded, secondary keys of {} tables built after their rows, {} data sections on {} connections) in {:.1} s",
         m.id,
         server.describe(),
         names.join(", "),
         counts.statements,
         counts.loaded_rows,
+        counts.keys_after,
         counts.data_sections,
         threads,
         t0.elapsed().as_secs_f64()
@@ -699,7 +898,7 @@ pub async fn restore_test(
         .enumerate()
         .map(|(i, d)| (d.clone(), format!("cexdr_rt_{tag}_{i}")))
         .collect();
-    let counts = restore_into(catalog, m, &server, &map, false, default_threads()).await?;
+    let counts = restore_into(catalog, m, &server, &map, false, default_threads(), true).await?;
     let mut conn = server.connect().await?;
     let compared = compare(&mut conn, m, &map).await;
     for (_, scratch) in &map {
@@ -762,7 +961,7 @@ async fn compare(
                 bad.push(format!("table {old}.{name} is missing after the restore"));
             }
         }
-        for t in &restored {
+        for t in restored.iter().filter(|t| t.has_data()) {
             let Some(w) = want.get(&t.name) else {
                 bad.push(format!(
                     "table {old}.{} was restored but is not in the manifest",
@@ -793,12 +992,99 @@ async fn compare(
     checks.push(format!(
         "{tables} tables, {rows_total} rows: counts and row digests compared with the manifest"
     ));
+    match m.details.get("definitions").and_then(|d| d.as_object()) {
+        None => checks.push(
+            "the manifest has no object fingerprints (made by an older cexdr): views, routines, triggers, events and sequences not compared".into(),
+        ),
+        Some(recorded) => {
+            let mut n = 0;
+            for (old, scratch) in map {
+                let want: BTreeMap<String, String> = recorded
+                    .get(old)
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or_default();
+                let got = definitions(conn, scratch).await?;
+                for (label, fp) in &want {
+                    match got.get(label) {
+                        None => bad.push(format!("{old}: {label} is missing after the restore")),
+                        Some(g) if g != fp => bad.push(format!(
+                            "{old}: {label} differs from the backup (definition, character set, collation, SQL mode or position)"
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                for label in got.keys().filter(|l| !want.contains_key(*l)) {
+                    bad.push(format!("{old}: {label} was restored but is not in the manifest"));
+                }
+                n += want.len();
+            }
+            checks.push(format!(
+                "{n} views, routines, triggers, events and sequences: definitions and creation contexts compared with the manifest"
+            ));
+        }
+    }
     Ok((checks, bad))
+}
+
+/// Fingerprints of every object of `db` as it is now (see `dump::fingerprint`).
+async fn definitions(conn: &mut Conn, db: &str) -> Result<BTreeMap<String, String>> {
+    let o = dump::list_objects(conn, &[db.to_owned()], &[]).await?;
+    exec(
+        conn,
+        &format!("using database {db}"),
+        &format!("USE {}", ident(db)),
+    )
+    .await?;
+    let mut out = BTreeMap::new();
+    for obj in o
+        .views
+        .iter()
+        .chain(&o.routines)
+        .chain(&o.triggers)
+        .chain(&o.events)
+        .chain(&o.sequences)
+    {
+        let body = dump::show_create(conn, obj).await?;
+        out.insert(obj.label(), dump::fingerprint(obj, &body));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secondary_keys_are_held_back_only_in_the_plain_case() {
+        let t = "CREATE TABLE `orders` (\n  `id` bigint(20) NOT NULL AUTO_INCREMENT,\n  `user_id` bigint(20) NOT NULL,\n  `email` varchar(191) NOT NULL,\n  `body` text DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `email` (`email`),\n  KEY `idx_user` (`user_id`,`id`) COMMENT 'x, y',\n  KEY `by_id` (`id`),\n  FULLTEXT KEY `ft` (`body`)\n) ENGINE=InnoDB AUTO_INCREMENT=5 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci";
+        let d = defer_keys(t.as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8(d.create).unwrap(),
+            "CREATE TABLE `orders` (\n  `id` bigint(20) NOT NULL AUTO_INCREMENT,\n  `user_id` bigint(20) NOT NULL,\n  `email` varchar(191) NOT NULL,\n  `body` text DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `by_id` (`id`),\n  FULLTEXT KEY `ft` (`body`)\n) ENGINE=InnoDB AUTO_INCREMENT=5 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"
+        );
+        assert_eq!(
+            d.add,
+            "ADD UNIQUE KEY `email` (`email`), ADD KEY `idx_user` (`user_id`,`id`) COMMENT 'x, y'"
+        );
+        // Foreign keys, partitions, no primary key, other engines: as written.
+        for odd in [
+            t.replace(
+                "  FULLTEXT KEY `ft` (`body`)",
+                "  CONSTRAINT `fk` FOREIGN KEY (`user_id`) REFERENCES `users` (`id`)",
+            ),
+            t.replace("  PRIMARY KEY (`id`),\n", ""),
+            t.replace("ENGINE=InnoDB", "ENGINE=MyISAM"),
+            format!("{t}\n PARTITION BY HASH (`id`)\nPARTITIONS 2"),
+            t.replace(
+                "`body` text DEFAULT NULL",
+                "`body` text GENERATED ALWAYS AS (`email`) VIRTUAL",
+            ),
+            "CREATE TABLE `p` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB"
+                .into(),
+        ] {
+            assert_eq!(defer_keys(odd.as_bytes()), None, "{odd}");
+        }
+    }
 
     #[test]
     fn database_names_are_rewritten_only_in_use_and_create_database() {
