@@ -86,9 +86,18 @@ pub enum Error {
     #[error("{failed} of {total} backup(s) failed verification")]
     VerifyFailed { failed: usize, total: usize },
 
-    /// Restoring refused or failed.
+    /// Restoring refused (the message says why).
     #[error("restore: {0}")]
     Restore(String),
+
+    /// Restoring failed with an underlying cause, kept as the source
+    /// (`what` names the artifact key or step).
+    #[error("restore: {what}")]
+    RestoreFailed {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     #[error("interrupted")]
     Interrupted,
@@ -165,6 +174,16 @@ impl Error {
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, self)
+    }
+
+    pub fn restore_failed(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::RestoreFailed {
+            what: what.into(),
+            source: source.into(),
+        }
     }
 
     pub fn source_err(what: impl Into<String>, msg: impl std::fmt::Display) -> Self {
@@ -274,5 +293,18 @@ mod tests {
         assert!(matches!(Error::io("reading", io), Error::Interrupted));
         let plain = io::Error::other("boom");
         assert!(matches!(Error::io("reading", plain), Error::Io { .. }));
+    }
+
+    #[test]
+    fn restore_failures_keep_their_cause() {
+        let io = io::Error::new(io::ErrorKind::InvalidData, "damaged sparse map");
+        let e = Error::restore_failed("cfg/x/files.tar.gz", io);
+        let src = std::error::Error::source(&e).expect("cause kept");
+        assert_eq!(src.to_string(), "damaged sparse map");
+        assert_eq!(
+            one_line(&e),
+            "restore: cfg/x/files.tar.gz: damaged sparse map"
+        );
+        assert_eq!(e.exit_code(), exit::FAILED);
     }
 }

@@ -174,6 +174,8 @@ pub struct Catalog {
     store: DynStore,
     identities: Option<crate::pipeline::encrypt::Identities>,
     signer: Option<Arc<Signer>>,
+    /// Where backup, restore and verify report progress (default: nowhere).
+    progress: crate::base::progress::DynProgress,
 }
 
 pub const KEYS_PREFIX: &str = "keys/";
@@ -192,7 +194,18 @@ impl Catalog {
             store,
             identities: None,
             signer: None,
+            progress: crate::base::progress::silent(),
         }
+    }
+
+    /// Reports the progress of backups, restores and verifications through it.
+    pub fn with_progress(mut self, progress: crate::base::progress::DynProgress) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    pub fn progress(&self) -> &crate::base::progress::DynProgress {
+        &self.progress
     }
 
     /// Signs every manifest, verification record and tombstone it writes.
@@ -326,15 +339,25 @@ impl Catalog {
     }
 
     /// Complete backups, oldest first. A folder with a broken manifest is
-    /// reported in the log and skipped, never shown as a backup.
+    /// never shown as a backup; callers that report to people use
+    /// [`Catalog::scan`], which names it.
     pub async fn list(&self, job: Option<&str>) -> Result<Vec<Entry>> {
+        Ok(self.scan(job).await?.0)
+    }
+
+    /// Complete backups (oldest first) and the folders whose manifest
+    /// cannot be used (unreadable, unparsable, or describing another folder).
+    pub async fn scan(&self, job: Option<&str>) -> Result<(Vec<Entry>, Vec<Damaged>)> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for (dir, f) in self.folders(job).await? {
             match self.entry(&dir, &f, false).await {
                 Ok(Some(e)) => out.push(e),
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(folder = %dir, error = %crate::error::one_line(&e), "skipping a backup folder with an unusable manifest")
+                    let error = crate::error::one_line(&e);
+                    tracing::warn!(folder = %dir, error = %error, "backup folder with an unusable manifest");
+                    damaged.push(Damaged { folder: dir, error });
                 }
             }
         }
@@ -349,7 +372,7 @@ impl Catalog {
                 &trusted,
             ));
         }
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// Public keys published in the store (`keys/<key-id>.pub`).
@@ -366,6 +389,14 @@ impl Catalog {
 
     /// The link to the job's newest complete backup, for a new manifest.
     pub async fn chain_head(&self, job: &str) -> Result<Option<ChainLink>> {
+        Ok(self.newest(job).await?.map(|e| ChainLink {
+            id: e.manifest.id,
+            manifest_sha256: e.manifest_sha256,
+        }))
+    }
+
+    /// The job's newest complete backup (without its verifications).
+    pub async fn newest(&self, job: &str) -> Result<Option<Entry>> {
         let mut best: Option<(String, Folder)> = None;
         for (dir, f) in self.folders(Some(job)).await? {
             if f.manifest.is_some() {
@@ -375,16 +406,14 @@ impl Catalog {
         let Some((dir, f)) = best else {
             return Ok(None);
         };
-        let e = self.entry(&dir, &f, false).await?.expect("has a manifest");
-        Ok(Some(ChainLink {
-            id: e.manifest.id,
-            manifest_sha256: e.manifest_sha256,
-        }))
+        Ok(Some(
+            self.entry(&dir, &f, false).await?.expect("has a manifest"),
+        ))
     }
 
     /// Writes `data` under `key`, with its detached signature first when
     /// this catalog signs (so the object never appears unsigned).
-    async fn put_signed(&self, key: &str, data: Vec<u8>) -> Result<()> {
+    pub async fn put_signed(&self, key: &str, data: Vec<u8>) -> Result<()> {
         if let Some(signer) = &self.signer {
             let pub_key = format!("{KEYS_PREFIX}{}.pub", signer.key_id);
             if self.store.head(&pub_key).await?.is_none() {
@@ -478,6 +507,20 @@ impl Catalog {
     }
 }
 
+/// A backup folder whose manifest cannot be used.
+#[derive(Debug, Clone, Serialize)]
+pub struct Damaged {
+    pub folder: String,
+    pub error: String,
+}
+
+impl Damaged {
+    /// For `--json` listings next to backups.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "folder": self.folder, "damaged": true, "error": self.error })
+    }
+}
+
 /// One finding of `catalog verify-signatures`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRow {
@@ -508,9 +551,28 @@ impl Catalog {
     ) -> Result<Vec<AuditRow>> {
         let folders = self.folders(job).await?;
         let mut by_job: BTreeMap<String, Vec<(Entry, Vec<AuditRow>)>> = BTreeMap::new();
+        let mut damaged_rows = Vec::new();
         for (dir, f) in &folders {
-            let Some(mut e) = self.entry(dir, f, false).await? else {
-                continue;
+            let mut e = match self.entry(dir, f, false).await {
+                Ok(Some(e)) => e,
+                Ok(None) => continue,
+                Err(err) => {
+                    // Counted as a finding: an audit never passes over a
+                    // folder it could not read.
+                    let mut parts = dir.split('/');
+                    damaged_rows.push(AuditRow {
+                        job: parts.next().unwrap_or_default().to_owned(),
+                        id: dir.rsplit('/').next().unwrap_or_default().to_owned(),
+                        object: "manifest".into(),
+                        key: f.manifest.clone().unwrap_or_else(|| dir.clone()),
+                        signature: SigStatus::Unreadable,
+                        problems: vec![format!(
+                            "damaged backup folder {dir}: {}",
+                            crate::error::one_line(&err)
+                        )],
+                    });
+                    continue;
+                }
             };
             e.signature_status = Some(signing::check(
                 &e.manifest_bytes,
@@ -560,6 +622,7 @@ impl Catalog {
                 out.extend(vrows.iter().cloned());
             }
         }
+        out.extend(damaged_rows);
         Ok(out)
     }
 }

@@ -42,6 +42,9 @@ pub struct JobReport {
     /// Incomplete backup folders (no manifest, older than the grace period).
     pub incomplete: Vec<String>,
     pub locked: Vec<LockedObject>,
+    /// Backup folders whose manifest cannot be used: while there is one,
+    /// nothing of the job is deleted (retention cannot count it).
+    pub damaged: Vec<crate::backup::catalog::Damaged>,
     pub errors: Vec<String>,
 }
 
@@ -65,6 +68,20 @@ impl std::fmt::Display for LockedObject {
 pub struct UploadsReport {
     pub aborted: Vec<PendingUpload>,
     pub errors: Vec<String>,
+}
+
+/// The grace period as a calendar duration; out of range is a usage error
+/// (the CLI's parser caps it, library callers may not).
+fn grace_of(d: Duration) -> Result<chrono::Duration> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .filter(|_| d <= crate::base::duration::MAX)
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "--grace {}s is out of range (at most 100 years)",
+                d.as_secs()
+            ))
+        })
 }
 
 /// The time encoded in a backup id (`20261125T192342.001Z-abc123`).
@@ -149,8 +166,9 @@ pub async fn prune_job(catalog: &Catalog, job: &Job, opts: &Options) -> Result<J
         job: job.name.clone(),
         ..JobReport::default()
     };
+    let grace = grace_of(opts.grace)?;
     let folders = catalog.folders(Some(&job.name)).await?;
-    let entries = catalog.list(Some(&job.name)).await?;
+    let (entries, damaged) = catalog.scan(Some(&job.name)).await?;
     let snapshots: Vec<Snapshot> = entries
         .iter()
         .map(|e| Snapshot {
@@ -164,8 +182,23 @@ pub async fn prune_job(catalog: &Catalog, job: &Job, opts: &Options) -> Result<J
         .max_by_key(|e| (e.manifest.started_at, e.manifest.id.clone()))
         .map(|e| e.manifest.id.clone());
     report.decisions = retention::plan(&snapshots, &job.keep, opts.now, newest_verified.as_deref());
+    if !damaged.is_empty() {
+        // Deleting "around" a backup retention cannot see could remove the
+        // last good copy next to it: stop, loudly.
+        report.errors.push(format!(
+            "{} damaged backup folder(s) ({}); nothing of job {} deleted until they are repaired or removed by hand",
+            damaged.len(),
+            damaged
+                .iter()
+                .map(|d| format!("{}: {}", d.folder, d.error))
+                .collect::<Vec<_>>()
+                .join("; "),
+            job.name
+        ));
+        report.damaged = damaged;
+        return Ok(report);
+    }
 
-    let grace = chrono::Duration::from_std(opts.grace).expect("grace fits");
     let by_id = |id: &str| {
         folders
             .iter()
@@ -252,7 +285,7 @@ pub async fn stale_uploads(
     prefix: &str,
     opts: &Options,
 ) -> Result<UploadsReport> {
-    let grace = chrono::Duration::from_std(opts.grace).expect("grace fits");
+    let grace = grace_of(opts.grace)?;
     let store = catalog.store();
     let stale = store.stale_uploads(prefix, opts.now - grace).await?;
     let mut report = UploadsReport::default();
@@ -303,6 +336,9 @@ pub fn render_job(r: &JobReport, dry_run: bool) -> String {
     }
     for l in &r.locked {
         out.push_str(&format!("  {l}\n"));
+    }
+    for d in &r.damaged {
+        out.push_str(&format!("  DAMAGED {}: {}\n", d.folder, d.error));
     }
     for e in &r.errors {
         out.push_str(&format!("  error: {e}\n"));

@@ -122,10 +122,18 @@ impl Signer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "status")]
 pub enum SigStatus {
-    Ok { key_id: String },
+    Ok {
+        key_id: String,
+    },
     Unsigned,
-    UnknownKey { key_id: String },
-    Altered { key_id: String },
+    UnknownKey {
+        key_id: String,
+    },
+    Altered {
+        key_id: String,
+    },
+    /// The object could not be read or parsed: nothing to check.
+    Unreadable,
 }
 
 impl SigStatus {
@@ -138,6 +146,7 @@ impl SigStatus {
             SigStatus::Unsigned => "unsigned",
             SigStatus::UnknownKey { .. } => "unknown-key",
             SigStatus::Altered { .. } => "altered",
+            SigStatus::Unreadable => "unreadable",
         }
     }
 }

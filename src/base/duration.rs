@@ -57,6 +57,26 @@ pub fn parse_duration_ms(s: &str) -> Result<Duration, String> {
     parse_duration(t)
 }
 
+/// `now + d`, never panicking: a deadline past what the clock can hold is
+/// clamped to `now + MAX` (100 years is "never" for a runbook step).
+pub fn deadline(now: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    now.checked_add(d.min(MAX))
+        .or_else(|| now.checked_add(MAX))
+        .unwrap_or(now)
+}
+
+/// Exponential backoff `base * 2^(attempt-1)` with checked arithmetic,
+/// capped at `cap` (and at [`MAX`]).
+pub fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
+    let factor = 2u32
+        .checked_pow(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    base.checked_mul(factor)
+        .unwrap_or(Duration::MAX)
+        .min(cap)
+        .min(MAX)
+}
+
 /// A duration key in a TOML table (`"5s"`, `"500ms"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
@@ -105,6 +125,22 @@ mod tests {
             parse_duration_ms("250ms").unwrap(),
             Duration::from_millis(250)
         );
+    }
+
+    #[test]
+    fn deadline_and_backoff_never_overflow() {
+        let now = tokio::time::Instant::now();
+        assert!(deadline(now, Duration::MAX) > now);
+        assert_eq!(
+            deadline(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let b = Duration::from_secs(1);
+        assert_eq!(backoff(b, 1, Duration::MAX), b);
+        assert_eq!(backoff(b, 3, Duration::MAX), 4 * b);
+        assert_eq!(backoff(b, 7, 64 * b), 64 * b);
+        assert_eq!(backoff(MAX, u32::MAX, Duration::MAX), MAX);
+        assert_eq!(backoff(Duration::MAX, 40, Duration::MAX), MAX);
     }
 
     #[test]

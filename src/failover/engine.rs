@@ -520,7 +520,8 @@ async fn run_steps(
                 step: spec.name.clone(),
                 attempt,
             })?;
-            let deadline = tokio::time::Instant::now() + spec.timeout;
+            let deadline =
+                crate::base::duration::deadline(tokio::time::Instant::now(), spec.timeout);
             let mut ctx = Ctx {
                 run: &run,
                 step: &spec.name,
@@ -549,7 +550,12 @@ async fn run_steps(
             if tries > spec.retries || cancel.is_cancelled() || err.is_permanent() {
                 break Err(err);
             }
-            let wait = spec.backoff * 2u32.saturating_pow(tries - 1).min(64);
+            // At most 64 × backoff, as before.
+            let wait = crate::base::duration::backoff(
+                spec.backoff,
+                tries,
+                spec.backoff.saturating_mul(64),
+            );
             ui.progress(&format!(
                 "    attempt {attempt} failed: {}; retrying in {}",
                 one_line(&err),

@@ -199,6 +199,10 @@ pub fn stage(
 
 /// A sync `Write` that forwards bytes into an async stream in chunks; for
 /// blocking producers (tar, decoders) running on a blocking thread.
+/// What a producer reports when the store side of its stream ended first;
+/// the store's own error then has the cause (backup::run prefers it).
+pub const CONSUMER_GONE: &str = "the consumer of the stream went away";
+
 pub struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
     buf: BytesMut,
@@ -222,12 +226,9 @@ impl ChannelWriter {
             return Ok(());
         }
         let data = self.buf.split().freeze();
-        self.tx.blocking_send(Ok(data)).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the consumer of the stream went away",
-            )
-        })
+        self.tx
+            .blocking_send(Ok(data))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, CONSUMER_GONE))
     }
 
     /// Ends the stream with an error instead of a clean end.

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{check_key, ByteStream, ObjectMeta, Store};
+use super::{check_key, ByteStream, ObjectMeta, PendingUpload, Store, LOCAL_TEMP_FILE};
 use crate::error::{Error, Result};
 
 const TMP_MARK: &str = ".cexdr-tmp-";
@@ -232,6 +232,76 @@ impl Store for LocalStore {
         .await
         .expect("list task");
         res.map_err(|e| self.err("list", &shown, e))
+    }
+
+    async fn stale_uploads(
+        &self,
+        prefix: &str,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<PendingUpload>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        let shown = prefix.clone();
+        let res = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<PendingUpload>> {
+            let mut out = Vec::new();
+            let mut stack = vec![root.clone()];
+            while let Some(dir) = stack.pop() {
+                let rd = match std::fs::read_dir(&dir) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                for entry in rd {
+                    let entry = entry?;
+                    let ft = entry.file_type()?;
+                    let path = entry.path();
+                    let rel = path
+                        .strip_prefix(&root)
+                        .expect("below root")
+                        .to_string_lossy()
+                        .into_owned();
+                    if ft.is_dir() {
+                        if rel.starts_with(&prefix) || prefix.starts_with(&format!("{rel}/")) {
+                            stack.push(path);
+                        }
+                        continue;
+                    }
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !ft.is_file() || !name.contains(TMP_MARK) {
+                        continue;
+                    }
+                    // The prefix applies to the key the file was becoming.
+                    let target = match rel.rfind('/') {
+                        Some(i) => format!("{}/{}", &rel[..i], name.trim_start_matches('.')),
+                        None => name.trim_start_matches('.').to_owned(),
+                    };
+                    if !target.starts_with(&prefix) && !rel.starts_with(&prefix) {
+                        continue;
+                    }
+                    let written: chrono::DateTime<chrono::Utc> =
+                        entry.metadata()?.modified()?.into();
+                    if written < before {
+                        out.push(PendingUpload {
+                            key: rel,
+                            upload_id: LOCAL_TEMP_FILE.into(),
+                            initiated: Some(written),
+                        });
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+        .expect("stale temp task");
+        res.map_err(|e| self.err("list", &shown, e))
+    }
+
+    async fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
+        if upload.upload_id != LOCAL_TEMP_FILE || !upload.key.contains(TMP_MARK) {
+            return Ok(());
+        }
+        self.delete(&upload.key).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

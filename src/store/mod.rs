@@ -73,7 +73,8 @@ pub trait Store: Send + Sync {
     }
 
     /// Multipart uploads started before `before` and never completed nor
-    /// aborted, under `prefix` (S3 only; other stores have none).
+    /// aborted, under `prefix` (S3; a local store reports its leftover
+    /// temporary files last written before `before`).
     async fn stale_uploads(
         &self,
         _prefix: &str,
@@ -92,7 +93,12 @@ pub trait Store: Send + Sync {
     }
 }
 
-/// An incomplete multipart upload (its parts cost storage until aborted).
+/// `PendingUpload::upload_id` of a local store's leftover temporary file
+/// (a writer killed with SIGKILL never ran its cleanup).
+pub const LOCAL_TEMP_FILE: &str = "local-temp-file";
+
+/// An incomplete multipart upload (or, on a local store, a leftover
+/// temporary file) (its parts cost storage until aborted).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PendingUpload {
     pub key: String,
@@ -100,11 +106,11 @@ pub struct PendingUpload {
     pub initiated: Option<DateTime<Utc>>,
 }
 
-/// True for a delete refused because the object is under retention
-/// (S3 Object Lock answers AccessDenied).
+/// True for a delete refused because the object is under retention. The
+/// S3 store turns Object Lock's AccessDenied into `Error::ObjectLocked`
+/// (after checking the retention date); any other AccessDenied is an error.
 pub fn is_locked_delete(e: &Error) -> bool {
     matches!(e.root(), Error::ObjectLocked { .. })
-        || matches!(e.root(), Error::Store { op: "delete", msg, .. } if msg.starts_with("AccessDenied"))
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -558,6 +558,19 @@ impl Store for S3Store {
                     until: until.unwrap_or_else(|| "its retention date".into()),
                 })
             }
+            Err(e) if status(&e) == Some(403) => {
+                // A bucket locked behind the policy's back: a refusal is a
+                // lock only if the object has a retention date ahead.
+                let msg = sdk_msg(&e);
+                match self.locked_until(key).await {
+                    Ok(Some(t)) if t > chrono::Utc::now() => Err(Error::ObjectLocked {
+                        store: self.describe(),
+                        key: key.into(),
+                        until: t.to_rfc3339(),
+                    }),
+                    _ => Err(self.err("delete", key, msg)),
+                }
+            }
             Err(e) => Err(self.err("delete", key, sdk_msg(&e))),
         }
     }

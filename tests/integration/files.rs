@@ -496,6 +496,16 @@ async fn s3_missing_bucket_and_missing_credentials_exit_1() {
     );
 }
 
+/// `mib` MiB of written (not sparse) zeros: slow enough to interrupt.
+fn dense_file(path: &Path, mib: usize) {
+    use std::io::Write;
+    let mut f = fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        f.write_all(&chunk).unwrap();
+    }
+}
+
 /// A small tmpfs: the store fills up in the middle of the artifact.
 struct Tmpfs(PathBuf);
 impl Tmpfs {
@@ -533,11 +543,19 @@ fn full_disk_exits_1_and_leaves_no_partial_file() {
     );
     let o = cexdr(&["--policy", p(&policy), "backup", "config"]);
     assert_code(&o, 1);
+    // The store's error, with the store, the key and the cause; not the
+    // source's "the consumer of the stream went away".
+    let err = stderr(&o);
+    assert!(err.contains("No space left on device"), "{err}");
     assert!(
-        stderr(&o).contains("No space left on device"),
-        "{}",
-        stderr(&o)
+        err.contains(&format!("store local:{}", repo.display())),
+        "{err}"
     );
+    assert!(
+        err.contains("put config/") && err.contains("/files.tar.gz"),
+        "{err}"
+    );
+    assert!(!err.contains("went away"), "{err}");
     let left: Vec<_> = walk(&repo)
         .into_iter()
         .filter(|p| fs::metadata(repo.join(p)).unwrap().is_file())
@@ -592,11 +610,8 @@ async fn ctrl_c_mid_upload_aborts_the_multipart_upload_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("big");
     fs::create_dir_all(&src).unwrap();
-    // 1.5 GB of zeros (a sparse file: cheap here, slow enough to upload).
-    fs::File::create(src.join("zeros"))
-        .unwrap()
-        .set_len(1_500_000_000)
-        .unwrap();
+    // Written zeros: a sparse file would now be archived as holes, in a blink.
+    dense_file(&src.join("zeros"), 400);
     let policy = write_policy(
         dir.path(),
         &format!(
@@ -724,10 +739,7 @@ fn ctrl_c_mid_write_to_a_local_store_leaves_no_file_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("big");
     fs::create_dir_all(&src).unwrap();
-    fs::File::create(src.join("zeros"))
-        .unwrap()
-        .set_len(3_000_000_000)
-        .unwrap();
+    dense_file(&src.join("zeros"), 400);
     let repo = dir.path().join("repo");
     let policy = write_policy(
         dir.path(),

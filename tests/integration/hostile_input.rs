@@ -224,3 +224,112 @@ proptest! {
         let _ = cexdr::failover::runbook::Runbook::parse(Path::new("/r.toml"), &shaped);
     }
 }
+
+fn policy_with(store_extra: &str, daemon: &str, job_extra: &str) -> String {
+    format!(
+        "[store]\nkind = \"s3\"\nbucket = \"b\"\n{store_extra}\n[daemon]\n{daemon}\n[[job]]\nname = \"j\"\nkind = \"files\"\npaths = [\"/etc\"]\n{job_extra}"
+    )
+}
+
+/// The property tests below only mean something if sane values parse.
+#[test]
+fn range_checked_keys_accept_sane_values() {
+    let ok = policy_with(
+        "part-size = \"8MiB\"\n",
+        "jitter = \"5m\"\nincomplete-grace = \"24h\"\nshutdown-grace = \"30s\"\n",
+        "timeout = \"2h\"\nkeep = { within = \"30d\" }\n",
+    );
+    Policy::parse(Path::new("/p.toml"), &ok).unwrap();
+    let bad = policy_with("part-size = \"6GiB\"\n", "", "");
+    let e = Policy::parse(Path::new("/p.toml"), &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/p.toml:4:") && e.contains("part-size"), "{e}");
+    let bad = policy_with("", "", "timeout = \"200000000000d\"\n");
+    let e = Policy::parse(Path::new("/p.toml"), &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("timeout") && e.contains("out of range"), "{e}");
+}
+
+/// Numbers users type, at and past every limit, with every unit.
+fn extreme() -> impl Strategy<Value = String> {
+    (
+        prop_oneof![
+            Just(u64::MAX.to_string()),
+            Just("99999999999999999999999".to_owned()),
+            Just("200000000000".to_owned()),
+            Just("0".to_owned()),
+            Just("-1".to_owned()),
+            Just(String::new()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            (0u64..100_000).prop_map(|n| n.to_string()),
+        ],
+        prop_oneof![
+            Just("s"),
+            Just("ms"),
+            Just("m"),
+            Just("h"),
+            Just("d"),
+            Just("w"),
+            Just("y"),
+            Just("B"),
+            Just("KiB"),
+            Just("MiB"),
+            Just("GiB"),
+            Just(""),
+        ],
+    )
+        .prop_map(|(n, u)| format!("{n}{u}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Issue 11: every duration and size parser returns a value in range
+    /// or an error, and what it returns is safe to add to a clock.
+    #[test]
+    fn duration_and_size_parsers_never_panic(v in extreme()) {
+        use cexdr::base::duration::{backoff, deadline, MAX};
+        for d in [cexdr::base::parse_duration(&v), cexdr::base::parse_duration_ms(&v)].into_iter().flatten() {
+            prop_assert!(d <= MAX, "{v} gave {d:?}");
+            let now = tokio::time::Instant::now();
+            prop_assert!(deadline(now, d) >= now);
+            let _ = backoff(d, u32::MAX, std::time::Duration::MAX);
+            let _ = chrono::Duration::from_std(d).unwrap();
+        }
+        let _ = cexdr::base::parse_size(&v);
+    }
+
+    /// Extreme values in every duration/size key of a policy: a
+    /// file:line:key error or a valid policy, never a panic.
+    #[test]
+    fn policy_numbers_are_range_checked(v in extreme(), which in 0usize..7) {
+        let (store_extra, job_extra, daemon) = match which {
+            0 => (format!("part-size = \"{v}\"\n"), String::new(), String::new()),
+            1 => (String::new(), format!("timeout = \"{v}\"\n"), String::new()),
+            2 => (String::new(), format!("keep = {{ within = \"{v}\" }}\n"), String::new()),
+            3 => (String::new(), String::new(), format!("jitter = \"{v}\"\n")),
+            4 => (String::new(), String::new(), format!("incomplete-grace = \"{v}\"\n")),
+            5 => (String::new(), String::new(), format!("shutdown-grace = \"{v}\"\n")),
+            _ => (String::new(), format!("keep = {{ within = \"{v}\", last = 3 }}\n"), String::new()),
+        };
+        let text = policy_with(&store_extra, &daemon, &job_extra);
+        if let Err(e) = Policy::parse(Path::new("/p.toml"), &text) {
+            let msg = e.to_string();
+            prop_assert!(msg.starts_with("/p.toml:"), "{msg}");
+        }
+    }
+
+    /// The same for runbook timings.
+    #[test]
+    fn runbook_numbers_are_range_checked(v in extreme(), which in 0usize..3) {
+        let (top, step) = match which {
+            0 => (format!("cool-down = \"{v}\"\n"), String::new()),
+            1 => (String::new(), format!("timeout = \"{v}\"\n")),
+            _ => (String::new(), format!("retries = 3\nbackoff = \"{v}\"\n")),
+        };
+        let text = format!("name = \"x\"\n{top}[[step]]\nname = \"s\"\nkind = \"exec\"\ncommand = [\"true\"]\n{step}");
+        let _ = cexdr::failover::runbook::Runbook::parse(Path::new("/r.toml"), &text);
+    }
+}

@@ -195,8 +195,15 @@ fn a_manifest_pointing_outside_its_folder_is_rejected() {
     let text = fs::read_to_string(&m).unwrap();
     let key = b["key"].as_str().unwrap();
     fs::write(&m, text.replace(key, "otherjob/2026/01/01/x/files.tar.gz")).unwrap();
-    // Not listed as a backup, and `show` refuses it with the reason.
-    assert!(backups(&s).is_empty());
+    // Not listed as a backup but as a damaged folder, and `show` refuses it
+    // with the reason.
+    let listed = backups(&s);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["damaged"], true, "{listed:?}");
+    assert!(listed[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("lies outside its backup folder"));
     let o = cexdr(&[
         "--policy",
         s.policy.to_str().unwrap(),

@@ -1,11 +1,19 @@
-//! Config-folder backups: a standard tar stream of the listed folders
+//! Config-folder backups: a POSIX pax tar stream of the listed folders
 //! (gzip-compressed by the pipeline), and the guarded restore of one.
 //!
-//! Modes, mtimes and symlinks (as links, never followed) are kept. A file
-//! that changes or vanishes while it is read becomes a manifest warning.
+//! Kept, as `tar --format=pax --xattrs --acls -S` keeps them: numeric owner
+//! and group (with names), modes, nanosecond mtimes, symlinks (never
+//! followed), hard links, FIFOs and device nodes, extended attributes,
+//! POSIX ACLs, and holes (GNU sparse 1.0, found with SEEK_DATA/SEEK_HOLE).
+//! Sockets are skipped with a warning, as tar does. A file that changes or
+//! vanishes while it is read becomes a manifest warning.
+use std::collections::HashMap;
+use std::ffi::{CString, OsString};
 use std::fs;
-use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +21,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
+use super::pax::{self, Meta, Sparse, TarReader};
 use super::{Extract, Opened, Report, Source};
 use crate::base::ByteStream;
 use crate::error::{Error, Result};
@@ -78,6 +87,11 @@ struct Stats {
     files: u64,
     dirs: u64,
     symlinks: u64,
+    hard_links: u64,
+    special_files: u64,
+    sparse_files: u64,
+    xattrs: u64,
+    acls: u64,
     file_bytes: u64,
 }
 
@@ -112,24 +126,218 @@ impl<R: Read> Read for ExactReader<R> {
     }
 }
 
-struct Walker<'a> {
-    builder: tar::Builder<ChannelWriter>,
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Every extended attribute of `path` (not following symlinks); empty where
+/// the filesystem has none.
+fn list_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let c = cpath(path)?;
+    let names = loop {
+        // SAFETY: a null buffer asks for the size only.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENOTSUP) => Ok(Vec::new()),
+                _ => Err(e),
+            };
+        }
+        let mut buf = vec![0u8; n as usize];
+        // SAFETY: buf has the length passed.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ERANGE) {
+                continue; // grew in between
+            }
+            return Err(e);
+        }
+        buf.truncate(n as usize);
+        break buf;
+    };
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cn = CString::new(name).expect("split on NUL");
+        let value = loop {
+            // SAFETY: as above.
+            let n = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), std::ptr::null_mut(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENODATA) {
+                    break None; // removed in between
+                }
+                return Err(e);
+            }
+            let mut v = vec![0u8; n as usize];
+            // SAFETY: v has the length passed.
+            let n =
+                unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::ERANGE) => continue,
+                    Some(libc::ENODATA) => break None,
+                    _ => return Err(e),
+                }
+            }
+            v.truncate(n as usize);
+            break Some(v);
+        };
+        if let Some(v) = value {
+            out.push((name.to_vec(), v));
+        }
+    }
+    Ok(out)
+}
+
+/// The data regions of a file with holes (`SEEK_DATA`/`SEEK_HOLE`), or
+/// `None` when it has none (or the filesystem cannot say).
+fn data_regions(file: &fs::File, len: u64) -> Option<Vec<(u64, u64)>> {
+    let fd = file.as_raw_fd();
+    let end = i64::try_from(len).ok()?;
+    let mut regions = Vec::new();
+    let mut pos: i64 = 0;
+    while pos < end {
+        // SAFETY: lseek on a descriptor we own.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+                break; // only a hole is left
+            }
+            return None;
+        }
+        if data >= end {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return None;
+        }
+        let hole = hole.min(end);
+        regions.push((data as u64, (hole - data) as u64));
+        pos = hole;
+    }
+    if regions.len() == 1 && regions[0] == (0, len) || len == 0 {
+        return None;
+    }
+    // GNU tar ends the map at the file size, so the trailing hole is kept.
+    if regions.last().is_none_or(|&(o, l)| o + l < len) {
+        regions.push((len, 0));
+    }
+    Some(regions)
+}
+
+fn user_name(uid: u32) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: zeroed passwd filled by getpwuid_r from our buffer.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut res = std::ptr::null_mut();
+    let rc =
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut res) };
+    if rc != 0 || res.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: pw_name points into buf, NUL-terminated.
+    unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }
+        .to_bytes()
+        .to_vec()
+}
+
+fn group_name(gid: u32) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: as in user_name.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut res = std::ptr::null_mut();
+    let rc =
+        unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr().cast(), buf.len(), &mut res) };
+    if rc != 0 || res.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: gr_name points into buf, NUL-terminated.
+    unsafe { std::ffi::CStr::from_ptr(gr.gr_name) }
+        .to_bytes()
+        .to_vec()
+}
+
+struct Walker<'a, W: Write> {
+    out: W,
     excludes: &'a Excludes,
     warnings: &'a Mutex<Vec<String>>,
     stats: Stats,
+    /// First archive name of each multiply-linked inode.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    names: HashMap<(bool, u32), Vec<u8>>,
 }
 
-impl Walker<'_> {
+impl<W: Write> Walker<'_, W> {
     fn warn(&self, msg: String) {
         tracing::warn!("{msg}");
         self.warnings.lock().unwrap().push(msg);
     }
 
-    fn header(meta: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
-        let mut h = tar::Header::new_gnu();
-        h.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
-        h.set_entry_type(kind);
-        h
+    fn name_of(&mut self, user: bool, id: u32) -> Vec<u8> {
+        self.names
+            .entry((user, id))
+            .or_insert_with(|| if user { user_name(id) } else { group_name(id) })
+            .clone()
+    }
+
+    fn meta(&mut self, path: &Path, name: &[u8], m: &fs::Metadata, kind: u8) -> io::Result<Meta> {
+        let mut xattrs = match list_xattrs(path) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{}: reading extended attributes: {e}", path.display()),
+                ))
+            }
+        };
+        xattrs.sort();
+        let mut acl_access = None;
+        let mut acl_default = None;
+        for (k, v) in &xattrs {
+            match k.as_slice() {
+                b"system.posix_acl_access" => acl_access = pax::acl_to_text(v),
+                b"system.posix_acl_default" => acl_default = pax::acl_to_text(v),
+                _ => self.stats.xattrs += 1,
+            }
+        }
+        self.stats.acls += acl_access.is_some() as u64 + acl_default.is_some() as u64;
+        let rdev = m.rdev();
+        Ok(Meta {
+            path: name.to_vec(),
+            kind,
+            mode: m.mode() & 0o7777,
+            uid: u64::from(m.uid()),
+            gid: u64::from(m.gid()),
+            uname: self.name_of(true, m.uid()),
+            gname: self.name_of(false, m.gid()),
+            size: 0,
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec().clamp(0, 999_999_999) as u32,
+            link: Vec::new(),
+            devmajor: libc::major(rdev),
+            devminor: libc::minor(rdev),
+            // GNU tar keeps the binary ACL xattrs next to the text form.
+            xattrs,
+            acl_access,
+            acl_default,
+            sparse: None,
+        })
+    }
+
+    fn vanished(&self, path: &Path, e: io::Error, when: &str) -> io::Result<()> {
+        if e.kind() == io::ErrorKind::NotFound {
+            self.warn(format!("{} vanished {when} it was read", path.display()));
+            Ok(())
+        } else {
+            Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        }
     }
 
     /// Archives `path` under the archive name `name`; `rel` is the path below
@@ -137,66 +345,119 @@ impl Walker<'_> {
     fn add(&mut self, path: &Path, name: &Path, rel: &Path) -> io::Result<()> {
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.warn(format!("{} vanished before it was read", path.display()));
-                return Ok(());
-            }
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            Err(e) => return self.vanished(path, e, "before"),
         };
         let ft = meta.file_type();
         if !rel.as_os_str().is_empty() && self.excludes.excluded(rel, ft.is_dir()) {
             return Ok(());
         }
+        let mut aname = name.as_os_str().as_bytes().to_vec();
         if ft.is_dir() {
-            let mut h = Self::header(&meta, tar::EntryType::Directory);
-            h.set_size(0);
-            self.builder.append_data(&mut h, name, io::empty())?;
+            aname.push(b'/');
+            let m = self.meta(path, &aname, &meta, pax::DIRECTORY)?;
+            pax::write_header(&mut self.out, &m)?;
             self.stats.dirs += 1;
             let mut children: Vec<_> = match fs::read_dir(path) {
                 Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.warn(format!("{} vanished while it was read", path.display()));
-                    return Ok(());
-                }
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+                Err(e) => return self.vanished(path, e, "while"),
             };
             children.sort();
             for c in children {
                 self.add(&path.join(&c), &name.join(&c), &rel.join(&c))?;
             }
-        } else if ft.is_symlink() {
+            return Ok(());
+        }
+        if ft.is_socket() {
+            self.warn(format!(
+                "{} is a socket; skipped (as tar does: a socket belongs to a running process)",
+                path.display()
+            ));
+            return Ok(());
+        }
+        if meta.nlink() > 1 {
+            if let Some(first) = self.links.get(&(meta.dev(), meta.ino())).cloned() {
+                // The link carries no attributes of its own: the inode is the first entry's.
+                let m = Meta {
+                    path: aname,
+                    kind: pax::HARDLINK,
+                    mode: meta.mode() & 0o7777,
+                    uid: u64::from(meta.uid()),
+                    gid: u64::from(meta.gid()),
+                    uname: self.name_of(true, meta.uid()),
+                    gname: self.name_of(false, meta.gid()),
+                    mtime: meta.mtime(),
+                    mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+                    link: first,
+                    ..Meta::default()
+                };
+                pax::write_header(&mut self.out, &m)?;
+                self.stats.hard_links += 1;
+                return Ok(());
+            }
+            self.links.insert((meta.dev(), meta.ino()), aname.clone());
+        }
+        if ft.is_symlink() {
             let target = match fs::read_link(path) {
                 Ok(t) => t,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.warn(format!("{} vanished before it was read", path.display()));
-                    return Ok(());
-                }
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+                Err(e) => return self.vanished(path, e, "before"),
             };
-            let mut h = Self::header(&meta, tar::EntryType::Symlink);
-            h.set_size(0);
-            self.builder.append_link(&mut h, name, &target)?;
+            let mut m = self.meta(path, &aname, &meta, pax::SYMLINK)?;
+            m.link = target.as_os_str().as_bytes().to_vec();
+            pax::write_header(&mut self.out, &m)?;
             self.stats.symlinks += 1;
         } else if ft.is_file() {
             let file = match fs::File::open(path) {
                 Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.warn(format!("{} vanished before it was read", path.display()));
-                    return Ok(());
-                }
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+                Err(e) => return self.vanished(path, e, "before"),
             };
             let before = file.metadata()?;
-            let mut h = Self::header(&before, tar::EntryType::Regular);
-            let mut reader = ExactReader {
-                inner: &file,
-                left: before.len(),
-                short: false,
-            };
-            self.builder.append_data(&mut h, name, &mut reader)?;
-            let grew = (&file).read(&mut [0u8; 1]).map(|n| n > 0).unwrap_or(false);
+            let len = before.len();
+            let mut m = self.meta(path, &aname, &before, pax::REGULAR)?;
+            let regions = data_regions(&file, len);
+            let mut short = false;
+            if let Some(map) = regions {
+                m.size = map.iter().map(|r| r.1).sum();
+                m.sparse = Some(Sparse {
+                    realsize: len,
+                    map: map.clone(),
+                });
+                pax::write_header(&mut self.out, &m)?;
+                for (off, n) in map {
+                    let mut reader = ExactReader {
+                        inner: ReadAt {
+                            file: &file,
+                            pos: off,
+                        },
+                        left: n,
+                        short: false,
+                    };
+                    io::copy(&mut reader, &mut self.out)?;
+                    short |= reader.short;
+                }
+                self.stats.sparse_files += 1;
+            } else {
+                m.size = len;
+                pax::write_header(&mut self.out, &m)?;
+                // Positional: the hole probe moved the file offset.
+                let mut reader = ExactReader {
+                    inner: ReadAt {
+                        file: &file,
+                        pos: 0,
+                    },
+                    left: len,
+                    short: false,
+                };
+                io::copy(&mut reader, &mut self.out)?;
+                short = reader.short;
+            }
+            self.out
+                .write_all(&[0u8; pax::BLOCK][..pax::padding(m.size)])?;
+            let grew = file
+                .read_at(&mut [0u8; 1], len)
+                .map(|n| n > 0)
+                .unwrap_or(false);
             let after = file.metadata()?;
-            if reader.short
+            if short
                 || grew
                 || after.len() != before.len()
                 || after.mtime() != before.mtime()
@@ -210,14 +471,39 @@ impl Walker<'_> {
                 self.warn(format!("{} vanished while it was read", path.display()));
             }
             self.stats.files += 1;
-            self.stats.file_bytes += before.len();
+            self.stats.file_bytes += len;
+        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+            let kind = if ft.is_fifo() {
+                pax::FIFO
+            } else if ft.is_char_device() {
+                pax::CHAR
+            } else {
+                pax::BLOCKDEV
+            };
+            let m = self.meta(path, &aname, &meta, kind)?;
+            pax::write_header(&mut self.out, &m)?;
+            self.stats.special_files += 1;
         } else {
             self.warn(format!(
-                "{} is a special file (socket, fifo or device); skipped",
+                "{} has a file type cexdr does not know; skipped",
                 path.display()
             ));
         }
         Ok(())
+    }
+}
+
+/// Positional reads, so the sparse walk never depends on the file offset.
+struct ReadAt<'a> {
+    file: &'a fs::File,
+    pos: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -250,19 +536,20 @@ impl Source for FilesSource {
         let failer = writer.failer();
         let task = tokio::task::spawn_blocking(move || -> io::Result<Stats> {
             let res = (|| -> io::Result<Stats> {
-                let mut builder = tar::Builder::new(writer);
-                builder.follow_symlinks(false);
                 let mut walker = Walker {
-                    builder,
+                    out: writer,
                     excludes: &excludes,
                     warnings: &w2,
                     stats: Stats::default(),
+                    links: HashMap::new(),
+                    names: HashMap::new(),
                 };
                 for p in &paths {
                     walker.add(p, &archive_root(p), Path::new(""))?;
                 }
-                let Walker { builder, stats, .. } = walker;
-                builder.into_inner()?.finish()?;
+                let Walker { mut out, stats, .. } = walker;
+                pax::write_end(&mut out)?;
+                out.finish()?;
                 Ok(stats)
             })();
             // A failed tar must never look complete to the store: end the
@@ -284,6 +571,11 @@ impl Source for FilesSource {
                     "files": stats.files,
                     "directories": stats.dirs,
                     "symlinks": stats.symlinks,
+                    "hard_links": stats.hard_links,
+                    "special_files": stats.special_files,
+                    "sparse_files": stats.sparse_files,
+                    "xattrs": stats.xattrs,
+                    "acls": stats.acls,
                     "file_bytes": stats.file_bytes,
                 }),
                 warnings,
@@ -304,46 +596,6 @@ impl Source for FilesSource {
             }],
             details: serde_json::json!({ "paths": paths, "exclude": self.spec.exclude }),
         })
-    }
-}
-
-/// Walks a tar stream to its end: structure and sizes, nothing written.
-pub async fn validate(stream: ByteStream) -> Result<(u64, Vec<String>)> {
-    tokio::task::spawn_blocking(move || -> Result<(u64, Vec<String>)> {
-        let mut counted = CountingReader {
-            inner: pipeline::blocking_reader(stream),
-            n: 0,
-        };
-        let entries = {
-            let mut ar = tar::Archive::new(&mut counted);
-            let mut entries = 0u64;
-            for e in ar.entries().map_err(|e| Error::io("reading tar", e))? {
-                let mut e = e.map_err(|e| Error::io("reading tar entry", e))?;
-                io::copy(&mut e, &mut io::sink()).map_err(|e| Error::io("reading tar entry", e))?;
-                entries += 1;
-            }
-            entries
-        };
-        io::copy(&mut counted, &mut io::sink()).map_err(|e| Error::io("reading tar", e))?;
-        Ok((
-            counted.n,
-            vec![format!("tar structure read: {entries} entries")],
-        ))
-    })
-    .await
-    .map_err(|e| Error::source_err("tar", e))?
-}
-
-struct CountingReader<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        Ok(n)
     }
 }
 
@@ -374,125 +626,425 @@ fn normalise(p: &Path) -> Option<PathBuf> {
 #[derive(Debug, Default)]
 pub struct Unpacked {
     pub entries: u64,
+    /// Entries not restored, each naming the path and why.
     pub skipped: Vec<String>,
+    /// Things restored with less than the archive holds (ownership as a
+    /// non-root user, an extended attribute the filesystem refused).
+    pub warnings: Vec<String>,
+}
+
+/// The archive's names relative to the target, refusing `..` and absolute paths.
+fn inside(path: &Path) -> Option<PathBuf> {
+    normalise(path).filter(|p| {
+        !p.as_os_str().is_empty() && !path.components().any(|c| c == Component::ParentDir)
+    })
+}
+
+/// No parent of `rel` may be a symlink (a link then a file through it
+/// would write outside the target).
+fn through_symlink(dest: &Path, rel: &Path) -> bool {
+    let mut cur = dest.to_path_buf();
+    for c in rel.parent().into_iter().flat_map(|p| p.components()) {
+        cur.push(c);
+        if let Ok(m) = fs::symlink_metadata(&cur) {
+            if m.file_type().is_symlink() {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn os_err(what: &Path, step: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {step}: {e}", what.display()))
+}
+
+/// Makes room for a non-directory at `full`: parents exist, an earlier
+/// non-directory of the same name is replaced (as GNU tar does).
+fn make_room(full: &Path, path: &Path) -> io::Result<()> {
+    if let Some(parent) = full.parent() {
+        fs::create_dir_all(parent).map_err(|e| os_err(parent, "creating folder", e))?;
+    }
+    match fs::symlink_metadata(full) {
+        Ok(m) if m.is_dir() => Err(hostile(format!(
+            "archive entry {} would replace a folder; refusing",
+            path.display()
+        ))),
+        Ok(_) => fs::remove_file(full).map_err(|e| os_err(full, "replacing", e)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn set_times(full: &Path, m: &Meta) -> io::Result<()> {
+    let c = cpath(full)?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: m.mtime as libc::time_t,
+            tv_nsec: m.mtime_nsec as libc::c_long,
+        },
+    ];
+    // SAFETY: a valid path and two timespecs.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(os_err(full, "setting mtime", io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn set_xattr(full: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let c = cpath(full)?;
+    let n = CString::new(name).map_err(|_| hostile("xattr name with a NUL byte".into()))?;
+    // SAFETY: valid C strings and a value buffer of the given length.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn resolve_name(user: bool, name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: zeroed structs filled by the _r lookups from our buffer.
+    unsafe {
+        if user {
+            let mut pw: libc::passwd = std::mem::zeroed();
+            let mut res = std::ptr::null_mut();
+            let rc = libc::getpwnam_r(
+                c.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut res,
+            );
+            (rc == 0 && !res.is_null()).then_some(pw.pw_uid)
+        } else {
+            let mut gr: libc::group = std::mem::zeroed();
+            let mut res = std::ptr::null_mut();
+            let rc = libc::getgrnam_r(
+                c.as_ptr(),
+                &mut gr,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut res,
+            );
+            (rc == 0 && !res.is_null()).then_some(gr.gr_gid)
+        }
+    }
+}
+
+struct Restorer<'a> {
+    dest: &'a Path,
+    out: Unpacked,
+    owner_warned: bool,
+    /// Folders get their attributes and mtime after their content, as tar does.
+    dirs: Vec<(PathBuf, Meta)>,
+}
+
+impl Restorer<'_> {
+    /// Owner, mode, extended attributes and ACLs, in the order that keeps
+    /// each: chown clears set-id bits and capabilities, so it goes first.
+    fn attributes(&mut self, full: &Path, m: &Meta, mode: bool) -> io::Result<()> {
+        let ids = (u32::try_from(m.uid), u32::try_from(m.gid));
+        match ids {
+            (Ok(uid), Ok(gid)) => {
+                if let Err(e) = std::os::unix::fs::lchown(full, Some(uid), Some(gid)) {
+                    if e.raw_os_error() == Some(libc::EPERM) {
+                        if !self.owner_warned {
+                            self.owner_warned = true;
+                            // SAFETY: geteuid cannot fail.
+                            let me = unsafe { libc::geteuid() };
+                            self.out.warnings.push(format!(
+                                "ownership not restored: running as uid {me}, not root; restored files belong to uid {me} (first: {} wanted {uid}:{gid})",
+                                full.display()
+                            ));
+                        }
+                    } else {
+                        return Err(os_err(full, "setting owner", e));
+                    }
+                }
+            }
+            _ => self.out.warnings.push(format!(
+                "{}: owner {}:{} does not fit this system; not restored",
+                full.display(),
+                m.uid,
+                m.gid
+            )),
+        }
+        if mode {
+            fs::set_permissions(full, fs::Permissions::from_mode(m.mode & 0o7777))
+                .map_err(|e| os_err(full, "setting mode", e))?;
+        }
+        let mut has = (false, false);
+        for (k, v) in &m.xattrs {
+            has.0 |= k == b"system.posix_acl_access";
+            has.1 |= k == b"system.posix_acl_default";
+            if let Err(e) = set_xattr(full, k, v) {
+                self.out.warnings.push(format!(
+                    "{}: extended attribute {} not restored: {e}",
+                    full.display(),
+                    String::from_utf8_lossy(k)
+                ));
+            }
+        }
+        // Archives from GNU tar without the binary form: the text ACLs.
+        for (text, name, done) in [
+            (&m.acl_access, "system.posix_acl_access", has.0),
+            (&m.acl_default, "system.posix_acl_default", has.1),
+        ] {
+            let Some(text) = text.as_ref().filter(|_| !done) else {
+                continue;
+            };
+            let res = pax::acl_from_text(text, resolve_name)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+                .and_then(|bin| set_xattr(full, name.as_bytes(), &bin));
+            if let Err(e) = res {
+                self.out
+                    .warnings
+                    .push(format!("{}: ACL {name} not restored: {e}", full.display()));
+            }
+        }
+        Ok(())
+    }
+
+    fn entry(
+        &mut self,
+        ar: &mut TarReader<impl Read>,
+        m: Meta,
+        external_links: bool,
+    ) -> io::Result<()> {
+        let path = PathBuf::from(OsString::from_vec(m.path.clone()));
+        let Some(rel) = inside(&path) else {
+            return Err(hostile(format!(
+                "archive entry {} has an absolute or .. path; refusing",
+                path.display()
+            )));
+        };
+        let link = PathBuf::from(OsString::from_vec(m.link.clone()));
+        match m.kind {
+            pax::SYMLINK => {
+                if m.link.is_empty() {
+                    return Err(hostile(format!("symlink {} has no target", path.display())));
+                }
+                let base = rel.parent().unwrap_or(Path::new(""));
+                if !external_links && (link.is_absolute() || normalise(&base.join(&link)).is_none())
+                {
+                    return Err(hostile(format!(
+                        "symlink {} -> {} points outside the restore target; refusing (--allow-external-links restores it as a link)",
+                        path.display(),
+                        link.display()
+                    )));
+                }
+            }
+            pax::HARDLINK => {
+                if m.link.is_empty() {
+                    return Err(hostile(format!(
+                        "hard link {} has no target",
+                        path.display()
+                    )));
+                }
+                let target = inside(&link).filter(|t| !through_symlink(self.dest, &t.join("x")));
+                if target.is_none() {
+                    return Err(hostile(format!(
+                        "hard link {} -> {} points outside the restore target; refusing",
+                        path.display(),
+                        link.display()
+                    )));
+                }
+            }
+            _ => {}
+        }
+        if through_symlink(self.dest, &rel) {
+            return Err(hostile(format!(
+                "archive entry {} would be written through a symlink; refusing",
+                path.display()
+            )));
+        }
+        let full = self.dest.join(&rel);
+        match m.kind {
+            pax::DIRECTORY => {
+                match fs::symlink_metadata(&full) {
+                    Ok(e) if e.is_dir() => {}
+                    Ok(_) => {
+                        fs::remove_file(&full).map_err(|e| os_err(&full, "replacing", e))?;
+                        fs::create_dir(&full).map_err(|e| os_err(&full, "creating folder", e))?;
+                    }
+                    Err(_) => fs::create_dir_all(&full)
+                        .map_err(|e| os_err(&full, "creating folder", e))?,
+                }
+                // Attributes after the content, as GNU tar does: a default
+                // ACL set now would be inherited by every child restored.
+                self.dirs.push((full, m));
+            }
+            k if m.is_regular() || k == b'7' => {
+                make_room(&full, &path)?;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&full)
+                    .map_err(|e| os_err(&full, "creating", e))?;
+                if let Some(sp) = &m.sparse {
+                    // Seeking past the end leaves holes: the file is as sparse as the original.
+                    for &(off, len) in &sp.map {
+                        f.seek(SeekFrom::Start(off))?;
+                        let n = io::copy(&mut (&mut *ar).take(len), &mut f)
+                            .map_err(|e| os_err(&full, "writing", e))?;
+                        if n != len {
+                            return Err(hostile(format!(
+                                "{}: sparse data ends early",
+                                path.display()
+                            )));
+                        }
+                    }
+                    f.set_len(sp.realsize)
+                        .map_err(|e| os_err(&full, "setting size", e))?;
+                } else {
+                    io::copy(ar, &mut f).map_err(|e| os_err(&full, "writing", e))?;
+                }
+                drop(f);
+                self.attributes(&full, &m, true)?;
+                set_times(&full, &m)?;
+            }
+            pax::HARDLINK => {
+                make_room(&full, &path)?;
+                let target = self.dest.join(inside(&link).expect("checked above"));
+                fs::hard_link(&target, &full)
+                    .map_err(|e| os_err(&full, &format!("linking to {}", link.display()), e))?;
+            }
+            pax::SYMLINK => {
+                make_room(&full, &path)?;
+                std::os::unix::fs::symlink(&link, &full)
+                    .map_err(|e| os_err(&full, "creating symlink", e))?;
+                self.attributes(&full, &m, false)?;
+                set_times(&full, &m)?;
+            }
+            pax::FIFO | pax::CHAR | pax::BLOCKDEV => {
+                make_room(&full, &path)?;
+                let (fmt, what) = match m.kind {
+                    pax::FIFO => (libc::S_IFIFO, "fifo"),
+                    pax::CHAR => (libc::S_IFCHR, "character device"),
+                    _ => (libc::S_IFBLK, "block device"),
+                };
+                let c = cpath(&full)?;
+                let dev = libc::makedev(m.devmajor, m.devminor);
+                // SAFETY: a valid path; mode and device numbers are plain integers.
+                let rc = unsafe {
+                    libc::mknod(
+                        c.as_ptr(),
+                        fmt | 0o600,
+                        if m.kind == pax::FIFO { 0 } else { dev },
+                    )
+                };
+                if rc != 0 {
+                    let e = io::Error::last_os_error();
+                    self.out
+                        .skipped
+                        .push(format!("{} ({what}) not restored: {e}", path.display()));
+                    return Ok(());
+                }
+                self.attributes(&full, &m, true)?;
+                set_times(&full, &m)?;
+            }
+            other => {
+                self.out.skipped.push(format!(
+                    "{} (tar entry type {:?}) skipped: cexdr does not restore this kind of entry",
+                    path.display(),
+                    other as char
+                ));
+                return Ok(());
+            }
+        }
+        self.out.entries += 1;
+        Ok(())
+    }
 }
 
 /// Unpacks a tar stream into `dest` (which must exist), refusing anything
 /// that could write outside it: absolute paths, `..`, hard links that
-/// escape, writes through a symlink, and (unless `external_links`) symlinks
-/// that point outside. Special files are skipped and reported.
+/// escape (or reach through a symlink), writes through a symlink, and
+/// (unless `external_links`) symlinks that point outside.
+///
+/// Keeps what `tar --xattrs --acls -xpS --numeric-owner` keeps: numeric
+/// owner and group (when permitted), modes, nanosecond mtimes, hard links,
+/// holes, FIFOs and device nodes (as root), extended attributes and ACLs.
 pub fn unpack_safe(r: impl Read, dest: &Path, external_links: bool) -> io::Result<Unpacked> {
-    let mut counted = CountingReader { inner: r, n: 0 };
-    let mut out = Unpacked::default();
-    {
-        let mut ar = tar::Archive::new(&mut counted);
-        ar.set_preserve_permissions(true);
-        ar.set_preserve_mtime(true);
-        ar.set_unpack_xattrs(false);
-        ar.set_overwrite(false);
-        // Directory mtimes are set after their content, as tar does.
-        let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
-        for entry in ar.entries()? {
-            let mut entry = entry?;
-            let path = entry.path()?.into_owned();
-            let rel = normalise(&path).filter(|p| {
-                !p.as_os_str().is_empty() && !path.components().any(|c| c == Component::ParentDir)
-            });
-            let Some(rel) = rel else {
-                return Err(hostile(format!(
-                    "archive entry {} has an absolute or .. path; refusing",
-                    path.display()
-                )));
-            };
-            let kind = entry.header().entry_type();
-            match kind {
-                tar::EntryType::Regular
-                | tar::EntryType::Directory
-                | tar::EntryType::Continuous => {}
-                tar::EntryType::Symlink => {
-                    let target = entry
-                        .link_name()?
-                        .ok_or_else(|| {
-                            hostile(format!("symlink {} has no target", path.display()))
-                        })?
-                        .into_owned();
-                    let base = rel.parent().unwrap_or(Path::new(""));
-                    if !external_links
-                        && (target.is_absolute() || normalise(&base.join(&target)).is_none())
-                    {
-                        return Err(hostile(format!(
-                            "symlink {} -> {} points outside the restore target; refusing (--allow-external-links restores it as a link)",
-                            path.display(),
-                            target.display()
-                        )));
-                    }
-                }
-                tar::EntryType::Link => {
-                    let target = entry
-                        .link_name()?
-                        .ok_or_else(|| {
-                            hostile(format!("hard link {} has no target", path.display()))
-                        })?
-                        .into_owned();
-                    if target.is_absolute()
-                        || target.components().any(|c| c == Component::ParentDir)
-                    {
-                        return Err(hostile(format!(
-                            "hard link {} -> {} points outside the restore target; refusing",
-                            path.display(),
-                            target.display()
-                        )));
-                    }
-                }
-                tar::EntryType::XGlobalHeader
-                | tar::EntryType::XHeader
-                | tar::EntryType::GNULongName
-                | tar::EntryType::GNULongLink => continue,
-                other => {
-                    out.skipped.push(format!(
-                        "{} ({other:?}) skipped: special files are not restored",
-                        path.display()
-                    ));
-                    continue;
-                }
-            }
-            // No parent of the entry may be a symlink (a link then a file
-            // through it would write outside the target).
-            let mut cur = dest.to_path_buf();
-            for c in rel.parent().into_iter().flat_map(|p| p.components()) {
-                cur.push(c);
-                if let Ok(m) = fs::symlink_metadata(&cur) {
-                    if m.file_type().is_symlink() {
-                        return Err(hostile(format!(
-                            "archive entry {} would be written through a symlink; refusing",
-                            path.display()
-                        )));
-                    }
-                }
-            }
-            if kind == tar::EntryType::Directory {
-                if let Ok(mtime) = entry.header().mtime() {
-                    dir_times.push((dest.join(&rel), mtime));
-                }
-            }
-            if !entry.unpack_in(dest)? {
-                return Err(hostile(format!(
-                    "archive entry {} escapes the restore target; refusing",
-                    path.display()
-                )));
-            }
-            out.entries += 1;
-        }
-        for (dir, mtime) in dir_times.into_iter().rev() {
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
-            if let Ok(f) = fs::File::open(&dir) {
-                let _ = f.set_modified(t);
-            }
-        }
+    let mut ar = TarReader::new(r);
+    let mut rs = Restorer {
+        dest,
+        out: Unpacked::default(),
+        owner_warned: false,
+        dirs: Vec::new(),
+    };
+    while let Some(m) = ar.next_entry()? {
+        rs.entry(&mut ar, m, external_links)?;
+    }
+    for (dir, m) in std::mem::take(&mut rs.dirs).into_iter().rev() {
+        rs.attributes(&dir, &m, true)?;
+        set_times(&dir, &m)?;
     }
     // Read to the end so the caller's checksum covers every stored byte.
-    io::copy(&mut counted, &mut io::sink())?;
-    Ok(out)
+    io::copy(&mut ar.into_inner(), &mut io::sink())?;
+    Ok(rs.out)
+}
+
+/// Walks a tar stream to its end: structure and sizes, nothing written.
+pub async fn validate(stream: ByteStream) -> Result<(u64, Vec<String>)> {
+    tokio::task::spawn_blocking(move || -> Result<(u64, Vec<String>)> {
+        let mut counted = CountingReader {
+            inner: pipeline::blocking_reader(stream),
+            n: 0,
+        };
+        let mut entries = 0u64;
+        {
+            let mut ar = TarReader::new(&mut counted);
+            while let Some(_m) = ar.next_entry().map_err(|e| Error::io("reading tar", e))? {
+                io::copy(&mut ar, &mut io::sink())
+                    .map_err(|e| Error::io("reading tar entry", e))?;
+                entries += 1;
+            }
+        }
+        io::copy(&mut counted, &mut io::sink()).map_err(|e| Error::io("reading tar", e))?;
+        Ok((
+            counted.n,
+            vec![format!("tar structure read: {entries} entries")],
+        ))
+    })
+    .await
+    .map_err(|e| Error::source_err("tar", e))?
+}
+
+struct CountingReader<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

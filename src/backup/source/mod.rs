@@ -31,6 +31,7 @@ impl SourceSpec {
 pub mod artifact;
 pub mod files;
 pub mod mysql;
+pub mod pax;
 pub mod redis;
 
 /// What an extract says once its stream has ended.
