@@ -251,6 +251,23 @@ async fn dns_against_moto_upserts_once_and_skips_when_already_the_target() {
         .iter()
         .any(|r| r["type"] == "step-failed" && r["step"] == "dns"));
     assert_eq!(recs.last().unwrap()["failed_step"], "dns");
+    // Permanent: with retries allowed, a missing zone is tried once.
+    let rb = runbook(
+        dir.path(),
+        "nozone-retries",
+        &dns_step("ZNOSUCHZONE", &common::s3_endpoint(), true).replace(
+            "name = \"dns\"",
+            "name = \"dns\"\nretries = 2\nbackoff = \"10ms\"",
+        ),
+    );
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 11);
+    let recs = journal(dir.path(), "nozone-retries");
+    assert_eq!(
+        recs.iter().filter(|r| r["type"] == "step-started").count(),
+        1,
+        "{recs:?}"
+    );
 }
 
 // ---------------------------------------------------------------- Kubernetes

@@ -339,8 +339,25 @@ fn change_id(raw: &str) -> String {
     raw.trim_start_matches("/change/").to_owned()
 }
 
+/// Route 53 answers that retrying cannot change (`describe_err` puts the
+/// code right after the operation: `ListResourceRecordSets: NoSuchHostedZone: …`).
+const PERMANENT: [&str; 7] = [
+    "NoSuchHostedZone",
+    "AccessDenied",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "InvalidChangeBatch",
+    "InvalidInput",
+    "UnrecognizedClientException",
+];
+
 fn fail(ctx: &Ctx<'_>, m: String) -> crate::error::Error {
-    ctx.fail(m)
+    let code = m.split(": ").nth(1).unwrap_or_default();
+    if PERMANENT.contains(&code) {
+        ctx.fail_permanently(m)
+    } else {
+        ctx.fail(m)
+    }
 }
 
 #[async_trait]
