@@ -19,6 +19,7 @@ mod lock;
 mod mysql;
 mod notifications;
 mod object_lock;
+mod proof;
 mod prune;
 mod redis;
 mod redis_cluster;
