@@ -648,3 +648,78 @@ pub async fn verify_backups(
     }
     Ok(out)
 }
+
+// ---------------------------------------------------------------- prune
+
+/// What `cexdr prune` did: per-job reports, jobs skipped because another
+/// run holds them, stale uploads, and the exit code.
+#[derive(Debug)]
+pub struct PruneRun {
+    pub reports: Vec<JobReport>,
+    /// One message per job another run holds (exit 3).
+    pub locked: Vec<String>,
+    pub uploads: prune::UploadsReport,
+    pub code: i32,
+}
+
+/// `cexdr prune`: each job under its lease (a dry run needs none: it
+/// changes nothing and may preview while a backup runs), then the stale
+/// uploads under `prefix`. Prune errors are notified and exit 1.
+pub async fn prune_jobs(
+    env: &JobEnv,
+    catalog: &Catalog,
+    jobs: &[&Job],
+    opts: &prune::Options,
+    prefix: &str,
+    cancel: CancellationToken,
+) -> Result<PruneRun> {
+    let mut reports = Vec::new();
+    let mut locked = Vec::new();
+    let mut code = exit::OK;
+    for job in jobs {
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        let res = if opts.dry_run {
+            prune::prune_job(catalog, job, opts).await
+        } else {
+            lease::with_lease(
+                catalog.store().clone(),
+                &job.name,
+                env.lease_ttl,
+                cancel.clone(),
+                |_| async move { prune::prune_job(catalog, job, opts).await },
+            )
+            .await
+        };
+        match res {
+            Ok(r) => {
+                if !r.errors.is_empty() {
+                    code = code.max(exit::FAILED);
+                    env.sinks
+                        .emit(Event::PruneFailed {
+                            job: job.name.clone(),
+                            error: r.errors.join("; "),
+                        })
+                        .await;
+                }
+                reports.push(r);
+            }
+            Err(e) if matches!(e.root(), Error::Locked { .. }) => {
+                locked.push(format!("{}; not pruned", one_line(&e)));
+                code = exit::LOCKED;
+            }
+            Err(e) => return Err(e.in_job(&job.name)),
+        }
+    }
+    let uploads = prune::stale_uploads(catalog, prefix, opts).await?;
+    if !uploads.errors.is_empty() {
+        code = code.max(exit::FAILED);
+    }
+    Ok(PruneRun {
+        reports,
+        locked,
+        uploads,
+        code,
+    })
+}

@@ -39,6 +39,8 @@ pub async fn backup(
             .map(|j| policy.job(j))
             .collect::<Result<_>>()?
     };
+    // A bad signing key fails before any job starts.
+    crate::backup::signing::Signer::for_policy(&policy)?;
     let env = keys.job_env(&policy, metrics).await?;
     let (outcomes, code) = job::run_jobs(&env, &selected, cancel).await;
     let mut done = Vec::new();

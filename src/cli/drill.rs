@@ -28,6 +28,8 @@ pub async fn drill(
     let policy = Policy::load(policy_file)?;
     let j = policy.job(&args.job)?;
     job::drill_target(j)?;
+    // A bad signing key fails before any job starts.
+    crate::backup::signing::Signer::for_policy(&policy)?;
     let env = keys.job_env(&policy, metrics).await?;
     let out = job::drill_job(&env, j, cancel).await;
     let code = out.exit_code();

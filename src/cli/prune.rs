@@ -5,8 +5,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{open_catalog_as, print_json, CliKeys};
 use crate::backup::policy::Policy;
-use crate::backup::{lease, prune};
-use crate::error::{exit, one_line, Error, Result};
+use crate::backup::{job, prune};
+use crate::error::Result;
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
@@ -34,69 +34,32 @@ pub async fn prune_command(
         None => policy.jobs.iter().collect(),
     };
     let catalog = open_catalog_as(&policy, &CliKeys::none(), !args.dry_run).await?;
-    let notifier = crate::backup::notifier::Notifier::for_policy(&policy, None);
+    let env = CliKeys::none().job_env(&policy, None).await?;
     let opts = prune::Options {
         dry_run: args.dry_run,
         grace: args.grace,
         now: Utc::now(),
     };
-    let mut reports = Vec::new();
-    let mut code = exit::OK;
-    for job in jobs {
-        if cancel.is_cancelled() {
-            return Err(Error::Interrupted);
-        }
-        // A dry run changes nothing, so it needs no lease (it can preview
-        // while a backup runs); a real prune holds the job's lease.
-        let res = if args.dry_run {
-            prune::prune_job(&catalog, job, &opts).await
-        } else {
-            let c = &catalog;
-            let o = &opts;
-            lease::with_lease(
-                catalog.store().clone(),
-                &job.name,
-                lease::DEFAULT_TTL,
-                cancel.clone(),
-                |_| async move { prune::prune_job(c, job, o).await },
-            )
-            .await
-        };
-        match res {
-            Ok(r) => {
-                if !r.errors.is_empty() {
-                    code = code.max(exit::FAILED);
-                    notifier.prune_failed(&job.name, &r.errors.join("; ")).await;
-                }
-                if !json {
-                    print!("{}", prune::render_job(&r, args.dry_run));
-                }
-                reports.push(r);
-            }
-            Err(e) if matches!(e.root(), Error::Locked { .. }) => {
-                eprintln!("cexdr: {}; not pruned", one_line(&e));
-                code = exit::LOCKED;
-            }
-            Err(e) => return Err(e.in_job(&job.name)),
-        }
-    }
     let prefix = args
         .job
         .as_ref()
         .map(|j| format!("{j}/"))
         .unwrap_or_default();
-    let uploads = prune::stale_uploads(&catalog, &prefix, &opts).await?;
-    if !uploads.errors.is_empty() {
-        code = code.max(exit::FAILED);
+    let run = job::prune_jobs(&env, &catalog, &jobs, &opts, &prefix, cancel).await?;
+    for l in &run.locked {
+        eprintln!("cexdr: {l}");
     }
     if json {
         print_json(&serde_json::json!({
             "dry_run": args.dry_run,
-            "jobs": reports,
-            "stale_uploads": uploads,
+            "jobs": run.reports,
+            "stale_uploads": run.uploads,
         }));
     } else {
-        for u in &uploads.aborted {
+        for r in &run.reports {
+            print!("{}", prune::render_job(r, args.dry_run));
+        }
+        for u in &run.uploads.aborted {
             println!(
                 "stale upload {} (started {}): {}",
                 u.key,
@@ -110,9 +73,9 @@ pub async fn prune_command(
                 }
             );
         }
-        for e in &uploads.errors {
+        for e in &run.uploads.errors {
             println!("error: {e}");
         }
     }
-    Ok(code)
+    Ok(run.code)
 }
