@@ -122,7 +122,11 @@ pub struct Sinks {
 
 impl Sinks {
     pub async fn emit(&self, e: Event) {
-        log(&e);
+        // The daemon's log is its record; a one-shot command prints its
+        // own outcome instead.
+        if !self.wait {
+            log(&e);
+        }
         let e = Arc::new(e);
         if self.wait {
             for s in &self.sinks {
@@ -355,9 +359,10 @@ pub async fn run_job(
                         reason: one_line(&e),
                     })
                     .await;
-            } else if matches!(e.root(), Error::Interrupted) {
-                // Stopped, not failed: nothing is listed and nobody is paged.
-                env.metrics.not_run(&job.name);
+            } else if matches!(e.root(), Error::Interrupted) && env.sinks.wait {
+                // A one-shot run its operator interrupted: counted, not
+                // notified (the daemon's interrupted runs are, below).
+                env.metrics.failed(&job.name, env.clock.now(), secs);
             } else {
                 env.metrics.failed(&job.name, env.clock.now(), secs);
                 env.sinks

@@ -39,10 +39,10 @@ pub async fn drill(
                 print_json(v);
             } else if v.status == Status::Ok {
                 println!(
-                    "{} {}: restore drill ok: restored in {:.1} s (RTO); {}",
+                    "{} {}: restore drill ok: restored in {} (RTO); {}",
                     v.job,
                     v.backup_id,
-                    v.details["seconds"].as_f64().unwrap_or(0.0),
+                    crate::backup::report::secs(v.details["seconds"].as_f64().unwrap_or(0.0)),
                     v.checks.join("; ")
                 );
             } else {

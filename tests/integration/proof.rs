@@ -699,3 +699,45 @@ fn the_html_report_renders_every_job_and_state_in_headless_chromium() {
     );
     eprintln!("report screenshot: {}", shot.display());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_serves_the_report_beside_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Policy::load(&files_policy(dir.path(), "")).unwrap();
+    let store = store::build(&p.store).await.unwrap();
+    let metrics = Metrics::new();
+    metrics.set_policy(&p, Utc::now());
+    let env = env_for(
+        &p,
+        store.clone(),
+        Arc::new(Recorder::default()),
+        metrics.clone(),
+    );
+    let o = job::run_job(&env, &p.jobs[0], Utc::now(), Default::default()).await;
+    assert_eq!(o.exit_code(), 0);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (addr, _task) =
+        cexdr::backup::metrics::serve(metrics, "127.0.0.1:0".parse().unwrap(), stop.clone())
+            .await
+            .unwrap();
+    let get = |path: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let report = get("/report").await;
+    assert!(report.starts_with("HTTP/1.1 200"), "{report}");
+    assert!(report.contains("Content-Type: text/html"), "{report}");
+    assert!(
+        report.contains("data-job=\"config\"") && report.contains("data-state=\"checksum\""),
+        "{report}"
+    );
+    let m = get("/metrics").await;
+    assert!(m.contains("cexdr_verification_last_success_timestamp_seconds{cexdr_job=\"config\",level=\"checksum\"}"), "{m}");
+    stop.cancel();
+}
