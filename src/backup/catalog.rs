@@ -27,7 +27,7 @@ pub struct Manifest {
     pub format: u32,
     pub id: String,
     pub job: String,
-    pub kind: String,
+    pub kind: crate::backup::source::Kind,
     pub host: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -37,7 +37,7 @@ pub struct Manifest {
     pub stored_bytes: u64,
     /// SHA-256 of the (first) stored artifact, as `sha256sum` prints it.
     pub sha256: String,
-    pub compression: String,
+    pub compression: crate::pipeline::Compression,
     /// Key of the (first) artifact; `artifacts` lists every one.
     pub key: String,
     pub tool_version: String,
@@ -115,6 +115,55 @@ pub struct Verification {
     pub details: serde_json::Value,
 }
 
+/// Verification levels, weakest first, as `catalog list` and the metrics
+/// name them.
+pub const CHECKSUM: &str = "checksum";
+pub const RESTORE_TESTED: &str = "restore-test";
+
+/// The level a verification method proves: a restore test, or the
+/// checksum + full decompression of `verify` and the read-back.
+pub fn level_of(method: &str) -> &'static str {
+    if method == "restore-test" {
+        RESTORE_TESTED
+    } else {
+        CHECKSUM
+    }
+}
+
+/// What the catalog can say of one backup's verification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Level<'a> {
+    Never,
+    /// The latest verification failed.
+    Failed(&'a Verification),
+    Checksum(&'a Verification),
+    /// A passed restore test (the newest), with its measured restore time.
+    RestoreTested(&'a Verification),
+}
+
+impl<'a> Level<'a> {
+    pub fn word(&self) -> &'static str {
+        match self {
+            Level::Never => "never",
+            Level::Failed(_) => "failed",
+            Level::Checksum(_) => CHECKSUM,
+            Level::RestoreTested(_) => "restore-tested",
+        }
+    }
+    pub fn record(&self) -> Option<&'a Verification> {
+        match self {
+            Level::Never => None,
+            Level::Failed(v) | Level::Checksum(v) | Level::RestoreTested(v) => Some(v),
+        }
+    }
+    pub fn seconds(&self) -> Option<f64> {
+        match self {
+            Level::RestoreTested(v) => v.details["seconds"].as_f64(),
+            _ => None,
+        }
+    }
+}
+
 /// A backup as the catalog shows it: its manifest and its verifications (oldest first).
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -136,6 +185,29 @@ impl Entry {
     pub fn latest_verification(&self) -> Option<&Verification> {
         self.verifications.iter().max_by_key(|v| v.at)
     }
+
+    /// The strongest level proven: FAILED if the latest verification
+    /// failed (a failure is never hidden by an older pass), else a passed
+    /// restore test if any, else a passed checksum check, else never.
+    /// Needs the full history (`Catalog::list_full`).
+    pub fn level(&self) -> Level<'_> {
+        let Some(latest) = self.latest_verification() else {
+            return Level::Never;
+        };
+        if latest.status == Status::Failed {
+            return Level::Failed(latest);
+        }
+        let ok = |lvl: &str| {
+            self.verifications
+                .iter()
+                .filter(|v| v.status == Status::Ok && level_of(&v.method) == lvl)
+                .max_by_key(|v| v.at)
+        };
+        match ok(RESTORE_TESTED) {
+            Some(v) => Level::RestoreTested(v),
+            None => Level::Checksum(latest),
+        }
+    }
     /// The JSON shape of `catalog list --json`: the manifest's fields plus
     /// `verification: {status, at, method}` or null.
     pub fn to_json(&self) -> serde_json::Value {
@@ -144,6 +216,18 @@ impl Entry {
             .latest_verification()
             .map(|x| serde_json::json!({"status": x.status, "at": x.at, "method": x.method}));
         v["verification"] = ver.unwrap_or(serde_json::Value::Null);
+        if let serde_json::Value::Object(o) = &mut v["verification"] {
+            let lvl = self.level();
+            let rec = lvl.record();
+            o.insert("level".into(), serde_json::json!(lvl.word()));
+            // `at`, `method` of the record that proves the level.
+            if let Some(r) = rec {
+                o.insert("at".into(), serde_json::json!(r.at));
+                o.insert("method".into(), serde_json::json!(r.method));
+                o.insert("status".into(), serde_json::json!(r.status));
+            }
+            o.insert("duration_s".into(), serde_json::json!(lvl.seconds()));
+        }
         if let Some(st) = &self.signature_status {
             v["signature"] = serde_json::json!(st.word());
         }
@@ -342,16 +426,35 @@ impl Catalog {
     /// never shown as a backup; callers that report to people use
     /// [`Catalog::scan`], which names it.
     pub async fn list(&self, job: Option<&str>) -> Result<Vec<Entry>> {
-        Ok(self.scan(job).await?.0)
+        Ok(self.scan_with(job, false).await?.0)
+    }
+
+    /// `list` with every verification record of each backup loaded (for
+    /// verification levels: a restore test followed by a checksum check).
+    pub async fn list_full(&self, job: Option<&str>) -> Result<Vec<Entry>> {
+        Ok(self.scan_with(job, true).await?.0)
     }
 
     /// Complete backups (oldest first) and the folders whose manifest
     /// cannot be used (unreadable, unparsable, or describing another folder).
     pub async fn scan(&self, job: Option<&str>) -> Result<(Vec<Entry>, Vec<Damaged>)> {
+        self.scan_with(job, false).await
+    }
+
+    /// `scan` with every verification record of each backup loaded.
+    pub async fn scan_full(&self, job: Option<&str>) -> Result<(Vec<Entry>, Vec<Damaged>)> {
+        self.scan_with(job, true).await
+    }
+
+    async fn scan_with(
+        &self,
+        job: Option<&str>,
+        all_verifications: bool,
+    ) -> Result<(Vec<Entry>, Vec<Damaged>)> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for (dir, f) in self.folders(job).await? {
-            match self.entry(&dir, &f, false).await {
+            match self.entry(&dir, &f, all_verifications).await {
                 Ok(Some(e)) => out.push(e),
                 Ok(None) => {}
                 Err(e) => {

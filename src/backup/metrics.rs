@@ -36,6 +36,16 @@ struct JobMetrics {
     catalog_stored_bytes: u64,
     last_verification: Option<DateTime<Utc>>,
     last_verification_ok: Option<bool>,
+    /// Newest passed verification per level (`checksum`, `restore-test`).
+    last_success_by_level: BTreeMap<&'static str, DateTime<Utc>>,
+    /// Measured restore time of the newest passed restore test.
+    last_drill_seconds: Option<f64>,
+    /// Backups whose latest verification failed.
+    failed_backups: u64,
+    read_back_failures_total: u64,
+    drill_failures_total: u64,
+    drills_total: u64,
+    drill_configured: bool,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +57,9 @@ struct State {
     notification_failures: BTreeMap<String, u64>,
     /// Per-job output only (no process-wide series).
     jobs_only: bool,
+    /// For `/report`: the policy and the catalog as last read.
+    policy: Option<Policy>,
+    report: crate::backup::report::Input,
 }
 
 /// Shared, cheap to clone.
@@ -87,9 +100,11 @@ impl Metrics {
             s.jobs
                 .retain(|name, _| policy.jobs.iter().any(|j| &j.name == name));
             for j in &policy.jobs {
-                s.jobs.entry(j.name.clone()).or_default().interval_seconds =
-                    schedule_interval(policy, j, now);
+                let m = s.jobs.entry(j.name.clone()).or_default();
+                m.interval_seconds = schedule_interval(policy, j, now);
+                m.drill_configured = j.drill.is_some();
             }
+            s.policy = Some(policy.clone());
         })
     }
 
@@ -135,6 +150,47 @@ impl Metrics {
         self.with(|s| s.jobs.entry(job.into()).or_default().running = false)
     }
 
+    /// The read-back after a backup found the stored object damaged.
+    pub fn read_back_failed(&self, job: &str) {
+        self.with(|s| {
+            s.jobs
+                .entry(job.into())
+                .or_default()
+                .read_back_failures_total += 1
+        })
+    }
+
+    /// A drill ended (`seconds`: its measured restore time).
+    pub fn drill_done(&self, job: &str, ok: bool, seconds: f64) {
+        self.with(|s| {
+            let j = s.jobs.entry(job.into()).or_default();
+            j.drills_total += 1;
+            if ok {
+                j.last_drill_seconds = Some(seconds);
+            } else {
+                j.drill_failures_total += 1;
+            }
+        })
+    }
+
+    /// The audit report of the catalog as last read (`/report`).
+    pub fn report(&self, now: DateTime<Utc>) -> Option<String> {
+        self.with(|s| {
+            s.policy
+                .as_ref()
+                .map(|p| crate::backup::report::html(p, &s.report, now))
+        })
+    }
+
+    /// Keeps what `/report` draws (read with the catalog metrics).
+    pub fn set_report_input(&self, input: crate::backup::report::Input) {
+        self.with(|s| s.report = input)
+    }
+
+    pub fn job_names(&self) -> Vec<String> {
+        self.with(|s| s.jobs.keys().cloned().collect())
+    }
+
     pub fn prune_failed(&self, job: &str) {
         self.with(|s| s.jobs.entry(job.into()).or_default().prune_errors_total += 1)
     }
@@ -153,6 +209,7 @@ impl Metrics {
             for j in s.jobs.values_mut() {
                 j.catalog_backups = 0;
                 j.catalog_stored_bytes = 0;
+                j.failed_backups = 0;
             }
             for e in entries {
                 let m = &e.manifest;
@@ -171,6 +228,19 @@ impl Metrics {
                         j.last_verification = Some(v.at);
                         j.last_verification_ok = Some(v.status == Status::Ok);
                     }
+                    if v.status == Status::Failed {
+                        j.failed_backups += 1;
+                    }
+                }
+                for v in e.verifications.iter().filter(|v| v.status == Status::Ok) {
+                    let level = crate::backup::catalog::level_of(&v.method);
+                    let newer = j.last_success_by_level.get(level).is_none_or(|t| v.at > *t);
+                    if newer {
+                        j.last_success_by_level.insert(level, v.at);
+                        if level == crate::backup::catalog::RESTORE_TESTED {
+                            j.last_drill_seconds = v.details["seconds"].as_f64();
+                        }
+                    }
                 }
             }
         })
@@ -182,7 +252,7 @@ impl Metrics {
             let mut out = String::new();
             let ts = |t: &Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis() as f64 / 1000.0);
             type Get = fn(&JobMetrics) -> Option<f64>;
-            let series: [(&str, &str, &str, Get); 14] = [
+            let series: [(&str, &str, &str, Get); 20] = [
                 ("cexdr_backup_last_success_timestamp_seconds", "gauge", "End of the job's newest complete backup (Unix time).", |j| j.last_success.map(|t| t.timestamp_millis() as f64 / 1000.0)),
                 ("cexdr_backup_last_failure_timestamp_seconds", "gauge", "Time of the job's last failed run (Unix time; this process's runs only).", |j| j.last_failure.map(|t| t.timestamp_millis() as f64 / 1000.0)),
                 ("cexdr_backup_last_duration_seconds", "gauge", "Duration of the job's last run.", |j| j.last_duration),
@@ -197,6 +267,12 @@ impl Metrics {
                 ("cexdr_catalog_stored_bytes", "gauge", "Bytes stored by the job's complete backups.", |j| Some(j.catalog_stored_bytes as f64)),
                 ("cexdr_verification_last_timestamp_seconds", "gauge", "Time of the newest verification of any of the job's backups.", |j| j.last_verification.map(|t| t.timestamp_millis() as f64 / 1000.0)),
                 ("cexdr_verification_last_success", "gauge", "1 if that newest verification passed, 0 if it failed.", |j| j.last_verification_ok.map(|ok| if ok { 1.0 } else { 0.0 })),
+                ("cexdr_catalog_verification_failed_backups", "gauge", "Backups of the job whose latest verification failed.", |j| Some(j.failed_backups as f64)),
+                ("cexdr_drill_last_duration_seconds", "gauge", "Measured restore time of the job's newest passed restore test (the RTO it proves).", |j| j.last_drill_seconds),
+                ("cexdr_read_back_failures_total", "counter", "Backups whose read-back after writing failed (this process).", |j| Some(j.read_back_failures_total as f64)),
+                ("cexdr_drills_total", "counter", "Restore drills run by this process.", |j| Some(j.drills_total as f64)),
+                ("cexdr_drill_failures_total", "counter", "Restore drills that failed or could not run (this process).", |j| Some(j.drill_failures_total as f64)),
+                ("cexdr_job_drill_configured", "gauge", "1 if the job has a drill in the policy.", |j| Some(if j.drill_configured { 1.0 } else { 0.0 })),
             ];
             for (name, kind, help, get) in series {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -204,6 +280,18 @@ impl Metrics {
                     if let Some(v) = get(j) {
                         let _ = writeln!(out, "{name}{{cexdr_job=\"{}\"}} {v}", escape(job));
                     }
+                }
+            }
+            let name = "cexdr_verification_last_success_timestamp_seconds";
+            let _ = writeln!(out, "# HELP {name} Newest passed verification of the job's backups per level: checksum (read-back, verify) or restore-test (drill, verify --restore-test) (Unix time).\n# TYPE {name} gauge");
+            for (job, j) in &s.jobs {
+                for (level, t) in &j.last_success_by_level {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{cexdr_job=\"{}\",level=\"{level}\"}} {}",
+                        escape(job),
+                        t.timestamp_millis() as f64 / 1000.0
+                    );
                 }
             }
             if s.jobs_only {
@@ -308,10 +396,18 @@ async fn answer(mut sock: tokio::net::TcpStream, m: Metrics) -> std::io::Result<
             "text/plain; version=0.0.4; charset=utf-8",
             m.render(),
         ),
+        ("GET", "/report") => match m.report(Utc::now()) {
+            Some(html) => ("200 OK", "text/html; charset=utf-8", html),
+            None => (
+                "503 Service Unavailable",
+                "text/plain",
+                "the catalog has not been read yet\n".into(),
+            ),
+        },
         ("GET", "/") => (
             "200 OK",
             "text/plain; charset=utf-8",
-            "cexdr daemon: see /metrics\n".into(),
+            "cexdr daemon: see /metrics and /report\n".into(),
         ),
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
         _ => (

@@ -7,11 +7,13 @@
 //! (`policy`) imports the source specs, never the other way round.
 pub mod binlog;
 pub mod catalog;
+pub mod job;
 pub mod lease;
 pub mod metrics;
 pub mod notifier;
 pub mod policy;
 pub mod prune;
+pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod run;

@@ -125,6 +125,18 @@ impl Notifier {
         .await;
     }
 
+    /// A drill that could not run at all (no backup, a bad target).
+    pub async fn drill_failed(&self, job: &str, error: &str) {
+        self.send(
+            BackupEvent::VerificationFailure,
+            job,
+            format!("cexdr: restore drill of {job} FAILED"),
+            error.to_owned(),
+            BTreeMap::new(),
+        )
+        .await;
+    }
+
     pub async fn prune_failed(&self, job: &str, error: &str) {
         self.send(
             BackupEvent::PruneError,
@@ -138,10 +150,20 @@ impl Notifier {
 }
 
 #[async_trait::async_trait]
-impl super::scheduler::EventSink for Notifier {
-    async fn event(&self, e: &super::scheduler::Event) {
-        use super::scheduler::Event as E;
+impl super::job::EventSink for Notifier {
+    async fn event(&self, e: &super::job::Event) {
+        use super::job::Event as E;
         match e {
+            E::VerificationFailed {
+                manifest,
+                method,
+                error,
+                ..
+            } => {
+                self.verification_failed(manifest, &format!("{method}: {error}"))
+                    .await
+            }
+            E::DrillFailed { job, error } => self.drill_failed(job, error).await,
             E::Succeeded { manifest, .. } => self.backup_succeeded(manifest).await,
             E::Failed { job, error, .. } => self.backup_failed(job, error).await,
             E::PruneFailed { job, error } => self.prune_failed(job, error).await,

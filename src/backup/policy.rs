@@ -62,6 +62,7 @@ struct RawDaemon {
     incomplete_grace: Option<String>,
     shutdown_grace: Option<String>,
     metrics_listen: Option<String>,
+    verify_after_backup: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +109,8 @@ struct RawJob {
     // daemon overrides of [daemon] jitter / catch-up
     jitter: Option<String>,
     catch_up: Option<bool>,
+    verify_after_backup: Option<bool>,
+    drill: Option<RawDrill>,
     // files
     paths: Option<Vec<PathBuf>>,
     exclude: Option<Vec<String>>,
@@ -139,7 +142,37 @@ struct RawBinlog {
     keep: Option<String>,
 }
 
+/// `drill = { schedule = "0 5 * * 0", target = "mysql://…", … }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDrill {
+    schedule: String,
+    target: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    timeout: Option<String>,
+    scratch: Option<PathBuf>,
+    allow_source_server: Option<bool>,
+}
+
 // ---------------------------------------------------------------- validated
+
+/// A job's restore drill: when, and into what scratch target.
+#[derive(Debug, Clone)]
+pub struct DrillSpec {
+    pub schedule: Schedule,
+    /// mysql: the scratch server.
+    pub target: Option<String>,
+    pub password: Secret,
+    pub timeout: Option<Duration>,
+    /// files: where scratch folders are made.
+    pub scratch: Option<PathBuf>,
+    pub allow_source_server: bool,
+}
+
+/// Default time limit of a drill (restores of big dumps take a while; a
+/// hung one must still end and clean up).
+pub const DEFAULT_DRILL_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -171,8 +204,10 @@ pub struct DaemonSpec {
     pub incomplete_grace: Duration,
     /// On SIGTERM, running jobs get this long to finish before they are stopped.
     pub shutdown_grace: Duration,
-    /// Where `/metrics` is served; None: not served.
+    /// Where `/metrics` (and `/report`) is served; None: not served.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Read every backup back from the store once written (per job: `verify-after-backup`).
+    pub verify_after_backup: bool,
 }
 
 impl Default for DaemonSpec {
@@ -186,6 +221,7 @@ impl Default for DaemonSpec {
             incomplete_grace: Duration::from_secs(24 * 3600),
             shutdown_grace: Duration::from_secs(60),
             metrics_listen: Some(([127, 0, 0, 1], 9847).into()),
+            verify_after_backup: true,
         }
     }
 }
@@ -204,6 +240,9 @@ pub struct Job {
     pub source: SourceSpec,
     /// Client-side encryption of the stored bytes (the job's, else the store's).
     pub encryption: Option<EncryptionSpec>,
+    /// Overrides `[daemon] verify-after-backup`.
+    pub verify_after_backup: Option<bool>,
+    pub drill: Option<DrillSpec>,
 }
 
 /// Retention rules (restic semantics: a backup is kept if any rule keeps it).
@@ -232,6 +271,63 @@ pub struct Schedule {
     inner: cron::Schedule,
 }
 
+/// A cron(5) day-of-week field with its numbers as names (`1-5` →
+/// `MON,TUE,WED,THU,FRI`); names and `*` pass through.
+fn dow_names(field: &str) -> std::result::Result<String, String> {
+    const NAMES: [&str; 8] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"];
+    let num = |t: &str| -> std::result::Result<Option<usize>, String> {
+        if t.chars().all(|c| c.is_ascii_digit()) && !t.is_empty() {
+            let n: usize = t.parse().map_err(|_| format!("{t:?} is not a number"))?;
+            if n > 7 {
+                return Err(format!("{n} is out of range (0-7, 0 and 7 are Sunday)"));
+            }
+            Ok(Some(n))
+        } else {
+            Ok(None)
+        }
+    };
+    let mut out: Vec<String> = Vec::new();
+    for item in field.split(',') {
+        let (base, step) = match item.split_once('/') {
+            Some((b, s)) => (b, Some(s)),
+            None => (item, None),
+        };
+        let range = match base.split_once('-') {
+            Some((a, b)) => match (num(a)?, num(b)?) {
+                (Some(a), Some(b)) => Some((a, b)),
+                _ => None,
+            },
+            None if step.is_some() && base != "*" => num(base)?.map(|a| (a, 7)),
+            None => num(base)?.map(|a| (a, a)),
+        };
+        match range {
+            Some((a, b)) => {
+                if a > b {
+                    return Err(format!("range {base:?} runs backwards"));
+                }
+                let step: usize = match step {
+                    Some(s) => s
+                        .parse()
+                        .ok()
+                        .filter(|s| *s > 0)
+                        .ok_or_else(|| format!("step {s:?} is not a positive number"))?,
+                    None => 1,
+                };
+                let mut n = a;
+                while n <= b {
+                    if !out.iter().any(|o| o == NAMES[n]) {
+                        out.push(NAMES[n].to_owned());
+                    }
+                    n += step;
+                }
+            }
+            // `*`, `*/2` (the same days in both numberings), names.
+            None => out.push(item.to_owned()),
+        }
+    }
+    Ok(out.join(","))
+}
+
 impl Schedule {
     pub fn parse(expr: &str) -> std::result::Result<Self, String> {
         let e = expr.trim();
@@ -244,8 +340,13 @@ impl Schedule {
                     "cron expression {expr:?} has {n} fields; write 5 (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/@monthly/@yearly"
                 ));
             }
-            // The cron crate wants a seconds field first.
-            format!("0 {e}")
+            // The cron crate wants a seconds field first, and numbers its
+            // days of the week 1-7 from Sunday; cron(5) numbers them 0-7
+            // from Sunday (0 and 7 both Sunday): pass days by name.
+            let mut f: Vec<String> = e.split_whitespace().map(str::to_owned).collect();
+            f[4] = dow_names(&f[4])
+                .map_err(|m| format!("cron expression {expr:?}: day-of-week {m}"))?;
+            format!("0 {}", f.join(" "))
         };
         let inner = cron::Schedule::from_str(&full)
             .map_err(|err| format!("cron expression {expr:?}: {err}"))?;
@@ -611,6 +712,9 @@ fn validate_daemon(file: &Path, loc: &Locator, d: RawDaemon) -> Result<DaemonSpe
     if let Some(p) = d.prune {
         out.prune = p;
     }
+    if let Some(v) = d.verify_after_backup {
+        out.verify_after_backup = v;
+    }
     if let Some(g) = &d.incomplete_grace {
         out.incomplete_grace = parse_duration(g).map_err(|m| err("incomplete-grace", m))?;
     }
@@ -875,6 +979,10 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
         Some(e) => Some(validate_encryption(base, e).map_err(|m| err("encryption", m))?),
         None => None,
     };
+    let drill = match &j.drill {
+        Some(d) => Some(validate_drill(base, err, &j.kind, d)?),
+        None => None,
+    };
     Ok(Job {
         name: j.name.clone(),
         schedule,
@@ -885,6 +993,76 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
         catch_up: j.catch_up,
         source,
         encryption,
+        verify_after_backup: j.verify_after_backup,
+        drill,
+    })
+}
+
+fn validate_drill(
+    base: &Path,
+    err: &dyn Fn(&str, String) -> Error,
+    kind: &str,
+    d: &RawDrill,
+) -> Result<DrillSpec> {
+    let bad = |m: String| err("drill", m);
+    let schedule = Schedule::parse(&d.schedule).map_err(|m| bad(format!("schedule: {m}")))?;
+    let only = |key: &str, set: bool, for_kind: &str| -> Result<()> {
+        if set && kind != for_kind {
+            return Err(bad(format!("{key} applies to {for_kind} drills only")));
+        }
+        Ok(())
+    };
+    only("target", d.target.is_some(), "mysql")?;
+    only("password-env", d.password_env.is_some(), "mysql")?;
+    only("password-file", d.password_file.is_some(), "mysql")?;
+    only(
+        "allow-source-server",
+        d.allow_source_server.is_some(),
+        "mysql",
+    )?;
+    only("scratch", d.scratch.is_some(), "files")?;
+    if kind == "mysql" {
+        match &d.target {
+            None => {
+                return Err(bad(
+                    "target = \"mysql://user@host:port\" (a scratch server) is required for mysql drills".into(),
+                ))
+            }
+            Some(t) if !t.starts_with("mysql://") => {
+                return Err(bad(format!("target {t:?} must start with mysql://")))
+            }
+            Some(t)
+                if t.split_once("://")
+                    .map(|x| x.1.split(['/', '@']).next().unwrap_or("").contains(':')
+                        && x.1.contains('@'))
+                    .unwrap_or(false) =>
+            {
+                return Err(bad(
+                    "target must not contain a password; use password-env or password-file".into(),
+                ))
+            }
+            _ => {}
+        }
+    }
+    let password = match (&d.password_env, &d.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(bad("set password-env or password-file, not both".into()))
+        }
+        (Some(v), None) => Secret::Env(v.clone()),
+        (None, Some(f)) => Secret::File(resolve(base, f)),
+        (None, None) => Secret::None,
+    };
+    let timeout = match &d.timeout {
+        Some(t) => parse_duration(t).map_err(|m| bad(format!("timeout: {m}")))?,
+        None => DEFAULT_DRILL_TIMEOUT,
+    };
+    Ok(DrillSpec {
+        schedule,
+        target: d.target.clone(),
+        password,
+        timeout: Some(timeout),
+        scratch: d.scratch.as_ref().map(|p| resolve(base, p)),
+        allow_source_server: d.allow_source_server.unwrap_or(false),
     })
 }
 
@@ -980,6 +1158,23 @@ keep = { within = "30d", last = 3 }
         );
         assert!(Schedule::parse("@daily").is_ok());
         assert!(Schedule::parse("0 30 2 * * *").is_err());
+        // Days of the week as cron(5) numbers them: 0 and 7 are Sunday.
+        let sunday = |e: &str| {
+            Schedule::parse(e)
+                .unwrap()
+                .after(t0)
+                .next()
+                .unwrap()
+                .to_rfc3339()
+        };
+        // 2026-01-01 is a Thursday.
+        assert_eq!(sunday("0 5 * * 0"), "2026-01-04T05:00:00+00:00");
+        assert_eq!(sunday("0 5 * * 7"), "2026-01-04T05:00:00+00:00");
+        assert_eq!(sunday("0 5 * * 1-5"), "2026-01-01T05:00:00+00:00");
+        assert_eq!(sunday("0 5 * * 1"), "2026-01-05T05:00:00+00:00");
+        assert_eq!(sunday("0 5 * * 6,0"), "2026-01-03T05:00:00+00:00");
+        assert_eq!(sunday("0 5 * * SUN"), "2026-01-04T05:00:00+00:00");
+        assert!(Schedule::parse("0 5 * * 8").is_err());
     }
 
     #[test]

@@ -208,6 +208,10 @@ async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Resul
         (single_details, &mut details)
     {
         for (k, v) in extra {
+            // The per-file list stays in the artifact's details only.
+            if k == source::files_list::KEY {
+                continue;
+            }
             base.insert(k, v);
         }
     }
@@ -219,14 +223,14 @@ async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Resul
         format: catalog::FORMAT,
         id: id.clone(),
         job: job.name.clone(),
-        kind: job.source.kind().into(),
+        kind: job.source.kind(),
         host: crate::base::host_name(),
         started_at,
         finished_at: Utc::now(),
         source_bytes: artifacts.iter().map(|a| a.source_bytes).sum(),
         stored_bytes: artifacts.iter().map(|a| a.stored_bytes).sum(),
         sha256: first.sha256.clone(),
-        compression: job.compression.name().into(),
+        compression: job.compression,
         key: first.key.clone(),
         tool_version: catalog::TOOL_VERSION.into(),
         artifacts,

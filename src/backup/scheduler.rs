@@ -11,33 +11,20 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::catalog::{Catalog, Manifest};
+use crate::backup::catalog::Catalog;
+use crate::backup::job::{self, JobEnv, Sinks};
+use crate::backup::lease;
 use crate::backup::metrics::Metrics;
 use crate::backup::policy::{Job, Policy};
-use crate::backup::prune::{self, JobReport};
-use crate::backup::{lease, run};
 use crate::error::{one_line, Error, Result};
 use crate::store::DynStore;
 
-/// Where "now" comes from.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system's wall clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
+pub use crate::backup::job::{Clock, Event, EventSink, SystemClock};
 
 /// Wall-clock time that advances with tokio's clock (paused in tests).
 pub struct TokioClock {
@@ -60,61 +47,6 @@ impl Clock for TokioClock {
     }
 }
 
-/// What happened, for logs, notifications (`EventSink`) and tests.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// A run starts (after jitter and waiting for a free slot).
-    Started {
-        job: String,
-        slot: DateTime<Utc>,
-    },
-    Succeeded {
-        job: String,
-        manifest: Box<Manifest>,
-    },
-    /// The run failed (timeout included) and left nothing listed.
-    Failed {
-        job: String,
-        error: String,
-        timed_out: bool,
-    },
-    /// A slot was not run: the previous run still goes, or another host
-    /// holds the lease.
-    Skipped {
-        job: String,
-        slot: DateTime<Utc>,
-        reason: String,
-    },
-    Pruned {
-        job: String,
-        report: Arc<JobReport>,
-    },
-    PruneFailed {
-        job: String,
-        error: String,
-    },
-}
-
-impl Event {
-    pub fn job(&self) -> &str {
-        match self {
-            Event::Started { job, .. }
-            | Event::Succeeded { job, .. }
-            | Event::Failed { job, .. }
-            | Event::Skipped { job, .. }
-            | Event::Pruned { job, .. }
-            | Event::PruneFailed { job, .. } => job,
-        }
-    }
-}
-
-/// Receives events; a sink's failure or slowness never affects a run
-/// (each delivery is its own task). Notifications plug in here.
-#[async_trait]
-pub trait EventSink: Send + Sync {
-    async fn event(&self, e: &Event);
-}
-
 /// Messages from the daemon's signal handling.
 pub enum Control {
     /// A validated new policy and its store (SIGHUP).
@@ -127,6 +59,8 @@ pub enum Control {
 struct Trigger {
     job: String,
     slot: DateTime<Utc>,
+    /// The job's drill, not its backup.
+    drill: bool,
 }
 
 pub struct Scheduler {
@@ -189,11 +123,14 @@ impl Scheduler {
                     let Some(job) = self.policy.jobs.iter().find(|j| j.name == t.job).cloned() else {
                         continue; // removed by a reload
                     };
-                    if running.contains(&job.name) {
-                        self.emit(Event::Skipped { job: job.name.clone(), slot: t.slot, reason: "the previous run is still going".into() });
+                    // Drills and backups of a job are kept apart by its
+                    // lease (a drill waits for a running backup).
+                    let key = if t.drill { format!("drill:{}", job.name) } else { job.name.clone() };
+                    if running.contains(&key) {
+                        self.emit(Event::Skipped { job: job.name.clone(), slot: t.slot, reason: format!("the previous {} is still going", if t.drill { "drill" } else { "run" }) }).await;
                         continue;
                     }
-                    running.insert(job.name.clone());
+                    running.insert(key.clone());
                     let ctx = RunCtx {
                         policy: self.policy.clone(),
                         store: self.store.clone(),
@@ -205,9 +142,14 @@ impl Scheduler {
                         stopping: stopping.clone(),
                         abort: abort.clone(),
                     };
+                    let drill = t.drill;
                     runs.spawn(async move {
-                        ctx.run(job.clone(), t.slot).await;
-                        job.name
+                        if drill {
+                            ctx.drill(job, t.slot).await;
+                        } else {
+                            ctx.run(job, t.slot).await;
+                        }
+                        key
                     });
                 }
                 Some(done) = runs.join_next() => {
@@ -246,10 +188,17 @@ impl Scheduler {
 
     fn start_tickers(&self, tx: &mpsc::UnboundedSender<Trigger>) -> CancellationToken {
         let stop = CancellationToken::new();
-        for job in &self.policy.jobs {
-            let Some(schedule) = job.schedule.clone() else {
-                continue;
-            };
+        let backups = self
+            .policy
+            .jobs
+            .iter()
+            .filter_map(|j| j.schedule.clone().map(|s| (j, s, false)));
+        let drills = self
+            .policy
+            .jobs
+            .iter()
+            .filter_map(|j| j.drill.as_ref().map(|d| (j, d.schedule.clone(), true)));
+        for (job, schedule, drill) in backups.chain(drills).collect::<Vec<_>>() {
             let (tx, stop, clock) = (tx.clone(), stop.clone(), self.clock.clone());
             let (name, tz) = (job.name.clone(), self.policy.daemon.timezone);
             tokio::spawn(async move {
@@ -274,6 +223,7 @@ impl Scheduler {
                             .send(Trigger {
                                 job: name.clone(),
                                 slot: t,
+                                drill,
                             })
                             .is_err()
                     {
@@ -317,57 +267,23 @@ impl Scheduler {
                 let _ = tx.send(Trigger {
                     job: job.name.clone(),
                     slot,
+                    drill: false,
                 });
             }
         }
     }
 
     async fn refresh_metrics(&self) {
-        refresh(&self.store, &self.metrics).await
+        job::refresh(&self.store, &self.metrics).await
     }
 
-    fn emit(&self, e: Event) {
-        emit(&self.sinks, e)
-    }
-}
-
-async fn refresh(store: &DynStore, metrics: &Metrics) {
-    match Catalog::new(store.clone()).list(None).await {
-        Ok(entries) => metrics.refresh_catalog(&entries),
-        Err(e) => {
-            metrics.catalog_refresh_failed();
-            tracing::warn!(error = %one_line(&e), "metrics: cannot read the catalog");
+    async fn emit(&self, e: Event) {
+        Sinks {
+            sinks: self.sinks.clone(),
+            wait: false,
         }
-    }
-}
-
-fn emit(sinks: &[Arc<dyn EventSink>], e: Event) {
-    match &e {
-        Event::Started { job, slot } => tracing::info!(job, slot = %slot, "run started"),
-        Event::Succeeded { job, manifest } => {
-            tracing::info!(job, id = %manifest.id, stored_bytes = manifest.stored_bytes, "run succeeded")
-        }
-        Event::Failed {
-            job,
-            error,
-            timed_out,
-        } => tracing::error!(job, timed_out, error = %error, "run failed"),
-        Event::Skipped { job, slot, reason } => {
-            tracing::warn!(job, slot = %slot, reason = %reason, "run skipped")
-        }
-        Event::Pruned { job, report } => tracing::info!(
-            job,
-            removed = report.removed.len(),
-            incomplete = report.incomplete.len(),
-            locked = report.locked.len(),
-            "pruned"
-        ),
-        Event::PruneFailed { job, error } => tracing::error!(job, error = %error, "prune failed"),
-    }
-    let e = Arc::new(e);
-    for s in sinks {
-        let (s, e) = (s.clone(), e.clone());
-        tokio::spawn(async move { s.event(&e).await });
+        .emit(e)
+        .await
     }
 }
 
@@ -384,146 +300,85 @@ struct RunCtx {
 }
 
 impl RunCtx {
-    async fn run(self, job: Job, slot: DateTime<Utc>) {
+    fn env(&self) -> JobEnv {
+        JobEnv {
+            policy: self.policy.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            sinks: Sinks {
+                sinks: self.sinks.clone(),
+                wait: false,
+            },
+            clock: self.clock.clone(),
+            lease_ttl: self.lease_ttl,
+            prune: self.policy.daemon.prune,
+            identities: None,
+        }
+    }
+
+    /// Jitter, then a free slot; false when stopping meanwhile.
+    async fn wait_turn(&self, job: &Job) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let jitter = job.jitter.unwrap_or(self.policy.daemon.jitter);
         if !jitter.is_zero() {
             let d = Duration::from_millis(rand::random::<u64>() % jitter.as_millis().max(1) as u64);
             tokio::select! {
-                _ = self.stopping.cancelled() => return,
+                _ = self.stopping.cancelled() => return None,
                 _ = tokio::time::sleep(d) => {}
             }
         }
-        let _permit = tokio::select! {
-            _ = self.stopping.cancelled() => return,
+        let permit = tokio::select! {
+            _ = self.stopping.cancelled() => return None,
             p = self.sem.clone().acquire_owned() => p.expect("semaphore open"),
         };
         if self.stopping.is_cancelled() {
-            return;
+            return None;
         }
-        emit(
-            &self.sinks,
-            Event::Started {
-                job: job.name.clone(),
-                slot,
-            },
-        );
-        self.metrics.started(&job.name);
-        let t0 = tokio::time::Instant::now();
-        let store = self.store.clone();
-        let (policy, clock) = (self.policy.clone(), self.clock.clone());
-        let j = job.clone();
-        let res = lease::with_lease(
-            store.clone(),
-            &job.name,
-            self.lease_ttl,
-            self.abort.clone(),
-            move |token| {
-                let job = j;
-                async move {
-                    // The daemon signs like a one-shot run (key read per run,
-                    // so a rotated key file is picked up).
-                    let cat = Catalog::new(store.clone())
-                        .with_signer(crate::backup::signing::Signer::for_policy(&policy)?);
-                    let m = run::run_held(&cat, &job, token).await?;
-                    let pruned = if policy.daemon.prune {
-                        Some(prune_after(&cat, &job, &policy, clock.now()).await)
-                    } else {
-                        None
-                    };
-                    Ok((m, pruned))
-                }
-            },
-        )
-        .await;
-        let secs = t0.elapsed().as_secs_f64();
-        // Catalog metrics first, so that whoever reacts to the event sees them.
-        refresh(&self.store, &self.metrics).await;
-        match res {
-            Ok((m, pruned)) => {
-                self.metrics.succeeded(&m, secs);
-                emit(
-                    &self.sinks,
-                    Event::Succeeded {
-                        job: job.name.clone(),
-                        manifest: Box::new(m),
-                    },
-                );
-                match pruned {
-                    Some(Ok(r)) => emit(
-                        &self.sinks,
-                        Event::Pruned {
-                            job: job.name.clone(),
-                            report: Arc::new(r),
-                        },
-                    ),
-                    Some(Err(e)) => {
-                        self.metrics.prune_failed(&job.name);
-                        emit(
-                            &self.sinks,
-                            Event::PruneFailed {
-                                job: job.name.clone(),
-                                error: one_line(&e),
-                            },
-                        );
-                    }
-                    None => {}
-                }
-            }
-            Err(e) if matches!(e.root(), Error::Locked { .. }) => {
-                self.metrics.not_run(&job.name);
-                emit(
-                    &self.sinks,
-                    Event::Skipped {
-                        job: job.name.clone(),
-                        slot,
-                        reason: one_line(&e),
-                    },
-                );
-            }
-            Err(e) => {
-                self.metrics.failed(&job.name, self.clock.now(), secs);
-                let timed_out = matches!(e.root(), Error::Timeout { .. });
-                emit(
-                    &self.sinks,
-                    Event::Failed {
-                        job: job.name.clone(),
-                        error: one_line(&e),
-                        timed_out,
-                    },
-                );
-            }
-        }
-        refresh(&self.store, &self.metrics).await;
+        Some(permit)
     }
-}
 
-/// Prune after a successful backup: retention, incomplete folders and
-/// stale uploads of this job. A report with errors becomes an error.
-async fn prune_after(
-    catalog: &Catalog,
-    job: &Job,
-    policy: &Policy,
-    now: DateTime<Utc>,
-) -> Result<JobReport> {
-    let opts = prune::Options {
-        dry_run: false,
-        grace: policy.daemon.incomplete_grace,
-        now,
-    };
-    let report = prune::prune_job(catalog, job, &opts).await?;
-    let uploads = prune::stale_uploads(catalog, &format!("{}/", job.name), &opts).await?;
-    if let Some(e) = prune::failure(&report) {
-        return Err(e);
+    async fn run(self, job: Job, slot: DateTime<Utc>) {
+        let Some(_permit) = self.wait_turn(&job).await else {
+            return;
+        };
+        job::run_job(&self.env(), &job, slot, self.abort.clone()).await;
     }
-    if let Some(e) = uploads.errors.first() {
-        return Err(Error::Store {
-            store: catalog.store().describe(),
-            op: "abort-upload",
-            key: job.name.clone(),
-            msg: e.clone(),
-        });
+
+    /// A drill waits (up to a day) for the job's lease: a backup running at
+    /// the drill's slot delays it, never skips it.
+    async fn drill(self, job: Job, slot: DateTime<Utc>) {
+        let Some(_permit) = self.wait_turn(&job).await else {
+            return;
+        };
+        let env = self.env();
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
+        loop {
+            tracing::info!(job = %job.name, slot = %slot, "drill started");
+            let out = job::drill_job(&env, &job, self.abort.clone()).await;
+            match &out.record {
+                Err(e)
+                    if matches!(e.root(), Error::Locked { .. })
+                        && tokio::time::Instant::now() < give_up
+                        && !self.stopping.is_cancelled() =>
+                {
+                    tokio::select! {
+                        _ = self.stopping.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    }
+                }
+                Err(e) if matches!(e.root(), Error::Locked { .. }) => {
+                    self.metrics.drill_done(&job.name, false, 0.0);
+                    env.sinks
+                        .emit(Event::DrillFailed {
+                            job: job.name.clone(),
+                            error: one_line(e),
+                        })
+                        .await;
+                    return;
+                }
+                _ => return,
+            }
+        }
     }
-    Ok(report)
 }
 
 /// `cexdr daemon`: loads the policy, serves metrics, runs the scheduler.

@@ -6,11 +6,11 @@ use chrono::Utc;
 use crate::backup::catalog::{
     Artifact, Catalog, Entry, Manifest, Status, Verification, TOOL_VERSION,
 };
-use crate::backup::policy::Compression;
-use crate::backup::source;
+use crate::backup::source::{self, ScratchTarget};
 use crate::base::progress::{self, Total, Unit};
 use crate::error::{one_line, Error, Result};
 use crate::pipeline;
+use crate::pipeline::Compression;
 
 /// Checks one artifact; returns what was checked or the first failure.
 async fn check_artifact(
@@ -19,7 +19,6 @@ async fn check_artifact(
     compression: Compression,
     a: &Artifact,
 ) -> Result<Vec<String>> {
-    let kind = m.kind.as_str();
     let store = catalog.store();
     let head = store.head(&a.key).await?;
     let Some(head) = head else {
@@ -56,7 +55,10 @@ async fn check_artifact(
             (Some(_), Some(ids)) => crate::pipeline::encrypt::decrypt(stream, ids.clone()),
             _ => stream,
         };
-        source::validate(kind, pipeline::decompress(plain, compression)).await
+        m.kind
+            .ops()
+            .validate(pipeline::decompress(plain, compression))
+            .await
     };
     let mismatch = |msg: String| Error::Store {
         store: store.describe(),
@@ -116,16 +118,27 @@ async fn check_artifact(
     Ok(out)
 }
 
+/// Method of the record `verify` writes: checksum and full decompression.
+pub const STREAM: &str = "stream";
+/// Method of the record written right after a backup (`verify-after-backup`).
+pub const READ_BACK: &str = "read-back";
+/// Method of a restore test (`verify --restore-test`, a drill).
+pub const RESTORE_TEST: &str = "restore-test";
+
 /// Verifies one backup and records the result. The returned record says
 /// whether it passed; only a failure to record is an `Err`.
 pub async fn verify(catalog: &Catalog, entry: &Entry) -> Result<Verification> {
-    let m = &entry.manifest;
-    let compression = Compression::from_name(&m.compression).ok_or_else(|| Error::Store {
-        store: catalog.store().describe(),
-        op: "verify",
-        key: m.key.clone(),
-        msg: format!("unknown compression {:?}", m.compression),
-    })?;
+    check(catalog, &entry.manifest, STREAM).await
+}
+
+/// The read-back after a backup: the same checks as `verify`, recorded
+/// with method `read-back` so that a damaged upload is told apart.
+pub async fn read_back(catalog: &Catalog, m: &Manifest) -> Result<Verification> {
+    check(catalog, m, READ_BACK).await
+}
+
+async fn check(catalog: &Catalog, m: &Manifest, method: &str) -> Result<Verification> {
+    let compression: Compression = m.compression;
     let mut checks = Vec::new();
     let mut error = None;
     let task = progress::begin(
@@ -157,7 +170,7 @@ pub async fn verify(catalog: &Catalog, entry: &Entry) -> Result<Verification> {
         } else {
             Status::Failed
         },
-        method: "stream".into(),
+        method: method.into(),
         tool_version: TOOL_VERSION.into(),
         host: crate::base::host_name(),
         checks,
@@ -166,20 +179,22 @@ pub async fn verify(catalog: &Catalog, entry: &Entry) -> Result<Verification> {
     };
     catalog.record_verification(m, &v).await?;
     match v.status {
-        Status::Ok => tracing::info!(job = %m.job, id = %m.id, "verified"),
+        Status::Ok => tracing::info!(job = %m.job, id = %m.id, method, "verified"),
         Status::Failed => {
-            tracing::error!(job = %m.job, id = %m.id, error = v.error.as_deref().unwrap_or(""), "verification failed")
+            tracing::error!(job = %m.job, id = %m.id, method, error = v.error.as_deref().unwrap_or(""), "verification failed")
         }
     }
     Ok(v)
 }
 
 /// A restore test: the kind restores into a scratch target and compares
-/// with the manifest; the result is recorded like any verification.
+/// with the manifest; the result is recorded (signed) like any
+/// verification, failures included. `verify --restore-test` and drills
+/// both come here.
 pub async fn restore_test(
     catalog: &Catalog,
     entry: &Entry,
-    target: Option<&str>,
+    target: &ScratchTarget,
 ) -> Result<Verification> {
     let m = &entry.manifest;
     let task = progress::begin(
@@ -188,13 +203,8 @@ pub async fn restore_test(
         Total::Exact(m.stored_bytes),
         Unit::Bytes,
     );
-    let res = match m.kind.as_str() {
-        "mysql" => source::mysql::restore_test(catalog, m, target).await,
-        "redis" => source::redis::restore_test(catalog, m, target).await,
-        other => Err(Error::Usage(format!(
-            "--restore-test does not apply to {other} backups; run verify without it"
-        ))),
-    };
+    let t0 = std::time::Instant::now();
+    let res = m.kind.ops().restore_test(catalog, m, target).await;
     match &res {
         Ok(v) if v.status == Status::Ok => task.done(),
         _ => drop(task),
@@ -207,14 +217,22 @@ pub async fn restore_test(
             job: m.job.clone(),
             at: Utc::now(),
             status: Status::Failed,
-            method: "restore-test".into(),
+            method: RESTORE_TEST.into(),
             tool_version: TOOL_VERSION.into(),
             host: crate::base::host_name(),
             checks: vec![],
             error: Some(one_line(&e)),
-            details: serde_json::Value::Null,
+            details: serde_json::json!({"seconds": t0.elapsed().as_secs_f64()}),
         },
     };
     catalog.record_verification(m, &v).await?;
+    match v.status {
+        Status::Ok => {
+            tracing::info!(job = %m.job, id = %m.id, seconds = v.details["seconds"].as_f64().unwrap_or(0.0), "restore test passed")
+        }
+        Status::Failed => {
+            tracing::error!(job = %m.job, id = %m.id, error = v.error.as_deref().unwrap_or(""), "restore test failed")
+        }
+    }
     Ok(v)
 }

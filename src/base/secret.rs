@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 
 /// Where a password comes from: never the policy file itself, never argv.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Secret {
+    #[default]
     None,
     Env(String),
     File(PathBuf),

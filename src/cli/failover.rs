@@ -5,10 +5,63 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{print_json, FailoverArgs, FailoverCmd};
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::print_json;
 use crate::error::{exit, Error, Result};
 use crate::failover::engine::{self, Ui};
 use crate::failover::journal;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct FailoverArgs {
+    #[command(subcommand)]
+    pub cmd: Option<FailoverCmd>,
+    /// The runbook (TOML).
+    #[arg(long)]
+    pub runbook: Option<PathBuf>,
+    /// Do not ask for confirmation (automation).
+    #[arg(long)]
+    pub yes: bool,
+    /// Only the read-only checks; print what each step would change.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Go on although the primary answers, within the cool-down, or beside an
+    /// unfinished run; journaled with who and when.
+    #[arg(long)]
+    pub force: bool,
+    /// Continue a run (default: the latest unfinished one).
+    #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "")]
+    pub resume: Option<String>,
+    /// Journal and lock folder (default: the runbook's state-dir).
+    #[arg(long, env = "CEXDR_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Promote a replica although it lacks more than the step's
+    /// `max-data-loss` (journaled with who and when).
+    #[arg(long)]
+    pub accept_data_loss: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FailoverCmd {
+    /// Each step of a run with its timing, and the measured RTO.
+    Status {
+        /// Run id (default: the latest run).
+        run: Option<String>,
+        #[arg(long)]
+        runbook: PathBuf,
+        #[arg(long, env = "CEXDR_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunbookCmd {
+    /// Validate a runbook and print its plan.
+    Check { file: PathBuf },
+}
 
 /// Progress on stdout; with `--json` on stderr (stdout carries only the
 /// final document). Confirmation by typing the runbook's name on a TTY.
@@ -42,11 +95,7 @@ impl Ui for Terminal {
     }
 }
 
-pub(super) async fn command(
-    args: FailoverArgs,
-    json: bool,
-    cancel: CancellationToken,
-) -> Result<i32> {
+pub async fn failover(args: FailoverArgs, json: bool, cancel: CancellationToken) -> Result<i32> {
     if let Some(FailoverCmd::Status {
         run,
         runbook,
@@ -79,5 +128,12 @@ pub(super) async fn command(
     if json {
         print_json(&doc);
     }
+    Ok(exit::OK)
+}
+
+pub fn runbook(cmd: RunbookCmd) -> Result<i32> {
+    let RunbookCmd::Check { file } = cmd;
+    let rb = crate::failover::runbook::Runbook::load(&file)?;
+    print!("{}", rb.describe());
     Ok(exit::OK)
 }

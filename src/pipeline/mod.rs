@@ -49,6 +49,25 @@ impl Compression {
     }
 }
 
+/// In a manifest, a compression is its name (`gzip`, `zstd`, `none`): the
+/// level only matters when writing. Another name does not parse, by name.
+impl serde::Serialize for Compression {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Compression {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Compression::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown compression {name:?} (this build reads gzip, zstd and none)"
+            ))
+        })
+    }
+}
+
 /// Compression works on independent blocks of this size: each becomes one
 /// gzip member (or zstd frame), so blocks compress in parallel and the
 /// result is still one valid `.gz` / `.zst` file (as pigz does).

@@ -91,6 +91,12 @@ pub trait Store: Send + Sync {
     async fn locked_until(&self, _key: &str) -> Result<Option<DateTime<Utc>>> {
         Ok(None)
     }
+
+    /// Whether the bucket has Object Lock enabled; None for stores that
+    /// have no such thing.
+    async fn object_lock_enabled(&self) -> Result<Option<bool>> {
+        Ok(None)
+    }
 }
 
 /// `PendingUpload::upload_id` of a local store's leftover temporary file

@@ -386,6 +386,10 @@ impl S3Store {
 
 #[async_trait]
 impl Store for S3Store {
+    async fn object_lock_enabled(&self) -> Result<Option<bool>> {
+        S3Store::object_lock_enabled(self).await.map(Some)
+    }
+
     fn describe(&self) -> String {
         if self.spec.prefix.is_empty() {
             format!("s3://{}", self.spec.bucket)

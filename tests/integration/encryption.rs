@@ -40,7 +40,7 @@ fn encrypted_backup_round_trip() {
     let policy = write_policy(
         dir.path(),
         &format!(
-            "{}encryption = {{ recipients = [\"{public}\"] }}\n\n[[job]]\nname = \"kyc\"\nkind = \"files\"\npaths = [\"{}\"]\ncompression = \"none\"\n",
+            "{}encryption = {{ recipients = [\"{public}\"] }}\n\n[[job]]\nname = \"kyc\"\nkind = \"files\"\npaths = [\"{}\"]\ncompression = \"none\"\nverify-after-backup = false\n",
             local_store(&repo),
             src.display()
         ),

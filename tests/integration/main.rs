@@ -23,6 +23,7 @@ mod mysql;
 mod notifications;
 mod object_lock;
 mod pitr;
+mod proof;
 mod prune;
 mod redis;
 mod redis_cluster;

@@ -29,7 +29,7 @@ fn setup(n: usize) -> Setup {
     let policy = write_policy(
         dir.path(),
         &format!(
-            "{}signing-key-file = \"{}\"\n\n[[job]]\nname = \"config\"\nkind = \"files\"\npaths = [\"{}\"]\n",
+            "{}signing-key-file = \"{}\"\n\n[[job]]\nname = \"config\"\nkind = \"files\"\npaths = [\"{}\"]\nverify-after-backup = false\n",
             local_store(&repo),
             key.display(),
             src.display()

@@ -34,12 +34,7 @@ pub struct Reading {
 
 impl Reading {
     pub async fn open(catalog: &Catalog, m: &Manifest, a: &Artifact) -> Result<Reading> {
-        let compression = Compression::from_name(&m.compression).ok_or_else(|| {
-            Error::Restore(format!(
-                "backup {} has unknown compression {:?}",
-                m.id, m.compression
-            ))
-        })?;
+        let compression: Compression = m.compression;
         let (mut stream, stored) = pipeline::tally(
             crate::base::progress::counted(
                 catalog.store().get(&a.key).await?,

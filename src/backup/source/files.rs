@@ -589,11 +589,12 @@ impl Source for FilesSource {
             .map(|p| p.display().to_string())
             .collect();
         Ok(Opened {
-            extracts: vec![Extract {
+            // The per-file list for restore tests (files_list.rs).
+            extracts: vec![super::files_list::record(Extract {
                 name: "files.tar".into(),
                 stream,
                 finish,
-            }],
+            })],
             details: serde_json::json!({ "paths": paths, "exclude": self.spec.exclude }),
         })
     }

@@ -4,6 +4,10 @@
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::backup::catalog::{Catalog, Manifest, Verification};
+pub use artifact::RestoreOptions;
 
 use crate::base::ByteStream;
 use crate::error::{Error, Result};
@@ -19,17 +23,66 @@ pub enum SourceSpec {
 }
 
 impl SourceSpec {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> Kind {
         match self {
-            SourceSpec::Files(_) => "files",
-            SourceSpec::Mysql(_) => "mysql",
-            SourceSpec::Redis(_) => "redis",
+            SourceSpec::Files(_) => Kind::Files,
+            SourceSpec::Mysql(_) => Kind::Mysql,
+            SourceSpec::Redis(_) => Kind::Redis,
         }
+    }
+}
+
+/// What a backup holds; `Manifest.kind`, serialised as `files`, `mysql`,
+/// `redis` (a manifest of another kind does not parse, by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Files,
+    Mysql,
+    Redis,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Files, Kind::Mysql, Kind::Redis];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Files => "files",
+            Kind::Mysql => "mysql",
+            Kind::Redis => "redis",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// The one place that chooses what restores and checks a kind's backups.
+    pub fn ops(self) -> &'static dyn SourceKind {
+        match self {
+            Kind::Files => &files_restore::FilesKind,
+            Kind::Mysql => &mysql::MysqlKind,
+            Kind::Redis => &redis::RedisKind,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PartialEq<&str> for Kind {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
     }
 }
 
 pub mod artifact;
 pub mod files;
+pub mod files_list;
+pub mod files_restore;
 pub mod mysql;
 pub mod pax;
 pub mod redis;
@@ -72,15 +125,50 @@ pub fn build(job: &str, spec: &SourceSpec) -> Box<dyn Source> {
     }
 }
 
-/// Checks the decompressed content of an artifact of `kind` (the tar
-/// structure, the RDB checksum); returns what was checked, for the record.
-pub async fn validate(kind: &str, stream: ByteStream) -> Result<(u64, Vec<String>)> {
-    match kind {
-        "files" => files::validate(stream).await,
-        "redis" => redis::validate(stream).await,
-        "mysql" => mysql::validate(stream).await,
-        _ => drain(stream).await.map(|n| (n, vec![])),
-    }
+/// Where a restore test (`verify --restore-test`, a drill) restores to.
+#[derive(Debug, Clone, Default)]
+pub struct ScratchTarget {
+    /// mysql: the scratch server's URL.
+    pub url: Option<String>,
+    /// mysql: its password.
+    pub password: crate::base::Secret,
+    /// files: a folder under which a unique scratch folder is made
+    /// (default: the system's temporary folder).
+    pub folder: Option<std::path::PathBuf>,
+    /// The job's own source server (mysql URL), refused as a target
+    /// unless `allow_source_server`.
+    pub source_url: Option<String>,
+    pub allow_source_server: bool,
+    /// Give up after this long (scratch objects are still removed).
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// What every kind of backup can do once it is stored: check its content,
+/// restore it, and restore it into scratch and compare (a restore test).
+/// A new kind is one implementation of this and one arm in `Kind::ops`.
+#[async_trait]
+pub trait SourceKind: Send + Sync {
+    /// Checks the decompressed content of one artifact (the tar structure,
+    /// the RDB checksum, the dump's end marker); returns the byte count and
+    /// what was checked, for the record.
+    async fn validate(&self, stream: ByteStream) -> Result<(u64, Vec<String>)>;
+    /// `cexdr restore ID --to TARGET`.
+    async fn restore(
+        &self,
+        catalog: &Catalog,
+        m: &Manifest,
+        to: &str,
+        opts: &RestoreOptions,
+    ) -> Result<String>;
+    /// Restores into scratch, compares with the manifest, removes the
+    /// scratch objects. `Ok` carries the record (passed or not);
+    /// `Error::Usage` means the target does not fit the kind.
+    async fn restore_test(
+        &self,
+        catalog: &Catalog,
+        m: &Manifest,
+        target: &ScratchTarget,
+    ) -> Result<Verification>;
 }
 
 /// Reads a stream to its end, counting bytes.

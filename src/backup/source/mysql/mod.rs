@@ -61,6 +61,33 @@ pub mod sql;
 
 pub use restore::{restore, restore_test};
 
+/// What restores and checks mysql backups.
+pub struct MysqlKind;
+
+#[async_trait]
+impl super::SourceKind for MysqlKind {
+    async fn validate(&self, stream: ByteStream) -> Result<(u64, Vec<String>)> {
+        validate(stream).await
+    }
+    async fn restore(
+        &self,
+        catalog: &crate::backup::catalog::Catalog,
+        m: &crate::backup::catalog::Manifest,
+        to: &str,
+        opts: &super::RestoreOptions,
+    ) -> Result<String> {
+        restore(catalog, m, to, opts).await
+    }
+    async fn restore_test(
+        &self,
+        catalog: &crate::backup::catalog::Catalog,
+        m: &crate::backup::catalog::Manifest,
+        target: &super::ScratchTarget,
+    ) -> Result<crate::backup::catalog::Verification> {
+        restore_test(catalog, m, target).await
+    }
+}
+
 use conn::{exec, rows, Server};
 use dump::{Item, Shared};
 use sql::{ident, MARKER};

@@ -18,12 +18,13 @@ use mysql_async::Conn;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{exec, explain, rows, Server};
+use super::conn::{exec, explain, rows, Server, Target};
 use super::dump;
 use super::load;
-use super::sql::{ident, Piece, Splitter};
+use super::sql::{ident, string_literal, Piece, Splitter};
 use crate::backup::catalog::{Catalog, Manifest, Status, Verification, TOOL_VERSION};
 use crate::backup::source::artifact::{Reading, RestoreOptions};
+use crate::backup::source::ScratchTarget;
 use crate::base::Secret;
 use crate::error::{one_line, Error, Result};
 
@@ -872,24 +873,32 @@ pub async fn restore(
     ))
 }
 
-/// `cexdr verify ID --restore-test mysql://…`: restores into scratch
-/// databases, compares every table's row count and row digest with the
-/// manifest, and drops the scratch databases again. The password of the
-/// scratch server, if any, is read from `CEXDR_RESTORE_TEST_PASSWORD`.
+/// `cexdr verify ID --restore-test mysql://…` and mysql drills: restores
+/// into scratch databases (uniquely named, created by the test: it never
+/// writes into a database it did not create), compares every table's row
+/// count and row digest with the manifest, and drops the scratch databases
+/// again, also when the restore fails or times out. The job's own source
+/// server is refused unless `allow_source_server`.
 pub async fn restore_test(
     catalog: &Catalog,
     m: &Manifest,
-    target: Option<&str>,
+    scratch: &ScratchTarget,
 ) -> Result<Verification> {
-    let target = target.ok_or_else(|| {
-        Error::Usage("--restore-test needs a scratch MySQL server for mysql backups: --restore-test mysql://user@host:port".into())
+    let target = scratch.url.as_deref().ok_or_else(|| {
+        Error::Usage("--restore-test needs a scratch MySQL server for mysql backups: --restore-test mysql://user@host:port (a drill: target = \"mysql://…\")".into())
     })?;
-    let secret = if std::env::var_os("CEXDR_RESTORE_TEST_PASSWORD").is_some() {
-        Secret::Env("CEXDR_RESTORE_TEST_PASSWORD".into())
-    } else {
-        Secret::None
-    };
+    let secret = scratch.password.clone();
     let server = Server::new(target, &secret, None)?;
+    let on_source = match &scratch.source_url {
+        Some(src) => same_server(&server.target, &Target::parse(src)?),
+        None => false,
+    };
+    if on_source && !scratch.allow_source_server {
+        return Err(Error::Restore(format!(
+            "the restore-test target {} is the job's own source server; drills belong on a scratch server (set allow-source-server = true to use uniquely named scratch databases there)",
+            server.describe()
+        )));
+    }
     let t0 = Instant::now();
     let dbs = manifest_dbs(m)?;
     let tag = format!("{:08x}", rand::random::<u32>());
@@ -898,25 +907,60 @@ pub async fn restore_test(
         .enumerate()
         .map(|(i, d)| (d.clone(), format!("cexdr_rt_{tag}_{i}")))
         .collect();
-    let counts = restore_into(catalog, m, &server, &map, false, default_threads(), true).await?;
-    let mut conn = server.connect().await?;
-    let compared = compare(&mut conn, m, &map).await;
-    for (_, scratch) in &map {
-        if let Err(e) = conn
-            .query_drop(format!("DROP DATABASE IF EXISTS {}", ident(scratch)))
+    let may_drop = std::sync::atomic::AtomicBool::new(false);
+    let work = async {
+        let mut conn = server.connect().await?;
+        let names: Vec<String> = map.iter().map(|(_, n)| string_literal(n)).collect();
+        let existing: Vec<String> = conn
+            .query(format!(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({})",
+                names.join(", ")
+            ))
             .await
-        {
-            tracing::warn!(database = %scratch, error = %explain(&e), "could not drop a scratch database");
+            .map_err(|e| Error::Restore(format!("{}: {}", server.describe(), explain(&e))))?;
+        let _ = conn.disconnect().await;
+        if !existing.is_empty() {
+            return Err(Error::Restore(format!(
+                "scratch database(s) {} already exist on {}; not touching them",
+                existing.join(", "),
+                server.describe()
+            )));
         }
+        may_drop.store(true, Ordering::Relaxed);
+        let counts =
+            restore_into(catalog, m, &server, &map, false, default_threads(), true).await?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let mut conn = server.connect().await?;
+        let compared = compare(&mut conn, m, &map).await;
+        let _ = conn.disconnect().await;
+        compared.map(|c| (counts, seconds, c))
+    };
+    let res = match scratch.timeout {
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                after: crate::base::human_duration(limit),
+            }),
+        },
+        None => work.await,
+    };
+    // Only the databases this test created (a create that failed because
+    // the name exists stops the restore before anything is written).
+    if may_drop.load(Ordering::Relaxed) {
+        drop_scratch(&server, &map).await;
     }
-    let _ = conn.disconnect().await;
-    let (mut checks, mismatches) = compared?;
+    let (counts, seconds, (mut checks, mismatches)) = res?;
     checks.insert(
         0,
         format!(
-            "restored into scratch databases on {} ({} statements) and dropped them again",
+            "restored into scratch databases on {} ({} statements) in {seconds:.1} s and dropped them again{}",
             server.describe(),
-            counts.statements
+            counts.statements,
+            if on_source {
+                " (on the job's own source server: allow-source-server = true)"
+            } else {
+                ""
+            }
         ),
     );
     let error = (!mismatches.is_empty()).then(|| mismatches.join("; "));
@@ -934,8 +978,42 @@ pub async fn restore_test(
         host: crate::base::host_name(),
         checks,
         error,
-        details: json!({"target": server.describe(), "seconds": t0.elapsed().as_secs_f64()}),
+        details: json!({"target": server.describe(), "seconds": seconds, "source_server": on_source}),
     })
+}
+
+/// Same host (loopback names count as one) and port, or the same socket.
+fn same_server(a: &Target, b: &Target) -> bool {
+    let norm = |h: &str| match h {
+        "localhost" | "127.0.0.1" | "::1" | "[::1]" => "loopback".to_owned(),
+        h => h.to_ascii_lowercase(),
+    };
+    match (&a.socket, &b.socket) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => norm(&a.host) == norm(&b.host) && a.port == b.port,
+        // A socket is on this host: compare with a loopback TCP address.
+        _ => norm(&a.host) == norm(&b.host),
+    }
+}
+
+async fn drop_scratch(server: &Server, map: &[(String, String)]) {
+    let mut conn = match server.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            // Nothing was created if the server cannot be reached.
+            tracing::warn!(server = %server.describe(), error = %one_line(&e), "could not connect to drop scratch databases");
+            return;
+        }
+    };
+    for (_, scratch) in map {
+        if let Err(e) = conn
+            .query_drop(format!("DROP DATABASE IF EXISTS {}", ident(scratch)))
+            .await
+        {
+            tracing::warn!(database = %scratch, error = %explain(&e), "could not drop a scratch database");
+        }
+    }
+    let _ = conn.disconnect().await;
 }
 
 /// Row counts and digests of the restored tables against the manifest.

@@ -331,9 +331,9 @@ impl Scratch {
 pub async fn restore_test(
     catalog: &Catalog,
     m: &Manifest,
-    target: Option<&str>,
+    target: &crate::backup::source::ScratchTarget,
 ) -> Result<Verification> {
-    if let Some(t) = target {
+    if let Some(t) = &target.url {
         return Err(Error::Usage(format!(
             "--restore-test {t}: redis restore tests start their own scratch redis-server; pass no value"
         )));

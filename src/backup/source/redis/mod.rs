@@ -36,6 +36,44 @@ pub use conn::Addr;
 use conn::{describe_error, Conn, Info, Reply, IDLE_TIMEOUT};
 pub use drill::{restore, restore_test};
 
+/// What restores and checks redis backups.
+pub struct RedisKind;
+
+#[async_trait]
+impl super::SourceKind for RedisKind {
+    async fn validate(&self, stream: ByteStream) -> Result<(u64, Vec<String>)> {
+        validate(stream).await
+    }
+    async fn restore(
+        &self,
+        catalog: &crate::backup::catalog::Catalog,
+        m: &crate::backup::catalog::Manifest,
+        to: &str,
+        opts: &super::RestoreOptions,
+    ) -> Result<String> {
+        restore(catalog, m, to, opts).await
+    }
+    async fn restore_test(
+        &self,
+        catalog: &crate::backup::catalog::Catalog,
+        m: &crate::backup::catalog::Manifest,
+        target: &super::ScratchTarget,
+    ) -> Result<crate::backup::catalog::Verification> {
+        match target.timeout {
+            Some(limit) => {
+                match tokio::time::timeout(limit, restore_test(catalog, m, target)).await {
+                    Ok(r) => r,
+                    // The scratch server's guard stops it and removes its folder.
+                    Err(_) => Err(Error::Timeout {
+                        after: crate::base::human_duration(limit),
+                    }),
+                }
+            }
+            None => restore_test(catalog, m, target).await,
+        }
+    }
+}
+
 /// Bytes read from the socket per chunk handed to the pipeline (the
 /// pipeline regroups them into 1 MiB blocks).
 const CHUNK: usize = 64 << 10;

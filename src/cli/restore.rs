@@ -1,0 +1,132 @@
+//! `cexdr restore ID --to TARGET`.
+use std::path::Path;
+
+use clap::Args;
+
+use super::{open_catalog, print_json, CliKeys};
+use crate::backup::policy::Policy;
+use crate::backup::restore;
+use crate::error::{exit, Error, Result};
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Backup id (see `catalog list`); with --until, the base to start from.
+    #[arg(required_unless_present = "job")]
+    pub id: Option<String>,
+    /// PITR: the job whose newest base at or before the target is used.
+    #[arg(long, conflicts_with = "id")]
+    pub job: Option<String>,
+    /// PITR: restore exactly the transactions committed at or before this
+    /// time (RFC 3339, or "YYYY-MM-DD HH:MM:SS" in UTC).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// PITR: ... up to and including this GTID position (e.g. 0-1-4711).
+    #[arg(long)]
+    pub until_gtid: Option<String>,
+    /// PITR: print the plan (base, segments, GTID range, size); change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// PITR: replayed transactions merged into one commit.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100000))]
+    pub batch: u32,
+    /// Target: a directory (files), mysql://user@host:port (mysql), a file
+    /// or, for a cluster, a directory (redis).
+    #[arg(long)]
+    pub to: String,
+    /// Restore over an existing, non-empty target.
+    #[arg(long)]
+    pub force: bool,
+    /// MySQL: environment variable with the target server's password.
+    #[arg(long)]
+    pub password_env: Option<String>,
+    /// MySQL: restore database OLD as NEW (repeatable), as OLD=NEW.
+    #[arg(long = "database-map", value_parser = parse_map)]
+    pub database_map: Vec<(String, String)>,
+    /// MySQL: parallel connections (default: number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Files: restore symlinks that point outside the target (e.g.
+    /// absolute ones) as links; nothing is ever written through them.
+    #[arg(long)]
+    pub allow_external_links: bool,
+}
+
+fn parse_map(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_owned(), b.to_owned())),
+        _ => Err(format!("{s:?} is not OLD=NEW")),
+    }
+}
+
+pub async fn restore(
+    policy_file: &Path,
+    json: bool,
+    keys: &CliKeys,
+    a: RestoreArgs,
+) -> Result<i32> {
+    let policy = Policy::load(policy_file)?;
+    let catalog = open_catalog(&policy, keys).await?;
+    let opts = restore::RestoreOptions {
+        force: a.force,
+        password_env: a.password_env,
+        database_map: a.database_map,
+        threads: a.threads,
+        allow_external_links: a.allow_external_links,
+    };
+    let RestoreArgs {
+        id,
+        job,
+        until,
+        until_gtid,
+        dry_run,
+        batch,
+        to,
+        ..
+    } = a;
+    if until.is_some() || until_gtid.is_some() || job.is_some() {
+        let target =
+            crate::backup::binlog::commands::parse_until(until.as_deref(), until_gtid.as_deref())?;
+        let job = match (&job, &id) {
+            (Some(j), _) => policy.job(j)?.name.clone(),
+            (None, Some(i)) => catalog.find(i).await?.manifest.job,
+            (None, None) => return Err(Error::Usage("give --job J or a base backup id".into())),
+        };
+        let req = crate::backup::binlog::commands::Request {
+            job: &job,
+            base_id: id.as_deref(),
+            until: &target,
+            to: &to,
+            batch: batch as usize,
+            dry_run,
+        };
+        let (plan, done) =
+            crate::backup::binlog::commands::restore_until(&catalog, &req, &opts).await?;
+        match done {
+            None if json => print_json(&plan),
+            None => print!("{}", plan.render()),
+            Some((msg, r)) if json => {
+                print_json(&serde_json::json!({"plan": plan, "restore": msg, "replay": r}))
+            }
+            Some((msg, r)) => {
+                print!("{}", plan.render());
+                println!("{msg}");
+                println!(
+                            "replayed {} transaction(s), {} row(s), up to GTID {} in {:.1} s ({:.0} rows/s, {:.0} transactions/s)",
+                            r.transactions, r.rows, r.last_gtid, r.seconds,
+                            r.rows as f64 / r.seconds.max(1e-3), r.transactions as f64 / r.seconds.max(1e-3)
+                        );
+            }
+        }
+        return Ok(exit::OK);
+    }
+    if dry_run {
+        return Err(Error::Usage(
+            "--dry-run applies to point-in-time restores (--until / --until-gtid)".into(),
+        ));
+    }
+    let id = id.expect("clap requires an id without --job");
+    let e = catalog.find(&id).await?;
+    let msg = restore::restore(&catalog, &e, &to, &opts).await?;
+    println!("{msg}");
+    Ok(exit::OK)
+}
