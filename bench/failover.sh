@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Tool overhead of a whole failover runbook (check-primary, fence, scale-up,
-# dns-switch, verify, notify, exec + start/end notifications on Slack, a
-# webhook and SMTP) against the local fakes of tests/integration/failover.rs, with every
-# wait satisfied at once. Prints the median wall time next to the anchor
+# Tool overhead of a whole failover runbook (check-primary, fence,
+# promote-mysql, scale-up, dns-switch, verify, notify, exec + start/end
+# notifications on Slack, a webhook and SMTP) against the local fakes of
+# tests/integration/failover.rs and a private MariaDB primary (killed) + GTID
+# replica that the step promotes, with every wait satisfied at once. Prints the median wall time next to the anchor
 # measured in the same run (`cexdr runbook check`: process start + parse).
 # Needs the dev services (MariaDB for the verify step, aiosmtpd's python):
 #   scripts/dev-services start && eval "$(scripts/dev-services env)"
@@ -12,4 +13,4 @@ cd "$(dirname "$0")/.."
 args=()
 [[ "${PROFILE:-debug}" == release ]] && args+=(--release)
 cargo test "${args[@]}" --test integration failover::bench_full_runbook_overhead -- --ignored --nocapture 2>&1 \
-  | grep -E '^(failover|anchor|ratio)'
+  | grep -E '^(failover|anchor|promote|ratio)'

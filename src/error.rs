@@ -12,6 +12,10 @@ pub mod exit {
     pub const CONFIG: i32 = 2;
     pub const LOCKED: i32 = 3;
     pub const VERIFY: i32 = 4;
+    /// `cexdr failover` refused: the primary still answers (nothing changed).
+    pub const FAILOVER_REFUSED: i32 = 10;
+    /// A failover step failed; the journal names it and `--resume` continues.
+    pub const FAILOVER_STEP_FAILED: i32 = 11;
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -70,6 +74,14 @@ pub enum Error {
         since: String,
     },
 
+    /// Another failover of the runbook is running (exit 3).
+    #[error("failover runbook {runbook} is locked by {holder} since {since}")]
+    RunbookLocked {
+        runbook: String,
+        holder: String,
+        since: String,
+    },
+
     /// One or more backups failed verification (exit 4).
     #[error("{failed} of {total} backup(s) failed verification")]
     VerifyFailed { failed: usize, total: usize },
@@ -90,7 +102,20 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
-    /// A failover step, journal or notification failed; `what` names it.
+    /// A failover refused because the primary still answers (exit 10).
+    #[error("step {step}: {msg}")]
+    PrimaryAlive { step: String, msg: String },
+
+    /// A failover step failed (exit 11); `step` names it. `permanent`:
+    /// retrying cannot help (404, 401, a selector that matches nothing).
+    #[error("step {step}: {msg}")]
+    StepFailed {
+        step: String,
+        msg: String,
+        permanent: bool,
+    },
+
+    /// A failover journal, lock or notification failed; `what` names it.
     #[error("{what}: {msg}")]
     Failover { what: String, msg: String },
 
@@ -186,12 +211,25 @@ impl Error {
         }
     }
 
+    /// True for a failover step error that retrying cannot fix.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self.root(),
+            Error::StepFailed {
+                permanent: true,
+                ..
+            }
+        )
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self.root() {
             Error::Config { .. } | Error::Usage(_) => exit::CONFIG,
-            Error::Locked { .. } => exit::LOCKED,
+            Error::Locked { .. } | Error::RunbookLocked { .. } => exit::LOCKED,
             Error::VerifyFailed { .. } => exit::VERIFY,
             Error::Interrupted => exit::INTERRUPTED,
+            Error::PrimaryAlive { .. } => exit::FAILOVER_REFUSED,
+            Error::StepFailed { .. } => exit::FAILOVER_STEP_FAILED,
             _ => exit::FAILED,
         }
     }
@@ -236,6 +274,17 @@ mod tests {
             2
         );
         assert_eq!(Error::NotFound("x".into()).exit_code(), 1);
+        let refused = Error::PrimaryAlive {
+            step: "p".into(),
+            msg: "answers".into(),
+        };
+        assert_eq!(refused.exit_code(), exit::FAILOVER_REFUSED);
+        let failed = Error::StepFailed {
+            step: "dns".into(),
+            msg: "x".into(),
+            permanent: false,
+        };
+        assert_eq!(failed.exit_code(), exit::FAILOVER_STEP_FAILED);
     }
 
     #[test]

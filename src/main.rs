@@ -47,7 +47,9 @@ fn main() -> ExitCode {
                     eprintln!("cexdr: interrupted again; exiting now");
                     std::process::exit(cexdr::error::exit::INTERRUPTED);
                 }
-                eprintln!("cexdr: interrupted; cleaning up (press Ctrl-C again to exit at once)");
+                cexdr::cli::progress::eprint_line(
+                    "cexdr: interrupted; cleaning up (press Ctrl-C again to exit at once)",
+                );
                 c.cancel();
             }
         });

@@ -174,6 +174,8 @@ pub struct Catalog {
     store: DynStore,
     identities: Option<crate::pipeline::encrypt::Identities>,
     signer: Option<Arc<Signer>>,
+    /// Where backup, restore and verify report progress (default: nowhere).
+    progress: crate::base::progress::DynProgress,
 }
 
 pub const KEYS_PREFIX: &str = "keys/";
@@ -192,7 +194,18 @@ impl Catalog {
             store,
             identities: None,
             signer: None,
+            progress: crate::base::progress::silent(),
         }
+    }
+
+    /// Reports the progress of backups, restores and verifications through it.
+    pub fn with_progress(mut self, progress: crate::base::progress::DynProgress) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    pub fn progress(&self) -> &crate::base::progress::DynProgress {
+        &self.progress
     }
 
     /// Signs every manifest, verification record and tombstone it writes.
@@ -376,6 +389,14 @@ impl Catalog {
 
     /// The link to the job's newest complete backup, for a new manifest.
     pub async fn chain_head(&self, job: &str) -> Result<Option<ChainLink>> {
+        Ok(self.newest(job).await?.map(|e| ChainLink {
+            id: e.manifest.id,
+            manifest_sha256: e.manifest_sha256,
+        }))
+    }
+
+    /// The job's newest complete backup (without its verifications).
+    pub async fn newest(&self, job: &str) -> Result<Option<Entry>> {
         let mut best: Option<(String, Folder)> = None;
         for (dir, f) in self.folders(Some(job)).await? {
             if f.manifest.is_some() {
@@ -385,16 +406,14 @@ impl Catalog {
         let Some((dir, f)) = best else {
             return Ok(None);
         };
-        let e = self.entry(&dir, &f, false).await?.expect("has a manifest");
-        Ok(Some(ChainLink {
-            id: e.manifest.id,
-            manifest_sha256: e.manifest_sha256,
-        }))
+        Ok(Some(
+            self.entry(&dir, &f, false).await?.expect("has a manifest"),
+        ))
     }
 
     /// Writes `data` under `key`, with its detached signature first when
     /// this catalog signs (so the object never appears unsigned).
-    async fn put_signed(&self, key: &str, data: Vec<u8>) -> Result<()> {
+    pub async fn put_signed(&self, key: &str, data: Vec<u8>) -> Result<()> {
         if let Some(signer) = &self.signer {
             let pub_key = format!("{KEYS_PREFIX}{}.pub", signer.key_id);
             if self.store.head(&pub_key).await?.is_none() {

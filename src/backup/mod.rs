@@ -5,6 +5,7 @@
 //!
 //! `source` knows databases and file trees, not policies: the policy parser
 //! (`policy`) imports the source specs, never the other way round.
+pub mod binlog;
 pub mod catalog;
 pub mod lease;
 pub mod metrics;

@@ -122,9 +122,21 @@ struct RawJob {
     consistency: Option<String>,
     tls: Option<TlsSpec>,
     encryption: Option<RawEncryption>,
+    /// mysql: the continuous binlog archive (PITR), see docs/pitr.md.
+    binlog: Option<RawBinlog>,
     // redis
     username: Option<String>,
     cluster: Option<bool>,
+}
+
+/// `binlog = { flush-interval = "5s", segment-size = "16MiB", server-id = 4242, keep = "2d" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawBinlog {
+    flush_interval: Option<String>,
+    segment_size: Option<String>,
+    server_id: Option<i64>,
+    keep: Option<String>,
 }
 
 // ---------------------------------------------------------------- validated
@@ -564,7 +576,7 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
 }
 
 /// Top-level store folders that are not jobs.
-pub const RESERVED_PREFIXES: &[&str] = &["keys", "locks", "leases"];
+pub const RESERVED_PREFIXES: &[&str] = &["keys", "locks", "leases", crate::backup::binlog::PREFIX];
 
 fn validate_daemon(file: &Path, loc: &Locator, d: RawDaemon) -> Result<DaemonSpec> {
     let err = |key: &str, msg: String| {
@@ -729,6 +741,7 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
         set("threads", j.threads.is_some()),
         set("consistency", j.consistency.is_some()),
         set("tls", j.tls.is_some()),
+        set("binlog", j.binlog.is_some()),
     ];
     let redis_keys = [
         set("username", j.username.is_some()),
@@ -826,6 +839,19 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
                 threads,
                 consistency,
                 tls: j.tls.clone(),
+                binlog: match &j.binlog {
+                    Some(b) => Some(
+                        crate::backup::binlog::BinlogSpec::validate(
+                            &j.name,
+                            b.flush_interval.as_deref(),
+                            b.segment_size.as_deref(),
+                            b.server_id,
+                            b.keep.as_deref(),
+                        )
+                        .map_err(|m| err("binlog", m))?,
+                    ),
+                    None => None,
+                },
             })
         }
         "redis" => {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::backup::catalog::{Catalog, Entry, Manifest};
 pub use crate::backup::source::artifact::{Reading, RestoreOptions};
 use crate::backup::source::files;
+use crate::base::progress::{self, Total, Unit};
 use crate::error::{Error, Result};
 use crate::pipeline;
 
@@ -16,14 +17,23 @@ pub async fn restore(
     opts: &RestoreOptions,
 ) -> Result<String> {
     let m = &entry.manifest;
-    match m.kind.as_str() {
+    // Counts the stored bytes read (Reading::open), which the manifest knows.
+    let task = progress::begin(
+        catalog.progress(),
+        &format!("restore {}", m.id),
+        Total::Exact(m.stored_bytes),
+        Unit::Bytes,
+    );
+    let msg = match m.kind.as_str() {
         "files" => restore_files(catalog, m, Path::new(to), opts).await,
         "mysql" => crate::backup::source::mysql::restore(catalog, m, to, opts).await,
         "redis" => crate::backup::source::redis::restore(catalog, m, to, opts).await,
         other => Err(Error::Restore(format!(
             "restoring {other} backups is not supported by this build"
         ))),
-    }
+    }?;
+    task.done();
+    Ok(msg)
 }
 
 fn staging_dir(target: &Path) -> Result<PathBuf> {

@@ -8,6 +8,7 @@ use crate::backup::catalog::{self, Artifact, Catalog, Manifest};
 use crate::backup::lease;
 use crate::backup::policy::Job;
 use crate::backup::source;
+use crate::base::progress::{self, Total, Unit};
 use crate::error::{one_line, Error, Result};
 use crate::pipeline;
 use crate::store::DynStore;
@@ -103,6 +104,13 @@ async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Resul
         o = src.open() => o?,
     };
 
+    let progress = cat.progress().clone();
+    let task = progress::begin(
+        &progress,
+        &format!("backup {}", job.name),
+        estimate(cat, job).await,
+        Unit::Bytes,
+    );
     let threads = crate::base::parallelism();
     let (recipients, encryption) = match &job.encryption {
         Some(spec) => {
@@ -115,7 +123,7 @@ async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Resul
     for x in opened.extracts {
         let key = format!("{dir}/{}{}", x.name, job.compression.suffix());
         let staged = pipeline::stage(
-            x.stream,
+            progress::counted(x.stream, progress.clone()),
             job.compression,
             threads,
             recipients.clone(),
@@ -230,10 +238,28 @@ async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Resul
     };
     // The manifest goes last: until it exists, the backup does not.
     cat.write_manifest(&manifest).await?;
+    task.done();
     tracing::info!(
         job = %job.name, id = %id,
         source_bytes = manifest.source_bytes, stored_bytes = manifest.stored_bytes,
         seconds = t0.elapsed().as_secs_f64(), "backup finished"
     );
     Ok(manifest)
+}
+
+/// What a backup of `job` will read, for its progress line: about what the
+/// previous backup read (one catalog listing, no look at the source); not
+/// known for a first backup.
+async fn estimate(cat: &Catalog, job: &Job) -> Total {
+    if !cat.progress().enabled() {
+        return Total::Unknown;
+    }
+    match cat.newest(&job.name).await {
+        Ok(Some(e)) => Total::About(e.manifest.source_bytes),
+        Ok(None) => Total::Unknown,
+        Err(e) => {
+            tracing::debug!(job = %job.name, error = %crate::error::one_line(&e), "no size estimate for the progress line");
+            Total::Unknown
+        }
+    }
 }

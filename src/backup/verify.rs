@@ -8,6 +8,7 @@ use crate::backup::catalog::{
 };
 use crate::backup::policy::Compression;
 use crate::backup::source;
+use crate::base::progress::{self, Total, Unit};
 use crate::error::{one_line, Error, Result};
 use crate::pipeline;
 
@@ -40,7 +41,10 @@ async fn check_artifact(
             ),
         });
     }
-    let (stream, stored) = pipeline::tally(store.get(&a.key).await?, true);
+    let (stream, stored) = pipeline::tally(
+        progress::counted(store.get(&a.key).await?, catalog.progress().clone()),
+        true,
+    );
     // Encrypted and no key here: the stored bytes can still be checked.
     let content_checked = m.encryption.is_none() || catalog.identities().is_some();
     let content = if !content_checked {
@@ -124,6 +128,12 @@ pub async fn verify(catalog: &Catalog, entry: &Entry) -> Result<Verification> {
     })?;
     let mut checks = Vec::new();
     let mut error = None;
+    let task = progress::begin(
+        catalog.progress(),
+        &format!("verify {}", m.id),
+        Total::Exact(m.stored_bytes),
+        Unit::Bytes,
+    );
     for a in &m.artifacts {
         match check_artifact(catalog, m, compression, a).await {
             Ok(c) => checks.extend(c),
@@ -132,6 +142,11 @@ pub async fn verify(catalog: &Catalog, entry: &Entry) -> Result<Verification> {
                 break;
             }
         }
+    }
+    if error.is_none() {
+        task.done();
+    } else {
+        drop(task);
     }
     let v = Verification {
         backup_id: m.id.clone(),
@@ -167,6 +182,12 @@ pub async fn restore_test(
     target: Option<&str>,
 ) -> Result<Verification> {
     let m = &entry.manifest;
+    let task = progress::begin(
+        catalog.progress(),
+        &format!("restore test {}", m.id),
+        Total::Exact(m.stored_bytes),
+        Unit::Bytes,
+    );
     let res = match m.kind.as_str() {
         "mysql" => source::mysql::restore_test(catalog, m, target).await,
         "redis" => source::redis::restore_test(catalog, m, target).await,
@@ -174,6 +195,10 @@ pub async fn restore_test(
             "--restore-test does not apply to {other} backups; run verify without it"
         ))),
     };
+    match &res {
+        Ok(v) if v.status == Status::Ok => task.done(),
+        _ => drop(task),
+    }
     let v = match res {
         Ok(v) => v,
         Err(e @ Error::Usage(_)) => return Err(e),

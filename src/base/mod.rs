@@ -9,6 +9,7 @@ use futures::Stream;
 
 pub mod duration;
 pub mod http;
+pub mod progress;
 pub mod secret;
 pub mod size;
 pub mod toml_loc;

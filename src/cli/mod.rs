@@ -1,4 +1,6 @@
 //! The command line: one arm per subcommand, each a call into the library.
+mod failover;
+
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
@@ -12,6 +14,9 @@ use crate::error::{exit, one_line, Error, Result};
 use crate::store;
 use crate::store::LOCAL_TEMP_FILE;
 
+pub mod completions;
+pub mod progress;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0    success
@@ -19,6 +24,8 @@ Exit codes:
   2    usage or configuration error (bad flags, invalid policy)
   3    another run holds the job's lock
   4    verification failed
+  10   failover refused: the primary still answers (nothing changed)
+  11   a failover step failed (the journal names it; --resume continues)
   130  interrupted (Ctrl-C / SIGTERM); nothing half-written is left";
 
 #[derive(Debug, Parser)]
@@ -51,7 +58,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "human")]
     pub log_format: LogFormat,
     /// backup, verify, prune: also write Prometheus metrics to this
-    /// node_exporter textfile (atomically).
+    /// node_exporter textfile (atomically); binlog archive: rewrite it every 5 s.
     #[arg(long, global = true, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
     #[command(subcommand)]
@@ -79,10 +86,28 @@ pub enum Command {
     Catalog(CatalogCmd),
     /// Re-read stored backups: checksum, full decompression, sizes, structure.
     Verify(VerifyArgs),
-    /// Restore a backup.
+    /// Restore a backup; with --until / --until-gtid, to a point in time
+    /// (base backup + archived binlog, docs/pitr.md).
     Restore {
-        /// Backup id (see `catalog list`).
-        id: String,
+        /// Backup id (see `catalog list`); with --until, the base to start from.
+        #[arg(required_unless_present = "job")]
+        id: Option<String>,
+        /// PITR: the job whose newest base at or before the target is used.
+        #[arg(long, conflicts_with = "id")]
+        job: Option<String>,
+        /// PITR: restore exactly the transactions committed at or before this
+        /// time (RFC 3339, or "YYYY-MM-DD HH:MM:SS" in UTC).
+        #[arg(long)]
+        until: Option<String>,
+        /// PITR: ... up to and including this GTID position (e.g. 0-1-4711).
+        #[arg(long)]
+        until_gtid: Option<String>,
+        /// PITR: print the plan (base, segments, GTID range, size); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// PITR: replayed transactions merged into one commit.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100000))]
+        batch: u32,
         /// Target: a directory (files), mysql://user@host:port (mysql), a file
         /// or, for a cluster, a directory (redis).
         #[arg(long)]
@@ -117,6 +142,34 @@ pub enum Command {
     Prune(PruneArgs),
     /// Run every job on its schedule (see [daemon] in the policy).
     Daemon,
+    /// Print a shell completion script (docs/operations.md says where it goes).
+    Completions {
+        #[arg(value_enum)]
+        shell: completions::Shell,
+    },
+    /// Write man pages: cexdr.1 and one per subcommand (cexdr-backup.1, ...).
+    Manpage {
+        /// Folder to write them to (created if missing).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// The continuous binlog archive of mysql jobs (PITR, docs/pitr.md).
+    #[command(subcommand)]
+    Binlog(BinlogCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BinlogCmd {
+    /// Archive one job's binlog in the foreground until SIGTERM / Ctrl-C.
+    Archive {
+        job: String,
+        /// How long a killed archiver blocks the next one on this job.
+        #[arg(long, default_value = "30s", value_parser = crate::base::parse_duration)]
+        lease_ttl: std::time::Duration,
+    },
+    /// Re-read every archived segment (SHA-256, size, whole events) and check
+    /// the archive's continuity; exit 4 on a damaged segment or a gap.
+    Verify { job: String },
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +196,10 @@ pub struct FailoverArgs {
     /// Journal and lock folder (default: the runbook's state-dir).
     #[arg(long, env = "CEXDR_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Promote a replica although it lacks more than the step's
+    /// `max-data-loss` (journaled with who and when).
+    #[arg(long)]
+    pub accept_data_loss: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,6 +250,12 @@ pub enum CatalogCmd {
     },
     /// One backup's manifest and verification history.
     Show { id: String },
+    /// PITR: the recoverable windows of mysql jobs with a binlog archive,
+    /// and every gap, named.
+    Pitr {
+        #[arg(long)]
+        job: Option<String>,
+    },
     /// Check every manifest's and verification record's signature, and each
     /// job's chain of manifests (a deleted backup leaves a gap). Exit 4 on
     /// any finding.
@@ -250,9 +313,15 @@ pub fn init_tracing(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CEXDR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    progress::init(progress::mode(
+        cli.json,
+        cli.quiet,
+        cli.log_format,
+        progress::on_terminals(),
+    ));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = match cli.log_format {
@@ -301,7 +370,8 @@ async fn open_catalog_as(policy: &Policy, cli: &CliKeys, sign: bool) -> Result<C
     };
     Ok(Catalog::new(store::build(&policy.store).await?)
         .with_identities(ids)
-        .with_signer(signer))
+        .with_signer(signer)
+        .with_progress(progress::current()))
 }
 
 /// The decryption inputs of the command line.
@@ -324,12 +394,16 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<i32> {
     let Some(file) = cli.metrics_file.clone() else {
         return run_command(cli, cancel, None).await;
     };
+    // The archiver rewrites its own textfile while it runs.
+    if matches!(cli.command, Command::Binlog(_)) {
+        return run_command(cli, cancel, None).await;
+    }
     if !matches!(
         cli.command,
         Command::Backup { .. } | Command::Verify(_) | Command::Prune(_)
     ) {
         return Err(Error::Usage(
-            "--metrics-file applies to backup, verify and prune".into(),
+            "--metrics-file applies to backup, verify, prune and binlog archive".into(),
         ));
     }
     let policy_file = cli.policy.clone();
@@ -373,6 +447,8 @@ async fn run_command(
         passphrase_env: cli.passphrase_env.clone(),
     };
     match cli.command {
+        Command::Completions { shell } => completions::print(shell),
+        Command::Manpage { out } => completions::manpages(&out),
         Command::Policy(PolicyCmd::Check { file }) => {
             let file = file.unwrap_or(cli.policy);
             let p = Policy::load(&file)?;
@@ -403,7 +479,7 @@ async fn run_command(
             print!("{}", rb.describe());
             Ok(exit::OK)
         }
-        Command::Failover(args) => failover(args, cli.json, cancel).await,
+        Command::Failover(args) => failover::command(args, cli.json, cancel).await,
         Command::Backup { jobs, all } => {
             let policy = Policy::load(&cli.policy)?;
             let selected: Vec<_> = if all {
@@ -581,6 +657,32 @@ async fn run_command(
             }
             Ok(exit::OK)
         }
+        Command::Catalog(CatalogCmd::Pitr { job }) => {
+            let policy = Policy::load(&cli.policy)?;
+            let jobs: Vec<&crate::backup::policy::Job> = match &job {
+                Some(j) => vec![policy.job(j)?],
+                None => policy
+                    .jobs
+                    .iter()
+                    .filter(|j| matches!(&j.source, SourceSpec::Mysql(m) if m.binlog.is_some()))
+                    .collect(),
+            };
+            let catalog = open_catalog(&policy, &keys).await?;
+            let mut reports = Vec::new();
+            for j in jobs {
+                reports.push(crate::backup::binlog::commands::report(&catalog, &j.name).await?);
+            }
+            if cli.json {
+                print_json(&reports);
+            } else if reports.is_empty() {
+                println!("no mysql job of this policy has a binlog archive (binlog = {{ … }})");
+            } else {
+                for r in &reports {
+                    print!("{}", crate::backup::binlog::window::render(r));
+                }
+            }
+            Ok(exit::OK)
+        }
         Command::Catalog(CatalogCmd::Show { id }) => {
             let policy = Policy::load(&cli.policy)?;
             let catalog = open_catalog(&policy, &keys).await?;
@@ -693,8 +795,71 @@ async fn run_command(
             scheduler::daemon(cli.policy, cancel, Vec::new()).await?;
             Ok(exit::OK)
         }
+        Command::Binlog(BinlogCmd::Verify { job }) => {
+            let policy = Policy::load(&cli.policy)?;
+            let job = policy.job(&job)?;
+            let catalog = open_catalog(&policy, &keys).await?;
+            let (checks, report) = crate::backup::binlog::commands::verify(
+                &catalog,
+                &job.name,
+                policy.signing_key_file.is_some(),
+            )
+            .await?;
+            let breaks: Vec<_> = report
+                .gaps
+                .iter()
+                .filter(|g| crate::backup::binlog::commands::is_break(&g.kind))
+                .collect();
+            let bad = checks.iter().filter(|c| !c.ok).count();
+            if cli.json {
+                print_json(&serde_json::json!({"segments": checks, "report": report}));
+            } else {
+                for c in checks.iter().filter(|c| !c.ok) {
+                    println!(
+                        "segment {} ({}): FAILED: {}",
+                        c.seq,
+                        c.key,
+                        c.error.as_deref().unwrap_or("")
+                    );
+                }
+                print!("{}", crate::backup::binlog::window::render(&report));
+                println!(
+                    "{} segment(s) checked, {bad} damaged, {} break(s) in the archive",
+                    checks.len(),
+                    breaks.len()
+                );
+            }
+            if bad > 0 || !breaks.is_empty() {
+                return Err(Error::VerifyFailed {
+                    failed: bad + breaks.len(),
+                    total: checks.len(),
+                });
+            }
+            Ok(exit::OK)
+        }
+        Command::Binlog(BinlogCmd::Archive { job, lease_ttl }) => {
+            let policy = Policy::load(&cli.policy)?;
+            let job = policy.job(&job)?;
+            let catalog = open_catalog_as(&policy, &keys, true).await?;
+            let stats = std::sync::Arc::new(crate::backup::binlog::archive::Stats::default());
+            crate::backup::binlog::commands::archive(
+                &catalog,
+                job,
+                lease_ttl,
+                stats,
+                cli.metrics_file.clone(),
+                cancel,
+            )
+            .await?;
+            Ok(exit::OK)
+        }
         Command::Restore {
             id,
+            job,
+            until,
+            until_gtid,
+            dry_run,
+            batch,
             to,
             force,
             password_env,
@@ -704,7 +869,6 @@ async fn run_command(
         } => {
             let policy = Policy::load(&cli.policy)?;
             let catalog = open_catalog(&policy, &keys).await?;
-            let e = catalog.find(&id).await?;
             let opts = restore::RestoreOptions {
                 force,
                 password_env,
@@ -712,48 +876,58 @@ async fn run_command(
                 threads,
                 allow_external_links,
             };
+            if until.is_some() || until_gtid.is_some() || job.is_some() {
+                let target = crate::backup::binlog::commands::parse_until(
+                    until.as_deref(),
+                    until_gtid.as_deref(),
+                )?;
+                let job = match (&job, &id) {
+                    (Some(j), _) => policy.job(j)?.name.clone(),
+                    (None, Some(i)) => catalog.find(i).await?.manifest.job,
+                    (None, None) => {
+                        return Err(Error::Usage("give --job J or a base backup id".into()))
+                    }
+                };
+                let req = crate::backup::binlog::commands::Request {
+                    job: &job,
+                    base_id: id.as_deref(),
+                    until: &target,
+                    to: &to,
+                    batch: batch as usize,
+                    dry_run,
+                };
+                let (plan, done) =
+                    crate::backup::binlog::commands::restore_until(&catalog, &req, &opts).await?;
+                match done {
+                    None if cli.json => print_json(&plan),
+                    None => print!("{}", plan.render()),
+                    Some((msg, r)) if cli.json => {
+                        print_json(&serde_json::json!({"plan": plan, "restore": msg, "replay": r}))
+                    }
+                    Some((msg, r)) => {
+                        print!("{}", plan.render());
+                        println!("{msg}");
+                        println!(
+                            "replayed {} transaction(s), {} row(s), up to GTID {} in {:.1} s ({:.0} rows/s, {:.0} transactions/s)",
+                            r.transactions, r.rows, r.last_gtid, r.seconds,
+                            r.rows as f64 / r.seconds.max(1e-3), r.transactions as f64 / r.seconds.max(1e-3)
+                        );
+                    }
+                }
+                return Ok(exit::OK);
+            }
+            if dry_run {
+                return Err(Error::Usage(
+                    "--dry-run applies to point-in-time restores (--until / --until-gtid)".into(),
+                ));
+            }
+            let id = id.expect("clap requires an id without --job");
+            let e = catalog.find(&id).await?;
             let msg = restore::restore(&catalog, &e, &to, &opts).await?;
             println!("{msg}");
             Ok(exit::OK)
         }
     }
-}
-
-async fn failover(args: FailoverArgs, json: bool, cancel: CancellationToken) -> Result<i32> {
-    use crate::failover::engine;
-    if let Some(FailoverCmd::Status {
-        run,
-        runbook,
-        state_dir,
-    }) = args.cmd
-    {
-        let rb = engine::load(&runbook, state_dir.as_deref())?;
-        let dir = crate::failover::journal::runbook_dir(&rb.state_dir, &rb.name);
-        let r = engine::status(&dir, run.as_deref())?;
-        if json {
-            print_json(&engine::status_json(&r));
-        } else {
-            print!("{}", engine::status_text(&r));
-        }
-        return Ok(exit::OK);
-    }
-    let Some(file) = args.runbook else {
-        return Err(Error::Usage("failover needs --runbook FILE".into()));
-    };
-    let rb = engine::load(&file, args.state_dir.as_deref())?;
-    let opts = engine::Options {
-        yes: args.yes,
-        dry_run: args.dry_run,
-        force: args.force,
-        resume: args.resume.map(|r| Some(r).filter(|r| !r.is_empty())),
-        state_dir: args.state_dir,
-        json,
-    };
-    let doc = engine::failover(&rb, &opts, cancel).await?;
-    if json {
-        print_json(&doc);
-    }
-    Ok(exit::OK)
 }
 
 async fn prune_command(

@@ -2,7 +2,6 @@
 //! (`step-started`, progress, `step-done`) so that `--resume` skips what is
 //! done and re-enters what was interrupted.
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use crate::failover::journal::{
 };
 use crate::failover::runbook::Event;
 use crate::failover::runbook::{OnFailure, Runbook};
-use crate::failover::step::{self, Ctx};
+use crate::failover::step::{self, Ctx, PreviewCtx, RunInfo};
 use crate::notify::{deliver, Message, Severity};
 
 #[derive(Debug, Clone, Default)]
@@ -29,7 +28,30 @@ pub struct Options {
     pub resume: Option<Option<String>>,
     /// Overrides the runbook's `state-dir`.
     pub state_dir: Option<PathBuf>,
-    pub json: bool,
+    /// Promote past a step's `max-data-loss` (journaled as forced).
+    pub accept_data_loss: bool,
+}
+
+/// How the engine talks to the operator. The engine prints nothing and reads
+/// nothing: the CLI implements this for a terminal (and `--json`).
+pub trait Ui: Send + Sync {
+    /// One progress line: the plan, a step starting or done, a retry.
+    fn progress(&self, line: &str);
+    /// The plan was shown; `Ok(true)` means fail over now. Called only
+    /// without `--yes`.
+    fn confirm(&self, runbook: &str) -> Result<bool>;
+}
+
+/// What the steps may know of the runbook and the command line.
+fn run_info(rb: &Runbook, opts: &Options) -> RunInfo {
+    RunInfo {
+        runbook: rb.name.clone(),
+        from_site: rb.from_site.clone(),
+        to_site: rb.to_site.clone(),
+        channels: rb.channels.clone(),
+        force: opts.force,
+        accept_data_loss: opts.accept_data_loss,
+    }
 }
 
 pub fn load(file: &Path, state_dir: Option<&Path>) -> Result<Runbook> {
@@ -48,55 +70,39 @@ fn preflight(rb: &Runbook) -> Result<()> {
             .map_err(|e| Error::Usage(format!("channel {}: {}", c.name(), one_line(&e))))?;
     }
     for s in &rb.steps {
-        step::check_secrets(&s.kind)
+        s.kind
+            .check_secrets()
             .map_err(|e| Error::Usage(format!("step {}: {}", s.name, one_line(&e))))?;
     }
     Ok(())
 }
 
-fn out(json_mode: bool, line: impl AsRef<str>) {
-    // In --json mode, stdout carries only the final document.
-    if json_mode {
-        eprintln!("{}", line.as_ref());
-    } else {
-        println!("{}", line.as_ref());
-    }
-}
-
-fn confirm(rb: &Runbook) -> Result<()> {
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::Usage(
-            "a failover needs confirmation: stdin is not a terminal, so pass --yes".into(),
-        ));
-    }
-    print!("Type the runbook name ({}) to fail over now: ", rb.name);
-    let _ = std::io::stdout().flush();
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::io("reading the confirmation", e))?;
-    if line.trim() != rb.name {
-        return Err(Error::Usage("not confirmed; nothing was changed".into()));
-    }
-    Ok(())
-}
-
 /// `cexdr failover --runbook FILE [--dry-run]`.
-pub async fn failover(rb: &Runbook, opts: &Options, cancel: CancellationToken) -> Result<Value> {
+pub async fn failover(
+    rb: &Runbook,
+    opts: &Options,
+    ui: &dyn Ui,
+    cancel: CancellationToken,
+) -> Result<Value> {
     preflight(rb)?;
     let dir = journal::runbook_dir(&rb.state_dir, &rb.name);
     if opts.dry_run {
-        return dry_run(rb, opts).await;
+        return dry_run(rb, opts, ui).await;
     }
     let _lock = Lock::acquire(&dir, &rb.name)?;
+    let mut resumed_note = None;
     let mut j = match &opts.resume {
-        Some(run) => open_for_resume(rb, &dir, run.as_deref())?,
+        Some(run) => {
+            let (j, note) = open_for_resume(rb, &dir, run.as_deref())?;
+            ui.progress(&note);
+            resumed_note = Some(note);
+            j
+        }
         None => {
             safety_checks(rb, &dir, opts, Utc::now())?;
-            out(opts.json, rb.describe());
-            if !opts.yes {
-                confirm(rb)?;
+            ui.progress(&rb.describe());
+            if !opts.yes && !ui.confirm(&rb.name)? {
+                return Err(Error::Usage("not confirmed; nothing was changed".into()));
             }
             let run = journal::new_run_id(Utc::now());
             let mut j = Journal::create(&dir, &run)?;
@@ -108,18 +114,25 @@ pub async fn failover(rb: &Runbook, opts: &Options, cancel: CancellationToken) -
                 plan: rb.plan_fingerprint(),
                 by: journal::who(),
                 force: opts.force,
+                service_restored: rb
+                    .steps
+                    .iter()
+                    .find(|s| s.service_restored)
+                    .map(|s| s.name.clone()),
             })?;
             j
         }
     };
-    let outcome = run_steps(rb, &mut j, opts, cancel).await;
+    let outcome = run_steps(rb, &mut j, opts, ui, resumed_note, cancel).await;
     let replay = j.replay();
-    out(opts.json, format!("journal: {}", j.path.display()));
+    ui.progress(&format!("journal: {}", j.path.display()));
     let doc = status_json(&replay);
     outcome.map(|_| doc)
 }
 
-fn open_for_resume(rb: &Runbook, dir: &Path, run: Option<&str>) -> Result<Journal> {
+/// Opens a run to resume; also says where it stopped (for the operator and
+/// the run's next message: a killed run could tell nobody).
+fn open_for_resume(rb: &Runbook, dir: &Path, run: Option<&str>) -> Result<(Journal, String)> {
     let path = match run {
         Some(r) => {
             let p = journal::run_path(dir, r);
@@ -177,8 +190,44 @@ fn open_for_resume(rb: &Runbook, dir: &Path, run: Option<&str>) -> Result<Journa
             r.run
         )));
     }
+    let note = where_it_stopped(&r);
     j.append(Record::RunResumed { by: journal::who() })?;
-    Ok(j)
+    Ok((j, note))
+}
+
+/// "run R was killed in step S (attempt N)" and the like, from the journal.
+fn where_it_stopped(r: &Replay) -> String {
+    let last_at = r.steps.iter().filter_map(|s| s.started_at).max();
+    let how = match r.steps.iter().find(|s| {
+        matches!(
+            s.status,
+            StepStatus::Interrupted | StepStatus::Failed | StepStatus::Pending
+        )
+    }) {
+        Some(s) if s.status == StepStatus::Failed => format!(
+            "failed in step {} after {} attempt(s): {}",
+            s.name,
+            s.attempts,
+            s.last_error.as_deref().unwrap_or("?")
+        ),
+        Some(s) if s.status == StepStatus::Interrupted => format!(
+            "was interrupted (killed, or the host went down) in step {} (attempt {})",
+            s.name, s.attempts
+        ),
+        Some(s) if r.interrupted => {
+            format!("was stopped (SIGTERM / Ctrl-C) before step {}", s.name)
+        }
+        Some(s) => format!("was interrupted before step {}", s.name),
+        None => "was interrupted after its last step".to_owned(),
+    };
+    format!(
+        "run {} {how}{}; resumed by {}",
+        r.run,
+        last_at
+            .map(|t| format!(" (last step started {})", t.to_rfc3339()))
+            .unwrap_or_default(),
+        journal::who()
+    )
 }
 
 /// Refuses a new run while another is unfinished, or within the cool-down
@@ -234,27 +283,29 @@ fn safety_checks(
     Ok(())
 }
 
-async fn dry_run(rb: &Runbook, opts: &Options) -> Result<Value> {
-    out(opts.json, rb.describe());
-    out(opts.json, "dry run: read-only checks, nothing is changed");
+async fn dry_run(rb: &Runbook, opts: &Options, ui: &dyn Ui) -> Result<Value> {
+    ui.progress(&rb.describe());
+    ui.progress("dry run: read-only checks, nothing is changed");
+    let info = run_info(rb, opts);
     let mut steps = Vec::new();
     for s in &rb.steps {
         let started = Instant::now();
-        let v = match tokio::time::timeout(s.timeout, step::build(s).preview(&s.name, rb)).await {
+        let ctx = PreviewCtx {
+            step: &s.name,
+            info: &info,
+        };
+        let v = match tokio::time::timeout(s.timeout, s.kind.step().preview(&ctx)).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => json!({ "error": one_line(&e) }),
             Err(_) => json!({ "error": format!("no answer within {}", human_duration(s.timeout)) }),
         };
-        out(
-            opts.json,
-            format!(
-                "- {} [{}] ({}): {}",
-                s.name,
-                s.kind_name(),
-                human_duration(started.elapsed()),
-                serde_json::to_string(&v).expect("json")
-            ),
-        );
+        ui.progress(&format!(
+            "- {} [{}] ({}): {}",
+            s.name,
+            s.kind_name(),
+            human_duration(started.elapsed()),
+            serde_json::to_string(&v).expect("json")
+        ));
         steps.push(json!({ "step": s.name, "kind": s.kind_name(), "preview": v }));
     }
     Ok(json!({ "runbook": rb.name, "dry_run": true, "steps": steps }))
@@ -278,12 +329,38 @@ fn summary(r: &Replay) -> String {
         ));
     }
     if let Some(rto) = r.rto() {
-        s.push_str(&format!(
-            "RTO (start → verify green): {}\n",
-            fmt_chrono(rto)
-        ));
+        s.push_str(&format!("{}: {}\n", rto_label(r), fmt_chrono(rto)));
+    }
+    if let Some(rpo) = r.rpo() {
+        s.push_str(&rpo_line(&rpo));
     }
     s
+}
+
+fn rto_label(r: &Replay) -> String {
+    match &r.service_restored {
+        Some(step) => format!("RTO (start → {step} done)"),
+        None => "RTO (start → verify green)".into(),
+    }
+}
+
+fn rpo_line(rpo: &Value) -> String {
+    let e = &rpo["evidence"];
+    match rpo["transactions"].as_u64() {
+        Some(n) => format!(
+            "RPO: {n} transaction(s) lacking (old primary at {}, replica applied {}, promoted at {}; time span not measured)\n",
+            e["old-primary-position"].as_str().unwrap_or("?"),
+            e["replica-applied"].as_str().unwrap_or("?"),
+            e["promoted-at"].as_str().unwrap_or("?")
+        ),
+        None => format!(
+            "RPO: unknown ({}); replica received {}, applied {}, promoted at {}\n",
+            e["source"].as_str().unwrap_or("?"),
+            e["replica-received"].as_str().unwrap_or("?"),
+            e["replica-applied"].as_str().unwrap_or("?"),
+            e["promoted-at"].as_str().unwrap_or("?")
+        ),
+    }
 }
 
 fn fmt_chrono(d: chrono::Duration) -> String {
@@ -295,8 +372,14 @@ async fn notify_event(rb: &Runbook, j: &mut Journal, event: Event, text: String)
         return Ok(());
     }
     let r = j.replay();
+    // One interruption message per stop: a resumed run may be stopped again.
+    let key = match event {
+        Event::Interrupted => format!("{}.{}", event.name(), r.resumed),
+        _ => event.name().to_owned(),
+    };
+    let id = format!("{}.{key}", r.run);
     let msg = Message {
-        id: format!("{}.{}", r.run, event.name()),
+        id: id.clone(),
         subject: format!(
             "[cexdr] failover {} {}: {} → {}",
             rb.name,
@@ -304,15 +387,21 @@ async fn notify_event(rb: &Runbook, j: &mut Journal, event: Event, text: String)
                 Event::Start => "started",
                 Event::Failure => "FAILED",
                 Event::End => "finished",
+                Event::Refused => "refused (the primary answers)",
+                Event::Interrupted => "interrupted",
             },
             rb.from_site,
             rb.to_site
         ),
-        text,
+        // The run id and the idempotency key in the text as well: a chat
+        // message resent after a crash must be recognisable as the same one.
+        text: format!("{text}\n(run {}, message {id})", r.run),
         severity: match event {
-            Event::Start => Severity::Warning,
+            Event::Start | Event::Interrupted => Severity::Warning,
             Event::Failure => Severity::Critical,
             Event::End => Severity::Info,
+            // A refusal is the safety check working: good news, not a page.
+            Event::Refused => rb.refusal_severity,
         },
         fields: BTreeMap::from([
             ("run".to_owned(), r.run.clone()),
@@ -320,15 +409,13 @@ async fn notify_event(rb: &Runbook, j: &mut Journal, event: Event, text: String)
         ]),
     };
     for name in &rb.notify {
-        if r.notified
-            .contains(&(event.name().to_owned(), name.clone()))
-        {
+        if r.notified.contains(&(key.clone(), name.clone())) {
             continue;
         }
         let ch = rb.channel(name).expect("validated channel name");
         let d = deliver(ch, &msg).await;
         j.append(Record::Notified {
-            event: event.name().to_owned(),
+            event: key.clone(),
             delivery: d,
         })?;
     }
@@ -339,9 +426,16 @@ async fn run_steps(
     rb: &Runbook,
     j: &mut Journal,
     opts: &Options,
+    ui: &dyn Ui,
+    resumed_note: Option<String>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let run = run_id(j);
+    let info = run_info(rb, opts);
+    // Said in the run's next message (end or failure): nobody heard of the stop.
+    let note = resumed_note
+        .map(|n| format!("Note: {n}.\n"))
+        .unwrap_or_default();
     if opts.force && opts.resume.is_none() {
         j.append(Record::Forced {
             step: None,
@@ -370,41 +464,51 @@ async fn run_steps(
             .cloned()
             .expect("plan matches the journal");
         if matches!(state.status, StepStatus::Done | StepStatus::FailedContinued) {
-            out(
-                opts.json,
-                format!("[{}/{total}] {}: already done, skipped", i + 1, spec.name),
-            );
+            ui.progress(&format!(
+                "[{}/{total}] {}: already done, skipped",
+                i + 1,
+                spec.name
+            ));
             continue;
         }
         if cancel.is_cancelled() {
             j.append(Record::RunInterrupted {
                 step: Some(spec.name.clone()),
             })?;
-            out(
-                opts.json,
-                format!(
-                    "interrupted before step {}; `--resume {run}` continues",
-                    spec.name
-                ),
+            let msg = format!(
+                "interrupted before step {}; `cexdr failover --runbook {} --resume {run}` continues",
+                spec.name,
+                rb.file.display()
             );
+            ui.progress(&msg);
+            notify_event(
+                rb,
+                j,
+                Event::Interrupted,
+                format!(
+                    "Failover run {run} was stopped (SIGTERM / Ctrl-C) before step {}.\n{}Resume: {msg}",
+                    spec.name,
+                    summary(&j.replay())
+                ),
+            )
+            .await?;
             return Err(Error::Interrupted);
         }
         if state.status == StepStatus::Interrupted {
-            out(
-                opts.json,
-                format!(
-                    "[{}/{total}] {}: re-entering an interrupted step",
-                    i + 1,
-                    spec.name
-                ),
-            );
+            ui.progress(&format!(
+                "[{}/{total}] {}: re-entering an interrupted step",
+                i + 1,
+                spec.name
+            ));
         } else {
-            out(
-                opts.json,
-                format!("[{}/{total}] {} ({})…", i + 1, spec.name, spec.kind_name()),
-            );
+            ui.progress(&format!(
+                "[{}/{total}] {} ({})…",
+                i + 1,
+                spec.name,
+                spec.kind_name()
+            ));
         }
-        let step = step::build(spec);
+        let step = spec.kind.step();
         let mut progress = state.progress.clone();
         let mut attempt = state.attempts;
         let mut tries = 0;
@@ -421,8 +525,7 @@ async fn run_steps(
             let mut ctx = Ctx {
                 run: &run,
                 step: &spec.name,
-                runbook: rb,
-                force: opts.force,
+                info: &info,
                 deadline,
                 cancel: cancel.clone(),
                 progress: std::mem::take(&mut progress),
@@ -443,7 +546,8 @@ async fn run_steps(
                 attempt,
                 error: one_line(&err),
             })?;
-            if tries > spec.retries || cancel.is_cancelled() {
+            // A permanent error (404, 401, a selector matching nothing) stays one.
+            if tries > spec.retries || cancel.is_cancelled() || err.is_permanent() {
                 break Err(err);
             }
             // At most 64 × backoff, as before.
@@ -452,14 +556,11 @@ async fn run_steps(
                 tries,
                 spec.backoff.saturating_mul(64),
             );
-            out(
-                opts.json,
-                format!(
-                    "    attempt {attempt} failed: {}; retrying in {}",
-                    one_line(&err),
-                    human_duration(wait)
-                ),
-            );
+            ui.progress(&format!(
+                "    attempt {attempt} failed: {}; retrying in {}",
+                one_line(&err),
+                human_duration(wait)
+            ));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = cancel.cancelled() => break Err(err),
@@ -474,21 +575,18 @@ async fn run_steps(
                     details,
                     elapsed_ms,
                 })?;
-                out(
-                    opts.json,
-                    format!(
-                        "    done in {}",
-                        human_duration(Duration::from_millis(elapsed_ms))
-                    ),
-                );
+                ui.progress(&format!(
+                    "    done in {}",
+                    human_duration(Duration::from_millis(elapsed_ms))
+                ));
             }
             Err(e)
                 if spec.on_failure == OnFailure::Continue && !matches!(e, Error::Interrupted) =>
             {
-                out(
-                    opts.json,
-                    format!("    FAILED (on-failure = continue): {}", one_line(&e)),
-                );
+                ui.progress(&format!(
+                    "    FAILED (on-failure = continue): {}",
+                    one_line(&e)
+                ));
                 j.append(Record::StepDone {
                     step: spec.name.clone(),
                     outcome: StepOutcome::FailedContinued,
@@ -497,23 +595,36 @@ async fn run_steps(
                 })?;
             }
             Err(e) => {
-                out(opts.json, format!("    FAILED: {}", one_line(&e)));
+                let refused = matches!(e, Error::PrimaryAlive { .. });
+                ui.progress(&format!(
+                    "    {}: {}",
+                    if refused { "REFUSED" } else { "FAILED" },
+                    one_line(&e)
+                ));
                 let r = j.replay();
-                notify_event(
-                    rb,
-                    j,
-                    Event::Failure,
+                let text = if refused {
                     format!(
-                        "Failover run {run} stopped at step {}: {}\n{}\nFix the cause, then: cexdr failover --runbook {} --resume {run}",
+                        "{note}Failover run {run} refused at step {}: nothing was changed.\n{}",
+                        spec.name,
+                        one_line(&e)
+                    )
+                } else {
+                    format!(
+                        "{note}Failover run {run} stopped at step {}: {}\n{}\nFix the cause, then: cexdr failover --runbook {} --resume {run}",
                         spec.name,
                         one_line(&e),
                         summary(&r),
                         rb.file.display()
-                    ),
-                )
-                .await?;
+                    )
+                };
+                let event = if refused {
+                    Event::Refused
+                } else {
+                    Event::Failure
+                };
+                notify_event(rb, j, event, text).await?;
                 j.append(Record::RunFinished {
-                    outcome: if i == 0 && matches!(spec.kind, step::StepKind::CheckPrimary(_)) {
+                    outcome: if refused {
                         RunOutcome::Refused
                     } else {
                         RunOutcome::Failed
@@ -531,7 +642,7 @@ async fn run_steps(
         j,
         Event::End,
         format!(
-            "Failover run {run} from {} to {} completed.\n{}",
+            "{note}Failover run {run} from {} to {} completed.\n{}",
             rb.from_site,
             rb.to_site,
             summary(&r)
@@ -544,10 +655,7 @@ async fn run_steps(
         error: None,
     })?;
     let r = j.replay();
-    out(
-        opts.json,
-        format!("failover {run} completed\n{}", summary(&r)),
-    );
+    ui.progress(&format!("failover {run} completed\n{}", summary(&r)));
     Ok(())
 }
 
@@ -564,6 +672,11 @@ fn status_word(s: StepStatus) -> &'static str {
 pub fn status_json(r: &Replay) -> Value {
     let mut v = serde_json::to_value(r).expect("serialisable");
     v["rto_ms"] = json!(r.rto().map(|d| d.num_milliseconds()));
+    v["rto_ends_at"] = json!(r
+        .service_restored
+        .clone()
+        .unwrap_or_else(|| "the last verify step".into()));
+    v["rpo"] = r.rpo().unwrap_or(Value::Null);
     v
 }
 
@@ -627,8 +740,15 @@ pub fn status_text(r: &Replay) -> String {
         ));
     }
     match r.rto() {
-        Some(d) => s.push_str(&format!("RTO (start → verify green): {}\n", fmt_chrono(d))),
+        Some(d) => s.push_str(&format!("{}: {}\n", rto_label(r), fmt_chrono(d))),
+        None if r.service_restored.is_some() => s.push_str(&format!(
+            "RTO: not measured (step {} not done)\n",
+            r.service_restored.as_deref().unwrap_or("?")
+        )),
         None => s.push_str("RTO: not measured (no verify step done)\n"),
+    }
+    if let Some(rpo) = r.rpo() {
+        s.push_str(&rpo_line(&rpo));
     }
     s
 }
@@ -680,6 +800,7 @@ mod tests {
                     ],
                     by: "sre@ops1".into(),
                     force: false,
+                    service_restored: None,
                 },
             ),
             (

@@ -44,6 +44,10 @@ pub enum Record {
         plan: Vec<String>,
         by: String,
         force: bool,
+        /// The step marked `service-restored = true` (RTO ends there);
+        /// absent: the last verify step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service_restored: Option<String>,
     },
     RunResumed {
         by: String,
@@ -290,6 +294,8 @@ pub struct Replay {
     pub plan: Vec<String>,
     pub started_at: DateTime<Utc>,
     pub started_by: String,
+    /// Where the RTO ends (None: the last verify step).
+    pub service_restored: Option<String>,
     pub forced: Vec<String>,
     pub resumed: u32,
     pub steps: Vec<StepState>,
@@ -312,6 +318,7 @@ impl Replay {
             sha256,
             plan,
             by,
+            service_restored,
             ..
         } = &first.record
         else {
@@ -338,6 +345,7 @@ impl Replay {
             plan: plan.clone(),
             started_at: first.at,
             started_by: by.clone(),
+            service_restored: service_restored.clone(),
             forced: Vec::new(),
             resumed: 0,
             steps: Vec::new(),
@@ -432,8 +440,16 @@ impl Replay {
         self.steps.iter().find(|s| s.name == name)
     }
 
-    /// Run start → the last `verify` step done (the backup site served).
+    /// Run start → the step marked `service-restored` done, or (unmarked)
+    /// the last `verify` step done (the backup site served).
     pub fn rto(&self) -> Option<chrono::Duration> {
+        if let Some(name) = &self.service_restored {
+            let s = self.step(name)?;
+            return match s.status {
+                StepStatus::Done => Some(s.finished_at? - self.started_at),
+                _ => None,
+            };
+        }
         let verify_done = self
             .steps
             .iter()
@@ -442,6 +458,31 @@ impl Replay {
             .filter_map(|(s, _)| s.finished_at)
             .max()?;
         Some(verify_done - self.started_at)
+    }
+
+    /// What the promoted database lacks of the old primary, with the
+    /// evidence (from the done `promote-mysql` steps' details).
+    pub fn rpo(&self) -> Option<Value> {
+        let (s, _) = self
+            .steps
+            .iter()
+            .zip(&self.plan)
+            .rfind(|(s, p)| p.ends_with(":promote-mysql") && s.status == StepStatus::Done)?;
+        let d = s.details.as_ref()?;
+        let loss = &d["data-loss"];
+        Some(serde_json::json!({
+            "step": s.name,
+            "transactions": loss["transactions"],
+            "seconds": loss["seconds"],
+            "evidence": {
+                "old-primary-position": loss["old-primary-position"],
+                "source": loss["source"],
+                "replica-received": d["received"],
+                "replica-applied": d["applied"],
+                "promoted-at": d["gtid-binlog-pos"],
+                "accepted-data-loss": d["accepted-data-loss"],
+            },
+        }))
     }
 
     pub fn is_finished_ok(&self) -> bool {
@@ -503,8 +544,8 @@ impl Lock {
             let mut parts = holder.trim().splitn(2, ' ');
             let who = parts.next().unwrap_or("another process").to_owned();
             let since = parts.next().unwrap_or("unknown").to_owned();
-            return Err(Error::Locked {
-                job: format!("failover runbook {runbook}"),
+            return Err(Error::RunbookLocked {
+                runbook: runbook.to_owned(),
                 holder: if who.is_empty() {
                     "another process".into()
                 } else {

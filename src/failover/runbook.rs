@@ -12,7 +12,7 @@ use crate::base::toml_loc::{key_in_message, locate, toml_line};
 use crate::base::{human_duration, parse_duration_ms as parse_duration};
 use crate::error::{Error, Result};
 use crate::failover::step::StepKind;
-use crate::notify::ChannelSpec;
+use crate::notify::{ChannelSpec, Severity};
 
 /// When a runbook's `[notify]` sends a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -21,6 +21,10 @@ pub enum Event {
     Start,
     Failure,
     End,
+    /// The primary answered: nothing was changed (low severity by default).
+    Refused,
+    /// SIGTERM / Ctrl-C stopped the run between steps.
+    Interrupted,
 }
 
 impl Event {
@@ -29,6 +33,8 @@ impl Event {
             Event::Start => "start",
             Event::Failure => "failure",
             Event::End => "end",
+            Event::Refused => "refused",
+            Event::Interrupted => "interrupted",
         }
     }
 }
@@ -56,6 +62,7 @@ struct RawRunbook {
 struct RawNotify {
     channels: Vec<String>,
     on: Option<Vec<Event>>,
+    refusal_severity: Option<Severity>,
 }
 
 /// Keys every step has, whatever its kind.
@@ -67,6 +74,7 @@ struct RawCommon {
     retries: Option<u32>,
     backoff: Option<String>,
     on_failure: Option<OnFailure>,
+    service_restored: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -88,6 +96,8 @@ pub struct Runbook {
     /// Channels that get the start / failure / end messages.
     pub notify: Vec<String>,
     pub notify_on: Vec<Event>,
+    /// Severity of the "refused" message (default info).
+    pub refusal_severity: Severity,
     pub channels: Vec<ChannelSpec>,
     pub steps: Vec<StepSpec>,
     /// SHA-256 of the file's text: the journal remembers which runbook it ran.
@@ -101,6 +111,8 @@ pub struct StepSpec {
     pub retries: u32,
     pub backoff: Duration,
     pub on_failure: OnFailure,
+    /// The RTO ends when this step is done (default: the last verify step).
+    pub service_restored: bool,
     pub kind: StepKind,
 }
 
@@ -162,6 +174,11 @@ impl Runbook {
         let channels = crate::notify::parse_channels(file, text, raw.channels)?;
         let channel_names: BTreeSet<String> =
             channels.iter().map(|c| c.name().to_owned()).collect();
+        let refusal_severity = raw
+            .notify
+            .as_ref()
+            .and_then(|n| n.refusal_severity)
+            .unwrap_or(Severity::Info);
         let (notify, notify_on) = match raw.notify {
             Some(n) => {
                 for c in &n.channels {
@@ -172,8 +189,15 @@ impl Runbook {
                         ));
                     }
                 }
-                let on =
-                    n.on.unwrap_or_else(|| vec![Event::Start, Event::Failure, Event::End]);
+                let on = n.on.unwrap_or_else(|| {
+                    vec![
+                        Event::Start,
+                        Event::Failure,
+                        Event::End,
+                        Event::Refused,
+                        Event::Interrupted,
+                    ]
+                });
                 (n.channels, on)
             }
             None => (Vec::new(), Vec::new()),
@@ -209,7 +233,14 @@ impl Runbook {
             };
             // Common keys first; what is left must match the kind exactly.
             let mut common = toml::Table::new();
-            for k in ["name", "timeout", "retries", "backoff", "on-failure"] {
+            for k in [
+                "name",
+                "timeout",
+                "retries",
+                "backoff",
+                "on-failure",
+                "service-restored",
+            ] {
                 if let Some(v) = t.remove(k) {
                     common.insert(k.into(), v);
                 }
@@ -237,11 +268,12 @@ impl Runbook {
                 let msg = e.message().replace('\n', " ");
                 err(key_in_message(&msg).as_deref(), msg)
             })?;
-            kind.validate(&channel_names)
+            kind.step()
+                .validate(&channel_names)
                 .map_err(|(key, msg)| err(Some(key), msg))?;
             let timeout = match &c.timeout {
                 Some(s) => parse_duration(s).map_err(|m| err(Some("timeout"), m))?,
-                None => kind.default_timeout(),
+                None => kind.step().default_timeout(),
             };
             if timeout.is_zero() {
                 return Err(err(Some("timeout"), "must be greater than zero".into()));
@@ -251,24 +283,34 @@ impl Runbook {
                 None => Duration::from_secs(2),
             };
             let on_failure = c.on_failure.unwrap_or(OnFailure::Abort);
-            if matches!(kind, StepKind::CheckPrimary(_)) {
+            if kind.step().is_gate() {
                 // A live primary is not a transient error: never retried, never skipped.
                 if c.retries.unwrap_or(0) != 0 {
                     return Err(err(
                         Some("retries"),
-                        "check-primary is not retried (it already probes N times)".into(),
+                        format!("{} is not retried (it already probes N times)", kind.name()),
                     ));
                 }
                 if on_failure != OnFailure::Abort {
                     return Err(err(
                         Some("on-failure"),
-                        "check-primary must abort: a failover over a live primary splits the brain"
-                            .into(),
+                        format!(
+                            "{} must abort: a failover over a live primary splits the brain",
+                            kind.name()
+                        ),
                     ));
                 }
             }
+            let service_restored = c.service_restored.unwrap_or(false);
+            if service_restored && steps.iter().any(|s: &StepSpec| s.service_restored) {
+                return Err(err(
+                    Some("service-restored"),
+                    "only one step marks the service as restored (the RTO ends there)".into(),
+                ));
+            }
             steps.push(StepSpec {
                 name: c.name,
+                service_restored,
                 timeout,
                 retries: c.retries.unwrap_or(0),
                 backoff,
@@ -286,6 +328,7 @@ impl Runbook {
             cool_down,
             notify,
             notify_on,
+            refusal_severity,
             channels,
             steps,
             sha256: hex::encode(Sha256::digest(text.as_bytes())),
@@ -344,7 +387,7 @@ impl Runbook {
                     OnFailure::Continue => "continue",
                 }
             ));
-            for line in s.kind.describe() {
+            for line in s.kind.step().describe() {
                 out.push_str(&format!("      {line}\n"));
             }
         }

@@ -6,6 +6,7 @@
 //! tests/failover_moto.rs.
 use crate::common;
 use crate::fakes;
+use crate::mariadb_server::MariaDb;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -60,6 +61,8 @@ struct Site {
     smtp: Smtp,
     backup_db: String,
     runbook: PathBuf,
+    /// With `Knobs::promote`: the old primary (killed) and its GTID replica.
+    pair: Option<(MariaDb, MariaDb)>,
 }
 
 struct Knobs {
@@ -72,6 +75,9 @@ struct Knobs {
     receiver_delay: Duration,
     /// Every wait satisfied at once (the benchmark).
     instant: bool,
+    /// A private primary (with rows, then kill -9) + GTID replica, and a
+    /// promote-mysql step after the fence.
+    promote: bool,
 }
 
 impl Default for Knobs {
@@ -82,6 +88,7 @@ impl Default for Knobs {
             slow: false,
             receiver_delay: Duration::ZERO,
             instant: false,
+            promote: false,
         }
     }
 }
@@ -137,7 +144,19 @@ impl Site {
         let sms = receiver(200, k.receiver_delay).await;
         let smtp = smtp(dir.path());
         let backup_db = backup_db().await;
+        let pair = k.promote.then(|| {
+            let mut p = MariaDb::primary();
+            p.sql("CREATE DATABASE shop; CREATE TABLE shop.orders (id BIGINT AUTO_INCREMENT PRIMARY KEY)");
+            let r = MariaDb::replica_of(&p);
+            for _ in 0..20 {
+                p.sql("INSERT INTO shop.orders VALUES ()");
+            }
+            r.wait_caught_up(&p);
+            p.kill9();
+            (p, r)
+        });
         let mut s = Site {
+            pair,
             runbook: dir.path().join("runbook.toml"),
             dir,
             primary,
@@ -165,8 +184,22 @@ impl Site {
         };
         let primary_mysql = if k.primary_up {
             common::mysql_url()
+        } else if let Some((p, _)) = &self.pair {
+            p.url()
         } else {
             format!("mysql://root@127.0.0.1:{}/", closed_port())
+        };
+        let fence_mysql = match &self.pair {
+            Some((p, _)) => p.url(),
+            None => format!("mysql://root@127.0.0.1:{}/", self.fence_port(k.slow)),
+        };
+        let promote = match &self.pair {
+            Some((p, r)) => format!(
+                "\n[[step]]\nname = \"promote\"\nkind = \"promote-mysql\"\nreplica = {{ url = \"{}\" }}\nold-primary = {{ url = \"{}\" }}\nconnect-timeout = \"500ms\"\n",
+                r.url(),
+                p.url()
+            ),
+            None => String::new(),
         };
         let (probes, interval) = if k.slow {
             (3, "300ms")
@@ -227,8 +260,8 @@ mysql = [{{ url = "{primary_mysql}" }}]
 name = "fence"
 kind = "fence-mysql"
 connect-timeout = "{fence_timeout}"
-mysql = [{{ url = "mysql://root@127.0.0.1:{fence_port}/" }}]
-
+mysql = [{{ url = "{fence_mysql}" }}]
+{promote}
 [[step]]
 name = "scale"
 kind = "scale-up"
@@ -276,7 +309,6 @@ argv = ["sh", "-c", "{exec}"]
             sms = self.sms.url(),
             smtp = self.smtp.port,
             fence_timeout = if k.slow { "700ms" } else { "200ms" },
-            fence_port = self.fence_port(k.slow),
             kubeconfig = self.kube.kubeconfig.display(),
             r53 = self.r53.server.url,
             backup = self.backup.server.url,
@@ -526,6 +558,41 @@ async fn primary_down_full_run_then_cool_down() {
     assert_eq!(dns["details"]["changed"], false);
 }
 
+/// The runbook: check-primary → fence → promote-mysql → scale-up →
+/// dns-switch → verify → notify (+ hook) against the fakes, with a private
+/// primary (20 rows, then kill -9) and its GTID replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_runbook_with_promotion_after_kill_9_of_the_primary() {
+    let site = Site::new(Knobs {
+        promote: true,
+        ..Knobs::default()
+    })
+    .await;
+    let o = site.failover(&[]).await;
+    common::assert_code(&o, 0);
+    let (_, r) = site.pair.as_ref().unwrap();
+    assert_eq!(r.sql("SELECT COUNT(*) FROM shop.orders"), "20");
+    assert_eq!(r.sql("SELECT @@global.read_only"), "0");
+    assert_eq!(site.dns_value(), vec![NEW.to_owned()]);
+    assert_eq!(site.replicas("wallet-signer"), 3);
+    let recs = site.records(&site.journals()[0]);
+    let plan = recs[0]["plan"].as_array().unwrap();
+    assert_eq!(plan[2], "promote:promote-mysql");
+    let st = site.status().await;
+    assert_eq!(st["outcome"], "succeeded");
+    assert!(st["rto_ms"].as_i64().unwrap() > 0);
+    assert_eq!(st["rpo"]["step"], "promote");
+    assert!(
+        st["rpo"]["evidence"]["promoted-at"].as_str().is_some(),
+        "{st}"
+    );
+    // Every message says its run and idempotency key.
+    let run = recs[0]["run"].as_str().unwrap();
+    for t in site.slack_texts() {
+        assert!(t.contains(&format!("(run {run}, message {run}.")), "{t}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn primary_healthy_is_refused_and_force_is_journaled() {
     let mut site = Site::new(Knobs::default()).await;
@@ -537,7 +604,7 @@ async fn primary_healthy_is_refused_and_force_is_journaled() {
         "",
     );
     let o = site.failover(&[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 10);
     let err = common::stderr(&o);
     assert!(err.contains("step primary-down"), "{err}");
     assert!(err.contains("the primary is not down"), "{err}");
@@ -555,10 +622,11 @@ async fn primary_healthy_is_refused_and_force_is_journaled() {
     let last = recs.last().unwrap();
     assert_eq!(last["outcome"], "refused");
     assert_eq!(last["failed_step"], "primary-down");
-    // The failure went out (start + failure, no end).
+    // The refusal went out (start + refused, no end), as good news, not a failure.
     let slack = site.slack_texts();
     assert_eq!(slack.len(), 2, "{slack:?}");
-    assert!(slack[1].contains("FAILED") && slack[1].contains("primary-down"));
+    assert!(slack[1].contains("refused") && slack[1].contains("primary-down"));
+    assert!(!slack[1].contains("FAILED"), "{}", slack[1]);
 
     // A refused run is finished: a new --force run goes through and says who forced it.
     let o = site.failover(&["--force"]).await;
@@ -578,7 +646,7 @@ async fn primary_healthy_is_refused_and_force_is_journaled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn failing_step_aborts_with_exit_1_and_the_journal_says_where() {
+async fn failing_step_aborts_with_exit_11_and_the_journal_says_where() {
     let site = Site::new(Knobs::default()).await;
     *site.backup.status.lock().unwrap() = 503;
     // A short verify timeout: the backup site never gets green.
@@ -588,7 +656,7 @@ async fn failing_step_aborts_with_exit_1_and_the_journal_says_where() {
     );
     std::fs::write(&site.runbook, text).unwrap();
     let o = site.failover(&[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     let err = common::stderr(&o);
     assert!(
         err.contains("step verify") && err.contains("HTTP 503"),
@@ -757,10 +825,12 @@ async fn bench_full_runbook_overhead() {
     let n = 5;
     let mut runs = Vec::new();
     let mut anchors = Vec::new();
+    let mut promotes = Vec::new();
     for _ in 0..n {
         let site = Site::new(Knobs {
             instant: true,
             pending: 0,
+            promote: true,
             ..Knobs::default()
         })
         .await;
@@ -774,12 +844,20 @@ async fn bench_full_runbook_overhead() {
         runs.push(t.elapsed());
         common::assert_code(&o, 0);
         assert_eq!(site.r53.state.lock().unwrap().accepted_changes.len(), 1);
+        let recs = site.records(&site.journals()[0]);
+        let p = recs
+            .iter()
+            .find(|r| r["type"] == "step-done" && r["step"] == "promote")
+            .unwrap();
+        assert_eq!(p["details"]["promoted"], true);
+        promotes.push(Duration::from_millis(p["elapsed_ms"].as_u64().unwrap()));
     }
+    promotes.sort();
     runs.sort();
     anchors.sort();
     let (run, anchor) = (runs[n / 2], anchors[n / 2]);
     println!(
-        "failover, 7 steps + 6 notifications, all waits satisfied at once: median {:.3} s wall over {n} runs (min {:.3}, max {:.3})",
+        "failover, 8 steps (with promote-mysql) + 6 notifications, all waits satisfied at once: median {:.3} s wall over {n} runs (min {:.3}, max {:.3})",
         run.as_secs_f64(),
         runs[0].as_secs_f64(),
         runs[n - 1].as_secs_f64()
@@ -787,6 +865,12 @@ async fn bench_full_runbook_overhead() {
     println!(
         "anchor `cexdr runbook check` (process start + parse): median {:.3} s",
         anchor.as_secs_f64()
+    );
+    println!(
+        "promote-mysql step (journaled elapsed): median {:.3} s (min {:.3}, max {:.3})",
+        promotes[n / 2].as_secs_f64(),
+        promotes[0].as_secs_f64(),
+        promotes[n - 1].as_secs_f64()
     );
     println!(
         "ratio failover / anchor: {:.1}x; budget 2 s: {}",

@@ -119,7 +119,7 @@ async fn dns_gives_up_on_a_change_that_never_syncs_and_resume_polls_the_journale
             .replace("timeout = \"20s\"", "timeout = \"1s\""),
     );
     let o = failover(&rb, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     assert!(
         common::stderr(&o).contains("step dns: change C0001 is still"),
         "{}",
@@ -240,7 +240,7 @@ async fn dns_against_moto_upserts_once_and_skips_when_already_the_target() {
         &dns_step("ZNOSUCHZONE", &common::s3_endpoint(), true),
     );
     let o = failover(&rb, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     let err = common::stderr(&o);
     assert!(
         err.contains("step dns") && err.contains("NoSuchHostedZone"),
@@ -276,7 +276,7 @@ async fn scale_errors_name_the_step_and_the_cause() {
         &scale_step(&k.kubeconfig, "app=nothing"),
     );
     let o = failover(&rb, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     let err = common::stderr(&o);
     assert!(err.contains("step scale") && err.contains("selector \"app=nothing\" matches no Deployment or StatefulSet in namespace cex-app"), "{err}");
     assert!(k.state.lock().unwrap().scale_calls.is_empty());
@@ -286,7 +286,7 @@ async fn scale_errors_name_the_step_and_the_cause() {
     write_kubeconfig(&kc, &format!("http://127.0.0.1:{}", closed_port()));
     let rb = runbook(dir.path(), "dead", &scale_step(&kc, "app=api"));
     let o = failover(&rb, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     let err = common::stderr(&o);
     assert!(
         err.contains("step scale")
@@ -455,7 +455,7 @@ async fn corrupt_or_foreign_journals_and_a_held_lock_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let rb = runbook(dir.path(), "jr", exec_steps());
     let o = failover(&rb, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     assert!(
         common::stderr(&o).contains("step two"),
         "{}",
@@ -473,7 +473,7 @@ async fn corrupt_or_foreign_journals_and_a_held_lock_are_clear_errors() {
     // A torn last line (crash inside a write) is cut, and resume goes on.
     std::fs::write(&path, format!("{good}{{\"seq\":99,\"type\":\"step-st")).unwrap();
     let o = failover(&rb, &["--resume"]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     assert!(
         common::stderr(&o).contains("step two"),
         "{}",
@@ -500,7 +500,7 @@ async fn corrupt_or_foreign_journals_and_a_held_lock_are_clear_errors() {
     // A journal of another runbook placed in this runbook's folder.
     let other = runbook(dir.path(), "other", exec_steps());
     let o = failover(&other, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     let other_runs = dir.path().join("state/other/runs");
     let other_path = std::fs::read_dir(&other_runs)
         .unwrap()
@@ -622,7 +622,7 @@ async fn dns_crash_between_upsert_and_journaling_the_change_id_is_not_resent() {
             .replace("timeout = \"20s\"", "timeout = \"1s\""),
     );
     let o = failover(&rb, &[]).await;
-    common::assert_code(&o, 1);
+    common::assert_code(&o, 11);
     assert_eq!(r53.state.lock().unwrap().accepted_changes.len(), 1);
     // Rewrite the journal as the crash would have left it.
     let runs = dir.path().join("state/dns/runs");
@@ -657,4 +657,117 @@ async fn dns_crash_between_upsert_and_journaling_the_change_id_is_not_resent() {
     let done = recs.iter().find(|r| r["type"] == "step-done").unwrap();
     assert_eq!(done["details"]["changed"], true);
     assert_eq!(done["details"]["change-id"], Value::Null);
+}
+
+/// scale-up never reduces replicas during a failover unless the runbook says
+/// `allow-scale-down = true`; a selector matching nothing is permanent (not
+/// retried); the Kubernetes API address and context are in the error.
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_up_never_scales_down_and_permanent_errors_are_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kube(
+        dir.path(),
+        vec![
+            workload("deployments", "big", &[("tier", "x")], 5),
+            workload("deployments", "small", &[("tier", "x")], 1),
+        ],
+    )
+    .await;
+    let rb = runbook(dir.path(), "down", &scale_step(&k.kubeconfig, "tier=x"));
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 0);
+    assert_eq!(
+        k.state.lock().unwrap().scale_calls,
+        vec![("small".to_owned(), 2)],
+        "the workload at 5 is not scaled down to 2"
+    );
+    let recs = journal(dir.path(), "down");
+    let done = recs.iter().find(|r| r["type"] == "step-done").unwrap();
+    assert!(done["details"]["kept"][0]
+        .as_str()
+        .unwrap()
+        .contains("big runs 5 > 2"));
+    let text = std::fs::read_to_string(&rb).unwrap().replace(
+        "poll-interval = \"20ms\"",
+        "poll-interval = \"20ms\"\nallow-scale-down = true",
+    );
+    let rb2 = dir.path().join("down2.toml");
+    std::fs::write(&rb2, text.replace("name = \"down\"", "name = \"down2\"")).unwrap();
+    let o = failover(&rb2, &[]).await;
+    common::assert_code(&o, 0);
+    assert!(k
+        .state
+        .lock()
+        .unwrap()
+        .scale_calls
+        .contains(&("big".to_owned(), 2)));
+
+    // Permanent: the selector matches nothing; 3 retries allowed, 1 attempt made.
+    let rb = runbook(
+        dir.path(),
+        "perm",
+        &scale_step(&k.kubeconfig, "app=nothing").replace(
+            "timeout = \"5s\"",
+            "timeout = \"5s\"\nretries = 3\nbackoff = \"10ms\"",
+        ),
+    );
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 11);
+    let recs = journal(dir.path(), "perm");
+    assert_eq!(
+        recs.iter().filter(|r| r["type"] == "step-started").count(),
+        1,
+        "{recs:?}"
+    );
+    // Transient: an API server that is not there is retried, and named.
+    let kc = dir.path().join("dead-kubeconfig");
+    let port = closed_port();
+    write_kubeconfig(&kc, &format!("http://127.0.0.1:{port}"));
+    let rb = runbook(
+        dir.path(),
+        "gone",
+        &scale_step(&kc, "app=api").replace(
+            "timeout = \"5s\"",
+            "timeout = \"5s\"\nretries = 1\nbackoff = \"10ms\"",
+        ),
+    );
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 11);
+    assert!(
+        common::stderr(&o).contains(&format!(
+            "Kubernetes API http://127.0.0.1:{port}/ (context current)"
+        )),
+        "{}",
+        common::stderr(&o)
+    );
+    let recs = journal(dir.path(), "gone");
+    assert_eq!(
+        recs.iter().filter(|r| r["type"] == "step-started").count(),
+        2
+    );
+}
+
+/// `expect-json` matches JSON, not bytes, and a mismatch shows the body.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_expect_json_matches_values_and_errors_show_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = health(200).await;
+    let step = |want: &str| {
+        format!(
+            "[[step]]\nname = \"v\"\nkind = \"verify\"\ntimeout = \"1s\"\nsuccesses = 1\ninterval = \"20ms\"\nhttp = [{{ url = \"{}/healthz\", expect-json = {want} }}]\n",
+            h.server.url
+        )
+    };
+    let rb = runbook(dir.path(), "okjson", &step("{ status = \"ok\" }"));
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 0);
+    let rb = runbook(dir.path(), "badjson", &step("{ status = \"green\" }"));
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 11);
+    let err = common::stderr(&o);
+    assert!(
+        err.contains("does not match expect-json {\"status\":\"green\"}")
+            && err.contains("body: {\"status\":\"ok\"}"),
+        "{err}"
+    );
 }

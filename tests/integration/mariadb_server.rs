@@ -265,6 +265,7 @@ impl MariaDb {
             .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
             .arg(format!("--log-error={}", d.join("error.log").display()))
             .arg("--skip-name-resolve")
+            .arg(format!("--tmpdir={}", d.display()))
             .arg("--innodb-buffer-pool-size=64M")
             .arg("--innodb-log-file-size=8M")
             .arg(format!("--server-id={}", self.server_id));

@@ -40,7 +40,13 @@ impl Reading {
                 m.id, m.compression
             ))
         })?;
-        let (mut stream, stored) = pipeline::tally(catalog.store().get(&a.key).await?, true);
+        let (mut stream, stored) = pipeline::tally(
+            crate::base::progress::counted(
+                catalog.store().get(&a.key).await?,
+                catalog.progress().clone(),
+            ),
+            true,
+        );
         if m.encryption.is_some() {
             let ids = catalog.identities().ok_or_else(|| {
                 Error::Restore(format!(

@@ -8,10 +8,10 @@ use futures::future::join_all;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{http_client, Ctx, HttpCheck, MysqlTarget, Step};
+use super::{http_client, Ctx, HttpCheck, Invalid, MysqlTarget, PreviewCtx, Step};
+use crate::base::Secret;
 use crate::base::{human_duration, Dur};
-use crate::error::Result;
-use crate::failover::runbook::Runbook;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -29,7 +29,7 @@ pub struct Spec {
 }
 
 impl Spec {
-    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+    fn check(&self) -> Invalid {
         if self.http.is_empty() && self.mysql.is_empty() {
             return Err((
                 "http",
@@ -60,7 +60,7 @@ impl Spec {
             .unwrap_or(Duration::from_secs(3))
     }
 
-    pub fn describe(&self) -> Vec<String> {
+    fn lines(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .http
             .iter()
@@ -114,12 +114,26 @@ impl Spec {
     }
 }
 
-pub struct CheckPrimary(pub Spec);
-
 #[async_trait]
-impl Step for CheckPrimary {
-    async fn preview(&self, _step: &str, _rb: &Runbook) -> Result<Value> {
-        let (up, failures) = self.0.probe_all().await?;
+impl Step for Spec {
+    fn validate(&self, _channels: &std::collections::BTreeSet<String>) -> Invalid {
+        self.check()
+    }
+    fn describe(&self) -> Vec<String> {
+        self.lines()
+    }
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+    fn secrets(&self) -> Vec<Secret> {
+        self.mysql.iter().map(MysqlTarget::secret).collect()
+    }
+    fn is_gate(&self) -> bool {
+        true
+    }
+
+    async fn preview(&self, _ctx: &PreviewCtx<'_>) -> Result<Value> {
+        let (up, failures) = self.probe_all().await?;
         Ok(json!({
             "primary": if up.is_empty() { "down" } else { "up" },
             "answered": up,
@@ -129,15 +143,18 @@ impl Step for CheckPrimary {
     }
 
     async fn run(&self, ctx: &mut Ctx<'_>) -> Result<Value> {
-        let (up, failures) = self.0.probe_all().await?;
+        let (up, failures) = self.probe_all().await?;
         if up.is_empty() {
             return Ok(json!({ "primary": "down", "failures": failures }));
         }
-        if !ctx.force {
-            return Err(ctx.fail(format!(
-                "the primary is not down: {}; refusing to fail over (--force overrides, and is journaled)",
-                up.join("; ")
-            )));
+        if !ctx.info.force {
+            return Err(Error::PrimaryAlive {
+                step: ctx.step.to_owned(),
+                msg: format!(
+                    "the primary is not down: {}; refusing to fail over (--force overrides, and is journaled)",
+                    up.join("; ")
+                ),
+            });
         }
         ctx.forced(format!("primary answered: {}", up.join("; ")))?;
         tracing::warn!(

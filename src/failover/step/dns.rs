@@ -14,10 +14,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Ctx, Step};
+use super::{Ctx, Invalid, PreviewCtx, Step};
 use crate::base::{human_duration, Dur};
 use crate::error::Result;
-use crate::failover::runbook::Runbook;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum RecordType {
@@ -49,7 +48,7 @@ pub struct Spec {
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 impl Spec {
-    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+    fn check(&self) -> Invalid {
         if self.hosted_zone_id.trim().is_empty() {
             return Err(("hosted-zone-id", "must not be empty".into()));
         }
@@ -85,7 +84,7 @@ impl Spec {
         Ok(())
     }
 
-    pub fn describe(&self) -> Vec<String> {
+    fn lines(&self) -> Vec<String> {
         vec![format!(
             "Route 53 zone {}: UPSERT {} {:?} → {} (TTL {}s), wait INSYNC{}",
             self.hosted_zone_id,
@@ -194,9 +193,7 @@ struct Current {
     ttl: i64,
 }
 
-pub struct DnsSwitch(pub Spec);
-
-impl DnsSwitch {
+impl Spec {
     /// Calls `f` until it succeeds, retrying transient errors with doubling waits.
     async fn retrying<T, E, R, F, Fut>(
         &self,
@@ -210,7 +207,7 @@ impl DnsSwitch {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, R>>>,
     {
-        let mut wait = self.0.first_wait();
+        let mut wait = self.first_wait();
         let mut tries = 0u32;
         loop {
             tries += 1;
@@ -239,7 +236,7 @@ impl DnsSwitch {
         c: &aws_sdk_route53::Client,
         ctx: Option<&Ctx<'_>>,
     ) -> std::result::Result<Option<Current>, String> {
-        let s = &self.0;
+        let s = self;
         let name = fqdn(&s.record);
         let out = self
             .retrying(ctx, "ListResourceRecordSets", || {
@@ -272,7 +269,7 @@ impl DnsSwitch {
         c: &aws_sdk_route53::Client,
         ctx: &Ctx<'_>,
     ) -> std::result::Result<(String, bool), String> {
-        let s = &self.0;
+        let s = self;
         let mut rrs = ResourceRecordSet::builder()
             .name(fqdn(&s.record))
             .r#type(s.rr_type())
@@ -316,7 +313,7 @@ impl DnsSwitch {
         ctx: &Ctx<'_>,
         id: &str,
     ) -> std::result::Result<u32, String> {
-        let mut wait = self.0.first_wait();
+        let mut wait = self.first_wait();
         let mut polls = 0;
         loop {
             polls += 1;
@@ -347,24 +344,35 @@ fn fail(ctx: &Ctx<'_>, m: String) -> crate::error::Error {
 }
 
 #[async_trait]
-impl Step for DnsSwitch {
-    async fn preview(&self, step: &str, _rb: &Runbook) -> Result<Value> {
-        let c = client(self.0.region.as_deref(), self.0.endpoint.as_deref()).await;
+impl Step for Spec {
+    fn validate(&self, _channels: &std::collections::BTreeSet<String>) -> Invalid {
+        self.check()
+    }
+    fn describe(&self) -> Vec<String> {
+        self.lines()
+    }
+    fn default_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(600)
+    }
+
+    async fn preview(&self, ctx: &PreviewCtx<'_>) -> Result<Value> {
+        let step = ctx.step;
+        let c = client(self.region.as_deref(), self.endpoint.as_deref()).await;
         let cur = self
             .current(&c, None)
             .await
             .map_err(|m| super::step_error(step, m))?;
-        let target = self.0.target();
+        let target = self.target();
         Ok(json!({
-            "record": fqdn(&self.0.record),
+            "record": fqdn(&self.record),
             "current": cur.as_ref().map(|c| json!({ "values": c.values, "ttl": c.ttl })),
-            "target": { "values": target, "ttl": self.0.ttl },
+            "target": { "values": target, "ttl": self.ttl },
             "would": if cur.as_ref().map(|c| c.values == target).unwrap_or(false) { "nothing (already the target)" } else { "UPSERT" },
         }))
     }
 
     async fn run(&self, ctx: &mut Ctx<'_>) -> Result<Value> {
-        let s = &self.0;
+        let s = self;
         let c = client(s.region.as_deref(), s.endpoint.as_deref()).await;
         let target = s.target();
         // A resumed run polls the journaled change instead of sending it again.

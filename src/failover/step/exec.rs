@@ -9,9 +9,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Ctx, Step};
+use super::{Ctx, Invalid, PreviewCtx, Step};
 use crate::error::Result;
-use crate::failover::runbook::Runbook;
 
 const KEEP: usize = 16 * 1024;
 
@@ -25,14 +24,14 @@ pub struct Spec {
 }
 
 impl Spec {
-    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+    fn check(&self) -> Invalid {
         if self.argv.is_empty() || self.argv[0].is_empty() {
             return Err(("argv", "name the program and its arguments".into()));
         }
         Ok(())
     }
 
-    pub fn describe(&self) -> Vec<String> {
+    fn lines(&self) -> Vec<String> {
         vec![format!("run {:?}", self.argv)]
     }
 }
@@ -47,22 +46,30 @@ fn tail(b: &[u8]) -> String {
     }
 }
 
-pub struct Exec(pub Spec);
-
 #[async_trait]
-impl Step for Exec {
-    async fn preview(&self, _step: &str, _rb: &Runbook) -> Result<Value> {
-        Ok(json!({ "would": "run", "argv": self.0.argv }))
+impl Step for Spec {
+    fn validate(&self, _channels: &std::collections::BTreeSet<String>) -> Invalid {
+        self.check()
+    }
+    fn describe(&self) -> Vec<String> {
+        self.lines()
+    }
+    fn default_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(300)
+    }
+
+    async fn preview(&self, _ctx: &PreviewCtx<'_>) -> Result<Value> {
+        Ok(json!({ "would": "run", "argv": self.argv }))
     }
 
     async fn run(&self, ctx: &mut Ctx<'_>) -> Result<Value> {
-        let s = &self.0;
+        let s = self;
         let mut cmd = tokio::process::Command::new(&s.argv[0]);
         cmd.args(&s.argv[1..])
             .envs(&s.env)
             .env("CEXDR_RUN", ctx.run)
             .env("CEXDR_STEP", ctx.step)
-            .env("CEXDR_RUNBOOK", &ctx.runbook.name)
+            .env("CEXDR_RUNBOOK", &ctx.info.runbook)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

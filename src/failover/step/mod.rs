@@ -1,5 +1,10 @@
-//! Failover steps. `StepKind` is the serde-tagged spec of every kind and
-//! `build()` is the one place that turns a spec into a runnable `Step`.
+//! Failover steps. Each kind is one file whose spec type implements `Step`
+//! (validate, describe, secrets, default timeout, preview, run); the
+//! `steps!` list below is the one place that names them all: it derives the
+//! serde-tagged `StepKind`, `StepKind::NAMES` and the one `match`
+//! (`StepKind::step`). A new step is one new file plus one line there.
+//! Steps see a small context (run id, step name, sites, channels, journal
+//! access), never the runbook or the engine.
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,95 +18,99 @@ use tokio_util::sync::CancellationToken;
 use crate::base::Secret;
 use crate::error::{Error, Result};
 use crate::failover::journal::{Journal, Record};
-use crate::failover::runbook::{Runbook, StepSpec};
+use crate::notify::ChannelSpec;
 
 pub mod check_primary;
 pub mod dns;
 pub mod exec;
 pub mod fence;
 pub mod notify;
+pub mod promote;
+pub mod rejoin;
 pub mod scale;
 pub mod verify;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum StepKind {
-    CheckPrimary(check_primary::Spec),
-    FenceMysql(fence::Spec),
-    DnsSwitch(dns::Spec),
-    ScaleUp(scale::Spec),
-    Verify(verify::Spec),
-    Notify(notify::Spec),
-    Exec(exec::Spec),
+macro_rules! steps {
+    ($($variant:ident($ty:ty) = $name:literal,)*) => {
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(tag = "kind")]
+        pub enum StepKind {
+            $(#[serde(rename = $name)] $variant($ty),)*
+        }
+
+        impl StepKind {
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            /// The one dispatch: the kind's name and its implementation.
+            fn dispatch(&self) -> (&'static str, &dyn Step) {
+                match self {
+                    $(StepKind::$variant(s) => ($name, s),)*
+                }
+            }
+        }
+    };
+}
+
+steps! {
+    CheckPrimary(check_primary::Spec) = "check-primary",
+    FenceMysql(fence::Spec) = "fence-mysql",
+    PromoteMysql(promote::Spec) = "promote-mysql",
+    RejoinMysql(rejoin::Spec) = "rejoin-mysql",
+    DnsSwitch(dns::Spec) = "dns-switch",
+    ScaleUp(scale::Spec) = "scale-up",
+    Verify(verify::Spec) = "verify",
+    Notify(notify::Spec) = "notify",
+    Exec(exec::Spec) = "exec",
 }
 
 impl StepKind {
-    pub const NAMES: [&'static str; 7] = [
-        "check-primary",
-        "fence-mysql",
-        "dns-switch",
-        "scale-up",
-        "verify",
-        "notify",
-        "exec",
-    ];
-
     pub fn name(&self) -> &'static str {
-        match self {
-            StepKind::CheckPrimary(_) => "check-primary",
-            StepKind::FenceMysql(_) => "fence-mysql",
-            StepKind::DnsSwitch(_) => "dns-switch",
-            StepKind::ScaleUp(_) => "scale-up",
-            StepKind::Verify(_) => "verify",
-            StepKind::Notify(_) => "notify",
-            StepKind::Exec(_) => "exec",
-        }
+        self.dispatch().0
     }
 
-    /// Checks that need no I/O; `Err((key, message))`.
-    pub fn validate(
-        &self,
-        channels: &BTreeSet<String>,
-    ) -> std::result::Result<(), (&'static str, String)> {
-        match self {
-            StepKind::CheckPrimary(s) => s.validate(),
-            StepKind::FenceMysql(s) => s.validate(),
-            StepKind::DnsSwitch(s) => s.validate(),
-            StepKind::ScaleUp(s) => s.validate(),
-            StepKind::Verify(s) => s.validate(),
-            StepKind::Notify(s) => s.validate(channels),
-            StepKind::Exec(s) => s.validate(),
-        }
+    pub fn step(&self) -> &dyn Step {
+        self.dispatch().1
     }
 
-    pub fn default_timeout(&self) -> Duration {
-        Duration::from_secs(match self {
-            StepKind::CheckPrimary(_) | StepKind::FenceMysql(_) | StepKind::Notify(_) => 60,
-            StepKind::DnsSwitch(_) | StepKind::ScaleUp(_) | StepKind::Verify(_) => 600,
-            StepKind::Exec(_) => 300,
-        })
-    }
-
-    /// Plain-words lines for the plan.
-    pub fn describe(&self) -> Vec<String> {
-        match self {
-            StepKind::CheckPrimary(s) => s.describe(),
-            StepKind::FenceMysql(s) => s.describe(),
-            StepKind::DnsSwitch(s) => s.describe(),
-            StepKind::ScaleUp(s) => s.describe(),
-            StepKind::Verify(s) => s.describe(),
-            StepKind::Notify(s) => s.describe(),
-            StepKind::Exec(s) => s.describe(),
+    /// Reads every secret the step needs, before the run touches anything.
+    pub fn check_secrets(&self) -> Result<()> {
+        for s in self.step().secrets() {
+            s.read()?;
         }
+        Ok(())
     }
+}
+
+/// The runbook-level facts a step may use (never the runbook itself).
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub runbook: String,
+    pub from_site: String,
+    pub to_site: String,
+    pub channels: Vec<ChannelSpec>,
+    /// `--force`: a live primary does not stop the run (journaled).
+    pub force: bool,
+    /// `--accept-data-loss`: promotion goes on past `max-data-loss` (journaled).
+    pub accept_data_loss: bool,
+}
+
+impl RunInfo {
+    pub fn channel(&self, name: &str) -> Option<&ChannelSpec> {
+        self.channels.iter().find(|c| c.name() == name)
+    }
+}
+
+/// What a dry run's preview sees.
+pub struct PreviewCtx<'a> {
+    pub step: &'a str,
+    pub info: &'a RunInfo,
 }
 
 /// What a running step can see and write.
 pub struct Ctx<'a> {
     pub run: &'a str,
     pub step: &'a str,
-    pub runbook: &'a Runbook,
-    pub force: bool,
+    pub info: &'a RunInfo,
     /// The step must give up (with its own, more precise error) before this.
     pub deadline: Instant,
     pub cancel: CancellationToken,
@@ -139,6 +148,10 @@ impl Ctx<'_> {
         step_error(self.step, msg)
     }
 
+    pub fn fail_permanently(&self, msg: impl Into<String>) -> Error {
+        permanent_error(self.step, msg)
+    }
+
     /// True when there is no time left for another wait of `d`.
     pub fn out_of_time(&self, d: Duration) -> bool {
         Instant::now() + d >= self.deadline
@@ -146,46 +159,45 @@ impl Ctx<'_> {
 }
 
 pub fn step_error(step: &str, msg: impl Into<String>) -> Error {
-    Error::Failover {
-        what: format!("step {step}"),
+    Error::StepFailed {
+        step: step.to_owned(),
         msg: msg.into(),
+        permanent: false,
     }
 }
+
+/// A step error that retrying cannot fix: the engine does not retry it.
+pub fn permanent_error(step: &str, msg: impl Into<String>) -> Error {
+    Error::StepFailed {
+        step: step.to_owned(),
+        msg: msg.into(),
+        permanent: true,
+    }
+}
+
+/// `Err((key, message))` from the checks that need no I/O.
+pub type Invalid = std::result::Result<(), (&'static str, String)>;
 
 #[async_trait]
 pub trait Step: Send + Sync {
+    /// Checks that need no I/O; `channels` are the runbook's channel names.
+    fn validate(&self, channels: &BTreeSet<String>) -> Invalid;
+    /// Plain-words lines for the plan.
+    fn describe(&self) -> Vec<String>;
+    fn default_timeout(&self) -> Duration;
+    /// The secrets the step reads; all are read before a run starts.
+    fn secrets(&self) -> Vec<Secret> {
+        Vec::new()
+    }
+    /// A safety gate (check-primary): never retried, never `on-failure = "continue"`.
+    fn is_gate(&self) -> bool {
+        false
+    }
     /// Read-only: what the step would change (`--dry-run`).
-    async fn preview(&self, step: &str, runbook: &Runbook) -> Result<Value>;
+    async fn preview(&self, ctx: &PreviewCtx<'_>) -> Result<Value>;
     /// Does the step; returns details for the journal's `step-done` record.
     /// Must be safe to re-enter after a crash (see `Ctx::progress`).
     async fn run(&self, ctx: &mut Ctx<'_>) -> Result<Value>;
-}
-
-/// The only place that maps a step spec to its implementation.
-pub fn build(spec: &StepSpec) -> Box<dyn Step> {
-    match &spec.kind {
-        StepKind::CheckPrimary(s) => Box::new(check_primary::CheckPrimary(s.clone())),
-        StepKind::FenceMysql(s) => Box::new(fence::Fence(s.clone())),
-        StepKind::DnsSwitch(s) => Box::new(dns::DnsSwitch(s.clone())),
-        StepKind::ScaleUp(s) => Box::new(scale::ScaleUp(s.clone())),
-        StepKind::Verify(s) => Box::new(verify::Verify(s.clone())),
-        StepKind::Notify(s) => Box::new(notify::NotifyStep(s.clone())),
-        StepKind::Exec(s) => Box::new(exec::Exec(s.clone())),
-    }
-}
-
-/// Reads every secret the step needs, before the run touches anything.
-pub fn check_secrets(kind: &StepKind) -> Result<()> {
-    let targets: Vec<&MysqlTarget> = match kind {
-        StepKind::CheckPrimary(s) => s.mysql.iter().collect(),
-        StepKind::FenceMysql(s) => s.mysql.iter().collect(),
-        StepKind::Verify(s) => s.mysql.iter().collect(),
-        _ => Vec::new(),
-    };
-    for t in targets {
-        t.secret().read()?;
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------- shared probes
@@ -198,10 +210,43 @@ pub struct HttpCheck {
     /// Default: any 2xx.
     pub expect_status: Option<u16>,
     pub body_contains: Option<String>,
+    /// The body must be JSON that contains these keys with these values
+    /// (nested tables match recursively; other keys may be present).
+    pub expect_json: Option<toml::Table>,
+}
+
+/// True when `want` (TOML) is a subset of `got` (JSON).
+fn json_contains(got: &Value, want: &toml::Value) -> bool {
+    match want {
+        toml::Value::Table(t) => t.iter().all(|(k, w)| {
+            got.get(k.as_str())
+                .map(|g| json_contains(g, w))
+                .unwrap_or(false)
+        }),
+        toml::Value::String(s) => got.as_str() == Some(s.as_str()),
+        toml::Value::Integer(i) => got.as_i64() == Some(*i),
+        toml::Value::Float(f) => got.as_f64() == Some(*f),
+        toml::Value::Boolean(b) => got.as_bool() == Some(*b),
+        toml::Value::Array(a) => got
+            .as_array()
+            .map(|g| g.len() == a.len() && g.iter().zip(a).all(|(g, w)| json_contains(g, w)))
+            .unwrap_or(false),
+        toml::Value::Datetime(d) => got.as_str() == Some(d.to_string().as_str()),
+    }
+}
+
+/// The start of a body for an error message (one line, bounded).
+fn body_excerpt(body: &str) -> String {
+    let one: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 200 {
+        format!("{}…", one.chars().take(200).collect::<String>())
+    } else {
+        one
+    }
 }
 
 impl HttpCheck {
-    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+    fn validate(&self) -> Invalid {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             return Err(("http", format!("{:?} is not an http(s) URL", self.url)));
         }
@@ -223,16 +268,40 @@ impl HttpCheck {
         if !ok {
             return Err(format!("GET {}: HTTP {status}", self.url));
         }
-        if let Some(needle) = &self.body_contains {
+        if self.body_contains.is_some() || self.expect_json.is_some() {
             let body = resp
                 .text()
                 .await
                 .map_err(|e| format!("GET {}: {}", self.url, crate::error::one_line(&e)))?;
-            if !body.contains(needle.as_str()) {
-                return Err(format!(
-                    "GET {}: HTTP {status} but the body lacks {needle:?}",
-                    self.url
-                ));
+            if let Some(needle) = &self.body_contains {
+                if !body.contains(needle.as_str()) {
+                    return Err(format!(
+                        "GET {}: HTTP {status} but the body lacks {needle:?}; body: {}",
+                        self.url,
+                        body_excerpt(&body)
+                    ));
+                }
+            }
+            if let Some(want) = &self.expect_json {
+                let want = toml::Value::Table(want.clone());
+                match serde_json::from_str::<Value>(&body) {
+                    Ok(got) if json_contains(&got, &want) => {}
+                    Ok(_) => {
+                        return Err(format!(
+                            "GET {}: HTTP {status} but the JSON body does not match expect-json {}; body: {}",
+                            self.url,
+                            serde_json::to_string(&want).unwrap_or_default(),
+                            body_excerpt(&body)
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "GET {}: HTTP {status} but the body is not JSON ({e}); body: {}",
+                            self.url,
+                            body_excerpt(&body)
+                        ))
+                    }
+                }
             }
         }
         Ok(format!("GET {} answered HTTP {status}", self.url))
@@ -258,7 +327,7 @@ pub struct MysqlTarget {
 }
 
 impl MysqlTarget {
-    fn validate(&self, query_allowed: bool) -> std::result::Result<(), (&'static str, String)> {
+    fn validate(&self, query_allowed: bool) -> Invalid {
         let opts = mysql_async::Opts::from_url(&self.url)
             .map_err(|e| ("mysql", format!("url {:?}: {e}", self.url)))?;
         if opts.pass().is_some() {
@@ -279,7 +348,7 @@ impl MysqlTarget {
         Ok(())
     }
 
-    fn secret(&self) -> Secret {
+    pub fn secret(&self) -> Secret {
         match (&self.password_env, &self.password_file) {
             (Some(v), _) => Secret::Env(v.clone()),
             (_, Some(f)) => Secret::File(f.clone()),
@@ -342,5 +411,34 @@ impl MysqlTarget {
                 crate::base::human_duration(timeout)
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expect_json_is_a_subset_match() {
+        let want: toml::Table = toml::from_str("status = \"ok\"\n[db]\nup = true\n").unwrap();
+        let want = toml::Value::Table(want);
+        let got: Value =
+            serde_json::from_str(r#"{"status": "ok", "db": {"up": true, "ms": 3}}"#).unwrap();
+        assert!(json_contains(&got, &want));
+        let got: Value = serde_json::from_str(r#"{"status":"ok","db":{"up":false}}"#).unwrap();
+        assert!(!json_contains(&got, &want));
+        let got: Value = serde_json::from_str(r#"{"status":"OK","db":{"up":true}}"#).unwrap();
+        assert!(!json_contains(&got, &want));
+    }
+
+    #[test]
+    fn every_kind_is_listed_once_and_parses() {
+        let mut names = StepKind::NAMES.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), StepKind::NAMES.len());
+        let k: StepKind = toml::from_str("kind = \"exec\"\nargv = [\"true\"]\n").unwrap();
+        assert_eq!(k.name(), "exec");
+        assert_eq!(k.step().default_timeout(), Duration::from_secs(300));
     }
 }

@@ -7,9 +7,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Ctx, Step};
+use super::{Ctx, Invalid, PreviewCtx, Step};
 use crate::error::Result;
-use crate::failover::runbook::Runbook;
 use crate::notify::{deliver, Message, Severity};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -21,10 +20,7 @@ pub struct Spec {
 }
 
 impl Spec {
-    pub fn validate(
-        &self,
-        known: &BTreeSet<String>,
-    ) -> std::result::Result<(), (&'static str, String)> {
+    fn check(&self, known: &BTreeSet<String>) -> Invalid {
         if self.channels.is_empty() {
             return Err(("channels", "name at least one channel".into()));
         }
@@ -36,7 +32,7 @@ impl Spec {
         Ok(())
     }
 
-    pub fn describe(&self) -> Vec<String> {
+    fn lines(&self) -> Vec<String> {
         vec![format!(
             "send {:?} to {}",
             self.message,
@@ -45,34 +41,44 @@ impl Spec {
     }
 }
 
-pub struct NotifyStep(pub Spec);
-
 #[async_trait]
-impl Step for NotifyStep {
-    async fn preview(&self, _step: &str, _rb: &Runbook) -> Result<Value> {
-        Ok(json!({ "would": "send", "channels": self.0.channels, "message": self.0.message }))
+impl Step for Spec {
+    fn validate(&self, channels: &std::collections::BTreeSet<String>) -> Invalid {
+        self.check(channels)
+    }
+    fn describe(&self) -> Vec<String> {
+        self.lines()
+    }
+    fn default_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(60)
+    }
+
+    async fn preview(&self, _ctx: &PreviewCtx<'_>) -> Result<Value> {
+        Ok(json!({ "would": "send", "channels": self.channels, "message": self.message }))
     }
 
     async fn run(&self, ctx: &mut Ctx<'_>) -> Result<Value> {
-        let rb = ctx.runbook;
+        let rb = ctx.info;
+        let id = format!("{}.{}", ctx.run, ctx.step);
         let msg = Message {
-            id: format!("{}.{}", ctx.run, ctx.step),
+            id: id.clone(),
             subject: self
-                .0
                 .subject
                 .clone()
-                .unwrap_or_else(|| format!("[cexdr] failover {}: {}", rb.name, ctx.step)),
-            text: self.0.message.clone(),
+                .unwrap_or_else(|| format!("[cexdr] failover {}: {}", rb.runbook, ctx.step)),
+            // Run id and idempotency key in the text too: a receiver that shows
+            // only the text can still tell a resent message from a new one.
+            text: format!("{}\n(run {}, message {id})", self.message, ctx.run),
             severity: Severity::Warning,
             fields: BTreeMap::from([
                 ("run".to_owned(), ctx.run.to_owned()),
-                ("runbook".to_owned(), rb.name.clone()),
+                ("runbook".to_owned(), rb.runbook.clone()),
                 ("from".to_owned(), rb.from_site.clone()),
                 ("to".to_owned(), rb.to_site.clone()),
             ]),
         };
         let mut out = Vec::new();
-        for name in &self.0.channels {
+        for name in &self.channels {
             if let Some(d) = ctx
                 .progress
                 .iter()

@@ -14,10 +14,9 @@ use kube::{Client, Config};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Ctx, Step};
+use super::{Ctx, Invalid, PreviewCtx, Step};
 use crate::base::{human_duration, Dur};
 use crate::error::Result;
-use crate::failover::runbook::Runbook;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -38,10 +37,13 @@ pub struct Spec {
     pub replicas: i32,
     pub kinds: Option<Vec<WorkloadKind>>,
     pub poll_interval: Option<Dur>,
+    /// A failover adds capacity: a workload that already runs more than
+    /// `replicas` is left alone unless this is true (default false).
+    pub allow_scale_down: Option<bool>,
 }
 
 impl Spec {
-    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+    fn check(&self) -> Invalid {
         if self.namespace.trim().is_empty() {
             return Err(("namespace", "must not be empty".into()));
         }
@@ -57,7 +59,7 @@ impl Spec {
         Ok(())
     }
 
-    pub fn describe(&self) -> Vec<String> {
+    fn lines(&self) -> Vec<String> {
         vec![format!(
             "scale {} in namespace {} with labels {} to {} replicas{}, wait until ready",
             self.kinds()
@@ -90,7 +92,9 @@ impl Spec {
             .unwrap_or(Duration::from_secs(2))
     }
 
-    async fn client(&self) -> std::result::Result<Client, String> {
+    /// The client and where it points (`Kubernetes API URL (context C)`),
+    /// so that an unreachable API is named in errors.
+    async fn client(&self) -> std::result::Result<(Client, String), String> {
         crate::base::http::ensure_crypto_provider();
         let opts = KubeConfigOptions {
             context: self.context.clone(),
@@ -127,8 +131,14 @@ impl Spec {
         };
         cfg.connect_timeout = Some(Duration::from_secs(5));
         cfg.read_timeout = Some(Duration::from_secs(20));
+        let at = format!(
+            "Kubernetes API {} (context {})",
+            cfg.cluster_url,
+            self.context.as_deref().unwrap_or("current")
+        );
         Client::try_from(cfg)
-            .map_err(|e| format!("Kubernetes client: {}", crate::error::one_line(&e)))
+            .map(|c| (c, at.clone()))
+            .map_err(|e| format!("{at}: client: {}", crate::error::one_line(&e)))
     }
 }
 
@@ -153,6 +163,19 @@ fn kerr(e: kube::Error) -> String {
         kube::Error::Api(s) => format!("API {}: {}", s.code, s.message),
         _ => crate::error::one_line(&e),
     }
+}
+
+/// 4xx answers other than conflict / throttling cannot get better by retrying
+/// (401, 403, 404, 422); neither can a selector that matches nothing.
+fn permanent(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 409 && s.code != 429)
+}
+
+/// A step failure message and whether a retry could help.
+type Fail = (String, bool);
+
+fn transient(m: String) -> Fail {
+    (m, false)
 }
 
 /// Ready = the controller saw the latest spec and N replicas are updated, available and ready.
@@ -186,11 +209,9 @@ fn statefulset_ready(s: &StatefulSet, n: i32) -> (bool, String) {
     )
 }
 
-pub struct ScaleUp(pub Spec);
-
-impl ScaleUp {
-    async fn list(&self, client: &Client) -> std::result::Result<Vec<Workload>, String> {
-        let s = &self.0;
+impl Spec {
+    async fn list(&self, client: &Client, at: &str) -> std::result::Result<Vec<Workload>, Fail> {
+        let s = self;
         let lp = ListParams::default().labels(&s.selector);
         let mut out = Vec::new();
         for k in s.kinds() {
@@ -198,7 +219,15 @@ impl ScaleUp {
                 WorkloadKind::Deployment => {
                     let api: Api<Deployment> = Api::namespaced(client.clone(), &s.namespace);
                     for d in api.list(&lp).await.map_err(|e| {
-                        format!("listing deployments in {}: {}", s.namespace, kerr(e))
+                        let p = permanent(&e);
+                        (
+                            format!(
+                                "listing deployments in {} at {at}: {}",
+                                s.namespace,
+                                kerr(e)
+                            ),
+                            p,
+                        )
                     })? {
                         out.push(Workload {
                             kind: k,
@@ -210,7 +239,15 @@ impl ScaleUp {
                 WorkloadKind::Statefulset => {
                     let api: Api<StatefulSet> = Api::namespaced(client.clone(), &s.namespace);
                     for d in api.list(&lp).await.map_err(|e| {
-                        format!("listing statefulsets in {}: {}", s.namespace, kerr(e))
+                        let p = permanent(&e);
+                        (
+                            format!(
+                                "listing statefulsets in {} at {at}: {}",
+                                s.namespace,
+                                kerr(e)
+                            ),
+                            p,
+                        )
                     })? {
                         out.push(Workload {
                             kind: k,
@@ -222,18 +259,21 @@ impl ScaleUp {
             }
         }
         if out.is_empty() {
-            return Err(format!(
-                "selector {:?} matches no {} in namespace {}",
-                s.selector,
-                s.kinds()
-                    .iter()
-                    .map(|k| match k {
-                        WorkloadKind::Deployment => "Deployment",
-                        WorkloadKind::Statefulset => "StatefulSet",
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" or "),
-                s.namespace
+            return Err((
+                format!(
+                    "selector {:?} matches no {} in namespace {}",
+                    s.selector,
+                    s.kinds()
+                        .iter()
+                        .map(|k| match k {
+                            WorkloadKind::Deployment => "Deployment",
+                            WorkloadKind::Statefulset => "StatefulSet",
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    s.namespace
+                ),
+                true,
             ));
         }
         Ok(out)
@@ -241,7 +281,7 @@ impl ScaleUp {
 
     /// Names of HPAs that target one of the workloads (they may undo the scale).
     async fn hpa_warnings(&self, client: &Client, ws: &[Workload]) -> Vec<String> {
-        let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &self.0.namespace);
+        let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &self.namespace);
         match api.list(&ListParams::default()).await {
             Ok(list) => list
                 .into_iter()
@@ -264,34 +304,44 @@ impl ScaleUp {
         }
     }
 
+    /// What `w` should run: `replicas`, or more if it already runs more.
+    fn target(&self, w: &Workload) -> i32 {
+        if w.replicas > self.replicas && !self.allow_scale_down.unwrap_or(false) {
+            w.replicas
+        } else {
+            self.replicas
+        }
+    }
+
     async fn status(
         &self,
         client: &Client,
         w: &Workload,
-    ) -> std::result::Result<(bool, String), String> {
-        let s = &self.0;
+    ) -> std::result::Result<(bool, String), Fail> {
+        let s = self;
+        let n = self.target(w);
         match w.kind {
             WorkloadKind::Deployment => {
                 let api: Api<Deployment> = Api::namespaced(client.clone(), &s.namespace);
-                let d = api
-                    .get_status(&w.name)
-                    .await
-                    .map_err(|e| format!("Deployment {}: {}", w.name, kerr(e)))?;
-                Ok(deployment_ready(&d, s.replicas))
+                let d = api.get_status(&w.name).await.map_err(|e| {
+                    let p = permanent(&e);
+                    (format!("Deployment {}: {}", w.name, kerr(e)), p)
+                })?;
+                Ok(deployment_ready(&d, n))
             }
             WorkloadKind::Statefulset => {
                 let api: Api<StatefulSet> = Api::namespaced(client.clone(), &s.namespace);
-                let d = api
-                    .get_status(&w.name)
-                    .await
-                    .map_err(|e| format!("StatefulSet {}: {}", w.name, kerr(e)))?;
-                Ok(statefulset_ready(&d, s.replicas))
+                let d = api.get_status(&w.name).await.map_err(|e| {
+                    let p = permanent(&e);
+                    (format!("StatefulSet {}: {}", w.name, kerr(e)), p)
+                })?;
+                Ok(statefulset_ready(&d, n))
             }
         }
     }
 
-    async fn scale(&self, client: &Client, w: &Workload) -> std::result::Result<(), String> {
-        let s = &self.0;
+    async fn scale(&self, client: &Client, w: &Workload) -> std::result::Result<(), Fail> {
+        let s = self;
         let patch = Patch::Merge(json!({ "spec": { "replicas": s.replicas } }));
         let pp = PatchParams::default();
         match w.kind {
@@ -300,36 +350,60 @@ impl ScaleUp {
                 api.patch_scale(&w.name, &pp, &patch)
                     .await
                     .map(|_| ())
-                    .map_err(|e| format!("scaling Deployment {}: {}", w.name, kerr(e)))
+                    .map_err(|e| {
+                        let p = permanent(&e);
+                        (format!("scaling Deployment {}: {}", w.name, kerr(e)), p)
+                    })
             }
             WorkloadKind::Statefulset => {
                 let api: Api<StatefulSet> = Api::namespaced(client.clone(), &s.namespace);
                 api.patch_scale(&w.name, &pp, &patch)
                     .await
                     .map(|_| ())
-                    .map_err(|e| format!("scaling StatefulSet {}: {}", w.name, kerr(e)))
+                    .map_err(|e| {
+                        let p = permanent(&e);
+                        (format!("scaling StatefulSet {}: {}", w.name, kerr(e)), p)
+                    })
             }
         }
     }
 }
 
 #[async_trait]
-impl Step for ScaleUp {
-    async fn preview(&self, step: &str, _rb: &Runbook) -> Result<Value> {
+impl Step for Spec {
+    fn validate(&self, _channels: &std::collections::BTreeSet<String>) -> Invalid {
+        self.check()
+    }
+    fn describe(&self) -> Vec<String> {
+        self.lines()
+    }
+    fn default_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(600)
+    }
+
+    async fn preview(&self, ctx: &PreviewCtx<'_>) -> Result<Value> {
+        let step = ctx.step;
         let e = |m: String| super::step_error(step, m);
-        let client = self.0.client().await.map_err(e)?;
-        let ws = self.list(&client).await.map_err(e)?;
+        let (client, at) = self.client().await.map_err(e)?;
+        let ws = self.list(&client, &at).await.map_err(|(m, _)| e(m))?;
         let warnings = self.hpa_warnings(&client, &ws).await;
         Ok(json!({
-            "namespace": self.0.namespace,
-            "workloads": ws.iter().map(|w| json!({ "kind": w.kind_name(), "name": w.name, "current": w.replicas, "target": self.0.replicas })).collect::<Vec<_>>(),
+            "namespace": self.namespace,
+            "workloads": ws.iter().map(|w| json!({ "kind": w.kind_name(), "name": w.name, "current": w.replicas, "target": self.target(w) })).collect::<Vec<_>>(),
             "warnings": warnings,
         }))
     }
 
     async fn run(&self, ctx: &mut Ctx<'_>) -> Result<Value> {
-        let client = self.0.client().await.map_err(|m| ctx.fail(m))?;
-        let ws = self.list(&client).await.map_err(|m| ctx.fail(m))?;
+        let fail = |ctx: &Ctx<'_>, (m, permanent): Fail| {
+            if permanent {
+                ctx.fail_permanently(m)
+            } else {
+                ctx.fail(m)
+            }
+        };
+        let (client, at) = self.client().await.map_err(|m| fail(ctx, transient(m)))?;
+        let ws = self.list(&client, &at).await.map_err(|f| fail(ctx, f))?;
         // The counts before the first attempt are the ones failback needs: keep them.
         if ctx.last("previous").is_none() {
             ctx.record(json!({ "previous": ws.iter().map(|w| json!({ "kind": w.kind_name(), "name": w.name, "replicas": w.replicas })).collect::<Vec<_>>() }))?;
@@ -338,17 +412,29 @@ impl Step for ScaleUp {
         for w in &warnings {
             tracing::warn!(step = ctx.step, "{w}");
         }
+        let mut kept = Vec::new();
         for w in &ws {
-            self.scale(&client, w).await.map_err(|m| ctx.fail(m))?;
+            if self.target(w) != self.replicas {
+                // Never fewer replicas during a failover (allow-scale-down = false).
+                kept.push(format!(
+                    "{} {} runs {} > {}: left alone (allow-scale-down = false)",
+                    w.kind_name(),
+                    w.name,
+                    w.replicas,
+                    self.replicas
+                ));
+                continue;
+            }
+            self.scale(&client, w).await.map_err(|f| fail(ctx, f))?;
         }
-        ctx.record(json!({ "scaled": ws.iter().map(|w| format!("{} {}", w.kind_name(), w.name)).collect::<Vec<_>>(), "replicas": self.0.replicas }))?;
-        let mut wait = self.0.poll();
+        ctx.record(json!({ "scaled": ws.iter().filter(|w| self.target(w) == self.replicas).map(|w| format!("{} {}", w.kind_name(), w.name)).collect::<Vec<_>>(), "replicas": self.replicas, "kept": kept }))?;
+        let mut wait = self.poll();
         let mut polls = 0;
         loop {
             polls += 1;
             let mut not_ready = Vec::new();
             for w in &ws {
-                let (ready, why) = self.status(&client, w).await.map_err(|m| ctx.fail(m))?;
+                let (ready, why) = self.status(&client, w).await.map_err(|f| fail(ctx, f))?;
                 if !ready {
                     not_ready.push(format!("{} {}: {why}", w.kind_name(), w.name));
                 }
@@ -368,12 +454,13 @@ impl Step for ScaleUp {
         }
         let previous = ctx.last("previous").cloned().unwrap_or(Value::Null);
         Ok(json!({
-            "namespace": self.0.namespace,
-            "replicas": self.0.replicas,
+            "namespace": self.namespace,
+            "replicas": self.replicas,
             "previous": previous,
             "ready-after-polls": polls,
             "warnings": warnings,
-            "poll-interval": human_duration(self.0.poll()),
+            "kept": kept,
+            "poll-interval": human_duration(self.poll()),
         }))
     }
 }

@@ -7,10 +7,10 @@ use futures::future::join_all;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{http_client, Ctx, HttpCheck, MysqlTarget, Step};
+use super::{http_client, Ctx, HttpCheck, Invalid, MysqlTarget, PreviewCtx, Step};
+use crate::base::Secret;
 use crate::base::{human_duration, Dur};
 use crate::error::Result;
-use crate::failover::runbook::Runbook;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -26,7 +26,7 @@ pub struct Spec {
 }
 
 impl Spec {
-    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+    fn check(&self) -> Invalid {
         if self.http.is_empty() && self.mysql.is_empty() {
             return Err((
                 "http",
@@ -57,13 +57,13 @@ impl Spec {
             .unwrap_or(Duration::from_secs(3))
     }
 
-    pub fn describe(&self) -> Vec<String> {
+    fn lines(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .http
             .iter()
             .map(|h| {
                 format!(
-                    "GET {} expects {}{}",
+                    "GET {} expects {}{}{}",
                     h.url,
                     h.expect_status
                         .map(|s| s.to_string())
@@ -71,6 +71,13 @@ impl Spec {
                     h.body_contains
                         .as_ref()
                         .map(|b| format!(" and {b:?} in the body"))
+                        .unwrap_or_default(),
+                    h.expect_json
+                        .as_ref()
+                        .map(|j| format!(
+                            " and JSON {}",
+                            serde_json::to_string(j).unwrap_or_default()
+                        ))
                         .unwrap_or_default()
                 )
             })
@@ -107,24 +114,35 @@ impl Spec {
     }
 }
 
-pub struct Verify(pub Spec);
-
 #[async_trait]
-impl Step for Verify {
-    async fn preview(&self, _step: &str, _rb: &Runbook) -> Result<Value> {
-        Ok(match self.0.round().await? {
+impl Step for Spec {
+    fn validate(&self, _channels: &std::collections::BTreeSet<String>) -> Invalid {
+        self.check()
+    }
+    fn describe(&self) -> Vec<String> {
+        self.lines()
+    }
+    fn default_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(600)
+    }
+    fn secrets(&self) -> Vec<Secret> {
+        self.mysql.iter().map(MysqlTarget::secret).collect()
+    }
+
+    async fn preview(&self, _ctx: &PreviewCtx<'_>) -> Result<Value> {
+        Ok(match self.round().await? {
             Ok(ok) => json!({ "green": true, "answered": ok }),
             Err(bad) => json!({ "green": false, "failing": bad }),
         })
     }
 
     async fn run(&self, ctx: &mut Ctx<'_>) -> Result<Value> {
-        let need = self.0.successes();
+        let need = self.successes();
         let mut streak = 0;
         let mut rounds = 0;
         loop {
             rounds += 1;
-            match self.0.round().await? {
+            match self.round().await? {
                 Ok(ok) => {
                     streak += 1;
                     if streak >= need {
@@ -133,7 +151,7 @@ impl Step for Verify {
                 }
                 Err(bad) => {
                     streak = 0;
-                    if ctx.out_of_time(self.0.interval()) {
+                    if ctx.out_of_time(self.interval()) {
                         return Err(ctx.fail(format!(
                             "the backup site is not green after {rounds} round(s): {}",
                             bad.join("; ")
@@ -142,12 +160,12 @@ impl Step for Verify {
                     tracing::info!(step = ctx.step, failing = %bad.join("; "), "not green yet");
                 }
             }
-            if ctx.out_of_time(self.0.interval()) {
+            if ctx.out_of_time(self.interval()) {
                 return Err(ctx.fail(format!(
                     "only {streak} of {need} consecutive green rounds before the timeout"
                 )));
             }
-            tokio::time::sleep(self.0.interval()).await;
+            tokio::time::sleep(self.interval()).await;
         }
     }
 }

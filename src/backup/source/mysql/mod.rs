@@ -33,6 +33,8 @@ pub struct MysqlSpec {
     pub threads: usize,
     pub consistency: Consistency,
     pub tls: Option<TlsSpec>,
+    /// The continuous binlog archive of this job, if asked for.
+    pub binlog: Option<crate::backup::binlog::BinlogSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

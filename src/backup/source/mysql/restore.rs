@@ -563,6 +563,14 @@ async fn run(
 ) -> Result<Counts> {
     session(ctl).await?;
     let owners = assign(m, threads);
+    // Every lane reads the whole artifact: that is what the progress counts.
+    if let Some(a) = m.artifacts.first() {
+        catalog
+            .progress()
+            .set_total(crate::base::progress::Total::Exact(
+                a.stored_bytes.saturating_mul(threads as u64),
+            ));
+    }
     let (schema_done, _) = tokio::sync::watch::channel(false);
     let shared = Shared {
         failed: CancellationToken::new(),

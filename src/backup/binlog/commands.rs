@@ -1,0 +1,303 @@
+//! The PITR operations the CLI and the daemon call: run an archiver under
+//! the job's binlog lease, report windows, restore to a point in time.
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::archive::{Archiver, Stats};
+use super::replay::{self, Plan, Replayed, Until};
+use super::segment;
+use super::window::{self, Base, Report};
+use super::GtidState;
+use crate::backup::catalog::Catalog;
+use crate::backup::policy::{Job, SourceSpec};
+use crate::error::{Error, Result};
+
+/// The lease a job's archiver holds: not the backup's (they run side by side).
+pub fn lease_name(job: &str) -> String {
+    format!("{job}@binlog")
+}
+
+/// How long a killed archiver blocks its successor (renewed every third).
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Runs the job's archiver until `cancel`, holding `<job>@binlog`'s lease
+/// in the store, so that a daemon and a standalone `cexdr binlog archive`
+/// never archive the same job at once (the second gets exit 3).
+/// `metrics_file`: a node_exporter textfile rewritten every 5 s (atomically).
+pub async fn archive(
+    cat: &Catalog,
+    job: &Job,
+    ttl: Duration,
+    stats: Arc<Stats>,
+    metrics_file: Option<std::path::PathBuf>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let writer = metrics_file.map(|path| {
+        let (stats, name, stop) = (stats.clone(), job.name.clone(), cancel.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = write_atomic(&path, &stats.render(&name, Utc::now())) {
+                    tracing::warn!(error = %crate::error::one_line(&e), "could not write the metrics file");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        })
+    });
+    let r = archive_inner(cat, job, ttl, stats, cancel).await;
+    if let Some(w) = writer {
+        w.abort();
+    }
+    r
+}
+
+/// Writes `text` to `path` through a temporary file in the same folder.
+fn write_atomic(path: &std::path::Path, text: &str) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{:08x}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        rand::random::<u32>()
+    ));
+    let res = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map_err(|e| Error::io(format!("writing metrics file {}", path.display()), e))
+}
+
+async fn archive_inner(
+    cat: &Catalog,
+    job: &Job,
+    ttl: Duration,
+    stats: Arc<Stats>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let SourceSpec::Mysql(mysql) = &job.source else {
+        return Err(Error::Usage(format!(
+            "job {} is a {} job; binlog archiving applies to mysql jobs",
+            job.name,
+            job.source.kind()
+        )));
+    };
+    let Some(spec) = mysql.binlog.clone() else {
+        return Err(Error::Usage(format!(
+            "job {} has no `binlog` table; add binlog = {{}} to archive its binlog (docs/pitr.md)",
+            job.name
+        )));
+    };
+    cat.store()
+        .preflight()
+        .await
+        .map_err(|e| e.in_job(&job.name))?;
+    let a = Archiver {
+        cat,
+        job: job.name.clone(),
+        mysql: mysql.clone(),
+        spec,
+        compression: job.compression,
+        encryption: job.encryption.clone(),
+        stats,
+    };
+    crate::backup::lease::with_lease(
+        cat.store().clone(),
+        &lease_name(&job.name),
+        ttl,
+        cancel.clone(),
+        |token| async move {
+            a.run(token.clone()).await?;
+            if token.is_cancelled() && !cancel.is_cancelled() {
+                return Err(Error::Interrupted); // the lease was lost: with_lease names the holder
+            }
+            Ok(())
+        },
+    )
+    .await
+    .map_err(|e| e.in_job(&job.name))
+}
+
+/// The job's mysql backups that recorded a GTID position (PITR bases).
+pub async fn bases(cat: &Catalog, job: &str) -> Result<Vec<Base>> {
+    let mut out = Vec::new();
+    for e in cat.list(Some(job)).await? {
+        let m = &e.manifest;
+        if m.kind != "mysql" {
+            continue;
+        }
+        let g = m.details["binlog"]["gtid_set"].as_str().unwrap_or("");
+        if m.details["binlog"]["enabled"] != serde_json::json!(true) {
+            continue;
+        }
+        match GtidState::parse(g) {
+            Ok(gtid) => out.push(Base {
+                id: m.id.clone(),
+                gtid,
+                started_at: m.started_at,
+            }),
+            Err(err) => {
+                tracing::warn!(backup = %m.id, error = %err, "backup has an unreadable GTID position; not usable as a PITR base")
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub async fn report(cat: &Catalog, job: &str) -> Result<Report> {
+    let a = segment::load(cat, job, false).await?;
+    let b = bases(cat, job).await?;
+    Ok(window::report(job, &a, &b))
+}
+
+/// `restore --until`: plans, refuses before touching anything when the
+/// archive does not cover the target, checks every planned segment's
+/// SHA-256, restores the base, replays. `dry_run`: the plan only.
+/// What `restore --until` was asked to do.
+pub struct Request<'a> {
+    pub job: &'a str,
+    /// `ID --until`: this base instead of the newest suitable one.
+    pub base_id: Option<&'a str>,
+    pub until: &'a Until,
+    pub to: &'a str,
+    pub batch: usize,
+    pub dry_run: bool,
+}
+
+pub async fn restore_until(
+    cat: &Catalog,
+    req: &Request<'_>,
+    opts: &crate::backup::source::artifact::RestoreOptions,
+) -> Result<(Plan, Option<(String, Replayed)>)> {
+    if !opts.database_map.is_empty() {
+        return Err(Error::Usage("--database-map cannot be combined with --until (replayed transactions name the original databases)".into()));
+    }
+    let (job, until, to, batch) = (req.job, req.until, req.to, req.batch);
+    let a = segment::load(cat, job, false).await?;
+    let b = bases(cat, job).await?;
+    let plan = replay::plan(job, &a, &b, until, req.base_id)?;
+    if req.dry_run {
+        return Ok((plan, None));
+    }
+    let target = crate::backup::source::mysql::conn::Target::parse(to)?;
+    let password = match &opts.password_env {
+        Some(v) => Some(
+            std::env::var(v)
+                .map_err(|_| Error::Usage(format!("password variable {v} is not set")))?,
+        ),
+        None => None,
+    };
+    replay::find_program(&["mariadb-binlog", "mysqlbinlog"])?;
+    replay::find_program(&["mariadb", "mysql"])?;
+    replay::check_segments(cat, &a, &plan).await?;
+    let entry = cat.find(&plan.base).await?;
+    let msg = crate::backup::restore::restore(cat, &entry, to, opts).await?;
+    let r = replay::replay(
+        cat,
+        &a,
+        &plan,
+        &replay::Target {
+            host: target.host,
+            port: target.port,
+            user: target.user,
+            socket: target.socket,
+            password,
+            batch,
+        },
+    )
+    .await?;
+    Ok((plan, Some((msg, r))))
+}
+
+/// Parses `--until` / `--until-gtid`.
+pub fn parse_until(time: Option<&str>, gtid: Option<&str>) -> Result<Until> {
+    match (time, gtid) {
+        (Some(t), None) => Ok(Until::Time(replay::parse_time(t).map_err(Error::Usage)?)),
+        (None, Some(g)) => {
+            let s = GtidState::parse(g).map_err(|e| Error::Usage(format!("--until-gtid: {e}")))?;
+            if s.is_empty() {
+                return Err(Error::Usage("--until-gtid: give at least one GTID".into()));
+            }
+            Ok(Until::Gtid(s))
+        }
+        (Some(_), Some(_)) => Err(Error::Usage(
+            "give --until or --until-gtid, not both".into(),
+        )),
+        (None, None) => Err(Error::Usage(
+            "give --until TIME or --until-gtid GTID".into(),
+        )),
+    }
+}
+
+pub fn fmt_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// One segment's result in `binlog verify`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SegmentCheck {
+    pub seq: u64,
+    pub key: String,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// `cexdr binlog verify JOB`: re-reads every segment (SHA-256, size, whole
+/// events) and checks continuity; returns the checks and the windows report.
+/// `require_signature`: the policy signs, so an unsigned manifest fails too.
+pub async fn verify(
+    cat: &Catalog,
+    job: &str,
+    require_signature: bool,
+) -> Result<(Vec<SegmentCheck>, Report)> {
+    let a = segment::load(cat, job, true).await?;
+    let mut checks = Vec::new();
+    for s in &a.segments {
+        let r = if !s.artifact_present {
+            Err(Error::Restore(format!(
+                "segment object {} is missing",
+                s.manifest.key
+            )))
+        } else if matches!(&s.signature_status, Some(st) if !st.is_ok()
+            && (require_signature || *st != crate::backup::signing::SigStatus::Unsigned))
+        {
+            Err(Error::Restore(format!(
+                "manifest {} signature: {}",
+                s.manifest_key,
+                s.signature_status
+                    .as_ref()
+                    .map(|x| x.word())
+                    .unwrap_or_default()
+            )))
+        } else {
+            replay::check_one(cat, s).await
+        };
+        checks.push(SegmentCheck {
+            seq: s.manifest.seq,
+            key: s.manifest.key.clone(),
+            ok: r.is_ok(),
+            error: r.err().map(|e| crate::error::one_line(&e)),
+        });
+    }
+    let b = bases(cat, job).await?;
+    Ok((checks, window::report(job, &a, &b)))
+}
+
+/// Gap kinds that mean the archive itself is broken (not merely "take a base").
+pub fn is_break(kind: &str) -> bool {
+    !matches!(kind, "no-base" | "before-archive")
+}

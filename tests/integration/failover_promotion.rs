@@ -1,0 +1,725 @@
+//! Fencing, promotion and failback against private MariaDB servers (a
+//! primary with binlog + a GTID replica from `mariadb_server`), through the
+//! binary with small runbooks: the fence stops a root writer and proves it,
+//! `promote-mysql` loses nothing the replica received (also after a kill -9
+//! of cexdr in the middle, and from every state a crash can leave), the
+//! data-loss guard, `rejoin-mysql` and its refusal on errant transactions.
+use crate::common;
+use crate::mariadb_server::MariaDb;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use serde_json::Value;
+
+fn runbook(dir: &Path, name: &str, steps: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"{name}\"\nfrom-site = \"primary\"\nto-site = \"backup\"\nstate-dir = \"{}\"\ncool-down = \"1h\"\n{steps}",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn command(args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_cexdr"));
+    c.args(args)
+        .env_remove("CEXDR_STATE_DIR")
+        .env("FO_REPL_PW", crate::mariadb_server::REPL_PASSWORD)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+async fn failover(rb: &Path, extra: &[&str]) -> Output {
+    let mut a = vec!["failover", "--runbook", rb.to_str().unwrap(), "--yes"];
+    a.extend_from_slice(extra);
+    command(&a).output().await.unwrap()
+}
+
+async fn status(rb: &Path) -> Value {
+    let o = command(&[
+        "failover",
+        "status",
+        "--runbook",
+        rb.to_str().unwrap(),
+        "--json",
+    ])
+    .output()
+    .await
+    .unwrap();
+    common::assert_code(&o, 0);
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn journal(dir: &Path, name: &str) -> Vec<Value> {
+    let runs = dir.join("state").join(name).join("runs");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    std::fs::read_to_string(v.last().unwrap())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn done<'a>(recs: &'a [Value], step: &str) -> &'a Value {
+    recs.iter()
+        .find(|r| r["type"] == "step-done" && r["step"] == step)
+        .unwrap_or_else(|| panic!("no step-done for {step}: {recs:?}"))
+}
+
+fn out(o: &Output) -> String {
+    format!("{}{}", common::stdout(o), common::stderr(o))
+}
+
+/// The application: database `shop`, and `app@127.0.0.1` with ALL PRIVILEGES
+/// (like the seed's apps that connect as root: READ_ONLY ADMIN included).
+fn app_schema(p: &MariaDb) {
+    p.sql(
+        "CREATE DATABASE shop; CREATE TABLE shop.orders (id BIGINT AUTO_INCREMENT PRIMARY KEY, n BIGINT NOT NULL); \
+         CREATE USER app@'127.0.0.1'; GRANT ALL PRIVILEGES ON *.* TO app@'127.0.0.1' WITH GRANT OPTION;",
+    );
+}
+
+/// The fence account of docs/failover.md: only what the fence needs.
+fn fence_account(p: &MariaDb) -> String {
+    p.sql(
+        "CREATE USER cexdr_fence@'127.0.0.1'; \
+         GRANT READ_ONLY ADMIN, CONNECTION ADMIN, PROCESS, SHUTDOWN, BINLOG ADMIN ON *.* TO cexdr_fence@'127.0.0.1' WITH GRANT OPTION; \
+         GRANT SELECT ON mysql.* TO cexdr_fence@'127.0.0.1';",
+    );
+    format!("mysql://cexdr_fence@127.0.0.1:{}/", p.port())
+}
+
+fn app_url(p: &MariaDb) -> String {
+    format!("mysql://app@127.0.0.1:{}/shop", p.port())
+}
+
+/// A writer that commits one row per transaction and reconnects on errors,
+/// as an application does; counts what it committed.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(url: String) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicU64::new(0));
+        let (s, n) = (stop.clone(), committed.clone());
+        let task = tokio::spawn(async move {
+            let mut i = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let Ok(mut c) = mysql_async::Conn::from_url(url.as_str()).await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                while !s.load(Ordering::Relaxed) {
+                    i += 1;
+                    match c.exec_drop("INSERT INTO orders (n) VALUES (?)", (i,)).await {
+                        Ok(()) => {
+                            n.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Writer {
+            stop,
+            committed,
+            task,
+        }
+    }
+
+    fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        self.committed.load(Ordering::Relaxed)
+    }
+}
+
+async fn wait_for_rows(w: &Writer, n: u64) {
+    let t0 = Instant::now();
+    while w.committed() < n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the writer is stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn count(db: &MariaDb) -> u64 {
+    db.sql("SELECT COUNT(*) FROM shop.orders").parse().unwrap()
+}
+
+fn seq(gtid: &str) -> u64 {
+    gtid.rsplit('-').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fence_read_only_stops_a_root_writer_and_the_probe_proves_it() {
+    let p = MariaDb::primary();
+    app_schema(&p);
+    let fence = fence_account(&p);
+    let dir = tempfile::tempdir().unwrap();
+    let rb = runbook(
+        dir.path(),
+        "fence",
+        &format!(
+            "[[step]]\nname = \"fence\"\nkind = \"fence-mysql\"\nmode = \"read-only\"\nmysql = [{{ url = \"{fence}\" }}]\nprobe = [{{ url = \"{}\" }}]\n",
+            app_url(&p)
+        ),
+    );
+    let w = Writer::start(app_url(&p));
+    wait_for_rows(&w, 50).await;
+    let pos_before = p.gtid_binlog_pos();
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 0);
+    // The writer (ALL PRIVILEGES) and root@localhost are stopped after cexdr exited.
+    let after = w.committed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(w.committed(), after, "the writer still commits");
+    let err = p
+        .try_sql("INSERT INTO shop.orders (n) VALUES (-1)")
+        .expect_err(&format!("{:?}", journal(dir.path(), "fence")));
+    assert!(err.contains("read-only") || err.contains("1290"), "{err}");
+    let committed = w.stop().await;
+    let recs = journal(dir.path(), "fence");
+    let d = &done(&recs, "fence")["details"];
+    let s = &d["servers"][0];
+    assert_eq!(s["fenced"], true, "{d}");
+    let revoked: Vec<String> = s["revoked-read-only-admin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            format!(
+                "{}@{}",
+                a["user"].as_str().unwrap(),
+                a["host"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(revoked.contains(&"app@127.0.0.1".to_owned()), "{revoked:?}");
+    assert!(
+        revoked.contains(&"root@localhost".to_owned()),
+        "{revoked:?}"
+    );
+    assert!(
+        revoked.contains(&"root@127.0.0.1".to_owned()),
+        "{revoked:?}"
+    );
+    assert!(
+        !revoked.contains(&"cexdr_fence@127.0.0.1".to_owned()),
+        "the fence account keeps its own: {revoked:?}"
+    );
+    assert!(
+        s["restore-with"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("GRANT READ_ONLY ADMIN ON *.* TO"),
+        "{s}"
+    );
+    assert!(
+        !s["killed-sessions"].as_array().unwrap().is_empty(),
+        "the writer's session was killed: {s}"
+    );
+    // The intent was journaled before the revokes, and the proof is recorded.
+    let intent = recs
+        .iter()
+        .position(|r| {
+            r["type"] == "step-progress" && r["data"].get("revoke-read-only-admin").is_some()
+        })
+        .unwrap();
+    assert!(intent < recs.iter().position(|r| r["type"] == "step-done").unwrap());
+    let proof = d["proof"][0].as_str().unwrap();
+    assert!(
+        proof.contains("app@127.0.0.1") && proof.contains("1290"),
+        "{proof}"
+    );
+    // The revokes are not in the binlog (they would be errant on failback):
+    // the position only moved by what the writer committed.
+    let pos_after = p.gtid_binlog_pos();
+    assert!(
+        seq(&pos_after) - seq(&pos_before) <= committed,
+        "{pos_before} → {pos_after}, {committed} commits"
+    );
+    let events = p.sql("SHOW BINLOG EVENTS IN 'binlog.000001'");
+    assert!(!events.contains("REVOKE"), "a REVOKE was binlogged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fence_shutdown_stops_the_server_and_a_leaky_fence_fails_the_step() {
+    let p = MariaDb::primary();
+    app_schema(&p);
+    let dir = tempfile::tempdir().unwrap();
+    // read-only without the bypass removal cannot be configured; a fence that
+    // leaks is shown with a probe on another, unfenced server.
+    let other = MariaDb::primary();
+    app_schema(&other);
+    let rb = runbook(
+        dir.path(),
+        "leak",
+        &format!(
+            "[[step]]\nname = \"fence\"\nkind = \"fence-mysql\"\nmysql = [{{ url = \"{}\" }}]\nprobe = [{{ url = \"{}\" }}]\n",
+            p.url(),
+            app_url(&other)
+        ),
+    );
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 11);
+    assert!(
+        common::stderr(&o).contains("the fence does not hold")
+            && common::stderr(&o).contains("INSERT INTO cexdr_fence_probe succeeded"),
+        "{}",
+        out(&o)
+    );
+
+    let rb = runbook(
+        dir.path(),
+        "stonith",
+        &format!(
+            "[[step]]\nname = \"fence\"\nkind = \"fence-mysql\"\nmode = \"shutdown\"\nmysql = [{{ url = \"{}\" }}]\nprobe = [{{ url = \"{}\" }}]\n",
+            p.url(),
+            app_url(&p)
+        ),
+    );
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 0);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", p.port())).is_err(),
+        "the old primary is down"
+    );
+    let recs = journal(dir.path(), "stonith");
+    let d = &done(&recs, "fence")["details"];
+    assert_eq!(d["mode"], "shutdown");
+    assert_eq!(d["servers"][0]["fenced"], true);
+    assert!(
+        d["proof"][0].as_str().unwrap().contains("cannot connect"),
+        "{d}"
+    );
+}
+
+/// The issue's scenario: a writer on the primary, kill -9 of the primary,
+/// then check-primary → fence → promote-mysql → verify; every transaction
+/// the replica received is on the promoted server. Then failback: the old
+/// primary restarts and rejoins as a replica of the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_primary_promote_replica_then_rejoin_the_old_primary() {
+    let mut p = MariaDb::primary();
+    app_schema(&p);
+    let r = MariaDb::replica_of(&p);
+    let w = Writer::start(app_url(&p));
+    wait_for_rows(&w, 300).await;
+    p.kill9();
+    let committed = w.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let steps = format!(
+        r#"
+[[step]]
+name = "primary-down"
+kind = "check-primary"
+probes = 2
+interval = "50ms"
+probe-timeout = "1s"
+mysql = [{{ url = "{p}" }}]
+
+[[step]]
+name = "fence"
+kind = "fence-mysql"
+connect-timeout = "500ms"
+mysql = [{{ url = "{p}" }}]
+probe = [{{ url = "{app}" }}]
+
+[[step]]
+name = "promote"
+kind = "promote-mysql"
+timeout = "60s"
+replica = {{ url = "{r}" }}
+old-primary = {{ url = "{p}" }}
+connect-timeout = "500ms"
+
+[[step]]
+name = "db-serves"
+kind = "verify"
+service-restored = true
+successes = 1
+interval = "50ms"
+mysql = [{{ url = "{r}/shop", query = "SELECT 1 FROM orders LIMIT 1" }}]
+"#,
+        p = p.url(),
+        app = app_url(&p),
+        r = r.url()
+    );
+    let rb = runbook(dir.path(), "promote", &steps);
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 0);
+    let recs = journal(dir.path(), "promote");
+    let d = &done(&recs, "promote")["details"];
+    assert_eq!(d["promoted"], true, "{d}");
+    assert_eq!(
+        d["received"], d["applied"],
+        "all it received was applied: {d}"
+    );
+    assert!(
+        d["data-loss"]["transactions"].is_null(),
+        "old primary down: unknown"
+    );
+    // The promoted server is writable and has every transaction it received.
+    assert_eq!(r.sql("SELECT @@global.read_only"), "0");
+    assert_eq!(r.sql("SHOW SLAVE STATUS"), "");
+    let rows = count(&r);
+    let applied = seq(d["applied"].as_str().unwrap());
+    assert!(rows >= 1 && rows <= committed, "{rows} of {committed}");
+    let st = status(&rb).await;
+    assert_eq!(st["outcome"], "succeeded");
+    assert_eq!(st["rto_ends_at"], "db-serves");
+    assert!(st["rto_ms"].as_i64().unwrap() >= 0);
+    assert_eq!(st["rpo"]["evidence"]["replica-applied"], d["applied"]);
+    assert!(st["rpo"]["transactions"].is_null());
+    let text = common::stdout(
+        &command(&["failover", "status", "--runbook", rb.to_str().unwrap()])
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        text.contains("RTO (start → db-serves done)") && text.contains("RPO: unknown"),
+        "{text}"
+    );
+
+    // New writes on the new primary, then the old primary comes back.
+    r.sql("INSERT INTO shop.orders (n) VALUES (-7)");
+    p.restart();
+    let old_rows = count(&p);
+    let old_seq = seq(&p.gtid_binlog_pos());
+    let back = runbook(
+        dir.path(),
+        "back",
+        &format!(
+            "[[step]]\nname = \"rejoin\"\nkind = \"rejoin-mysql\"\ntimeout = \"30s\"\nold-primary = {{ url = \"{}\" }}\nnew-primary = {{ url = \"{}\" }}\nreplication-user = \"repl\"\nreplication-password-env = \"FO_REPL_PW\"\n",
+            p.url(),
+            r.url()
+        ),
+    );
+    let o = failover(&back, &["--dry-run"]).await;
+    common::assert_code(&o, 0);
+    if old_seq > applied {
+        // The kill landed with commits the replica never received: errant.
+        assert!(common::stdout(&o).contains("refuse: errant"), "{}", out(&o));
+        let o = failover(&back, &[]).await;
+        common::assert_code(&o, 11);
+        assert!(common::stderr(&o).contains("errant"), "{}", out(&o));
+        eprintln!(
+            "kill -9 left {} errant transaction(s) on the old primary: refused",
+            old_seq - applied
+        );
+        return;
+    }
+    assert_eq!(
+        old_rows, rows,
+        "nothing lost: the old primary has what the replica received"
+    );
+    let o = failover(&back, &[]).await;
+    common::assert_code(&o, 0);
+    assert_eq!(
+        count(&p),
+        rows + 1,
+        "the old primary replicated the new write"
+    );
+    let io: String = p.sql("SELECT COUNT(*) FROM shop.orders WHERE n = -7");
+    assert_eq!(io, "1");
+    assert_eq!(p.sql("SELECT @@global.read_only"), "1");
+    // Resume-safe: a second run (forced past the cool-down) only waits.
+    let o = failover(&back, &["--force"]).await;
+    common::assert_code(&o, 0);
+}
+
+/// The unsafe sequence of the notes (STOP SLAVE; RESET SLAVE ALL before the
+/// relay log is applied) must be impossible: a replica whose SQL thread is
+/// stopped with received-but-unapplied transactions (as a crash after our
+/// STOP SLAVE leaves it) gets them all applied before the reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn promotion_applies_the_relay_log_from_every_state_a_crash_leaves() {
+    let mut p = MariaDb::primary();
+    app_schema(&p);
+    let r = MariaDb::replica_of(&p);
+    r.sql("STOP SLAVE SQL_THREAD");
+    for i in 0..200 {
+        p.sql(&format!("INSERT INTO shop.orders (n) VALUES ({i})"));
+    }
+    let total = count(&p);
+    let t0 = Instant::now();
+    loop {
+        let st = r.sql("SHOW SLAVE STATUS\\G");
+        // -N -B \G prints the values only, one per line.
+        if st.lines().any(|l| l.trim() == p.gtid_binlog_pos()) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{st}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p.kill9();
+    // As a crash right after our STOP SLAVE would leave it: both threads stopped.
+    r.sql("STOP SLAVE");
+    let dir = tempfile::tempdir().unwrap();
+    let rb = runbook(
+        dir.path(),
+        "relay",
+        &format!(
+            "[[step]]\nname = \"promote\"\nkind = \"promote-mysql\"\ntimeout = \"60s\"\nretries = 2\nbackoff = \"10ms\"\nreplica = {{ url = \"{}\" }}\n",
+            r.url()
+        ),
+    );
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 0);
+    assert_eq!(count(&r), total, "every received transaction applied");
+    let recs = journal(dir.path(), "relay");
+    assert!(
+        recs.iter()
+            .any(|r| r["data"].get("relay-recovery").is_some()),
+        "applied by relay-log position: {recs:?}"
+    );
+
+    // A crash after RESET SLAVE ALL, before read_only = OFF: the journal's
+    // `applied` record lets a resume finish; without it the step refuses.
+    let path = std::fs::read_dir(dir.path().join("state/relay/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let kept: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            !l.contains("\"promoted\":true")
+                && !l.contains("\"type\":\"step-done\"")
+                && !l.contains("\"type\":\"run-finished\"")
+        })
+        .map(str::to_owned)
+        .collect();
+    std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+    r.sql("SET GLOBAL read_only = ON");
+    let o = failover(&rb, &["--resume"]).await;
+    common::assert_code(&o, 0);
+    assert!(
+        common::stdout(&o).contains("re-entering an interrupted step"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(r.sql("SELECT @@global.read_only"), "0");
+    // A new run against a server that is not (or no longer) a replica: refused.
+    let o = failover(&rb, &["--force"]).await;
+    common::assert_code(&o, 11);
+    assert!(common::stderr(&o).contains("not a replica"), "{}", out(&o));
+    let recs = journal(dir.path(), "relay");
+    assert_eq!(
+        recs.iter().filter(|r| r["type"] == "step-failed").count(),
+        1,
+        "a permanent error is not retried"
+    );
+}
+
+/// kill -9 of cexdr while the promotion waits for the SQL thread (a delayed
+/// replica), then --resume: it waits again and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_cexdr_during_the_apply_wait_then_resume() {
+    let mut p = MariaDb::primary();
+    app_schema(&p);
+    let r = MariaDb::replica_of(&p);
+    r.sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 5; START SLAVE");
+    for i in 0..50 {
+        p.sql(&format!("INSERT INTO shop.orders (n) VALUES ({i})"));
+    }
+    let total = count(&p);
+    std::thread::sleep(Duration::from_millis(300));
+    p.kill9();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = runbook(
+        dir.path(),
+        "delayed",
+        &format!(
+            "[[step]]\nname = \"promote\"\nkind = \"promote-mysql\"\ntimeout = \"60s\"\nreplica = {{ url = \"{}\" }}\n",
+            r.url()
+        ),
+    );
+    let mut child = command(&["failover", "--runbook", rb.to_str().unwrap(), "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let runs = dir.path().join("state/delayed/runs");
+    let t0 = Instant::now();
+    loop {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no received record");
+        let text = std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+            .unwrap_or_default();
+        if text.contains("\"received\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.start_kill().unwrap();
+    let st = child.wait().await.unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+    assert!(count(&r) < total, "killed before everything was applied");
+    assert_eq!(r.sql("SELECT @@global.read_only"), "1", "not promoted yet");
+    let o = failover(&rb, &["--resume"]).await;
+    common::assert_code(&o, 0);
+    assert!(
+        common::stdout(&o)
+            .contains("was interrupted (killed, or the host went down) in step promote"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(count(&r), total);
+    assert_eq!(r.sql("SELECT @@global.read_only"), "0");
+}
+
+/// max-data-loss: an old primary that answers shows what the replica lacks;
+/// over budget is refused until --accept-data-loss (journaled), and the RPO
+/// in `failover status` says how many transactions were given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_loss_guard_refuses_then_accept_data_loss_promotes_and_reports_rpo() {
+    let p = MariaDb::primary();
+    app_schema(&p);
+    let r = MariaDb::replica_of(&p);
+    r.sql("STOP SLAVE IO_THREAD");
+    for i in 0..5 {
+        p.sql(&format!("INSERT INTO shop.orders (n) VALUES ({i})"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rb = runbook(
+        dir.path(),
+        "guard",
+        &format!(
+            "[[step]]\nname = \"promote\"\nkind = \"promote-mysql\"\nretries = 2\nbackoff = \"10ms\"\nreplica = {{ url = \"{}\" }}\nold-primary = {{ url = \"{}\" }}\nmax-data-loss = \"2 transactions\"\n",
+            r.url(),
+            p.url()
+        ),
+    );
+    let o = failover(&rb, &["--dry-run"]).await;
+    common::assert_code(&o, 0);
+    assert!(
+        common::stdout(&o).contains("refuse unless --accept-data-loss"),
+        "{}",
+        out(&o)
+    );
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 11);
+    assert!(
+        common::stderr(&o).contains("lacks 5 transaction(s)"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(r.sql("SELECT @@global.read_only"), "1", "not promoted");
+    let recs = journal(dir.path(), "guard");
+    assert_eq!(
+        recs.iter().filter(|r| r["type"] == "step-failed").count(),
+        1,
+        "a refusal by budget is permanent: not retried"
+    );
+    let o = failover(&rb, &["--resume", "--accept-data-loss"]).await;
+    common::assert_code(&o, 0);
+    let recs = journal(dir.path(), "guard");
+    assert!(recs
+        .iter()
+        .any(|r| r["type"] == "forced"
+            && r["reason"].as_str().unwrap().contains("--accept-data-loss")));
+    let st = status(&rb).await;
+    assert_eq!(st["rpo"]["transactions"], 5, "{st}");
+    assert_eq!(
+        st["rpo"]["evidence"]["old-primary-position"],
+        p.gtid_binlog_pos()
+    );
+    assert_eq!(r.sql("SELECT @@global.read_only"), "0");
+}
+
+/// Failback refuses an old primary that has transactions the new one never
+/// got, and lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rejoin_refuses_errant_transactions_with_the_list() {
+    let mut p = MariaDb::primary();
+    app_schema(&p);
+    let r = MariaDb::replica_of(&p);
+    r.sql("STOP SLAVE IO_THREAD");
+    for i in 0..3 {
+        p.sql(&format!("INSERT INTO shop.orders (n) VALUES ({i})"));
+    }
+    let old_pos = p.gtid_binlog_pos();
+    p.kill9();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = runbook(
+        dir.path(),
+        "go",
+        &format!(
+            "[[step]]\nname = \"promote\"\nkind = \"promote-mysql\"\nreplica = {{ url = \"{}\" }}\n",
+            r.url()
+        ),
+    );
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 0);
+    r.sql("INSERT INTO shop.orders (n) VALUES (100)");
+    p.restart();
+    let back = runbook(
+        dir.path(),
+        "back",
+        &format!(
+            "[[step]]\nname = \"rejoin\"\nkind = \"rejoin-mysql\"\nold-primary = {{ url = \"{}\" }}\nnew-primary = {{ url = \"{}\" }}\nreplication-user = \"repl\"\nreplication-password-env = \"FO_REPL_PW\"\n",
+            p.url(),
+            r.url()
+        ),
+    );
+    let o = failover(&back, &[]).await;
+    common::assert_code(&o, 11);
+    let err = common::stderr(&o);
+    let last = seq(&old_pos);
+    let sid = p.server_id();
+    assert!(
+        err.contains("errant transactions")
+            && err.contains(&format!("0-{sid}-{}..0-{sid}-{last} (3)", last - 2)),
+        "{err}"
+    );
+    assert_eq!(p.sql("SHOW SLAVE STATUS"), "", "not re-pointed");
+    assert_eq!(p.sql("SELECT @@global.read_only"), "1");
+}
+
+#[tokio::test]
+async fn shipped_runbooks_use_the_native_promotion_and_failback_steps() {
+    for (f, kind) in [
+        ("cex-primary-to-backup.toml", "[promote-mysql]"),
+        ("cex-backup-to-primary.toml", "[rejoin-mysql]"),
+    ] {
+        let path = format!("{}/runbooks/{f}", env!("CARGO_MANIFEST_DIR"));
+        let o = command(&["runbook", "check", &path])
+            .output()
+            .await
+            .unwrap();
+        common::assert_code(&o, 0);
+        assert!(common::stdout(&o).contains(kind), "{f}: {}", out(&o));
+    }
+}
