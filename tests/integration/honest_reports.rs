@@ -179,7 +179,8 @@ fn prune_removes_a_kill_9_leftover_temporary_file_after_the_grace_period() {
     for _ in 0..1000 {
         if let Some(t) = objects(&repo)
             .into_iter()
-            .find(|k| k.contains(".cexdr-tmp-"))
+            // The artifact's temporary file (the lease is written through one too).
+            .find(|k| k.contains(".files.tar.cexdr-tmp-"))
         {
             tmp = Some(t);
             break;
@@ -191,9 +192,12 @@ fn prune_removes_a_kill_9_leftover_temporary_file_after_the_grace_period() {
     child.wait().unwrap();
     assert!(repo.join(&tmp).exists(), "the kill left no temporary file");
 
-    // Younger than the grace period: a backup may still be writing it.
+    // The killed backup still holds the job's lease (until its TTL): the
+    // job itself is not pruned (exit 3); leftover files are still looked at.
+    // Younger than the grace period, a backup may still be writing it.
     let o = cexdr(&["--policy", p(&policy), "prune"]);
-    assert_code(&o, 0);
+    assert_code(&o, 3);
+    assert!(stderr(&o).contains("locked"), "{}", stderr(&o));
     assert!(repo.join(&tmp).exists());
 
     let st = std::process::Command::new("touch")
@@ -212,7 +216,7 @@ fn prune_removes_a_kill_9_leftover_temporary_file_after_the_grace_period() {
     assert!(stdout(&o).contains("would be removed"), "{}", stdout(&o));
     assert!(repo.join(&tmp).exists());
     let o = cexdr(&["--policy", p(&policy), "prune"]);
-    assert_code(&o, 0);
+    assert_code(&o, 3);
     assert!(
         stdout(&o).contains(&format!("leftover temporary file {tmp}")),
         "{}",
