@@ -192,6 +192,9 @@ pub struct JobEnv {
     /// For reading encrypted backups back (content checks); without it
     /// only the stored bytes are checked.
     pub identities: Option<crate::pipeline::encrypt::Identities>,
+    /// Where a run reports its bytes (a terminal's progress line; silent in
+    /// the daemon).
+    pub progress: crate::base::progress::DynProgress,
 }
 
 impl JobEnv {
@@ -200,7 +203,8 @@ impl JobEnv {
         // key file is picked up by the daemon.
         Ok(Catalog::new(self.store.clone())
             .with_signer(crate::backup::signing::Signer::for_policy(&self.policy)?)
-            .with_identities(self.identities.clone()))
+            .with_identities(self.identities.clone())
+            .with_progress(self.progress.clone()))
     }
 }
 

@@ -313,6 +313,7 @@ impl RunCtx {
             lease_ttl: self.lease_ttl,
             prune: self.policy.daemon.prune,
             identities: None,
+            progress: crate::base::progress::silent(),
         }
     }
 

@@ -226,6 +226,7 @@ impl CliKeys {
             lease_ttl: crate::backup::lease::DEFAULT_TTL,
             prune: false,
             identities: self.identities()?,
+            progress: progress::current(),
         })
     }
     pub(crate) fn none() -> Self {

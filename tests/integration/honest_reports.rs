@@ -17,7 +17,7 @@ fn policy(dir: &Path, keep: &str) -> std::path::PathBuf {
     write_policy(
         dir,
         &format!(
-            "{}\n[[job]]\nname = \"cfg\"\nkind = \"files\"\npaths = [\"{}\"]\nkeep = {{ {keep} }}\n",
+            "{}\n[[job]]\nname = \"cfg\"\nkind = \"files\"\npaths = [\"{}\"]\nkeep = {{ {keep} }}\nverify-after-backup = false\n",
             local_store(&dir.join("repo")),
             src.display()
         ),

@@ -222,6 +222,7 @@ fn artifact_path(store: &Path, backup: &serde_json::Value) -> PathBuf {
 
 #[test]
 fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
+    let _scratch = common::scratch_databases();
     let db = unique("cexdr_edge");
     sql(&edge_schema(&db));
     let before = checksums(&db);
@@ -344,6 +345,7 @@ fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
 
 #[test]
 fn restore_test_fails_when_a_table_differs() {
+    let _scratch = common::scratch_databases();
     // The digest is compared, not only counts: a damaged restore fails.
     let db = unique("cexdr_rt");
     sql(&format!("DROP DATABASE IF EXISTS `{db}`; CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO `{db}`.t VALUES (1,'a'),(2,'b');"));
@@ -854,6 +856,7 @@ fn next_values(db: &str) -> String {
 
 #[test]
 fn objects_keep_their_context_and_sequences_their_position_through_both_restores() {
+    let _scratch = common::scratch_databases();
     let db = unique("cexdr_ctx");
     sql_raw(&context_schema(&db));
     let before = behaviour(&db);

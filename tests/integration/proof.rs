@@ -130,6 +130,7 @@ fn env_for(policy: &Policy, store: DynStore, sink: Arc<Recorder>, metrics: Metri
         lease_ttl: cexdr::backup::lease::DEFAULT_TTL,
         prune: false,
         identities: None,
+        progress: cexdr::base::progress::silent(),
     }
 }
 
@@ -348,6 +349,7 @@ fn sql(text: &str) -> String {
 
 #[test]
 fn mysql_drills_use_scratch_databases_and_refuse_the_source_server() {
+    let _scratch = common::scratch_databases();
     let db = format!("proof_{:08x}", rand::random::<u32>());
     sql(&format!("CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO `{db}`.t VALUES (1,'a'),(2,'b'),(3,'c');"));
     let dir = tempfile::tempdir().unwrap();

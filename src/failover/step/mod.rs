@@ -154,7 +154,7 @@ impl Ctx<'_> {
 
     /// True when there is no time left for another wait of `d`.
     pub fn out_of_time(&self, d: Duration) -> bool {
-        Instant::now() + d >= self.deadline
+        crate::base::duration::deadline(Instant::now(), d) >= self.deadline
     }
 }
 

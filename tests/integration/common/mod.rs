@@ -150,3 +150,11 @@ pub fn s3_spec(bucket: &str, prefix: &str, endpoint: String) -> cexdr::backup::p
         object_lock: None,
     }
 }
+
+/// Tests that create `cexdr_rt_*` scratch databases on the shared server
+/// (restore tests, drills) or check that none is left behind hold this, so
+/// that one test's check does not see another's scratch databases.
+pub fn scratch_databases() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
