@@ -67,6 +67,11 @@ pub enum Event {
         job: String,
         error: String,
     },
+    /// The job's binlog archive was pruned (after its backups were).
+    BinlogPruned {
+        job: String,
+        report: Arc<crate::backup::binlog::retention::Report>,
+    },
     /// A verification (read-back after a backup, a restore test or drill)
     /// failed; the backup is listed as FAILED.
     VerificationFailed {
@@ -97,6 +102,7 @@ impl Event {
             | Event::Skipped { job, .. }
             | Event::Pruned { job, .. }
             | Event::PruneFailed { job, .. }
+            | Event::BinlogPruned { job, .. }
             | Event::VerificationFailed { job, .. }
             | Event::Drilled { job, .. }
             | Event::DrillFailed { job, .. } => job,
@@ -163,6 +169,17 @@ fn log(e: &Event) {
             "pruned"
         ),
         Event::PruneFailed { job, error } => tracing::error!(job, error = %error, "prune failed"),
+        Event::BinlogPruned { job, report } => tracing::info!(
+            job,
+            removed = report.removed.len(),
+            first = report.removed.first(),
+            last = report.removed.last(),
+            kept_from = report.plan.kept_from,
+            orphans_removed = report.orphans_removed.len(),
+            errors = report.errors.len(),
+            reason = %report.plan.reason,
+            "binlog segments pruned"
+        ),
         Event::VerificationFailed {
             job,
             manifest,
@@ -325,14 +342,48 @@ pub async fn run_job(
                 }
             }
             let pruned = match pruned {
-                Some(Ok(r)) => {
+                Some(Ok((r, binlog))) => {
                     env.sinks
                         .emit(Event::Pruned {
                             job: job.name.clone(),
                             report: Arc::new(r),
                         })
                         .await;
-                    Some(true)
+                    match binlog {
+                        Some(Ok(br)) => {
+                            let ok = br.errors.is_empty();
+                            if !ok {
+                                env.metrics.prune_failed(&job.name);
+                                env.sinks
+                                    .emit(Event::PruneFailed {
+                                        job: job.name.clone(),
+                                        error: format!(
+                                            "binlog archive: {}",
+                                            br.errors.join("; ")
+                                        ),
+                                    })
+                                    .await;
+                            }
+                            env.sinks
+                                .emit(Event::BinlogPruned {
+                                    job: job.name.clone(),
+                                    report: Arc::new(br),
+                                })
+                                .await;
+                            Some(ok)
+                        }
+                        Some(Err(e)) => {
+                            env.metrics.prune_failed(&job.name);
+                            env.sinks
+                                .emit(Event::PruneFailed {
+                                    job: job.name.clone(),
+                                    error: format!("binlog archive: {}", one_line(&e)),
+                                })
+                                .await;
+                            Some(false)
+                        }
+                        None => Some(true),
+                    }
                 }
                 Some(Err(e)) => {
                     env.metrics.prune_failed(&job.name);
@@ -448,14 +499,24 @@ pub async fn refresh(store: &DynStore, metrics: &Metrics) {
     }
 }
 
+/// What the daemon's prune after a backup did: the backups' report, and
+/// the binlog archive's (a mysql job with `binlog`), which may have failed
+/// on its own.
+type Pruned = (
+    JobReport,
+    Option<Result<crate::backup::binlog::retention::Report>>,
+);
+
 /// Prune after a successful backup: retention, incomplete folders and
-/// stale uploads of this job. A report with errors becomes an error.
+/// stale uploads of this job, then its binlog segments older than what the
+/// oldest kept base needs (so the bases are pruned first). A backup report
+/// with errors becomes an error.
 async fn prune_after(
     catalog: &Catalog,
     job: &Job,
     policy: &Policy,
     now: DateTime<Utc>,
-) -> Result<JobReport> {
+) -> Result<Pruned> {
     let opts = prune::Options {
         dry_run: false,
         grace: policy.daemon.incomplete_grace,
@@ -474,7 +535,31 @@ async fn prune_after(
             msg: e.clone(),
         });
     }
-    Ok(report)
+    let binlog = prune_binlog(catalog, job, now, false).await.transpose();
+    Ok((report, binlog))
+}
+
+/// The binlog archive of `job` (a mysql job with a `binlog` table; None
+/// otherwise), pruned to what its kept bases need. Run after the job's
+/// backups were pruned, so the bases it reads are the kept ones. The
+/// archiver may keep appending meanwhile: prune only removes segments
+/// older than the first one the oldest kept base needs.
+async fn prune_binlog(
+    catalog: &Catalog,
+    job: &Job,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Option<crate::backup::binlog::retention::Report>> {
+    let crate::backup::source::SourceSpec::Mysql(m) = &job.source else {
+        return Ok(None);
+    };
+    let Some(b) = &m.binlog else {
+        return Ok(None);
+    };
+    crate::backup::binlog::retention::prune(catalog, &job.name, b.keep, now, dry_run)
+        .await
+        .map(Some)
+        .map_err(|e| e.in_job(&job.name))
 }
 
 // ---------------------------------------------------------------- drills
@@ -717,22 +802,11 @@ pub async fn prune_jobs(
                         .await;
                 }
                 reports.push(r);
-                if let crate::backup::source::SourceSpec::Mysql(m) = &job.source {
-                    if let Some(b) = &m.binlog {
-                        let br = crate::backup::binlog::retention::prune(
-                            catalog,
-                            &job.name,
-                            b.keep,
-                            opts.now,
-                            opts.dry_run,
-                        )
-                        .await
-                        .map_err(|e| e.in_job(&job.name))?;
-                        if !br.errors.is_empty() {
-                            code = code.max(exit::FAILED);
-                        }
-                        binlog.push(br);
+                if let Some(br) = prune_binlog(catalog, job, opts.now, opts.dry_run).await? {
+                    if !br.errors.is_empty() {
+                        code = code.max(exit::FAILED);
                     }
+                    binlog.push(br);
                 }
             }
             Err(e) if matches!(e.root(), Error::Locked { .. }) => {

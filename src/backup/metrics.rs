@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::binlog::archive::Stats;
 use crate::backup::catalog::{Entry, Manifest, Status};
 use crate::backup::policy::{DaemonSpec, Policy};
 use crate::error::{Error, Result};
@@ -60,6 +61,17 @@ struct State {
     /// For `/report`: the policy and the catalog as last read.
     policy: Option<Policy>,
     report: crate::backup::report::Input,
+    /// The daemon's binlog archivers, by job.
+    binlog: BTreeMap<String, Archiver>,
+}
+
+/// One daemon archiver: its counters (kept across restarts, so they only
+/// grow) and whether it failed.
+#[derive(Debug)]
+struct Archiver {
+    stats: Arc<Stats>,
+    /// When it last failed (it is waiting to be restarted); None otherwise.
+    failed_at: Option<DateTime<Utc>>,
 }
 
 /// Shared, cheap to clone.
@@ -191,6 +203,37 @@ impl Metrics {
         self.with(|s| s.jobs.keys().cloned().collect())
     }
 
+    /// The counters of the daemon's archiver of `job` (the same ones
+    /// across its restarts).
+    pub fn binlog_stats(&self, job: &str) -> Arc<Stats> {
+        self.with(|s| {
+            s.binlog
+                .entry(job.into())
+                .or_insert_with(|| Archiver {
+                    stats: Arc::new(Stats::default()),
+                    failed_at: None,
+                })
+                .stats
+                .clone()
+        })
+    }
+
+    /// The archiver of `job` failed at `at` (Some) or runs again (None).
+    pub fn binlog_failed(&self, job: &str, at: Option<DateTime<Utc>>) {
+        self.with(|s| {
+            if let Some(a) = s.binlog.get_mut(job) {
+                a.failed_at = at;
+            }
+        })
+    }
+
+    /// The job no longer has an archiver (removed from the policy).
+    pub fn binlog_forget(&self, job: &str) {
+        self.with(|s| {
+            s.binlog.remove(job);
+        })
+    }
+
     pub fn prune_failed(&self, job: &str) {
         self.with(|s| s.jobs.entry(job.into()).or_default().prune_errors_total += 1)
     }
@@ -294,6 +337,7 @@ impl Metrics {
                     );
                 }
             }
+            render_binlog(s, &mut out, Utc::now());
             if s.jobs_only {
                 return out;
             }
@@ -335,6 +379,40 @@ impl Metrics {
             let _ = std::fs::remove_file(&tmp);
         }
         res.map_err(|e| Error::io(format!("writing metrics file {}", path.display()), e))
+    }
+}
+
+/// Series of the daemon's archivers that hold their job's lease
+/// (archiving) or failed; one waiting for another process's lease shows
+/// none: that process reports the job. A failed one keeps its failure time
+/// as its metrics timestamp, so that the archiver-down alert fires.
+fn render_binlog(s: &State, out: &mut String, now: DateTime<Utc>) {
+    type Sample = (&'static str, &'static str, &'static str, String);
+    let mut rows: Vec<(&str, Vec<Sample>)> = Vec::new();
+    for (job, a) in &s.binlog {
+        let held = a.stats.lease_held.load(std::sync::atomic::Ordering::Relaxed) == 1;
+        let mut r = a.stats.samples(now);
+        match (held, a.failed_at) {
+            (true, _) => {}
+            (false, Some(t)) => {
+                for x in r.iter_mut() {
+                    if x.0 == "cexdr_binlog_metrics_timestamp_seconds" {
+                        x.3 = t.timestamp().to_string();
+                    }
+                }
+            }
+            (false, None) => continue,
+        }
+        rows.push((job, r));
+    }
+    let Some((_, first)) = rows.first() else {
+        return;
+    };
+    for (i, (name, kind, help, _)) in first.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (job, r) in &rows {
+            let _ = writeln!(out, "{name}{{cexdr_job=\"{}\"}} {}", escape(job), r[i].3);
+        }
     }
 }
 

@@ -1,13 +1,17 @@
 //! The daemon's scheduler: every job on its cron schedule, at most
 //! `max-parallel` at once, each run under the job's store lease (backup,
-//! then prune), events to sinks (logs, notifications), metrics.
+//! then prune), events to sinks (logs, notifications), metrics. Beside the
+//! runs, one binlog archiver per mysql job that has a `binlog` table, each
+//! under the job's binlog lease (the one `cexdr binlog archive` takes),
+//! restarted with backoff when it fails, following reloads, stopped at
+//! shutdown with its open segment closed.
 //!
 //! Time comes from an injected `Clock`, so tests drive it with tokio's
 //! paused clock. A ticker computes its next slot strictly after the time
 //! it fired, so a wall-clock jump backwards never runs a slot twice and a
 //! jump forwards runs the missed slot once; it sleeps at most a minute at a
 //! time so that jumps are noticed.
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +20,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::binlog::commands as binlog;
 use crate::backup::catalog::Catalog;
 use crate::backup::job::{self, JobEnv, Sinks};
 use crate::backup::lease;
@@ -98,6 +103,8 @@ impl Scheduler {
         let mut sem = Arc::new(Semaphore::new(self.policy.daemon.max_parallel));
         self.metrics.set_policy(&self.policy, self.clock.now());
         self.refresh_metrics().await;
+        let mut archivers = Archivers::default();
+        archivers.sync(&self.policy, &self.store, &self.metrics);
 
         let mut tickers = self.start_tickers(&tx);
         self.catch_up(&tx).await;
@@ -114,6 +121,7 @@ impl Scheduler {
                         self.policy = Arc::new(*p);
                         self.store = store;
                         self.metrics.set_policy(&self.policy, self.clock.now());
+                        archivers.sync(&self.policy, &self.store, &self.metrics);
                         tickers = self.start_tickers(&tx);
                         tracing::info!(file = %self.policy.file.display(), jobs = self.policy.jobs.len(), "policy reloaded");
                     }
@@ -161,9 +169,11 @@ impl Scheduler {
             }
         }
 
-        // Graceful stop: no new runs; running ones get the grace period.
+        // Graceful stop: no new runs; running ones get the grace period,
+        // and so do the archivers to close their open segments.
         tickers.cancel();
         stopping.cancel();
+        archivers.stop();
         let grace = self.policy.daemon.shutdown_grace;
         if !runs.is_empty() {
             tracing::info!(
@@ -172,15 +182,26 @@ impl Scheduler {
                 "stopping: waiting for running jobs"
             );
         }
-        let drained =
-            tokio::time::timeout(grace, async { while runs.join_next().await.is_some() {} }).await;
+        let drained = tokio::time::timeout(grace, async {
+            while runs.join_next().await.is_some() {}
+            while archivers.tasks.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_err() {
             tracing::warn!(
                 running = runs.len(),
                 "grace period over: stopping running jobs (uploads aborted, nothing listed)"
             );
             abort.cancel();
+            if !archivers.tasks.is_empty() {
+                tracing::warn!(
+                    archivers = archivers.tasks.len(),
+                    "grace period over: stopping binlog archivers (their open segments are read again at the next start)"
+                );
+                archivers.tasks.abort_all();
+            }
             while runs.join_next().await.is_some() {}
+            while archivers.tasks.join_next().await.is_some() {}
         }
         tracing::info!("scheduler stopped");
         Ok(())
@@ -379,6 +400,196 @@ impl RunCtx {
                 _ => return,
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------- binlog archivers
+
+/// Waiting for another process's binlog lease: how often to try again.
+const LEASE_RETRY: Duration = Duration::from_secs(5);
+/// Restart delays of a failed archiver: doubling from the first to the last.
+const RESTART_FIRST: Duration = Duration::from_secs(5);
+const RESTART_MAX: Duration = Duration::from_secs(300);
+/// An archiver that ran this long before failing starts the backoff anew.
+const RESTART_RESET: Duration = Duration::from_secs(600);
+
+/// What an archiver is built from: when it changes at a reload, the
+/// archiver is restarted.
+#[derive(PartialEq)]
+struct ArchiverKey {
+    mysql: crate::backup::source::mysql::MysqlSpec,
+    compression: crate::pipeline::Compression,
+    encryption: Option<crate::pipeline::encrypt::EncryptionSpec>,
+    store: crate::store::StoreSpec,
+    signing_key_file: Option<std::path::PathBuf>,
+}
+
+impl ArchiverKey {
+    fn of(policy: &Policy, job: &Job) -> Option<ArchiverKey> {
+        let crate::backup::source::SourceSpec::Mysql(m) = &job.source else {
+            return None;
+        };
+        m.binlog.as_ref()?;
+        Some(ArchiverKey {
+            mysql: m.clone(),
+            compression: job.compression,
+            encryption: job.encryption.clone(),
+            store: policy.store.clone(),
+            signing_key_file: policy.signing_key_file.clone(),
+        })
+    }
+}
+
+struct Supervised {
+    key: ArchiverKey,
+    cancel: CancellationToken,
+    /// Cancelled when its task has ended (a replacement waits for it, so
+    /// that it never meets its predecessor's lease).
+    done: CancellationToken,
+}
+
+/// The daemon's binlog archivers, one per mysql job with a `binlog` table.
+#[derive(Default)]
+struct Archivers {
+    by_job: BTreeMap<String, Supervised>,
+    tasks: JoinSet<()>,
+}
+
+impl Archivers {
+    /// Starts, restarts (changed) and stops (removed) archivers to match
+    /// `policy`.
+    fn sync(&mut self, policy: &Arc<Policy>, store: &DynStore, metrics: &Metrics) {
+        let wanted: BTreeMap<String, (Job, ArchiverKey)> = policy
+            .jobs
+            .iter()
+            .filter_map(|j| ArchiverKey::of(policy, j).map(|k| (j.name.clone(), (j.clone(), k))))
+            .collect();
+        let gone: Vec<String> = self
+            .by_job
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            let s = self.by_job.remove(&name).expect("listed");
+            tracing::info!(job = %name, "binlog archiver: the job (or its binlog table) left the policy; stopping its archiver");
+            s.cancel.cancel();
+            metrics.binlog_forget(&name);
+        }
+        for (name, (job, key)) in wanted {
+            let before = match self.by_job.remove(&name) {
+                Some(s) if s.key == key => {
+                    self.by_job.insert(name, s);
+                    continue;
+                }
+                Some(s) => {
+                    tracing::info!(job = %name, "binlog archiver: the job changed; restarting its archiver");
+                    s.cancel.cancel();
+                    Some(s.done)
+                }
+                None => None,
+            };
+            let (cancel, done) = (CancellationToken::new(), CancellationToken::new());
+            let sup = Supervisor {
+                job,
+                policy: policy.clone(),
+                store: store.clone(),
+                stats: metrics.binlog_stats(&name),
+                metrics: metrics.clone(),
+                cancel: cancel.clone(),
+            };
+            let guard = done.clone().drop_guard();
+            self.tasks.spawn(async move {
+                let _guard = guard;
+                if let Some(b) = before {
+                    b.cancelled().await;
+                }
+                sup.run().await
+            });
+            self.by_job.insert(name, Supervised { key, cancel, done });
+        }
+    }
+
+    /// Asks every archiver to stop (each closes its open segment and
+    /// releases its lease); the caller waits for `tasks`.
+    fn stop(&mut self) {
+        for s in self.by_job.values() {
+            s.cancel.cancel();
+        }
+    }
+}
+
+/// Runs one job's archiver until cancelled: waits while another process
+/// holds the job's binlog lease, restarts it with backoff when it fails.
+struct Supervisor {
+    job: Job,
+    policy: Arc<Policy>,
+    store: DynStore,
+    stats: Arc<crate::backup::binlog::archive::Stats>,
+    metrics: Metrics,
+    cancel: CancellationToken,
+}
+
+impl Supervisor {
+    async fn run(self) {
+        let name = self.job.name.clone();
+        let mut backoff = RESTART_FIRST;
+        let mut waiting = false;
+        tracing::info!(job = %name, "binlog archiver started");
+        while !self.cancel.is_cancelled() {
+            let t0 = tokio::time::Instant::now();
+            let res = match crate::backup::signing::Signer::for_policy(&self.policy) {
+                Ok(signer) => {
+                    let cat = Catalog::new(self.store.clone()).with_signer(signer);
+                    binlog::archive(
+                        &cat,
+                        &self.job,
+                        binlog::LEASE_TTL,
+                        self.stats.clone(),
+                        None,
+                        self.cancel.clone(),
+                    )
+                    .await
+                }
+                Err(e) => Err(e.in_job(&name)),
+            };
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            let wait = match res {
+                Err(e) if matches!(e.root(), Error::Locked { .. }) => {
+                    // Another daemon or a standalone `cexdr binlog archive`
+                    // archives this job; it reports the metrics meanwhile.
+                    self.metrics.binlog_failed(&name, None);
+                    if !waiting {
+                        tracing::warn!(job = %name, error = %one_line(&e), retry_s = LEASE_RETRY.as_secs(), "binlog archiver: another process holds the job's binlog lease; waiting for it");
+                        waiting = true;
+                    } else {
+                        tracing::debug!(job = %name, error = %one_line(&e), "binlog archiver: still waiting for the lease");
+                    }
+                    LEASE_RETRY
+                }
+                res => {
+                    waiting = false;
+                    let e = res.err().unwrap_or_else(|| {
+                        Error::source_err(&name, "the binlog archiver ended by itself")
+                    });
+                    if t0.elapsed() >= RESTART_RESET {
+                        backoff = RESTART_FIRST;
+                    }
+                    self.metrics.binlog_failed(&name, Some(Utc::now()));
+                    tracing::error!(job = %name, error = %one_line(&e), retry_in_s = backoff.as_secs(), "binlog archiver failed; restarting it");
+                    let b = backoff;
+                    backoff = (backoff * 2).min(RESTART_MAX);
+                    b
+                }
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!(job = %name, "binlog archiver stopped");
     }
 }
 

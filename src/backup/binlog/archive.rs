@@ -91,6 +91,9 @@ pub struct Stats {
     pub idle_since: AtomicI64,
     /// 1 while streaming from the server, 0 while (re)connecting.
     pub connected: AtomicU64,
+    /// 1 while this archiver holds the job's binlog lease (set by
+    /// `commands::archive`; the daemon shows only archivers that hold it).
+    pub lease_held: AtomicU64,
 }
 
 impl Stats {
@@ -104,75 +107,83 @@ impl Stats {
         (t > 0).then(|| (now.timestamp() - t).max(0))
     }
 
+    /// The archiver's series as (name, type, help, value): the textfile
+    /// of `cexdr binlog archive` and the daemon's `/metrics` both render
+    /// these, so the names never drift apart.
+    pub fn samples(&self, now: DateTime<Utc>) -> Vec<(&'static str, &'static str, &'static str, String)> {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        vec![
+            (
+                "cexdr_binlog_newest_commit_timestamp_seconds",
+                "gauge",
+                "Commit time of the newest archived transaction (whole seconds).",
+                self.newest_commit.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "cexdr_binlog_lag_seconds",
+                "gauge",
+                "Now minus the newest archived commit; 0 while caught up with an idle server.",
+                self.lag_seconds(now)
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "NaN".into()),
+            ),
+            (
+                "cexdr_binlog_segments_total",
+                "counter",
+                "Segments stored by this archiver process.",
+                g(&self.segments),
+            ),
+            (
+                "cexdr_binlog_stored_bytes_total",
+                "counter",
+                "Bytes stored by this archiver process.",
+                g(&self.bytes),
+            ),
+            (
+                "cexdr_binlog_transactions_total",
+                "counter",
+                "Transactions archived by this archiver process.",
+                g(&self.transactions),
+            ),
+            (
+                "cexdr_binlog_reconnects_total",
+                "counter",
+                "Sessions that ended and were retried (server restart, network cut).",
+                g(&self.reconnects),
+            ),
+            (
+                "cexdr_binlog_gap_records",
+                "gauge",
+                "Gap records in the archive (binlog purged before it was read).",
+                (self.gap_records.load(Ordering::Relaxed) + self.gaps.load(Ordering::Relaxed))
+                    .to_string(),
+            ),
+            (
+                "cexdr_binlog_connected",
+                "gauge",
+                "1 while streaming from the server.",
+                g(&self.connected),
+            ),
+            (
+                "cexdr_binlog_metrics_timestamp_seconds",
+                "gauge",
+                "When the archiver wrote these metrics.",
+                now.timestamp().to_string(),
+            ),
+        ]
+    }
+
     /// Prometheus text of the archiver of `job` (node_exporter textfile).
     pub fn render(&self, job: &str, now: DateTime<Utc>) -> String {
         use std::fmt::Write;
         let j = job.replace('\\', "\\\\").replace('"', "\\\"");
         let mut s = String::new();
-        let mut put = |name: &str, kind: &str, help: &str, v: String| {
+        for (name, kind, help, v) in self.samples(now) {
             let _ = writeln!(
                 s,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{cexdr_job=\"{j}\"}} {v}"
             );
-        };
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        put(
-            "cexdr_binlog_newest_commit_timestamp_seconds",
-            "gauge",
-            "Commit time of the newest archived transaction (whole seconds).",
-            self.newest_commit.load(Ordering::Relaxed).to_string(),
-        );
-        put(
-            "cexdr_binlog_lag_seconds",
-            "gauge",
-            "Now minus the newest archived commit; 0 while caught up with an idle server.",
-            self.lag_seconds(now)
-                .map(|l| l.to_string())
-                .unwrap_or_else(|| "NaN".into()),
-        );
-        put(
-            "cexdr_binlog_segments_total",
-            "counter",
-            "Segments stored by this archiver process.",
-            g(&self.segments),
-        );
-        put(
-            "cexdr_binlog_stored_bytes_total",
-            "counter",
-            "Bytes stored by this archiver process.",
-            g(&self.bytes),
-        );
-        put(
-            "cexdr_binlog_transactions_total",
-            "counter",
-            "Transactions archived by this archiver process.",
-            g(&self.transactions),
-        );
-        put(
-            "cexdr_binlog_reconnects_total",
-            "counter",
-            "Sessions that ended and were retried (server restart, network cut).",
-            g(&self.reconnects),
-        );
-        put(
-            "cexdr_binlog_gap_records",
-            "gauge",
-            "Gap records in the archive (binlog purged before it was read).",
-            (self.gap_records.load(Ordering::Relaxed) + self.gaps.load(Ordering::Relaxed))
-                .to_string(),
-        );
-        put(
-            "cexdr_binlog_connected",
-            "gauge",
-            "1 while streaming from the server.",
-            g(&self.connected),
-        );
-        put(
-            "cexdr_binlog_metrics_timestamp_seconds",
-            "gauge",
-            "When the archiver wrote these metrics.",
-            now.timestamp().to_string(),
-        );
+        }
         s
     }
 }

@@ -1,5 +1,6 @@
 //! The PITR operations the CLI and the daemon call: run an archiver under
 //! the job's binlog lease, report windows, restore to a point in time.
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,7 +122,11 @@ async fn archive_inner(
         ttl,
         cancel.clone(),
         |token| async move {
-            a.run(token.clone()).await?;
+            // Held from here until the closure returns (then released).
+            a.stats.lease_held.store(1, Ordering::Relaxed);
+            let r = a.run(token.clone()).await;
+            a.stats.lease_held.store(0, Ordering::Relaxed);
+            r?;
             if token.is_cancelled() && !cancel.is_cancelled() {
                 return Err(Error::Interrupted); // the lease was lost: with_lease names the holder
             }
