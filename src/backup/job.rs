@@ -357,10 +357,7 @@ pub async fn run_job(
                                 env.sinks
                                     .emit(Event::PruneFailed {
                                         job: job.name.clone(),
-                                        error: format!(
-                                            "binlog archive: {}",
-                                            br.errors.join("; ")
-                                        ),
+                                        error: format!("binlog archive: {}", br.errors.join("; ")),
                                     })
                                     .await;
                             }
@@ -535,7 +532,9 @@ async fn prune_after(
             msg: e.clone(),
         });
     }
-    let binlog = prune_binlog(catalog, job, now, false).await.transpose();
+    let binlog = prune_binlog(catalog, job, now, false, true)
+        .await
+        .transpose();
     Ok((report, binlog))
 }
 
@@ -544,11 +543,18 @@ async fn prune_after(
 /// backups were pruned, so the bases it reads are the kept ones. The
 /// archiver may keep appending meanwhile: prune only removes segments
 /// older than the first one the oldest kept base needs.
+///
+/// `wait_for_archive` (the daemon, right after a backup): when the oldest
+/// kept base is the backup just taken, the archive has not reached its
+/// position yet and the plan removes nothing; with `keep = { last = 1 }`
+/// that would be so at every prune. So it plans again every second for up
+/// to three flush intervals (+10 s) while the archiver catches up.
 async fn prune_binlog(
     catalog: &Catalog,
     job: &Job,
     now: DateTime<Utc>,
     dry_run: bool,
+    wait_for_archive: bool,
 ) -> Result<Option<crate::backup::binlog::retention::Report>> {
     let crate::backup::source::SourceSpec::Mysql(m) = &job.source else {
         return Ok(None);
@@ -556,10 +562,16 @@ async fn prune_binlog(
     let Some(b) = &m.binlog else {
         return Ok(None);
     };
-    crate::backup::binlog::retention::prune(catalog, &job.name, b.keep, now, dry_run)
-        .await
-        .map(Some)
-        .map_err(|e| e.in_job(&job.name))
+    let give_up = tokio::time::Instant::now() + b.flush_interval * 3 + Duration::from_secs(10);
+    loop {
+        let r = crate::backup::binlog::retention::prune(catalog, &job.name, b.keep, now, dry_run)
+            .await
+            .map_err(|e| e.in_job(&job.name))?;
+        if !(wait_for_archive && r.plan.base_ahead) || tokio::time::Instant::now() >= give_up {
+            return Ok(Some(r));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 // ---------------------------------------------------------------- drills
@@ -802,7 +814,7 @@ pub async fn prune_jobs(
                         .await;
                 }
                 reports.push(r);
-                if let Some(br) = prune_binlog(catalog, job, opts.now, opts.dry_run).await? {
+                if let Some(br) = prune_binlog(catalog, job, opts.now, opts.dry_run, false).await? {
                     if !br.errors.is_empty() {
                         code = code.max(exit::FAILED);
                     }

@@ -337,10 +337,12 @@ impl Metrics {
                     );
                 }
             }
-            render_binlog(s, &mut out, Utc::now());
             if s.jobs_only {
                 return out;
             }
+            // The daemon's archivers (a one-shot textfile never has one; the
+            // standalone archiver writes its own).
+            render_binlog(s, &mut out, Utc::now());
             if let Some(t) = ts(&s.started) {
                 let _ = writeln!(out, "# HELP cexdr_start_time_seconds When this process started (Unix time).\n# TYPE cexdr_start_time_seconds gauge\ncexdr_start_time_seconds {t}");
             }
@@ -390,7 +392,11 @@ fn render_binlog(s: &State, out: &mut String, now: DateTime<Utc>) {
     type Sample = (&'static str, &'static str, &'static str, String);
     let mut rows: Vec<(&str, Vec<Sample>)> = Vec::new();
     for (job, a) in &s.binlog {
-        let held = a.stats.lease_held.load(std::sync::atomic::Ordering::Relaxed) == 1;
+        let held = a
+            .stats
+            .lease_held
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1;
         let mut r = a.stats.samples(now);
         match (held, a.failed_at) {
             (true, _) => {}
@@ -405,10 +411,8 @@ fn render_binlog(s: &State, out: &mut String, now: DateTime<Utc>) {
         }
         rows.push((job, r));
     }
-    let Some((_, first)) = rows.first() else {
-        return;
-    };
-    for (i, (name, kind, help, _)) in first.iter().enumerate() {
+    // Every family is declared, even without an archiver (as above).
+    for (i, (name, kind, help, _)) in Stats::default().samples(now).iter().enumerate() {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (job, r) in &rows {
             let _ = writeln!(out, "{name}{{cexdr_job=\"{}\"}} {}", escape(job), r[i].3);
@@ -506,4 +510,64 @@ async fn answer(mut sock: tokio::net::TcpStream, m: Metrics) -> std::io::Result<
 /// Default listen address, for docs and `policy check`.
 pub fn default_listen() -> Option<SocketAddr> {
     DaemonSpec::default().metrics_listen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn daemon_archivers_show_only_when_archiving_or_failed() {
+        let m = Metrics::new();
+        let now = Utc::now().timestamp();
+        let a = m.binlog_stats("a");
+        a.lease_held.store(1, Ordering::Relaxed);
+        a.connected.store(1, Ordering::Relaxed);
+        a.newest_commit.store(now - 100, Ordering::Relaxed);
+        a.segments.store(3, Ordering::Relaxed);
+        // Waiting for another process's lease: that process reports it.
+        m.binlog_stats("b").segments.store(7, Ordering::Relaxed);
+        let c = m.binlog_stats("c");
+        c.newest_commit.store(now - 50, Ordering::Relaxed);
+        let failed = Utc::now() - chrono::Duration::seconds(300);
+        m.binlog_failed("c", Some(failed));
+        // The same counters across restarts.
+        assert!(Arc::ptr_eq(&a, &m.binlog_stats("a")));
+
+        let out = m.render();
+        let get = |name: &str, job: &str| {
+            let p = format!("{name}{{cexdr_job=\"{job}\"}} ");
+            out.lines()
+                .find_map(|l| l.strip_prefix(&p))
+                .map(|v| v.parse::<f64>().unwrap())
+        };
+        assert!(
+            get("cexdr_binlog_lag_seconds", "a").unwrap() >= 100.0,
+            "{out}"
+        );
+        assert_eq!(get("cexdr_binlog_connected", "a"), Some(1.0));
+        assert_eq!(get("cexdr_binlog_segments_total", "a"), Some(3.0));
+        assert!(!out.contains("cexdr_job=\"b\""), "{out}");
+        assert_eq!(
+            get("cexdr_binlog_metrics_timestamp_seconds", "c"),
+            Some(failed.timestamp() as f64),
+            "{out}"
+        );
+        assert!(get("cexdr_binlog_lag_seconds", "c").unwrap() >= 50.0);
+        assert_eq!(get("cexdr_binlog_connected", "c"), Some(0.0));
+        // One HELP/TYPE per family, then its samples.
+        assert_eq!(
+            out.matches("# TYPE cexdr_binlog_lag_seconds gauge").count(),
+            1
+        );
+        m.binlog_failed("c", None);
+        m.binlog_forget("a");
+        let out = m.render();
+        assert!(!out.contains("cexdr_binlog_lag_seconds{"), "{out}");
+        assert!(
+            out.contains("# TYPE cexdr_binlog_lag_seconds gauge"),
+            "{out}"
+        );
+    }
 }

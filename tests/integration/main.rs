@@ -23,6 +23,7 @@ mod mysql;
 mod notifications;
 mod object_lock;
 mod pitr;
+mod pitr_daemon;
 mod proof;
 mod prune;
 mod redis;

@@ -35,13 +35,13 @@ use crate::common::*;
 use crate::mariadb_server::Options;
 
 /// A `cexdr binlog archive` child; SIGKILLed on drop.
-struct ArchiverProc {
+pub(crate) struct ArchiverProc {
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl ArchiverProc {
-    fn start(policy: &Path, job: &str, log: PathBuf) -> ArchiverProc {
+    pub(crate) fn start(policy: &Path, job: &str, log: PathBuf) -> ArchiverProc {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -68,12 +68,12 @@ impl ArchiverProc {
         }
     }
     /// SIGTERM: the open segment is closed at a boundary, the lease released.
-    fn stop(&mut self) -> i32 {
+    pub(crate) fn stop(&mut self) -> i32 {
         let mut c = self.child.take().expect("running");
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         c.wait().unwrap().code().unwrap_or(-1)
     }
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -84,7 +84,7 @@ impl Drop for ArchiverProc {
     }
 }
 
-fn policy_for(dir: &Path, server: &MariaDb, db: &str, job: &str) -> PathBuf {
+pub(crate) fn policy_for(dir: &Path, server: &MariaDb, db: &str, job: &str) -> PathBuf {
     write_policy(
         dir,
         &format!(
@@ -97,14 +97,14 @@ fn policy_for(dir: &Path, server: &MariaDb, db: &str, job: &str) -> PathBuf {
 }
 
 /// Order-independent checksum of the table: what the writer records.
-fn checksum(s: &MariaDb, db: &str) -> String {
+pub(crate) fn checksum(s: &MariaDb, db: &str) -> String {
     s.sql(&format!(
         "SELECT COUNT(*), COALESCE(SUM(CRC32(CONCAT(id, ':', v))), 0) FROM {db}.ev"
     ))
 }
 
 /// `n` single-row autocommit transactions in one client call.
-fn write_rows(s: &MariaDb, db: &str, from: usize, n: usize) {
+pub(crate) fn write_rows(s: &MariaDb, db: &str, from: usize, n: usize) {
     let mut q = String::new();
     for i in from..from + n {
         q.push_str(&format!(
@@ -116,14 +116,14 @@ fn write_rows(s: &MariaDb, db: &str, from: usize, n: usize) {
 
 /// Waits out the current second so that nothing commits in the next one;
 /// returns that quiet second (the writer's cut point) after it has passed.
-fn quiet_second() -> chrono::DateTime<chrono::Utc> {
+pub(crate) fn quiet_second() -> chrono::DateTime<chrono::Utc> {
     let now = chrono::Utc::now();
     let next = chrono::DateTimeExt::ceil(now);
     std::thread::sleep((next - now).to_std().unwrap() + Duration::from_millis(1100));
     next
 }
 
-mod chrono {
+pub(crate) mod chrono {
     pub use ::chrono::*;
     pub trait DateTimeExt {
         fn ceil(self) -> Self;
@@ -136,7 +136,7 @@ mod chrono {
     }
 }
 
-fn pitr_json(policy: &Path, job: &str) -> serde_json::Value {
+pub(crate) fn pitr_json(policy: &Path, job: &str) -> serde_json::Value {
     let o = cexdr(&[
         "--policy",
         policy.to_str().unwrap(),
@@ -171,7 +171,12 @@ fn wait_archived(policy: &Path, job: &str, want: &str, a: &ArchiverProc) {
     }
 }
 
-fn restore_until(policy: &Path, job: &str, until: &str, to: &MariaDb) -> std::process::Output {
+pub(crate) fn restore_until(
+    policy: &Path,
+    job: &str,
+    until: &str,
+    to: &MariaDb,
+) -> std::process::Output {
     cexdr(&[
         "--policy",
         policy.to_str().unwrap(),
@@ -328,7 +333,7 @@ fn small_archive(
     (dir, policy, p, cuts)
 }
 
-fn segment_files(dir: &Path, job: &str) -> Vec<PathBuf> {
+pub(crate) fn segment_files(dir: &Path, job: &str) -> Vec<PathBuf> {
     let root = dir.join("store").join("binlog").join(job);
     let mut out: Vec<PathBuf> = walk(&root)
         .into_iter()

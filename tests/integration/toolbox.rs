@@ -446,21 +446,12 @@ fn manpage_writes_one_page_per_subcommand_that_man_renders() {
 }
 
 /// Metric names the dashboard uses that the daemon's /metrics does not
-/// export because another process writes them: the binlog archiver's
-/// node_exporter textfile (`cexdr binlog archive --metrics-file`). Each must
-/// NOT be in /metrics, and every panel using one sits in the row titled
-/// "(archiver textfile)".
-const PENDING: &[(&str, &str)] = &[
-    ("cexdr_binlog_lag_seconds", "archiver textfile"),
-    ("cexdr_binlog_connected", "archiver textfile"),
-    (
-        "cexdr_binlog_metrics_timestamp_seconds",
-        "archiver textfile",
-    ),
-    ("cexdr_binlog_stored_bytes_total", "archiver textfile"),
-    ("cexdr_binlog_reconnects_total", "archiver textfile"),
-    ("cexdr_binlog_gap_records", "archiver textfile"),
-];
+/// export because another process writes them, with the marker of the row
+/// their panels must sit in ("(<marker>)" in its title). Each must NOT be
+/// in /metrics. Empty since the daemon runs the binlog archivers and
+/// exports their series (the standalone archiver's textfile has the same
+/// names).
+const PENDING: &[(&str, &str)] = &[];
 
 /// The parts of Grafana's dashboard model (schemaVersion 39) this file uses.
 #[derive(serde::Deserialize)]

@@ -110,7 +110,10 @@ impl Stats {
     /// The archiver's series as (name, type, help, value): the textfile
     /// of `cexdr binlog archive` and the daemon's `/metrics` both render
     /// these, so the names never drift apart.
-    pub fn samples(&self, now: DateTime<Utc>) -> Vec<(&'static str, &'static str, &'static str, String)> {
+    pub fn samples(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Vec<(&'static str, &'static str, &'static str, String)> {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
         vec![
             (

@@ -21,6 +21,11 @@ pub struct Plan {
     pub reason: String,
     /// Objects without a manifest, behind the newest segment (interrupted uploads).
     pub orphans: Vec<String>,
+    /// The oldest kept base is past the newest segment: the archiver has
+    /// not reached it yet (a prune right after a backup), so nothing is
+    /// removed now; a later plan, once the archive covers it, will.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub base_ahead: bool,
 }
 
 /// `bases`: the base backups that prune keeps.
@@ -39,6 +44,10 @@ pub fn plan(a: &Archive, bases: &[Base], keep: Option<Duration>, now: DateTime<U
     };
     let (runs, _) = window::runs(a);
     let Some(run) = runs.iter().find(|r| window::covers(a, r, &oldest.gtid)) else {
+        // Not covered, though the newest run starts before it: it ends before it.
+        p.base_ahead = runs
+            .last()
+            .is_some_and(|r| a.segments[r.first].manifest.gtid_start.le(&oldest.gtid));
         p.reason = format!(
             "the oldest kept base {} is not inside the archive: every segment is kept",
             oldest.id
