@@ -459,6 +459,8 @@ impl Archivers {
     /// Starts, restarts (changed) and stops (removed) archivers to match
     /// `policy`.
     fn sync(&mut self, policy: &Arc<Policy>, store: &DynStore, metrics: &Metrics) {
+        // Forget the tasks of archivers stopped at earlier reloads.
+        while self.tasks.try_join_next().is_some() {}
         let wanted: BTreeMap<String, (Job, ArchiverKey)> = policy
             .jobs
             .iter()

@@ -427,3 +427,128 @@ fn daemon_prune_after_a_backup_removes_segments_before_the_oldest_kept_base() {
     assert_code(&o, 0);
     assert_eq!(checksum(&target, db), cut.1);
 }
+
+/// SIGHUP: a job that gains a `binlog` table gets an archiver; one whose
+/// server changes gets a new one (here a server with the binlog off: it
+/// fails by job and cause, is retried, and shows as failed on /metrics);
+/// one that loses the table has its archiver stopped and the lease freed.
+#[test]
+fn daemon_archivers_follow_reloads_and_failures_are_logged_by_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = MariaDb::primary();
+    let off = MariaDb::start(Options {
+        binlog: false,
+        ..Options::default()
+    });
+    let db = "pitr_reload";
+    let job = "rl";
+    p.sql(&format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.ev (id INT PRIMARY KEY, v VARCHAR(40))"
+    ));
+    let policy = policy_for(dir.path(), &p, db, job);
+    daemonize(&policy, "", "");
+    let with = std::fs::read_to_string(&policy).unwrap();
+    let binlog_line = with
+        .lines()
+        .find(|l| l.starts_with("binlog = {"))
+        .unwrap()
+        .to_owned();
+    let without = with.replace(&format!("{binlog_line}\n"), "");
+    std::fs::write(&policy, &without).unwrap();
+    let lease = dir.path().join("store/.locks/rl@binlog.json");
+
+    let mut d = Daemon::start(&policy);
+    let addr = d.metrics_addr();
+    d.wait(&[("message", "scheduler started")], 30);
+    let pid = d.child.as_ref().unwrap().id() as i32;
+    let hup = |d: &mut Daemon, text: &str, n: usize| {
+        std::fs::write(&policy, text).unwrap();
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        let t0 = Instant::now();
+        while d.matching(&[("message", "policy reloaded")]).len() < n {
+            assert!(t0.elapsed() < Duration::from_secs(30), "{}", d.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert!(d
+        .matching(&[("message", "binlog archiver started")])
+        .is_empty());
+
+    // Gains a binlog table: archived.
+    hup(&mut d, &with, 1);
+    d.wait(
+        &[("message", "binlog archiver: streaming"), ("job", job)],
+        30,
+    );
+    write_rows(&p, db, 0, 10);
+    let t0 = Instant::now();
+    while pitr_json(&policy, job)["segments"].as_u64().unwrap_or(0) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(lease.exists());
+
+    // Its server changes to one with the binlog off: restarted, fails, retried.
+    hup(&mut d, &with.replace(&p.url(), &off.url()), 2);
+    d.wait(
+        &[
+            (
+                "message",
+                "binlog archiver: the job changed; restarting its archiver",
+            ),
+            ("job", job),
+        ],
+        30,
+    );
+    let v = d.wait(
+        &[
+            ("message", "binlog archiver failed; restarting it"),
+            ("job", job),
+        ],
+        30,
+    );
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("binary logging is off"),
+        "{v}"
+    );
+    let m = scrape(&addr);
+    assert_eq!(sample(&m, "cexdr_binlog_connected", job), Some(0.0), "{m}");
+    let failed_at = sample(&m, "cexdr_binlog_metrics_timestamp_seconds", job)
+        .unwrap_or_else(|| panic!("a failed archiver keeps its series:\n{m}"));
+    assert!(failed_at > 0.0 && failed_at <= chrono::Utc::now().timestamp() as f64);
+    // The segments archived before the restart still count.
+    assert!(
+        sample(&m, "cexdr_binlog_segments_total", job).unwrap() > 0.0,
+        "{m}"
+    );
+
+    // Loses the table: stopped, lease released, no series.
+    hup(&mut d, &without, 3);
+    d.wait(
+        &[
+            (
+                "message",
+                "binlog archiver: the job (or its binlog table) left the policy; stopping its archiver",
+            ),
+            ("job", job),
+        ],
+        30,
+    );
+    // The first one stopped at the restart, the second one now.
+    let t0 = Instant::now();
+    while d
+        .matching(&[("message", "binlog archiver stopped"), ("job", job)])
+        .len()
+        < 2
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!lease.exists(), "the lease is released");
+    let m = scrape(&addr);
+    assert_eq!(sample(&m, "cexdr_binlog_lag_seconds", job), None, "{m}");
+    assert_eq!(d.stop(), 0, "{}", d.log());
+}
