@@ -285,7 +285,7 @@ pub async fn run_job(
                 cancel,
                 |token| async move {
                     let cat = env.catalog().await?;
-                    let m = run::run_held(&cat, job, token).await?;
+                    let m = run::run_held(&cat, job, token.clone()).await?;
                     let read_back = if verify_after(&env.policy, job) {
                         // A failure to record the read-back is one, too.
                         Some(match verify::read_back(&cat, &m).await {
@@ -300,7 +300,7 @@ pub async fn run_job(
                         .map(|v| v.status == Status::Ok)
                         .unwrap_or(true);
                     let pruned = if env.prune && read_back_ok {
-                        Some(prune_after(&cat, job, &env.policy, env.clock.now()).await)
+                        Some(prune_after(&cat, job, &env.policy, env.clock.now(), &token).await)
                     } else {
                         None
                     };
@@ -513,6 +513,7 @@ async fn prune_after(
     job: &Job,
     policy: &Policy,
     now: DateTime<Utc>,
+    cancel: &CancellationToken,
 ) -> Result<Pruned> {
     let opts = prune::Options {
         dry_run: false,
@@ -532,7 +533,7 @@ async fn prune_after(
             msg: e.clone(),
         });
     }
-    let binlog = prune_binlog(catalog, job, now, false, true)
+    let binlog = prune_binlog(catalog, job, now, false, Some(cancel))
         .await
         .transpose();
     Ok((report, binlog))
@@ -544,7 +545,8 @@ async fn prune_after(
 /// archiver may keep appending meanwhile: prune only removes segments
 /// older than the first one the oldest kept base needs.
 ///
-/// `wait_for_archive` (the daemon, right after a backup): when the oldest
+/// `wait_for_archive` (the daemon, right after a backup; waiting ends when
+/// it is cancelled): when the oldest
 /// kept base is the backup just taken, the archive has not reached its
 /// position yet and the plan removes nothing; with `keep = { last = 1 }`
 /// that would be so at every prune. So it plans again every second for up
@@ -554,7 +556,7 @@ async fn prune_binlog(
     job: &Job,
     now: DateTime<Utc>,
     dry_run: bool,
-    wait_for_archive: bool,
+    wait_for_archive: Option<&CancellationToken>,
 ) -> Result<Option<crate::backup::binlog::retention::Report>> {
     let crate::backup::source::SourceSpec::Mysql(m) = &job.source else {
         return Ok(None);
@@ -567,10 +569,16 @@ async fn prune_binlog(
         let r = crate::backup::binlog::retention::prune(catalog, &job.name, b.keep, now, dry_run)
             .await
             .map_err(|e| e.in_job(&job.name))?;
-        if !(wait_for_archive && r.plan.base_ahead) || tokio::time::Instant::now() >= give_up {
+        let Some(cancel) = wait_for_archive.filter(|_| r.plan.base_ahead) else {
+            return Ok(Some(r));
+        };
+        if tokio::time::Instant::now() >= give_up {
             return Ok(Some(r));
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(Some(r)),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 
@@ -814,7 +822,7 @@ pub async fn prune_jobs(
                         .await;
                 }
                 reports.push(r);
-                if let Some(br) = prune_binlog(catalog, job, opts.now, opts.dry_run, false).await? {
+                if let Some(br) = prune_binlog(catalog, job, opts.now, opts.dry_run, None).await? {
                     if !br.errors.is_empty() {
                         code = code.max(exit::FAILED);
                     }
