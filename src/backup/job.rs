@@ -551,7 +551,7 @@ pub async fn drill_job(env: &JobEnv, job: &Job, cancel: CancellationToken) -> Dr
                 // backup without a restore test.
                 let entries = cat.list_full(Some(&job.name)).await?;
                 let Some(e) = drill_candidate(&entries).cloned() else {
-                    return Err(Error::Restore(format!(
+                    return Err(Error::RestoreRefused(format!(
                         "job {} has no backup to drill",
                         job.name
                     )));

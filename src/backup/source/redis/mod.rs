@@ -354,7 +354,7 @@ async fn pump(
         };
         if !data.is_empty() {
             if let Err(m) = checker.feed(&data) {
-                return Err(fail(&tx, &what, m).await);
+                return Err(fail(&tx, &what, m.to_string()).await);
             }
             if let Some(p) = pending.replace(data) {
                 if tx.send(Ok(p)).await.is_err() {
@@ -375,7 +375,7 @@ async fn pump(
             }
             Ok(sum)
         }
-        Err(m) => Err(fail(&tx, &what, m).await),
+        Err(m) => Err(fail(&tx, &what, m.to_string()).await),
     }
 }
 
