@@ -115,7 +115,7 @@ enum State {
 }
 
 /// The input ended in the middle of a string or comment: the dump is cut.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the dump ends inside a {0:?}")]
 pub struct Unterminated(State);
 
