@@ -519,11 +519,7 @@ pub fn drill_target(job: &Job) -> Result<crate::backup::source::ScratchTarget> {
             job.name
         ))
     })?;
-    let source_url = match &job.source {
-        crate::backup::source::SourceSpec::Mysql(m) => Some(m.url.clone()),
-        crate::backup::source::SourceSpec::Redis(r) => Some(r.url.clone()),
-        crate::backup::source::SourceSpec::Files(_) => None,
-    };
+    let source_url = job.source.info().server_url().map(str::to_owned);
     Ok(crate::backup::source::ScratchTarget {
         url: d.target.clone(),
         password: d.password.clone(),

@@ -35,6 +35,13 @@ macro_rules! sources {
                     $(SourceSpec::$variant(_) => Kind::$variant,)+
                 }
             }
+
+            /// What the spec tells about itself (`policy check`, drills).
+            pub fn info(&self) -> &dyn SpecInfo {
+                match self {
+                    $(SourceSpec::$variant(spec) => spec,)+
+                }
+            }
         }
 
         /// What a backup holds; `Manifest.kind`, serialised as its name
@@ -103,6 +110,19 @@ pub mod files_restore;
 pub mod mysql;
 pub mod pax;
 pub mod redis;
+
+/// What a source's spec tells about itself, beside being opened: each spec
+/// type of the `sources!` list implements it.
+pub trait SpecInfo {
+    /// `policy check` lines saying what the job reads, each indented by two
+    /// spaces and ending with a newline.
+    fn describe(&self) -> String;
+    /// The server the job reads from (a drill refuses it as its target
+    /// unless allowed); None for a source that is not a server.
+    fn server_url(&self) -> Option<&str> {
+        None
+    }
+}
 
 /// What an extract says once its stream has ended.
 #[derive(Debug, Default)]

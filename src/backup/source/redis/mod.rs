@@ -27,6 +27,24 @@ pub struct RedisSpec {
     pub cluster: Option<bool>,
 }
 
+impl super::SpecInfo for RedisSpec {
+    fn describe(&self) -> String {
+        format!(
+            "  server: {} (cluster: {})\n",
+            self.url,
+            match self.cluster {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "detect",
+            }
+        )
+    }
+
+    fn server_url(&self) -> Option<&str> {
+        Some(&self.url)
+    }
+}
+
 mod conn;
 mod drill;
 pub mod rdb;
