@@ -86,17 +86,29 @@ pub enum Error {
     #[error("{failed} of {total} backup(s) failed verification")]
     VerifyFailed { failed: usize, total: usize },
 
-    /// Restoring refused (the message says why).
+    /// Restoring refused, with no underlying error: the message says why
+    /// (a target that exists, a backup without an artifact, a damaged object).
     #[error("restore: {0}")]
-    Restore(String),
+    RestoreRefused(String),
 
     /// Restoring failed with an underlying cause, kept as the source
-    /// (`what` names the artifact key or step).
-    #[error("restore: {what}")]
+    /// (`what` names the artifact key, table or step; empty when the cause
+    /// names it already, e.g. a typed error of a lower layer).
+    #[error("restore{}{what}", if what.is_empty() { "" } else { ": " })]
     RestoreFailed {
         what: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A restore failed after creating databases, which were dropped again.
+    /// The cause's text comes first (as the message always read); the cause
+    /// itself stays the source.
+    #[error("{} (the partially restored database(s) {} were dropped)", one_line(source.as_ref()), dropped.join(", "))]
+    RestoreRolledBack {
+        dropped: Vec<String>,
+        #[source]
+        source: Box<Error>,
     },
 
     #[error("interrupted")]
@@ -183,6 +195,18 @@ impl Error {
         Error::RestoreFailed {
             what: what.into(),
             source: source.into(),
+        }
+    }
+
+    /// This error as a restore error: one already is stays as it is, any
+    /// other becomes the cause of one (so that it reads `restore: …` and
+    /// exits 1, as restores always did).
+    pub fn in_restore(self) -> Self {
+        match self {
+            e @ (Error::RestoreRefused(_)
+            | Error::RestoreFailed { .. }
+            | Error::RestoreRolledBack { .. }) => e,
+            other => Error::restore_failed("", other),
         }
     }
 
@@ -306,5 +330,28 @@ mod tests {
             "restore: cfg/x/files.tar.gz: damaged sparse map"
         );
         assert_eq!(e.exit_code(), exit::FAILED);
+    }
+
+    #[test]
+    fn other_errors_become_the_cause_of_a_restore_error() {
+        let e = Error::io("reading x", io::Error::other("boom")).in_restore();
+        assert!(matches!(e, Error::RestoreFailed { .. }));
+        assert_eq!(one_line(&e), "restore: reading x: boom");
+        let inner = std::error::Error::source(&e).expect("cause kept");
+        assert!(inner.downcast_ref::<Error>().is_some(), "typed cause");
+        let refused = Error::RestoreRefused("x exists".into());
+        assert_eq!(one_line(&refused.in_restore()), "restore: x exists");
+        let rolled = Error::RestoreRolledBack {
+            dropped: vec!["a".into(), "b".into()],
+            source: Box::new(Error::restore_failed(
+                "loading data",
+                io::Error::other("gone"),
+            )),
+        };
+        assert_eq!(
+            one_line(&rolled),
+            "restore: loading data: gone (the partially restored database(s) a, b were dropped)"
+        );
+        assert_eq!(rolled.exit_code(), exit::FAILED);
     }
 }

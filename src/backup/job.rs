@@ -624,11 +624,7 @@ pub fn drill_target(job: &Job) -> Result<crate::backup::source::ScratchTarget> {
             job.name
         ))
     })?;
-    let source_url = match &job.source {
-        crate::backup::source::SourceSpec::Mysql(m) => Some(m.url.clone()),
-        crate::backup::source::SourceSpec::Redis(r) => Some(r.url.clone()),
-        crate::backup::source::SourceSpec::Files(_) => None,
-    };
+    let source_url = job.source.info().server_url().map(str::to_owned);
     Ok(crate::backup::source::ScratchTarget {
         url: d.target.clone(),
         password: d.password.clone(),
@@ -656,7 +652,7 @@ pub async fn drill_job(env: &JobEnv, job: &Job, cancel: CancellationToken) -> Dr
                 // backup without a restore test.
                 let entries = cat.list_full(Some(&job.name)).await?;
                 let Some(e) = drill_candidate(&entries).cloned() else {
-                    return Err(Error::Restore(format!(
+                    return Err(Error::RestoreRefused(format!(
                         "job {} has no backup to drill",
                         job.name
                     )));

@@ -271,15 +271,49 @@ pub struct Schedule {
     inner: cron::Schedule,
 }
 
+/// Why a `schedule` was not understood; each names the expression.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("cron expression {expr:?} has {fields} fields; write 5 (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/@monthly/@yearly")]
+    Fields { expr: String, fields: usize },
+    #[error("cron expression {expr:?}: day-of-week {source}")]
+    DayOfWeek {
+        expr: String,
+        #[source]
+        source: DayOfWeekError,
+    },
+    #[error("cron expression {expr:?}: {source}")]
+    Cron {
+        expr: String,
+        #[source]
+        source: cron::error::Error,
+    },
+}
+
+/// Why a cron(5) day-of-week field was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DayOfWeekError {
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
+    #[error("{0} is out of range (0-7, 0 and 7 are Sunday)")]
+    OutOfRange(usize),
+    #[error("range {0:?} runs backwards")]
+    Backwards(String),
+    #[error("step {0:?} is not a positive number")]
+    Step(String),
+}
+
 /// A cron(5) day-of-week field with its numbers as names (`1-5` →
 /// `MON,TUE,WED,THU,FRI`); names and `*` pass through.
-fn dow_names(field: &str) -> std::result::Result<String, String> {
+fn dow_names(field: &str) -> std::result::Result<String, DayOfWeekError> {
     const NAMES: [&str; 8] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"];
-    let num = |t: &str| -> std::result::Result<Option<usize>, String> {
+    let num = |t: &str| -> std::result::Result<Option<usize>, DayOfWeekError> {
         if t.chars().all(|c| c.is_ascii_digit()) && !t.is_empty() {
-            let n: usize = t.parse().map_err(|_| format!("{t:?} is not a number"))?;
+            let n: usize = t
+                .parse()
+                .map_err(|_| DayOfWeekError::NotANumber(t.to_owned()))?;
             if n > 7 {
-                return Err(format!("{n} is out of range (0-7, 0 and 7 are Sunday)"));
+                return Err(DayOfWeekError::OutOfRange(n));
             }
             Ok(Some(n))
         } else {
@@ -303,14 +337,14 @@ fn dow_names(field: &str) -> std::result::Result<String, String> {
         match range {
             Some((a, b)) => {
                 if a > b {
-                    return Err(format!("range {base:?} runs backwards"));
+                    return Err(DayOfWeekError::Backwards(base.to_owned()));
                 }
                 let step: usize = match step {
                     Some(s) => s
                         .parse()
                         .ok()
                         .filter(|s| *s > 0)
-                        .ok_or_else(|| format!("step {s:?} is not a positive number"))?,
+                        .ok_or_else(|| DayOfWeekError::Step(s.to_owned()))?,
                     None => 1,
                 };
                 let mut n = a;
@@ -329,27 +363,32 @@ fn dow_names(field: &str) -> std::result::Result<String, String> {
 }
 
 impl Schedule {
-    pub fn parse(expr: &str) -> std::result::Result<Self, String> {
+    pub fn parse(expr: &str) -> std::result::Result<Self, ScheduleError> {
         let e = expr.trim();
         let full = if e.starts_with('@') {
             e.to_owned()
         } else {
             let n = e.split_whitespace().count();
             if n != 5 {
-                return Err(format!(
-                    "cron expression {expr:?} has {n} fields; write 5 (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/@monthly/@yearly"
-                ));
+                return Err(ScheduleError::Fields {
+                    expr: expr.to_owned(),
+                    fields: n,
+                });
             }
             // The cron crate wants a seconds field first, and numbers its
             // days of the week 1-7 from Sunday; cron(5) numbers them 0-7
             // from Sunday (0 and 7 both Sunday): pass days by name.
             let mut f: Vec<String> = e.split_whitespace().map(str::to_owned).collect();
-            f[4] = dow_names(&f[4])
-                .map_err(|m| format!("cron expression {expr:?}: day-of-week {m}"))?;
+            f[4] = dow_names(&f[4]).map_err(|source| ScheduleError::DayOfWeek {
+                expr: expr.to_owned(),
+                source,
+            })?;
             format!("0 {}", f.join(" "))
         };
-        let inner = cron::Schedule::from_str(&full)
-            .map_err(|err| format!("cron expression {expr:?}: {err}"))?;
+        let inner = cron::Schedule::from_str(&full).map_err(|source| ScheduleError::Cron {
+            expr: expr.to_owned(),
+            source,
+        })?;
         Ok(Schedule {
             expr: e.to_owned(),
             inner,
@@ -623,7 +662,7 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
                 return Err(err("prefix", "must not contain . or .. components".into()));
             }
             let part_size = match s.part_size {
-                Some(p) => parse_size(&p).map_err(|m| err("part-size", m))?,
+                Some(p) => parse_size(&p).map_err(|m| err("part-size", m.to_string()))?,
                 None => 8 << 20,
             };
             if part_size < 5 << 20 {
@@ -704,7 +743,7 @@ fn validate_daemon(file: &Path, loc: &Locator, d: RawDaemon) -> Result<DaemonSpe
         out.max_parallel = n;
     }
     if let Some(j) = &d.jitter {
-        out.jitter = parse_jitter(j).map_err(|m| err("jitter", m))?;
+        out.jitter = parse_jitter(j).map_err(|m| err("jitter", m.to_string()))?;
     }
     if let Some(c) = d.catch_up {
         out.catch_up = c;
@@ -716,10 +755,11 @@ fn validate_daemon(file: &Path, loc: &Locator, d: RawDaemon) -> Result<DaemonSpe
         out.verify_after_backup = v;
     }
     if let Some(g) = &d.incomplete_grace {
-        out.incomplete_grace = parse_duration(g).map_err(|m| err("incomplete-grace", m))?;
+        out.incomplete_grace =
+            parse_duration(g).map_err(|m| err("incomplete-grace", m.to_string()))?;
     }
     if let Some(g) = &d.shutdown_grace {
-        out.shutdown_grace = parse_duration(g).map_err(|m| err("shutdown-grace", m))?;
+        out.shutdown_grace = parse_duration(g).map_err(|m| err("shutdown-grace", m.to_string()))?;
     }
     if let Some(a) = &d.metrics_listen {
         out.metrics_listen = if a.is_empty() {
@@ -737,7 +777,7 @@ fn validate_daemon(file: &Path, loc: &Locator, d: RawDaemon) -> Result<DaemonSpe
 }
 
 /// A jitter may be "0s" (none); other durations as `parse_duration`.
-fn parse_jitter(s: &str) -> std::result::Result<Duration, String> {
+fn parse_jitter(s: &str) -> std::result::Result<Duration, crate::base::DurationError> {
     if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
         return Ok(Duration::ZERO);
     }
@@ -764,7 +804,7 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
         ));
     }
     let schedule = match &j.schedule {
-        Some(s) => Some(Schedule::parse(s).map_err(|m| err("schedule", m))?),
+        Some(s) => Some(Schedule::parse(s).map_err(|m| err("schedule", m.to_string()))?),
         None => None,
     };
     let mut compression = match &j.compression {
@@ -821,11 +861,11 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
         parse_duration(w).map_err(|m| err("keep", format!("within: {m}")))?;
     }
     let timeout = match &j.timeout {
-        Some(t) => Some(parse_duration(t).map_err(|m| err("timeout", m))?),
+        Some(t) => Some(parse_duration(t).map_err(|m| err("timeout", m.to_string()))?),
         None => None,
     };
     let jitter = match &j.jitter {
-        Some(t) => Some(parse_jitter(t).map_err(|m| err("jitter", m))?),
+        Some(t) => Some(parse_jitter(t).map_err(|m| err("jitter", m.to_string()))?),
         None => None,
     };
 

@@ -8,46 +8,58 @@ use serde::{Deserialize, Deserializer};
 /// is a typo, and keeps `Instant + d` and `DateTime - d` far from overflow.
 pub const MAX: Duration = Duration::from_secs(100 * 365 * 86400);
 
+/// Why a duration was not understood; each names the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("duration {0:?}: expected a number followed by s, m, h, d or w")]
+    NotANumber(String),
+    #[error("duration {0:?}: expected a number followed by ms, s, m, h or d")]
+    NotANumberMs(String),
+    #[error("duration {0:?}: unit must be s, m, h, d or w")]
+    Unit(String),
+    #[error("duration {0:?} must be greater than zero")]
+    Zero(String),
+    #[error("duration {0:?} is out of range (at most 100 years)")]
+    OutOfRange(String),
+}
+
 /// `90s`, `15m`, `6h`, `30d`, `2w`; greater than zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("duration {s:?}: expected a number followed by s, m, h, d or w"))?;
+        .map_err(|_| DurationError::NotANumber(s.to_owned()))?;
     let mul: u64 = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
         "w" => 7 * 86400,
-        _ => return Err(format!("duration {s:?}: unit must be s, m, h, d or w")),
+        _ => return Err(DurationError::Unit(s.to_owned())),
     };
     if n == 0 {
-        return Err(format!("duration {s:?} must be greater than zero"));
+        return Err(DurationError::Zero(s.to_owned()));
     }
     let secs = n.checked_mul(mul).filter(|&x| x <= MAX.as_secs());
     match secs {
         Some(secs) => Ok(Duration::from_secs(secs)),
-        None => Err(format!(
-            "duration {s:?} is out of range (at most 100 years)"
-        )),
+        None => Err(DurationError::OutOfRange(s.to_owned())),
     }
 }
 
 /// `500ms`, `90s`, `15m`, `6h`, `1d`, and `0s` (runbook timings, where zero
 /// means "no wait").
-pub fn parse_duration_ms(s: &str) -> Result<Duration, String> {
+pub fn parse_duration_ms(s: &str) -> Result<Duration, DurationError> {
     let t = s.trim();
     if let Some(ms) = t.strip_suffix("ms") {
-        let d = ms.parse::<u64>().map(Duration::from_millis).map_err(|_| {
-            format!("duration {s:?}: expected a number followed by ms, s, m, h or d")
-        })?;
+        let d = ms
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| DurationError::NotANumberMs(s.to_owned()))?;
         if d > MAX {
-            return Err(format!(
-                "duration {s:?} is out of range (at most 100 years)"
-            ));
+            return Err(DurationError::OutOfRange(s.to_owned()));
         }
         return Ok(d);
     }

@@ -14,9 +14,9 @@ pub mod secret;
 pub mod size;
 pub mod toml_loc;
 
-pub use duration::{human_duration, parse_duration, parse_duration_ms, Dur};
+pub use duration::{human_duration, parse_duration, parse_duration_ms, Dur, DurationError};
 pub use secret::Secret;
-pub use size::{human_bytes, parse_size};
+pub use size::{human_bytes, parse_size, SizeError};
 
 /// A stream of byte chunks; errors travel as `io::Error` (typed errors inside).
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

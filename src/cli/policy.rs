@@ -81,39 +81,7 @@ pub fn describe(p: &Policy, now: DateTime<Utc>) -> String {
     }
     for j in &p.jobs {
         out.push_str(&format!("job {} ({}):\n", j.name, j.source.kind()));
-        match &j.source {
-            SourceSpec::Files(f) => {
-                let paths: Vec<_> = f.paths.iter().map(|p| p.display().to_string()).collect();
-                out.push_str(&format!("  folders: {}\n", paths.join(", ")));
-                if !f.exclude.is_empty() {
-                    out.push_str(&format!("  exclude: {}\n", f.exclude.join(", ")));
-                }
-            }
-            SourceSpec::Mysql(m) => {
-                out.push_str(&format!(
-                    "  server: {} ({} threads, {:?} consistency)\n  databases: {}\n",
-                    m.url,
-                    m.threads,
-                    m.consistency,
-                    if m.databases.is_empty() {
-                        "all but the system ones".into()
-                    } else {
-                        m.databases.join(", ")
-                    }
-                ));
-            }
-            SourceSpec::Redis(r) => {
-                out.push_str(&format!(
-                    "  server: {} (cluster: {})\n",
-                    r.url,
-                    match r.cluster {
-                        Some(true) => "yes",
-                        Some(false) => "no",
-                        None => "detect",
-                    }
-                ));
-            }
-        }
+        out.push_str(&j.source.info().describe());
         out.push_str(&format!("  compression: {}\n", j.compression.name()));
         match &j.schedule {
             Some(s) => {

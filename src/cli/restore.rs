@@ -51,10 +51,15 @@ pub struct RestoreArgs {
     pub allow_external_links: bool,
 }
 
-fn parse_map(s: &str) -> std::result::Result<(String, String), String> {
+/// A `--database-map` value that is not `OLD=NEW`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not OLD=NEW")]
+struct NotOldNew(String);
+
+fn parse_map(s: &str) -> std::result::Result<(String, String), NotOldNew> {
     match s.split_once('=') {
         Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_owned(), b.to_owned())),
-        _ => Err(format!("{s:?} is not OLD=NEW")),
+        _ => Err(NotOldNew(s.to_owned())),
     }
 }
 

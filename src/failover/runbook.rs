@@ -166,7 +166,7 @@ impl Runbook {
             None => PathBuf::from(DEFAULT_STATE_DIR),
         };
         let cool_down = match &raw.cool_down {
-            Some(s) => parse_duration(s).map_err(|m| top("cool-down", m))?,
+            Some(s) => parse_duration(s).map_err(|m| top("cool-down", m.to_string()))?,
             None => Duration::from_secs(3600),
         };
 
@@ -272,14 +272,14 @@ impl Runbook {
                 .validate(&channel_names)
                 .map_err(|(key, msg)| err(Some(key), msg))?;
             let timeout = match &c.timeout {
-                Some(s) => parse_duration(s).map_err(|m| err(Some("timeout"), m))?,
+                Some(s) => parse_duration(s).map_err(|m| err(Some("timeout"), m.to_string()))?,
                 None => kind.step().default_timeout(),
             };
             if timeout.is_zero() {
                 return Err(err(Some("timeout"), "must be greater than zero".into()));
             }
             let backoff = match &c.backoff {
-                Some(s) => parse_duration(s).map_err(|m| err(Some("backoff"), m))?,
+                Some(s) => parse_duration(s).map_err(|m| err(Some("backoff"), m.to_string()))?,
                 None => Duration::from_secs(2),
             };
             let on_failure = c.on_failure.unwrap_or(OnFailure::Abort);

@@ -331,17 +331,10 @@ argv = ["sh", "-c", "{exec}"]
     }
 
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_cexdr"));
-        c.args(args)
-            .env_remove("CEXDR_STATE_DIR")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env(SLACK_VAR, self.slack.url())
+        let mut c = crate::common::cexdr_async(args);
+        c.env(SLACK_VAR, self.slack.url())
             .env(SMS_VAR, "Bearer sms-token")
-            .env(DB_PW_VAR, DB_PW)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
+            .env(DB_PW_VAR, DB_PW);
         c
     }
 

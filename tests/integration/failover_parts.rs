@@ -14,34 +14,10 @@ use serde_json::Value;
 
 use fakes::*;
 
-fn runbook(dir: &Path, name: &str, steps: &str) -> PathBuf {
-    let p = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &p,
-        format!(
-            "name = \"{name}\"\nfrom-site = \"primary\"\nto-site = \"backup\"\nstate-dir = \"{}\"\ncool-down = \"1h\"\n{steps}",
-            dir.join("state").display()
-        ),
-    )
-    .unwrap();
-    p
-}
+use common::{failover, runbook};
 
 async fn run(args: &[&str]) -> Output {
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_cexdr"));
-    c.args(args)
-        .env_remove("CEXDR_STATE_DIR")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(std::process::Stdio::null());
-    c.output().await.unwrap()
-}
-
-async fn failover(rb: &Path, extra: &[&str]) -> Output {
-    let mut a = vec!["failover", "--runbook", rb.to_str().unwrap(), "--yes"];
-    a.extend_from_slice(extra);
-    run(&a).await
+    common::cexdr_async(args).output().await.unwrap()
 }
 
 fn journal(dir: &Path, name: &str) -> Vec<Value> {
@@ -555,19 +531,16 @@ async fn corrupt_or_foreign_journals_and_a_held_lock_are_clear_errors() {
         "hang",
         "[[step]]\nname = \"hang\"\nkind = \"exec\"\nargv = [\"sleep\", \"5\"]\n",
     );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
-        .args(["failover", "--runbook", rb2.to_str().unwrap(), "--yes"])
+    let mut child = common::cexdr_async(&common::failover_args(&rb2, &[]))
         .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let lock_held = dir.path().join("state/hang/runs");
-    for _ in 0..200 {
-        if lock_held.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let lock_held = &lock_held;
+    common::poll_async(200, Duration::from_millis(20), move || async move {
+        lock_held.exists().then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let o = failover(&rb2, &[]).await;
     common::assert_code(&o, 3);

@@ -16,33 +16,19 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
 
-fn runbook(dir: &Path, name: &str, steps: &str) -> PathBuf {
-    let p = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &p,
-        format!(
-            "name = \"{name}\"\nfrom-site = \"primary\"\nto-site = \"backup\"\nstate-dir = \"{}\"\ncool-down = \"1h\"\n{steps}",
-            dir.join("state").display()
-        ),
-    )
-    .unwrap();
-    p
-}
+use crate::common::runbook;
 
 fn command(args: &[&str]) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_cexdr"));
-    c.args(args)
-        .env_remove("CEXDR_STATE_DIR")
-        .env("FO_REPL_PW", crate::mariadb_server::REPL_PASSWORD)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
+    let mut c = crate::common::cexdr_async(args);
+    c.env("FO_REPL_PW", crate::mariadb_server::REPL_PASSWORD);
     c
 }
 
 async fn failover(rb: &Path, extra: &[&str]) -> Output {
-    let mut a = vec!["failover", "--runbook", rb.to_str().unwrap(), "--yes"];
-    a.extend_from_slice(extra);
-    command(&a).output().await.unwrap()
+    command(&crate::common::failover_args(rb, extra))
+        .output()
+        .await
+        .unwrap()
 }
 
 async fn status(rb: &Path) -> Value {

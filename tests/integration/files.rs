@@ -624,47 +624,25 @@ async fn ctrl_c_mid_upload_aborts_the_multipart_upload_and_exits_130() {
             src.display()
         ),
     );
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
-        .args(["--policy", p(&policy), "backup", "big"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+    let child = cexdr_command(&["--policy", p(&policy), "backup", "big"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until a multipart upload is really in flight.
-    let mut seen = false;
-    for _ in 0..300 {
-        let up = client
-            .list_multipart_uploads()
-            .bucket(&bucket)
-            .send()
-            .await
-            .unwrap();
-        if !up.uploads().is_empty() {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (c, b) = (&client, bucket.as_str());
+    let seen = poll_async(300, Duration::from_millis(50), move || async move {
+        (!multipart_uploads(c, b).await.is_empty()).then_some(())
+    })
+    .await
+    .is_some();
     assert!(seen, "no multipart upload started");
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+    let out = tokio::task::spawn_blocking(move || interrupt(child))
         .await
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted"), "{err}");
-    let up = client
-        .list_multipart_uploads()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        up.uploads().is_empty(),
-        "upload not aborted: {:?}",
-        up.uploads()
-    );
+    assert_no_multipart_upload(&client, &bucket, "upload not aborted").await;
     let objs = client
         .list_objects_v2()
         .bucket(&bucket)
@@ -749,27 +727,21 @@ fn ctrl_c_mid_write_to_a_local_store_leaves_no_file_and_exits_130() {
         dir.path(),
         &format!("{}\n[[job]]\nname = \"big\"\nkind = \"files\"\npaths = [\"{}\"]\ncompression = \"none\"\n", local_store(&repo), src.display()),
     );
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
-        .args(["--policy", p(&policy), "backup", "big"])
+    let child = cexdr_command(&["--policy", p(&policy), "backup", "big"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Wait for the temporary file to exist, then interrupt.
-    let mut seen = false;
-    for _ in 0..400 {
-        if repo.exists()
+    let seen = poll(400, Duration::from_millis(10), || {
+        (repo.exists()
             && walk(&repo)
                 .iter()
-                .any(|p| p.to_string_lossy().contains(".cexdr-tmp-"))
-        {
-            seen = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+                .any(|p| p.to_string_lossy().contains(".cexdr-tmp-")))
+        .then_some(())
+    })
+    .is_some();
     assert!(seen, "no temporary file appeared");
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().unwrap();
+    let out = interrupt(child);
     assert_eq!(
         out.status.code(),
         Some(130),

@@ -170,23 +170,16 @@ fn prune_removes_a_kill_9_leftover_temporary_file_after_the_grace_period() {
     let text = fs::read_to_string(&policy).unwrap() + "compression = \"none\"\n";
     fs::write(&policy, text).unwrap();
     let repo = dir.path().join("repo");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
-        .args(["--policy", p(&policy), "backup", "cfg"])
+    let mut child = cexdr_command(&["--policy", p(&policy), "backup", "cfg"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut tmp = None;
-    for _ in 0..1000 {
-        if let Some(t) = objects(&repo)
+    let tmp = poll(1000, Duration::from_millis(5), || {
+        objects(&repo)
             .into_iter()
             // The artifact's temporary file (the lease is written through one too).
             .find(|k| k.contains(".files.tar.cexdr-tmp-"))
-        {
-            tmp = Some(t);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    });
     let tmp = tmp.expect("no temporary file appeared");
     child.kill().unwrap(); // SIGKILL: no cleanup runs
     child.wait().unwrap();

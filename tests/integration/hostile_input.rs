@@ -194,9 +194,9 @@ proptest! {
         Just("'unterminated".to_owned()),
         "[ -~\n]{0,40}",
     ], 0..12), cut in 1usize..64) {
-        use cexdr::backup::source::mysql::sql::{Piece, Splitter};
+        use cexdr::backup::source::mysql::sql::{Piece, Splitter, Unterminated};
         let text: String = parts.concat();
-        let run = |chunk: usize| -> (Vec<Piece>, Result<Option<Piece>, String>) {
+        let run = |chunk: usize| -> (Vec<Piece>, Result<Option<Piece>, Unterminated>) {
             let mut s = Splitter::default();
             let mut out = Vec::new();
             for c in text.as_bytes().chunks(chunk.max(1)) {

@@ -234,9 +234,7 @@ async fn kill_9_mid_backup() {
     let repo = dir.path().join("repo");
     let policy = write_policy(dir.path(), &(local_store(&repo) + &files_job(&src)));
     let p = policy.to_str().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
-        .args(["--policy", p, "backup", "cfg"])
-        .env_remove("CEXDR_POLICY")
+    let mut child = cexdr_command(&["--policy", p, "backup", "cfg"])
         .env_remove("CEXDR_LOG")
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -556,8 +556,7 @@ fn a_killed_connection_fails_the_backup_without_a_manifest() {
     slow_db(&db);
     let dir = tempfile::tempdir().unwrap();
     let pol = policy(dir.path(), &format!("databases = [\"{db}\"]\nthreads = 1"));
-    let child = Command::new(env!("CARGO_BIN_EXE_cexdr"))
-        .args(["--policy", p(&pol), "backup", "db"])
+    let child = common::cexdr_command(&["--policy", p(&pol), "backup", "db"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -587,8 +586,7 @@ fn a_table_dropped_during_the_dump_fails_the_backup() {
     slow_db(&db);
     let dir = tempfile::tempdir().unwrap();
     let pol = policy(dir.path(), &format!("databases = [\"{db}\"]\nthreads = 1"));
-    let child = Command::new(env!("CARGO_BIN_EXE_cexdr"))
-        .args(["--policy", p(&pol), "backup", "db"])
+    let child = common::cexdr_command(&["--policy", p(&pol), "backup", "db"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

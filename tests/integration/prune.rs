@@ -369,13 +369,8 @@ async fn object_lock_and_stale_uploads_on_s3() {
         planned[0]["key"],
         "cfg/2026/01/01/20260101T000000.000Z-000001/files.tar.gz"
     );
-    let listed = client
-        .list_multipart_uploads()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listed.uploads().len(), 2, "a dry run aborts nothing");
+    let listed = multipart_uploads(&client, &bucket).await;
+    assert_eq!(listed.len(), 2, "a dry run aborts nothing");
     let o = cexdr(&["--policy", p, "prune"]);
     assert_code(&o, 0);
     assert!(
@@ -383,17 +378,8 @@ async fn object_lock_and_stale_uploads_on_s3() {
         "{}",
         stdout(&o)
     );
-    let left = client
-        .list_multipart_uploads()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    let ids: Vec<_> = left
-        .uploads()
-        .iter()
-        .filter_map(|u| u.upload_id())
-        .collect();
+    let left = multipart_uploads(&client, &bucket).await;
+    let ids: Vec<_> = left.iter().filter_map(|u| u.upload_id()).collect();
     assert!(!ids.contains(&up.upload_id().unwrap()), "aborted");
     assert!(
         ids.contains(&other.upload_id().unwrap()),

@@ -181,17 +181,7 @@ async fn s3_store_on_the_emulator() {
         .contents()
         .iter()
         .all(|o| o.key().unwrap().starts_with("pre/fix/")));
-    let uploads = client
-        .list_multipart_uploads()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        uploads.uploads().is_empty(),
-        "multipart uploads left: {:?}",
-        uploads.uploads()
-    );
+    common::assert_no_multipart_upload(&client, &bucket, "multipart uploads left").await;
 }
 
 #[tokio::test]

@@ -273,14 +273,14 @@ pub async fn verify(
     let mut checks = Vec::new();
     for s in &a.segments {
         let r = if !s.artifact_present {
-            Err(Error::Restore(format!(
+            Err(Error::RestoreRefused(format!(
                 "segment object {} is missing",
                 s.manifest.key
             )))
         } else if matches!(&s.signature_status, Some(st) if !st.is_ok()
             && (require_signature || *st != crate::backup::signing::SigStatus::Unsigned))
         {
-            Err(Error::Restore(format!(
+            Err(Error::RestoreRefused(format!(
                 "manifest {} signature: {}",
                 s.manifest_key,
                 s.signature_status

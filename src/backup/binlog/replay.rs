@@ -121,7 +121,7 @@ impl Plan {
 }
 
 fn refuse(msg: String) -> Error {
-    Error::Restore(msg)
+    Error::RestoreRefused(msg)
 }
 
 /// The cut for `until` inside run `r`: (state, excluded same-second count, GTID including them).

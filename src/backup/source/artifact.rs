@@ -44,7 +44,7 @@ impl Reading {
         );
         if m.encryption.is_some() {
             let ids = catalog.identities().ok_or_else(|| {
-                Error::Restore(format!(
+                Error::RestoreRefused(format!(
                     "backup {} is encrypted; pass --identity FILE (or --passphrase-env VAR)",
                     m.id
                 ))
@@ -62,7 +62,7 @@ impl Reading {
     pub fn check(&self) -> Result<()> {
         let (n, sha) = (self.stored.bytes(), self.stored.sha256());
         if n != self.artifact.stored_bytes || sha != self.artifact.sha256 {
-            return Err(Error::Restore(format!(
+            return Err(Error::RestoreRefused(format!(
                 "{}: read {n} bytes with sha256 {sha}, the manifest says {} bytes with sha256 {}; the stored object is damaged",
                 self.artifact.key, self.artifact.stored_bytes, self.artifact.sha256
             )));

@@ -33,6 +33,17 @@ pub struct FilesSpec {
     pub exclude: Vec<String>,
 }
 
+impl super::SpecInfo for FilesSpec {
+    fn describe(&self) -> String {
+        let paths: Vec<_> = self.paths.iter().map(|p| p.display().to_string()).collect();
+        let mut out = format!("  folders: {}\n", paths.join(", "));
+        if !self.exclude.is_empty() {
+            out.push_str(&format!("  exclude: {}\n", self.exclude.join(", ")));
+        }
+        out
+    }
+}
+
 pub struct FilesSource {
     job: String,
     spec: FilesSpec,

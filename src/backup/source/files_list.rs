@@ -205,7 +205,7 @@ fn sha256_file(p: &Path) -> io::Result<String> {
 /// compared and the differences.
 pub fn compare(m: &Manifest, root: &Path) -> Result<(Vec<String>, Vec<String>)> {
     let list = recorded(m).ok_or_else(|| {
-        Error::Restore(format!(
+        Error::RestoreRefused(format!(
             "backup {} records no per-file list to compare with (taken by a cexdr without one, or recording failed: see its warnings)",
             m.id
         ))

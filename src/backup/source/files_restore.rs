@@ -67,7 +67,7 @@ impl SourceKind for FilesKind {
         let (cmp_checks, problems) =
             tokio::task::spawn_blocking(move || files_list::compare(&m2, &dir))
                 .await
-                .map_err(|e| Error::Restore(e.to_string()))??;
+                .map_err(|e| Error::restore_failed("comparing the restored tree", e))??;
         checks.extend(cmp_checks);
         let error = (!problems.is_empty()).then(|| {
             let n = problems.len();
@@ -102,7 +102,7 @@ fn staging_dir(target: &Path) -> Result<PathBuf> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let name = target.file_name().ok_or_else(|| {
-        Error::Restore(format!(
+        Error::RestoreRefused(format!(
             "{} is not a usable target directory",
             target.display()
         ))
@@ -137,7 +137,7 @@ pub async fn restore_files(
         Err(e) => return Err(Error::io(format!("restore target {}", target.display()), e)),
     };
     if non_empty && !opts.force {
-        return Err(Error::Restore(format!(
+        return Err(Error::RestoreRefused(format!(
             "{} exists and is not empty; use --force to restore over it",
             target.display()
         )));
@@ -145,7 +145,7 @@ pub async fn restore_files(
     let a = m
         .artifacts
         .first()
-        .ok_or_else(|| Error::Restore(format!("backup {} has no artifact", m.id)))?;
+        .ok_or_else(|| Error::RestoreRefused(format!("backup {} has no artifact", m.id)))?;
     let staging = staging_dir(target)?;
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -15,55 +15,79 @@ use files::FilesSpec;
 use mysql::MysqlSpec;
 use redis::RedisSpec;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceSpec {
-    Files(FilesSpec),
-    Mysql(MysqlSpec),
-    Redis(RedisSpec),
-}
-
-impl SourceSpec {
-    pub fn kind(&self) -> Kind {
-        match self {
-            SourceSpec::Files(_) => Kind::Files,
-            SourceSpec::Mysql(_) => Kind::Mysql,
-            SourceSpec::Redis(_) => Kind::Redis,
+/// The one list of sources: each line is `Variant(SpecType) => "kind name",
+/// SourceType, KindOps;`. It derives `SourceSpec` (one variant per line),
+/// `Kind` (serialised as the kind name in manifests and `kind = "…"` in
+/// policies), `Kind::ALL`, `Kind::name`, `Kind::ops` and [`build`], so that
+/// a new source is its file plus one line here. `SourceType::new(job,
+/// spec)` opens backups (`Source`); `KindOps` (a unit struct implementing
+/// `SourceKind`) validates, restores and restore-tests them.
+macro_rules! sources {
+    ($($variant:ident($spec:ty) => $name:literal, $source:ty, $ops:expr;)+) => {
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum SourceSpec {
+            $($variant($spec),)+
         }
-    }
+
+        impl SourceSpec {
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $(SourceSpec::$variant(_) => Kind::$variant,)+
+                }
+            }
+
+            /// What the spec tells about itself (`policy check`, drills).
+            pub fn info(&self) -> &dyn SpecInfo {
+                match self {
+                    $(SourceSpec::$variant(spec) => spec,)+
+                }
+            }
+        }
+
+        /// What a backup holds; `Manifest.kind`, serialised as its name
+        /// (`files`, `mysql`, `redis`; a manifest of another kind does not
+        /// parse, by name).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum Kind {
+            $(#[serde(rename = $name)] $variant,)+
+        }
+
+        impl Kind {
+            pub const ALL: &'static [Kind] = &[$(Kind::$variant),+];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Kind::$variant => $name,)+
+                }
+            }
+
+            /// The one place that chooses what restores and checks a kind's backups.
+            pub fn ops(self) -> &'static dyn SourceKind {
+                match self {
+                    $(Kind::$variant => &$ops,)+
+                }
+            }
+        }
+
+        /// The one place that chooses a source implementation.
+        pub fn build(job: &str, spec: &SourceSpec) -> Box<dyn Source> {
+            let job = job.to_owned();
+            match spec {
+                $(SourceSpec::$variant(spec) => Box::new(<$source>::new(job, spec.clone())),)+
+            }
+        }
+    };
 }
 
-/// What a backup holds; `Manifest.kind`, serialised as `files`, `mysql`,
-/// `redis` (a manifest of another kind does not parse, by name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Files,
-    Mysql,
-    Redis,
+sources! {
+    Files(FilesSpec) => "files", files::FilesSource, files_restore::FilesKind;
+    Mysql(MysqlSpec) => "mysql", mysql::MysqlSource, mysql::MysqlKind;
+    Redis(RedisSpec) => "redis", redis::RedisSource, redis::RedisKind;
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Files, Kind::Mysql, Kind::Redis];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Files => "files",
-            Kind::Mysql => "mysql",
-            Kind::Redis => "redis",
-        }
-    }
-
     pub fn from_name(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == s)
-    }
-
-    /// The one place that chooses what restores and checks a kind's backups.
-    pub fn ops(self) -> &'static dyn SourceKind {
-        match self {
-            Kind::Files => &files_restore::FilesKind,
-            Kind::Mysql => &mysql::MysqlKind,
-            Kind::Redis => &redis::RedisKind,
-        }
+        Kind::ALL.iter().copied().find(|k| k.name() == s)
     }
 }
 
@@ -86,6 +110,19 @@ pub mod files_restore;
 pub mod mysql;
 pub mod pax;
 pub mod redis;
+
+/// What a source's spec tells about itself, beside being opened: each spec
+/// type of the `sources!` list implements it.
+pub trait SpecInfo {
+    /// `policy check` lines saying what the job reads, each indented by two
+    /// spaces and ending with a newline.
+    fn describe(&self) -> String;
+    /// The server the job reads from (a drill refuses it as its target
+    /// unless allowed); None for a source that is not a server.
+    fn server_url(&self) -> Option<&str> {
+        None
+    }
+}
 
 /// What an extract says once its stream has ended.
 #[derive(Debug, Default)]
@@ -115,16 +152,6 @@ pub trait Source: Send + Sync {
     async fn open(&self) -> Result<Opened>;
 }
 
-/// The one place that chooses a source implementation.
-pub fn build(job: &str, spec: &SourceSpec) -> Box<dyn Source> {
-    let job = job.to_owned();
-    match spec {
-        SourceSpec::Files(spec) => Box::new(files::FilesSource::new(job, spec.clone())),
-        SourceSpec::Mysql(spec) => Box::new(mysql::MysqlSource::new(job, spec.clone())),
-        SourceSpec::Redis(spec) => Box::new(redis::RedisSource::new(job, spec.clone())),
-    }
-}
-
 /// Where a restore test (`verify --restore-test`, a drill) restores to.
 #[derive(Debug, Clone, Default)]
 pub struct ScratchTarget {
@@ -145,7 +172,7 @@ pub struct ScratchTarget {
 
 /// What every kind of backup can do once it is stored: check its content,
 /// restore it, and restore it into scratch and compare (a restore test).
-/// A new kind is one implementation of this and one arm in `Kind::ops`.
+/// A new kind is one implementation of this and one line in `sources!`.
 #[async_trait]
 pub trait SourceKind: Send + Sync {
     /// Checks the decompressed content of one artifact (the tar structure,
@@ -178,4 +205,24 @@ pub async fn drain(mut stream: ByteStream) -> Result<u64> {
         n += c.map_err(|e| Error::io("reading artifact", e))?.len() as u64;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Manifests and policies name kinds by these exact strings.
+    #[test]
+    fn kinds_serialise_as_their_names() {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["files", "mysql", "redis"]);
+        for k in Kind::ALL {
+            let json = serde_json::to_string(k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.name()));
+            assert_eq!(serde_json::from_str::<Kind>(&json).unwrap(), *k);
+            assert_eq!(Kind::from_name(k.name()), Some(*k));
+        }
+        assert!(serde_json::from_str::<Kind>("\"postgres\"").is_err());
+        assert_eq!(Kind::from_name("Files"), None);
+    }
 }

@@ -719,13 +719,28 @@ pub fn acl_to_text(bin: &[u8]) -> Option<Vec<u8>> {
     Some(out.into_bytes())
 }
 
+/// Why GNU tar's ACL text was not understood; each names the entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AclError {
+    #[error("ACL text is not UTF-8")]
+    NotUtf8,
+    #[error("ACL entry {0:?} is not tag:qualifier:perms")]
+    Shape(String),
+    #[error("ACL entry {0:?} has bad permissions")]
+    Perms(String),
+    #[error("ACL entry {line:?}: unknown {}", if *.user { "user" } else { "group" })]
+    UnknownId { line: String, user: bool },
+    #[error("ACL entry {0:?} has an unknown tag")]
+    Tag(String),
+}
+
 /// GNU tar's ACL text back into the kernel's binary form. Qualifiers are
 /// numeric ids or names (resolved by `resolve(is_user, name)`).
 pub fn acl_from_text(
     text: &[u8],
     resolve: impl Fn(bool, &str) -> Option<u32>,
-) -> Result<Vec<u8>, String> {
-    let text = std::str::from_utf8(text).map_err(|_| "ACL text is not UTF-8".to_string())?;
+) -> Result<Vec<u8>, AclError> {
+    let text = std::str::from_utf8(text).map_err(|_| AclError::NotUtf8)?;
     let mut entries: Vec<(u16, u32, u16)> = Vec::new();
     for raw in text.split(['\n', ',']) {
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -735,7 +750,7 @@ pub fn acl_from_text(
         let parts: Vec<&str> = line.split(':').collect();
         // star writes a fourth field (the numeric id): GNU tar drops it too.
         if parts.len() < 3 || parts.len() > 4 {
-            return Err(format!("ACL entry {line:?} is not tag:qualifier:perms"));
+            return Err(AclError::Shape(line.to_owned()));
         }
         let (tag, qual, perms) = (parts[0], parts[1], parts[2]);
         let mut perm = 0u16;
@@ -745,20 +760,18 @@ pub fn acl_from_text(
                 'w' => 2,
                 'x' => 1,
                 '-' => 0,
-                _ => return Err(format!("ACL entry {line:?} has bad permissions")),
+                _ => return Err(AclError::Perms(line.to_owned())),
             };
         }
         let user = matches!(tag, "user" | "u");
         let group = matches!(tag, "group" | "g");
-        let id = |is_user: bool| -> Result<u32, String> {
+        let id = |is_user: bool| -> Result<u32, AclError> {
             qual.parse::<u32>()
                 .ok()
                 .or_else(|| resolve(is_user, qual))
-                .ok_or_else(|| {
-                    format!(
-                        "ACL entry {line:?}: unknown {}",
-                        if is_user { "user" } else { "group" }
-                    )
+                .ok_or_else(|| AclError::UnknownId {
+                    line: line.to_owned(),
+                    user: is_user,
                 })
         };
         let e = match (user, group, tag, qual.is_empty()) {
@@ -768,7 +781,7 @@ pub fn acl_from_text(
             (_, true, _, false) => (ACL_GROUP, id(false)?, perm),
             (_, _, "mask" | "m", _) => (ACL_MASK, u32::MAX, perm),
             (_, _, "other" | "o", _) => (ACL_OTHER, u32::MAX, perm),
-            _ => return Err(format!("ACL entry {line:?} has an unknown tag")),
+            _ => return Err(AclError::Tag(line.to_owned())),
         };
         entries.push(e);
     }

@@ -3,7 +3,14 @@
 //! addresses. A missing service is a test failure, never a silent skip.
 #![allow(dead_code)]
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod runbook;
+mod spawn;
+mod uploads;
+pub use runbook::{failover, failover_args, runbook};
+pub use spawn::{cexdr_async, cexdr_command, interrupt, poll, poll_async};
+pub use uploads::{assert_no_multipart_upload, multipart_uploads};
 
 /// The address of a service the tests need; panics with the fix if unset.
 pub fn service(var: &str) -> String {
@@ -28,12 +35,7 @@ pub fn cexdr(args: &[&str]) -> Output {
 }
 
 pub fn cexdr_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cexdr"));
-    c.args(args)
-        .env_remove("CEXDR_POLICY")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let mut c = cexdr_command(args);
     for (k, v) in env {
         c.env(k, v);
     }

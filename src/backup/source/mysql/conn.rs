@@ -173,6 +173,21 @@ pub fn explain(e: &mysql_async::Error) -> String {
     }
 }
 
+/// A server or network error kept as it is (`.0`), shown in the words of
+/// [`explain`]: the cause of a restore error. It reports no further source:
+/// `explain` already words the driver error's whole chain, and the raw
+/// server text would only repeat it.
+#[derive(Debug)]
+pub struct MysqlError(pub mysql_async::Error);
+
+impl std::fmt::Display for MysqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&explain(&self.0))
+    }
+}
+
+impl std::error::Error for MysqlError {}
+
 /// Runs a statement; errors name what was being done.
 pub async fn exec(conn: &mut Conn, what: &str, sql: &str) -> Result<()> {
     conn.query_drop(sql)

@@ -37,6 +37,26 @@ pub struct MysqlSpec {
     pub binlog: Option<crate::backup::binlog::BinlogSpec>,
 }
 
+impl super::SpecInfo for MysqlSpec {
+    fn describe(&self) -> String {
+        format!(
+            "  server: {} ({} threads, {:?} consistency)\n  databases: {}\n",
+            self.url,
+            self.threads,
+            self.consistency,
+            if self.databases.is_empty() {
+                "all but the system ones".into()
+            } else {
+                self.databases.join(", ")
+            }
+        )
+    }
+
+    fn server_url(&self) -> Option<&str> {
+        Some(&self.url)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
     Snapshot,

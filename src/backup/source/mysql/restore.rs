@@ -18,7 +18,7 @@ use mysql_async::Conn;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{exec, explain, rows, Server, Target};
+use super::conn::{exec, explain, rows, MysqlError, Server, Target};
 use super::dump;
 use super::load;
 use super::sql::{ident, string_literal, Piece, Splitter};
@@ -33,7 +33,7 @@ const JOB_BYTES: usize = 8 << 20;
 
 fn manifest_dbs(m: &Manifest) -> Result<Vec<String>> {
     let dbs = m.details["databases"].as_array().ok_or_else(|| {
-        Error::Restore(format!(
+        Error::RestoreRefused(format!(
             "backup {} has no database list in its manifest",
             m.id
         ))
@@ -211,12 +211,13 @@ async fn add_deferred(
     conn.query_drop(format!("ALTER TABLE {table} {}", d.add))
         .await
         .map_err(|e| {
-            Error::Restore(format!(
-                "adding the secondary keys of {}.{} after its rows: {}",
-                key.0,
-                key.1,
-                explain(&e)
-            ))
+            Error::restore_failed(
+                format!(
+                    "adding the secondary keys of {}.{} after its rows",
+                    key.0, key.1
+                ),
+                MysqlError(e),
+            )
         })?;
     let now = rows(
         conn,
@@ -230,7 +231,7 @@ async fn add_deferred(
         .unwrap_or_default();
     shared.keys_added.fetch_add(1, Ordering::Relaxed);
     if now.as_bytes() != original.as_slice() {
-        return Err(Error::Restore(format!(
+        return Err(Error::RestoreRefused(format!(
             "{}.{}: after its secondary keys were added back, SHOW CREATE TABLE differs from the backup's definition:\n{}\n---\n{}",
             key.0,
             key.1,
@@ -287,10 +288,7 @@ async fn restore_into(
     threads: usize,
     scratch: bool,
 ) -> Result<Counts> {
-    let mut ctl = server
-        .connect()
-        .await
-        .map_err(|e| Error::Restore(one_line(&e)))?;
+    let mut ctl = server.connect().await.map_err(Error::in_restore)?;
     let existing: Vec<String> = rows(
         &mut ctl,
         "listing databases",
@@ -306,7 +304,7 @@ async fn restore_into(
         .filter(|n| existing.iter().any(|e| e == n))
         .collect();
     if !clash.is_empty() && !force {
-        return Err(Error::Restore(format!(
+        return Err(Error::RestoreRefused(format!(
             "database(s) {} already exist on {}; use --force to restore over them (tables of the backup are dropped and re-created), or --database-map OLD=NEW",
             clash.join(", "),
             server.describe()
@@ -329,13 +327,16 @@ async fn restore_into(
         }
     }
     let _ = ctl.disconnect().await;
-    res.map_err(|e| match e {
-        Error::Restore(msg) if !created.is_empty() => Error::Restore(format!(
-            "{msg} (the partially restored database(s) {} were dropped)",
-            created.join(", ")
-        )),
-        Error::Restore(msg) => Error::Restore(msg),
-        other => Error::Restore(one_line(&other)),
+    res.map_err(|e| {
+        let e = e.in_restore();
+        if created.is_empty() {
+            e
+        } else {
+            Error::RestoreRolledBack {
+                dropped: created,
+                source: Box::new(e),
+            }
+        }
     })
 }
 
@@ -472,14 +473,17 @@ struct Shared {
 }
 
 impl Shared {
+    /// Keeps the first lane error (`run` returns it) and stops the others.
     fn fail(&self, e: Error) -> Error {
-        let msg = one_line(&e);
         let mut slot = self.error.lock().unwrap();
+        self.failed.cancel();
         if slot.is_none() {
             *slot = Some(e);
+            // Never shown: `run` returns the kept error before any lane's.
+            Error::RestoreRefused("stopped: this restore connection failed".into())
+        } else {
+            e
         }
-        self.failed.cancel();
-        Error::Restore(msg)
     }
 }
 
@@ -507,7 +511,7 @@ async fn lane(
     let a = m
         .artifacts
         .first()
-        .ok_or_else(|| Error::Restore(format!("backup {} has no artifact", m.id)))?;
+        .ok_or_else(|| Error::RestoreRefused(format!("backup {} has no artifact", m.id)))?;
     let mut reading = Reading::open(catalog, m, a).await?;
     let mut stream =
         std::mem::replace(&mut reading.stream, crate::pipeline::from_bytes(Vec::new()));
@@ -538,11 +542,10 @@ async fn lane(
     // This lane loaded rows of `current` (its keys are then added here).
     let mut loaded = false;
     let mut ended = false;
-    let mysql =
-        |what: &str, e: mysql_async::Error| Error::Restore(format!("{what}: {}", explain(&e)));
+    let mysql = |what: &str, e: mysql_async::Error| Error::restore_failed(what, MysqlError(e));
     while !ended {
         if shared.failed.is_cancelled() {
-            return Err(Error::Restore(
+            return Err(Error::RestoreRefused(
                 "stopped: another restore connection failed".into(),
             ));
         }
@@ -550,7 +553,7 @@ async fn lane(
             Some(chunk) => {
                 let chunk = chunk.map_err(|e| match reading.check() {
                     Err(d) => d,
-                    Ok(()) => Error::Restore(format!("reading {}: {e}", a.key)),
+                    Ok(()) => Error::restore_failed(format!("reading {}", a.key), e),
                 })?;
                 splitter.feed(&chunk);
                 let mut v = Vec::new();
@@ -563,7 +566,7 @@ async fn lane(
                 ended = true;
                 splitter
                     .finish()
-                    .map_err(|e| Error::Restore(format!("{}: {e}", a.key)))?
+                    .map_err(|e| Error::restore_failed(a.key.clone(), e))?
                     .into_iter()
                     .collect()
             }
@@ -581,7 +584,7 @@ async fn lane(
                         _ => phase,
                     };
                     if next < phase {
-                        return Err(Error::Restore(format!("{}: section {kind:?} after a later section; not a cexdr dump?", a.key)));
+                        return Err(Error::RestoreRefused(format!("{}: section {kind:?} after a later section; not a cexdr dump?", a.key)));
                     }
                     if !job.is_empty() {
                         exec_data(&mut conn, &job, &shared.loaded_rows).await.map_err(|e| mysql("loading data", e))?;
@@ -593,8 +596,8 @@ async fn lane(
                             let _ = shared.schema_done.send(true);
                         } else {
                             tokio::select! {
-                                r = schema_rx.wait_for(|d| *d) => { r.map_err(|_| Error::Restore("the schema was not created".into()))?; }
-                                _ = shared.failed.cancelled() => return Err(Error::Restore("stopped: another restore connection failed".into())),
+                                r = schema_rx.wait_for(|d| *d) => { r.map_err(|_| Error::RestoreRefused("the schema was not created".into()))?; }
+                                _ = shared.failed.cancelled() => return Err(Error::RestoreRefused("stopped: another restore connection failed".into())),
                             }
                         }
                     }
@@ -634,7 +637,7 @@ async fn lane(
                 Piece::Statement(s) => {
                     match phase {
                         Phase::Start => {
-                            return Err(Error::Restore(format!(
+                            return Err(Error::RestoreRefused(format!(
                                 "{}: the dump does not start with the cexdr header; restore it with the mariadb client",
                                 a.key
                             )))
@@ -651,11 +654,10 @@ async fn lane(
                                     }
                                 }
                                 ctl.query_drop(s.as_slice()).await.map_err(|e| {
-                                    Error::Restore(format!(
-                                        "creating the schema (`{}`): {}",
-                                        String::from_utf8_lossy(&s[..s.len().min(120)]),
-                                        explain(&e)
-                                    ))
+                                    Error::restore_failed(
+                                        format!("creating the schema (`{}`)", String::from_utf8_lossy(&s[..s.len().min(120)])),
+                                        MysqlError(e),
+                                    )
                                 })?;
                             }
                         }
@@ -727,7 +729,7 @@ async fn lane(
     // Every byte read: the checksum decides before anything is declared done.
     reading.check()?;
     if phase != Phase::End {
-        return Err(Error::Restore(format!(
+        return Err(Error::RestoreRefused(format!(
             "{}: the dump has no end marker (truncated)",
             a.key
         )));
@@ -794,10 +796,7 @@ async fn run(
     }));
     let (r0, rest) = futures::join!(lane0, others);
     if let Some(e) = shared.error.lock().unwrap().take() {
-        return Err(match e {
-            Error::Restore(m) => Error::Restore(m),
-            other => Error::Restore(one_line(&other)),
-        });
+        return Err(e.in_restore());
     }
     let mut out = r0?;
     for r in rest {
@@ -811,11 +810,13 @@ async fn run(
     }
     for s in &out.post {
         ctl.query_drop(s.as_slice()).await.map_err(|e| {
-            Error::Restore(format!(
-                "creating views, routines, triggers or events (`{}`): {}",
-                String::from_utf8_lossy(&s[..s.len().min(160)]),
-                explain(&e)
-            ))
+            Error::restore_failed(
+                format!(
+                    "creating views, routines, triggers or events (`{}`)",
+                    String::from_utf8_lossy(&s[..s.len().min(160)])
+                ),
+                MysqlError(e),
+            )
         })?;
     }
     let mut counts = out.counts;
@@ -894,7 +895,7 @@ pub async fn restore_test(
         None => false,
     };
     if on_source && !scratch.allow_source_server {
-        return Err(Error::Restore(format!(
+        return Err(Error::RestoreRefused(format!(
             "the restore-test target {} is the job's own source server; drills belong on a scratch server (set allow-source-server = true to use uniquely named scratch databases there)",
             server.describe()
         )));
@@ -917,10 +918,10 @@ pub async fn restore_test(
                 names.join(", ")
             ))
             .await
-            .map_err(|e| Error::Restore(format!("{}: {}", server.describe(), explain(&e))))?;
+            .map_err(|e| Error::restore_failed(server.describe(), MysqlError(e)))?;
         let _ = conn.disconnect().await;
         if !existing.is_empty() {
-            return Err(Error::Restore(format!(
+            return Err(Error::RestoreRefused(format!(
                 "scratch database(s) {} already exist on {}; not touching them",
                 existing.join(", "),
                 server.describe()

@@ -114,6 +114,11 @@ enum State {
     BlockComment,
 }
 
+/// The input ended in the middle of a string or comment: the dump is cut.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the dump ends inside a {0:?}")]
+pub struct Unterminated(State);
+
 /// Splits a byte stream into statements, incrementally: feed chunks, take
 /// the pieces that are complete. Understands quotes, backslash escapes,
 /// `--`/`#`/`/* */` comments and the client's `DELIMITER` command.
@@ -180,7 +185,7 @@ impl Splitter {
 
     /// Called at the end of the input: a trailing statement without
     /// delimiter is returned (as the client executes it), junk is an error.
-    pub fn finish(&mut self) -> Result<Option<Piece>, String> {
+    pub fn finish(&mut self) -> Result<Option<Piece>, Unterminated> {
         match self.state {
             State::Start => {
                 let rest = String::from_utf8_lossy(&self.buf[self.start..])
@@ -204,7 +209,7 @@ impl Splitter {
                 }
             }
             State::LineComment => Ok(None),
-            other => Err(format!("the dump ends inside a {other:?}")),
+            other => Err(Unterminated(other)),
         }
     }
 

@@ -26,15 +26,30 @@ pub struct Addr {
     pub user: Option<String>,
 }
 
+/// Why a redis URL was not understood; each names the URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("{0:?} is not a redis:// URL")]
+    NotAUrl(String),
+    #[error("{0:?} must start with redis:// or rediss://")]
+    Scheme(String),
+    #[error("{0:?}: unclosed [ in the host")]
+    UnclosedBracket(String),
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    #[error("{url:?}: port {port:?} is not a number")]
+    Port { url: String, port: String },
+}
+
 impl Addr {
-    pub fn parse(url: &str) -> std::result::Result<Addr, String> {
+    pub fn parse(url: &str) -> std::result::Result<Addr, AddrError> {
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| format!("{url:?} is not a redis:// URL"))?;
+            .ok_or_else(|| AddrError::NotAUrl(url.to_owned()))?;
         let tls = match scheme {
             "redis" => false,
             "rediss" => true,
-            _ => return Err(format!("{url:?} must start with redis:// or rediss://")),
+            _ => return Err(AddrError::Scheme(url.to_owned())),
         };
         let authority = rest.split(['/', '?']).next().unwrap_or("");
         let (user, hostport) = match authority.rsplit_once('@') {
@@ -44,7 +59,7 @@ impl Addr {
         let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
             let (h, after) = r
                 .split_once(']')
-                .ok_or_else(|| format!("{url:?}: unclosed [ in the host"))?;
+                .ok_or_else(|| AddrError::UnclosedBracket(url.to_owned()))?;
             (h.to_owned(), after.strip_prefix(':'))
         } else {
             match hostport.rsplit_once(':') {
@@ -53,13 +68,14 @@ impl Addr {
             }
         };
         if host.is_empty() {
-            return Err(format!("{url:?} has no host"));
+            return Err(AddrError::NoHost(url.to_owned()));
         }
         let port = match port {
             None | Some("") => 6379,
-            Some(p) => p
-                .parse()
-                .map_err(|_| format!("{url:?}: port {p:?} is not a number"))?,
+            Some(p) => p.parse().map_err(|_| AddrError::Port {
+                url: url.to_owned(),
+                port: p.to_owned(),
+            })?,
         };
         Ok(Addr {
             host,

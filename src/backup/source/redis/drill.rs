@@ -98,11 +98,11 @@ async fn write_rdb(
     }
     reading.check()?;
     if let Some(m) = rdb_err {
-        return Err(Error::Restore(format!("{}: {m}", a.key)));
+        return Err(Error::restore_failed(a.key.clone(), m));
     }
     let sum = checker
         .finish()
-        .map_err(|m| Error::Restore(format!("{}: {m}", a.key)))?;
+        .map_err(|m| Error::restore_failed(a.key.clone(), m))?;
     f.sync_all()
         .await
         .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
@@ -134,15 +134,15 @@ pub async fn restore(
         let a = m
             .artifacts
             .first()
-            .ok_or_else(|| Error::Restore(format!("backup {} has no artifact", m.id)))?;
+            .ok_or_else(|| Error::RestoreRefused(format!("backup {} has no artifact", m.id)))?;
         if target.is_dir() {
-            return Err(Error::Restore(format!(
+            return Err(Error::RestoreRefused(format!(
                 "{to} is a directory; give the path of the RDB file to write (for example {}/dump.rdb)",
                 to.trim_end_matches('/')
             )));
         }
         if target.exists() && !opts.force {
-            return Err(Error::Restore(format!(
+            return Err(Error::RestoreRefused(format!(
                 "{to} exists; use --force to replace it"
             )));
         }
@@ -168,7 +168,7 @@ pub async fn restore(
         Err(e) => return Err(Error::io(format!("restore target {to}"), e)),
     };
     if non_empty && !opts.force {
-        return Err(Error::Restore(format!(
+        return Err(Error::RestoreRefused(format!(
             "{to} exists and is not empty; use --force to restore into it"
         )));
     }
@@ -287,9 +287,10 @@ impl Scratch {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                Error::Restore(format!(
-                    "cannot start {bin} for the restore test: {e} (install redis-server or set CEXDR_REDIS_SERVER)"
-                ))
+                Error::restore_failed(
+                    format!("cannot start {bin} for the restore test (install redis-server or set CEXDR_REDIS_SERVER)"),
+                    e,
+                )
             })?;
         Ok(Scratch {
             child,
@@ -304,13 +305,13 @@ impl Scratch {
         let addr = Addr::parse(&format!("redis://127.0.0.1:{}", self.port)).expect("valid url");
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
-                return Err(Error::Restore(format!(
+                return Err(Error::RestoreRefused(format!(
                     "the scratch redis-server exited ({st}) while loading the RDB: {}",
                     log_tail(&self.dir.join("redis.log"))
                 )));
             }
             if t0.elapsed() > limit {
-                return Err(Error::Restore(format!(
+                return Err(Error::RestoreRefused(format!(
                     "the scratch redis-server did not finish loading within {limit:?}"
                 )));
             }
@@ -365,7 +366,7 @@ pub async fn restore_test(
         let _ = tokio::time::timeout(Duration::from_secs(10), server.child.wait()).await;
 
         let expected = a.details["keyspace"].as_object().cloned().ok_or_else(|| {
-            Error::Restore(format!(
+            Error::RestoreRefused(format!(
                 "{}: the manifest records no key counts to compare with",
                 a.name
             ))
@@ -382,7 +383,7 @@ pub async fn restore_test(
             }
         }
         if !diffs.is_empty() {
-            return Err(Error::Restore(format!(
+            return Err(Error::RestoreRefused(format!(
                 "{}: the scratch server loaded different key counts: {}",
                 a.name,
                 diffs.join("; ")

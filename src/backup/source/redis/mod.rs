@@ -27,6 +27,24 @@ pub struct RedisSpec {
     pub cluster: Option<bool>,
 }
 
+impl super::SpecInfo for RedisSpec {
+    fn describe(&self) -> String {
+        format!(
+            "  server: {} (cluster: {})\n",
+            self.url,
+            match self.cluster {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "detect",
+            }
+        )
+    }
+
+    fn server_url(&self) -> Option<&str> {
+        Some(&self.url)
+    }
+}
+
 mod conn;
 mod drill;
 pub mod rdb;
@@ -354,7 +372,7 @@ async fn pump(
         };
         if !data.is_empty() {
             if let Err(m) = checker.feed(&data) {
-                return Err(fail(&tx, &what, m).await);
+                return Err(fail(&tx, &what, m.to_string()).await);
             }
             if let Some(p) = pending.replace(data) {
                 if tx.send(Ok(p)).await.is_err() {
@@ -375,7 +393,7 @@ async fn pump(
             }
             Ok(sum)
         }
-        Err(m) => Err(fail(&tx, &what, m).await),
+        Err(m) => Err(fail(&tx, &what, m.to_string()).await),
     }
 }
 
@@ -433,13 +451,32 @@ struct Shard {
     slots: Vec<String>,
 }
 
+/// Why a CLUSTER NODES answer cannot be captured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ClusterNodesError {
+    #[error("unexpected CLUSTER NODES line {0:?}")]
+    Line(String),
+    #[error("master {id} ({addr}) is marked {flags}: its slots {slots} cannot be captured")]
+    Failed {
+        id: String,
+        addr: String,
+        flags: String,
+        slots: String,
+    },
+    #[error("bad node address {0:?}")]
+    Address(String),
+}
+
 /// Masters that own slots, sorted by their first slot.
-fn parse_cluster_nodes(text: &str, seed_host: &str) -> std::result::Result<Vec<Shard>, String> {
+fn parse_cluster_nodes(
+    text: &str,
+    seed_host: &str,
+) -> std::result::Result<Vec<Shard>, ClusterNodesError> {
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() < 8 {
-            return Err(format!("unexpected CLUSTER NODES line {line:?}"));
+            return Err(ClusterNodesError::Line(line.to_owned()));
         }
         let flags: Vec<&str> = f[2].split(',').collect();
         if !flags.contains(&"master") {
@@ -454,25 +491,24 @@ fn parse_cluster_nodes(text: &str, seed_host: &str) -> std::result::Result<Vec<S
             continue;
         }
         if flags.contains(&"fail") || flags.contains(&"noaddr") {
-            return Err(format!(
-                "master {} ({}) is marked {}: its slots {} cannot be captured",
-                f[0],
-                f[1],
-                f[2],
-                slots.join(",")
-            ));
+            return Err(ClusterNodesError::Failed {
+                id: f[0].to_owned(),
+                addr: f[1].to_owned(),
+                flags: f[2].to_owned(),
+                slots: slots.join(","),
+            });
         }
         let hostport = f[1].split(['@', ',']).next().unwrap_or("");
         let (h, p) = hostport
             .rsplit_once(':')
-            .ok_or_else(|| format!("bad node address {:?}", f[1]))?;
+            .ok_or_else(|| ClusterNodesError::Address(f[1].to_owned()))?;
         let host = if h.is_empty() { seed_host } else { h };
         out.push(Shard {
             node_id: f[0].to_owned(),
             host: host.trim_matches(['[', ']']).to_owned(),
             port: p
                 .parse()
-                .map_err(|_| format!("bad node address {:?}", f[1]))?,
+                .map_err(|_| ClusterNodesError::Address(f[1].to_owned()))?,
             slots,
         });
     }
@@ -635,6 +671,7 @@ aaaa000000000000000000000000000000000000 127.0.0.1:30009@31009 master - 0 0 9 co
         let failed = "67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master,fail - 0 1 2 connected 5461-10922\n";
         assert!(parse_cluster_nodes(failed, "h")
             .unwrap_err()
+            .to_string()
             .contains("marked master,fail"));
     }
 }

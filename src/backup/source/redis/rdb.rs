@@ -45,6 +45,23 @@ impl Summary {
     }
 }
 
+/// Why a stream is not a complete, valid RDB.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RdbError {
+    #[error("not an RDB snapshot: it starts with {shown:?} instead of \"REDIS\"")]
+    NotRdb { shown: String },
+    #[error("not an RDB snapshot: bad version field {field:?}")]
+    BadVersion { field: String },
+    #[error("RDB is truncated: {bytes} bytes, shorter than its header")]
+    ShorterThanHeader { bytes: u64 },
+    #[error("RDB is truncated: it does not end with the EOF opcode")]
+    NoEof,
+    #[error("RDB is truncated after {bytes} bytes: no EOF opcode before the checksum")]
+    NoEofBeforeChecksum { bytes: u64 },
+    #[error("RDB checksum mismatch: the file says CRC-64 {stored:016x}, its content has {computed:016x} (damaged or truncated)")]
+    ChecksumMismatch { stored: u64, computed: u64 },
+}
+
 pub struct Checker {
     digest: Digest<'static, u64, Table<16>>,
     /// The last 8 bytes seen: the checksum once the stream ends.
@@ -85,7 +102,7 @@ impl Checker {
     }
 
     /// Feeds the next bytes; fails early on a stream that is not an RDB.
-    pub fn feed(&mut self, data: &[u8]) -> Result<(), String> {
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), RdbError> {
         self.bytes += data.len() as u64;
         if !self.head_done {
             let want = HEAD_MAX - self.head.len();
@@ -132,19 +149,16 @@ impl Checker {
     }
 
     /// Checks the end of the stream: EOF opcode and checksum.
-    pub fn finish(self) -> Result<Summary, String> {
+    pub fn finish(self) -> Result<Summary, RdbError> {
         if self.bytes < 9 {
             check_magic(&self.head)?;
-            return Err(format!(
-                "RDB is truncated: {} bytes, shorter than its header",
-                self.bytes
-            ));
+            return Err(RdbError::ShorterThanHeader { bytes: self.bytes });
         }
         let version = self.version.unwrap_or(0);
         if version < 5 {
             // No checksum before RDB 5: the last byte is the EOF opcode.
             if self.tail[self.tail_len.saturating_sub(1)] != OP_EOF {
-                return Err("RDB is truncated: it does not end with the EOF opcode".into());
+                return Err(RdbError::NoEof);
             }
             return Ok(Summary {
                 bytes: self.bytes,
@@ -154,10 +168,7 @@ impl Checker {
             });
         }
         if self.tail_len < 8 || self.last_digested != Some(OP_EOF) {
-            return Err(format!(
-                "RDB is truncated after {} bytes: no EOF opcode before the checksum",
-                self.bytes
-            ));
+            return Err(RdbError::NoEofBeforeChecksum { bytes: self.bytes });
         }
         let stored = u64::from_le_bytes(self.tail);
         let computed = self.digest.finalize();
@@ -170,9 +181,7 @@ impl Checker {
             });
         }
         if stored != computed {
-            return Err(format!(
-                "RDB checksum mismatch: the file says CRC-64 {stored:016x}, its content has {computed:016x} (damaged or truncated)"
-            ));
+            return Err(RdbError::ChecksumMismatch { stored, computed });
         }
         Ok(Summary {
             bytes: self.bytes,
@@ -183,22 +192,19 @@ impl Checker {
     }
 }
 
-fn check_magic(head: &[u8]) -> Result<(), String> {
+fn check_magic(head: &[u8]) -> Result<(), RdbError> {
     let n = head.len().min(5);
     if head[..n] != b"REDIS"[..n] {
         let shown: String = String::from_utf8_lossy(&head[..head.len().min(40)])
             .chars()
             .map(|c| if c.is_control() { '.' } else { c })
             .collect();
-        return Err(format!(
-            "not an RDB snapshot: it starts with {shown:?} instead of \"REDIS\""
-        ));
+        return Err(RdbError::NotRdb { shown });
     }
     if head.len() >= 9 && version_of(head).is_none() {
-        return Err(format!(
-            "not an RDB snapshot: bad version field {:?}",
-            String::from_utf8_lossy(&head[5..9])
-        ));
+        return Err(RdbError::BadVersion {
+            field: String::from_utf8_lossy(&head[5..9]).into_owned(),
+        });
     }
     Ok(())
 }
@@ -313,7 +319,7 @@ mod tests {
         v
     }
 
-    fn run(data: &[u8], chunk: usize) -> Result<Summary, String> {
+    fn run(data: &[u8], chunk: usize) -> Result<Summary, RdbError> {
         let mut c = Checker::new();
         for part in data.chunks(chunk) {
             c.feed(part)?;
@@ -355,17 +361,26 @@ mod tests {
         let s = sample();
         let mut bad = s.clone();
         bad[40] ^= 1;
-        assert!(run(&bad, 16).unwrap_err().contains("checksum mismatch"));
+        assert!(run(&bad, 16)
+            .unwrap_err()
+            .to_string()
+            .contains("checksum mismatch"));
         for cut in [3, 12, s.len() - 1, s.len() - 9] {
-            let e = run(&s[..cut], 4).unwrap_err();
+            let e = run(&s[..cut], 4).unwrap_err().to_string();
             assert!(
                 e.contains("truncated") || e.contains("mismatch"),
                 "{cut}: {e}"
             );
         }
-        let e = run(b"-ERR unknown command\r\n", 64).unwrap_err();
+        let e = run(b"-ERR unknown command\r\n", 64)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not an RDB snapshot"), "{e}");
-        let e = run(b"REDISxy10....", 64).unwrap_err();
+        let e = run(b"REDISxy10....", 64).unwrap_err().to_string();
         assert!(e.contains("bad version"), "{e}");
+        assert_eq!(
+            run(&s[..3], 4).unwrap_err(),
+            RdbError::ShorterThanHeader { bytes: 3 }
+        );
     }
 }
