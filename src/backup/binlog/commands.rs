@@ -217,6 +217,7 @@ pub async fn restore_until(
             socket: target.socket,
             password,
             batch,
+            session: replay::Session::Restore,
         },
     )
     .await?;
