@@ -123,7 +123,9 @@ pub async fn failover(args: FailoverArgs, json: bool, cancel: CancellationToken)
         resume: args.resume.map(|r| Some(r).filter(|r| !r.is_empty())),
         state_dir: args.state_dir,
         accept_data_loss: args.accept_data_loss,
-        archives: Some(crate::failover::archive::Archives(std::sync::Arc::new(Archives))),
+        archives: Some(crate::failover::archive::Archives(std::sync::Arc::new(
+            Archives,
+        ))),
     };
     let doc = engine::failover(&rb, &opts, &Terminal { json }, cancel).await?;
     if json {
@@ -150,7 +152,8 @@ impl crate::failover::archive::OpenArchive for Archives {
     async fn open(
         &self,
         r: &crate::failover::archive::ArchiveRef,
-    ) -> std::result::Result<std::sync::Arc<dyn crate::failover::archive::ArchiveTopUp>, String> {
+    ) -> std::result::Result<std::sync::Arc<dyn crate::failover::archive::ArchiveTopUp>, String>
+    {
         crate::backup::binlog::topup::TopUp::open(&r.policy, &r.job, r.identity_file.as_deref())
             .await
             .map(|t| std::sync::Arc::new(TopUp(t)) as _)
@@ -161,7 +164,11 @@ impl crate::failover::archive::OpenArchive for Archives {
 #[async_trait::async_trait]
 impl crate::failover::archive::ArchiveTopUp for TopUp {
     async fn head(&self) -> std::result::Result<Option<crate::failover::archive::Head>, String> {
-        let h = self.0.head().await.map_err(|e| crate::error::one_line(&e))?;
+        let h = self
+            .0
+            .head()
+            .await
+            .map_err(|e| crate::error::one_line(&e))?;
         Ok(h.map(|h| crate::failover::archive::Head {
             timeline: h.timeline,
             server_id: h.server_id,

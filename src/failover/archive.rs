@@ -92,8 +92,7 @@ pub trait ArchiveTopUp: Send + Sync {
     /// manifests); None: nothing archived.
     async fn head(&self) -> std::result::Result<Option<Head>, String>;
     /// The commit time (seconds precision) of one archived GTID, if archived.
-    async fn commit_time(&self, gtid: &str)
-        -> std::result::Result<Option<DateTime<Utc>>, String>;
+    async fn commit_time(&self, gtid: &str) -> std::result::Result<Option<DateTime<Utc>>, String>;
     /// Applies every archived transaction after `from` up to the head (each
     /// domain), GTIDs preserved, nothing already in `from`.
     async fn apply(&self, from: &str, to: &Target) -> std::result::Result<Applied, String>;

@@ -730,6 +730,29 @@ async fn shipped_runbooks_use_the_native_promotion_and_failback_steps() {
         common::assert_code(&o, 0);
         assert!(common::stdout(&o).contains(kind), "{f}: {}", out(&o));
     }
+    // The commented archive key validates once uncommented.
+    let path = format!(
+        "{}/runbooks/cex-primary-to-backup.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.contains("\n# archive = {"),
+        "the shipped runbook shows the archive key"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("with-archive.toml");
+    std::fs::write(&p, text.replace("\n# archive = {", "\narchive = {")).unwrap();
+    let o = command(&["runbook", "check", p.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    common::assert_code(&o, 0);
+    assert!(
+        common::stdout(&o).contains("top up from the binlog archive of job exchange-db"),
+        "{}",
+        out(&o)
+    );
 }
 
 // ------------------------------------------------------------ archive top-up
@@ -928,7 +951,10 @@ mysql = [{{ url = "{r}/shop", query = "SELECT 1 FROM orders LIMIT 1" }}]
     let d = &done(&recs, "promote")["details"];
     let received = seq(d["received"].as_str().unwrap());
     let top = &d["archive-top-up"];
-    assert!(seq(&head) > received, "the archive holds more than the replica received");
+    assert!(
+        seq(&head) > received,
+        "the archive holds more than the replica received"
+    );
     assert_eq!(top["transactions"], seq(&head) - received, "{d}");
     assert_eq!(top["last-gtid"], head.as_str(), "{d}");
     assert_eq!(
@@ -1066,7 +1092,11 @@ async fn kill_9_of_cexdr_during_the_top_up_then_resume_applies_nothing_twice() {
     assert_eq!(r.gtid_binlog_pos(), head);
     let recs = journal(dir.path(), "crash");
     let d = &done(&recs, "promote")["details"];
-    assert_eq!(d["archive-top-up"]["transactions"], seq(&head) - received, "{d}");
+    assert_eq!(
+        d["archive-top-up"]["transactions"],
+        seq(&head) - received,
+        "{d}"
+    );
     assert!(
         d["archive-top-up"]["this-attempt"].as_u64().unwrap() < seq(&head) - received,
         "the resume applied only the rest: {d}"

@@ -641,9 +641,10 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
             }
             // Session GTID bookkeeping only matters with the binlog on (it
             // is off here) and is refused inside a merged transaction.
-            if !keep_gtids && (line.starts_with("/*M!100001 SET @@session.gtid_")
-                || line.starts_with("/*M!100001 SET @@session.server_id=")
-                || line.starts_with("/*M!100101 SET @@session.skip_parallel_replication"))
+            if !keep_gtids
+                && (line.starts_with("/*M!100001 SET @@session.gtid_")
+                    || line.starts_with("/*M!100001 SET @@session.server_id=")
+                    || line.starts_with("/*M!100101 SET @@session.skip_parallel_replication"))
             {
                 continue;
             }
@@ -724,14 +725,14 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backup::binlog::segment::{Run as SRun, SegmentManifest, ServerIdentity};
     use crate::backup::catalog::ChainLink;
 
     /// Segment `seq` of server 1 holding transactions `from..=to` of domain 0,
     /// committed at `ts[i]` (Unix seconds) each.
-    fn seg(seq: u64, from: u64, ts: &[i64]) -> Listed {
+    pub(crate) fn seg(seq: u64, from: u64, ts: &[i64]) -> Listed {
         let to = from + ts.len() as u64 - 1;
         let mut runs: Vec<SRun> = Vec::new();
         for (i, t) in ts.iter().enumerate() {

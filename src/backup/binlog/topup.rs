@@ -192,9 +192,7 @@ pub fn commit_time(a: &Archive, g: &Gtid) -> Option<DateTime<Utc>> {
 pub fn plan(job: &str, a: &Archive, from: &GtidState) -> Result<Plan> {
     let (runs, gaps) = window::runs(a);
     let Some(r) = runs.last() else {
-        return Err(refuse(format!(
-            "job {job} has no archived binlog segments"
-        )));
+        return Err(refuse(format!("job {job} has no archived binlog segments")));
     };
     let first = &a.segments[r.first].manifest;
     let last = &a.segments[r.last].manifest;
@@ -203,7 +201,9 @@ pub fn plan(job: &str, a: &Archive, from: &GtidState) -> Result<Plan> {
         .gtid_end
         .0
         .values()
-        .filter(|g| g.seq > from.seq(g.domain) && first.gtid_start.seq(g.domain) > from.seq(g.domain))
+        .filter(|g| {
+            g.seq > from.seq(g.domain) && first.gtid_start.seq(g.domain) > from.seq(g.domain)
+        })
         .map(|g| {
             format!(
                 "domain {}: the replica is at {}, the archive's continuous stretch starts after {}",
@@ -262,4 +262,68 @@ pub fn plan(job: &str, a: &Archive, from: &GtidState) -> Result<Plan> {
         binlog_bytes: needed.iter().map(|s| s.manifest.source_bytes).sum(),
         transactions_at_most: needed.iter().map(|s| s.manifest.transactions).sum(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::binlog::replay::tests::seg;
+
+    #[test]
+    fn the_top_up_plan_starts_at_the_replica_and_refuses_holes() {
+        // 0-1-1..=3 at 100..=102, 0-1-4..=5 at 105, 106.
+        let a = Archive {
+            segments: vec![seg(1, 1, &[100, 101, 102]), seg(2, 4, &[105, 106])],
+            ..Archive::default()
+        };
+        let from = GtidState::parse("0-1-2").unwrap();
+        let p = plan("j", &a, &from).unwrap();
+        assert_eq!(
+            (p.segments.as_slice(), p.cut_gtid.as_str()),
+            (&[1u64, 2][..], "0-1-5")
+        );
+        let p = plan("j", &a, &GtidState::parse("0-1-3").unwrap()).unwrap();
+        assert_eq!(p.segments, vec![2]);
+        let p = plan("j", &a, &GtidState::parse("0-1-5").unwrap()).unwrap();
+        assert!(p.segments.is_empty(), "nothing to apply");
+        // Another domain of the replica is kept in the cut.
+        let p = plan("j", &a, &GtidState::parse("0-1-4,1-9-3").unwrap()).unwrap();
+        assert_eq!(p.cut_gtid, "0-1-5,1-9-3");
+        // The newest stretch starts after the replica: refused, naming the hole.
+        let a = Archive {
+            segments: vec![seg(5, 10, &[200, 201])],
+            ..Archive::default()
+        };
+        let e = plan("j", &a, &from).unwrap_err().to_string();
+        assert!(
+            e.contains("without a hole") && e.contains("replica is at 0-1-2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn commit_times_and_the_head_come_from_the_manifests() {
+        let a = Archive {
+            segments: vec![seg(1, 1, &[100, 101, 102]), seg(2, 4, &[105, 106])],
+            ..Archive::default()
+        };
+        let at = |s: &str| commit_time(&a, &s.parse().unwrap()).map(|t| t.timestamp());
+        assert_eq!(at("0-1-2"), Some(101));
+        assert_eq!(at("0-1-4"), Some(105));
+        assert_eq!(at("0-1-5"), Some(106));
+        assert_eq!(at("0-1-9"), None);
+        assert_eq!(at("1-1-2"), None);
+        let h = head_of(&a).unwrap();
+        assert_eq!(
+            (
+                h.position.to_string(),
+                h.stretch_start.to_string(),
+                h.timeline.as_str(),
+                h.newest_seq
+            ),
+            ("0-1-5".into(), "0-1-0".into(), "0001-s1", 2)
+        );
+        assert_eq!(h.newest_commit.map(|t| t.timestamp()), Some(106));
+        assert!(head_of(&Archive::default()).is_none());
+    }
 }

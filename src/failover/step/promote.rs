@@ -242,7 +242,10 @@ struct Opened {
     head: Option<Head>,
 }
 
-async fn open_archive(spec: &Spec, info: &super::RunInfo) -> std::result::Result<Option<Opened>, String> {
+async fn open_archive(
+    spec: &Spec,
+    info: &super::RunInfo,
+) -> std::result::Result<Option<Opened>, String> {
     let Some(r) = &spec.archive else {
         return Ok(None);
     };
@@ -252,7 +255,11 @@ async fn open_archive(spec: &Spec, info: &super::RunInfo) -> std::result::Result
             r.label()
         ));
     };
-    let archive = opener.0.open(r).await.map_err(|e| format!("{}: {e}", r.label()))?;
+    let archive = opener
+        .0
+        .open(r)
+        .await
+        .map_err(|e| format!("{}: {e}", r.label()))?;
     let head = archive
         .head()
         .await
@@ -305,7 +312,10 @@ async fn loss(spec: &Spec, archive: Option<&Opened>, have: &str) -> Value {
                     o.label, h.timeline, h.newest_seq
                 ),
             ),
-            (Some(o), None) => (None, format!("unknown: {why}; the {} holds nothing", o.label)),
+            (Some(o), None) => (
+                None,
+                format!("unknown: {why}; the {} holds nothing", o.label),
+            ),
             (None, _) => (
                 None,
                 format!("unknown: {why}; no binlog archive in the step (`archive`)"),
@@ -363,7 +373,10 @@ async fn loss(spec: &Spec, archive: Option<&Opened>, have: &str) -> Value {
             }
             (_, None) => {
                 span = None;
-                why.push(format!("the promoted database's newest transaction {d}-{hs}-{hq} is not in the {}", o.label));
+                why.push(format!(
+                    "the promoted database's newest transaction {d}-{hs}-{hq} is not in the {}",
+                    o.label
+                ));
             }
         }
     }
@@ -467,7 +480,9 @@ impl Step for Spec {
                     refuse = Some(format!("refuse: {why}"));
                     json!({ "archive": o.label, "refuse": why })
                 }
-                (None, None) => json!({ "archive": o.label, "head": Value::Null, "would-apply": 0 }),
+                (None, None) => {
+                    json!({ "archive": o.label, "head": Value::Null, "would-apply": 0 })
+                }
                 (Some(h), None) => {
                     let n = lacking(&h.position, &have);
                     let v = json!({
@@ -624,7 +639,10 @@ async fn promote(spec: &Spec, ctx: &mut Ctx<'_>, c: &mut mysql_async::Conn) -> R
                 .await
                 .map_err(|e| sql(ctx, "reading gtid_slave_pos", e))?
         };
-        let master_id = get("Master_Server_Id").parse::<u32>().ok().filter(|x| *x != 0);
+        let master_id = get("Master_Server_Id")
+            .parse::<u32>()
+            .ok()
+            .filter(|x| *x != 0);
         ctx.record(json!({ "received": received, "master": format!("{}:{}", get("Master_Host"), get("Master_Port")), "master-server-id": master_id }))?;
         // 4. Wait until the SQL thread applied all of it.
         let t0 = std::time::Instant::now();
@@ -677,7 +695,9 @@ async fn promote(spec: &Spec, ctx: &mut Ctx<'_>, c: &mut mysql_async::Conn) -> R
     let archive = if ctx.last("data-loss").is_some() && ctx.last("top-up-done").is_some() {
         None // a resume after the guard: both are journaled
     } else {
-        open_archive(spec, ctx.info).await.map_err(|m| ctx.fail(m))?
+        open_archive(spec, ctx.info)
+            .await
+            .map_err(|m| ctx.fail(m))?
     };
     if let Some(o) = &archive {
         if ctx.last("top-up-done").is_none() {
@@ -778,7 +798,11 @@ async fn top_up(
     };
     // Without the binlog the applied GTIDs would be in no position: a
     // resume could not tell what was applied, and no replica would get them.
-    if one(c, "SELECT @@global.log_bin").await.map_err(|e| sql(ctx, "reading log_bin", e))? != "1" {
+    if one(c, "SELECT @@global.log_bin")
+        .await
+        .map_err(|e| sql(ctx, "reading log_bin", e))?
+        != "1"
+    {
         return Err(ctx.fail_permanently(format!(
             "{label}: binary logging is off (log_bin = 0): a top-up from the {} needs it on the promoted server (its position records what was applied; its replicas get them)",
             o.label
@@ -790,8 +814,13 @@ async fn top_up(
             .map_err(|e| sql(ctx, "STOP SLAVE SQL_THREAD", e))?;
     }
     // A client left by a killed cexdr may still be applying: wait for it.
-    let left = ctx.deadline.saturating_duration_since(tokio::time::Instant::now());
-    let wait = left.saturating_sub(Duration::from_secs(1)).as_secs().clamp(1, 30);
+    let left = ctx
+        .deadline
+        .saturating_duration_since(tokio::time::Instant::now());
+    let wait = left
+        .saturating_sub(Duration::from_secs(1))
+        .as_secs()
+        .clamp(1, 30);
     let got: Option<i64> = c
         .query_first(format!("SELECT GET_LOCK('{TOPUP_LOCK}', {wait})"))
         .await
@@ -819,7 +848,8 @@ async fn top_up(
         "archive": o.label, "timeline": head.timeline, "head": head.position,
         "from": first_from, "attempt-from": from,
     } }))?;
-    let opts = mysql_async::Opts::from_url(&spec.replica.url).map_err(|e| ctx.fail(format!("{label}: {e}")))?;
+    let opts = mysql_async::Opts::from_url(&spec.replica.url)
+        .map_err(|e| ctx.fail(format!("{label}: {e}")))?;
     let password = spec
         .replica
         .secret()
@@ -912,5 +942,94 @@ mod tests {
         assert!(over_budget(Some(Budget::Transactions(5)), &some).is_none());
         assert!(over_budget(Some(Budget::Transactions(2)), &some).is_some());
         assert!(over_budget(Some(Budget::Time(Duration::from_secs(9))), &some).is_some());
+        let dated = json!({ "transactions": 3, "seconds": 4 });
+        assert!(over_budget(Some(Budget::Time(Duration::from_secs(5))), &dated).is_none());
+        assert!(over_budget(Some(Budget::Time(Duration::from_secs(4))), &dated).is_some());
+        assert_eq!(merge_positions("0-1-5,1-1-2", "0-2-7"), "0-2-7,1-1-2");
+        assert_eq!(merge_positions("0-1-9", "0-2-7"), "0-1-9");
+    }
+
+    /// Commit seconds by sequence number (domain 0), for the RPO arithmetic.
+    struct Stamps(BTreeMap<u64, i64>, Option<Head>);
+
+    #[async_trait]
+    impl ArchiveTopUp for Stamps {
+        async fn head(&self) -> std::result::Result<Option<Head>, String> {
+            Ok(self.1.clone())
+        }
+        async fn commit_time(
+            &self,
+            gtid: &str,
+        ) -> std::result::Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+            let (_, (_, seq)) = parse_gtids(gtid).into_iter().next().unwrap();
+            Ok(self
+                .0
+                .get(&seq)
+                .map(|t| chrono::DateTime::from_timestamp(*t, 0).unwrap()))
+        }
+        async fn apply(
+            &self,
+            _: &str,
+            _: &crate::failover::archive::Target,
+        ) -> std::result::Result<crate::failover::archive::Applied, String> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_rpo_time_span_comes_from_the_archive_commit_times() {
+        let spec: Spec =
+            toml::from_str("replica = { url = \"mysql://r@127.0.0.1:1/\" }\n").unwrap();
+        let head = Head {
+            timeline: "0001-s1".into(),
+            server_id: 1,
+            server_address: "p:3306".into(),
+            position: "0-1-10".into(),
+            stretch_start: "0-1-0".into(),
+            newest_commit: None,
+            newest_seq: 4,
+        };
+        let o = Opened {
+            label: "binlog archive of job j".into(),
+            archive: std::sync::Arc::new(Stamps([(7, 100), (10, 112)].into(), Some(head.clone()))),
+            head: Some(head),
+        };
+        // Old primary unreachable (none in the spec): the archive's head counts.
+        let l = loss(&spec, Some(&o), "0-1-7").await;
+        assert_eq!(
+            (l["transactions"].as_u64(), l["seconds"].as_u64()),
+            (Some(3), Some(12)),
+            "{l}"
+        );
+        assert!(
+            l["source"]
+                .as_str()
+                .unwrap()
+                .contains("binlog archive of job j, timeline 0001-s1"),
+            "{l}"
+        );
+        assert_eq!(l["old-newest-commit"], "1970-01-01T00:01:52Z");
+        let l = loss(&spec, Some(&o), "0-1-10").await;
+        assert_eq!(
+            (l["transactions"].as_u64(), l["seconds"].as_u64()),
+            (Some(0), Some(0))
+        );
+        // The promoted database's newest transaction is not archived: unknown, and why.
+        let l = loss(&spec, Some(&o), "0-1-5").await;
+        assert!(
+            l["seconds"].is_null() && l["seconds-unknown"].as_str().unwrap().contains("0-1-5"),
+            "{l}"
+        );
+        // No archive, old primary unknown: nothing is known.
+        let l = loss(&spec, None, "0-1-5").await;
+        assert!(l["transactions"].is_null() && l["seconds"].is_null(), "{l}");
+        // A foreign timeline is named.
+        let why = foreign_timeline(&o, Some(2)).unwrap();
+        assert!(
+            why.contains("timeline 0001-s1") && why.contains("replicates from server 2"),
+            "{why}"
+        );
+        assert!(foreign_timeline(&o, Some(1)).is_none());
+        assert!(foreign_timeline(&o, None).unwrap().contains("unknown"));
     }
 }
