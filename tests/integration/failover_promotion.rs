@@ -1156,3 +1156,75 @@ async fn an_archive_of_another_timeline_is_refused_by_name() {
     assert_ne!(r.sql("SHOW SLAVE STATUS"), "", "not reset");
     assert_eq!(count(&r), 0, "nothing of the other server applied");
 }
+
+/// The benchmark behind `bench/failover.sh`'s top-up lines (not a timed
+/// assertion): `promote-mysql` with `archive`, journaled step time, for
+/// replicas that lack nothing the archive has (every wait satisfied: the
+/// top-up's own overhead) and for replicas that lack 1,000 single-row
+/// transactions that the top-up applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run with bench/failover.sh"]
+async fn bench_promote_with_archive_top_up() {
+    let n = 3;
+    let mut p = MariaDb::primary();
+    app_schema(&p);
+    let caught: Vec<MariaDb> = (0..n).map(|_| MariaDb::replica_of(&p)).collect();
+    let behind: Vec<MariaDb> = (0..n).map(|_| MariaDb::replica_of(&p)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = archive_policy(dir.path(), &p, "benchjob");
+    let arch = Archiver::start(&policy, "benchjob");
+    insert_rows(&p, 0, 10);
+    for r in caught.iter().chain(&behind) {
+        r.wait_caught_up(&p);
+    }
+    for r in &behind {
+        r.sql("STOP SLAVE IO_THREAD");
+    }
+    insert_rows(&p, 100, 1000);
+    for r in &caught {
+        r.wait_caught_up(&p);
+    }
+    wait_archived(dir.path(), "benchjob", seq(&p.gtid_binlog_pos()), &arch).await;
+    p.kill9();
+    archive_settled(dir.path(), "benchjob").await;
+    drop(arch);
+    for (what, set) in [
+        ("nothing to apply", &caught),
+        ("1000 transactions to apply", &behind),
+    ] {
+        let mut steps = Vec::new();
+        let mut applies = Vec::new();
+        for (i, r) in set.iter().enumerate() {
+            let name = format!("b{}{i}", what.len());
+            let rb = runbook(
+                dir.path(),
+                &name,
+                &format!(
+                    "[[step]]\nname = \"promote\"\nkind = \"promote-mysql\"\nreplica = {{ url = \"{}\" }}\narchive = {{ policy = \"{}\", job = \"benchjob\" }}\n",
+                    r.url(),
+                    policy.display()
+                ),
+            );
+            let o = failover(&rb, &[]).await;
+            common::assert_code(&o, 0);
+            let recs = journal(dir.path(), &name);
+            let d = done(&recs, "promote");
+            steps.push(d["elapsed_ms"].as_u64().unwrap());
+            applies.push(
+                d["details"]["archive-top-up"]["apply-ms"]
+                    .as_u64()
+                    .unwrap_or(0),
+            );
+            assert_eq!(count(r), 1010);
+        }
+        steps.sort();
+        applies.sort();
+        println!(
+            "promote-mysql with archive, {what}: step median {} ms (min {}, max {}), top-up apply median {} ms, over {n} runs",
+            steps[n / 2],
+            steps[0],
+            steps[n - 1],
+            applies[n / 2]
+        );
+    }
+}
