@@ -793,6 +793,11 @@ impl Archiver {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+    /// SIGTERM: the open segment is stored and the lease released.
+    fn stop(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Archiver {
@@ -1227,4 +1232,96 @@ async fn bench_promote_with_archive_top_up() {
             applies[n / 2]
         );
     }
+}
+
+/// An archive whose newest stretch starts after the replica's position (the
+/// binlog between was purged before it was archived) cannot top it up
+/// without a hole: nothing is applied, the guard counts what stays lacking
+/// against the archive's head, and `--accept-data-loss` promotes with the
+/// RPO (transactions and seconds) from the archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_archive_with_a_hole_applies_nothing_and_the_guard_counts_the_loss() {
+    let mut p = MariaDb::primary();
+    app_schema(&p);
+    let r = MariaDb::replica_of(&p);
+    r.wait_caught_up(&p);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = archive_policy(dir.path(), &p, "holejob");
+    let arch = Archiver::start(&policy, "holejob");
+    insert_rows(&p, 0, 5);
+    r.wait_caught_up(&p);
+    wait_archived(dir.path(), "holejob", seq(&p.gtid_binlog_pos()), &arch).await;
+    arch.stop();
+    r.sql("STOP SLAVE IO_THREAD");
+    let received = seq(&p.gtid_binlog_pos());
+    // While no archiver runs: writes, rotation, purge.
+    insert_rows(&p, 100, 5);
+    p.sql("FLUSH BINARY LOGS");
+    insert_rows(&p, 200, 5);
+    p.sql("FLUSH BINARY LOGS");
+    let newest = p
+        .sql("SHOW MASTER STATUS")
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
+    p.sql(&format!("PURGE BINARY LOGS TO '{newest}'"));
+    let o = common::cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "binlog",
+        "archive",
+        "holejob",
+    ]);
+    common::assert_code(&o, 1);
+    let arch = Archiver::start(&policy, "holejob");
+    insert_rows(&p, 300, 3);
+    let head = wait_archived(dir.path(), "holejob", seq(&p.gtid_binlog_pos()), &arch).await;
+    p.kill9();
+    drop(arch);
+    let lost = seq(&head) - received;
+    let rb = runbook(
+        dir.path(),
+        "hole",
+        &format!(
+            "[[step]]\nname = \"promote\"\nkind = \"promote-mysql\"\nreplica = {{ url = \"{}\" }}\nmax-data-loss = \"0 transactions\"\narchive = {{ policy = \"{}\", job = \"holejob\" }}\n",
+            r.url(),
+            policy.display()
+        ),
+    );
+    let o = failover(&rb, &["--dry-run"]).await;
+    common::assert_code(&o, 0);
+    assert!(common::stdout(&o).contains("without a hole"), "{}", out(&o));
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 11);
+    assert!(
+        common::stderr(&o).contains(&format!("lacks {lost} transaction(s)")),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(count(&r), 5, "nothing applied");
+    let o = failover(&rb, &["--resume", "--accept-data-loss"]).await;
+    common::assert_code(&o, 0);
+    let recs = journal(dir.path(), "hole");
+    let d = &done(&recs, "promote")["details"];
+    assert!(
+        d["archive-top-up"]["not-applied"]
+            .as_str()
+            .unwrap()
+            .contains("without a hole"),
+        "{d}"
+    );
+    let st = status(&rb).await;
+    assert_eq!(st["rpo"]["transactions"], lost, "{st}");
+    assert!(
+        st["rpo"]["seconds"].is_u64(),
+        "both ends are archived: {st}"
+    );
+    assert!(
+        st["rpo"]["evidence"]["old-newest-commit"].is_string()
+            && st["rpo"]["evidence"]["promoted-newest-commit"].is_string(),
+        "{st}"
+    );
+    assert_eq!(count(&r), 5);
+    assert_eq!(r.sql("SELECT @@global.read_only"), "0");
 }

@@ -287,6 +287,30 @@ fn foreign_timeline(o: &Opened, master_server_id: Option<u32>) -> Option<String>
     }
 }
 
+/// Why applying the archive from `from` would leave a hole, if it would:
+/// in a domain where the archive is ahead, its continuous stretch must start
+/// at or before the replica's position.
+fn hole(h: &Head, from: &str) -> Option<String> {
+    let (start, have) = (parse_gtids(&h.stretch_start), parse_gtids(from));
+    let holes: Vec<String> = parse_gtids(&h.position)
+        .iter()
+        .filter_map(|(d, (_, seq))| {
+            let at = have.get(d).map(|x| x.1).unwrap_or(0);
+            let begins = start.get(d).map(|x| x.1).unwrap_or(0);
+            (*seq > at && begins > at).then(|| {
+                format!("domain {d}: the replica is at seq {at}, the archive's continuous stretch starts after seq {begins}")
+            })
+        })
+        .collect();
+    (!holes.is_empty()).then(|| {
+        format!(
+            "not applied: the archive (timeline {}) cannot top the replica up without a hole ({})",
+            h.timeline,
+            holes.join("; ")
+        )
+    })
+}
+
 /// The commit time of GTID `d-srv-seq` from the archive.
 async fn stamp(o: &Opened, d: u32, srv: u32, seq: u64) -> Option<chrono::DateTime<chrono::Utc>> {
     o.archive
@@ -484,16 +508,25 @@ impl Step for Spec {
                     json!({ "archive": o.label, "head": Value::Null, "would-apply": 0 })
                 }
                 (Some(h), None) => {
-                    let n = lacking(&h.position, &have);
+                    let gap = hole(h, &have);
+                    let n = if gap.is_some() {
+                        0
+                    } else {
+                        lacking(&h.position, &have)
+                    };
                     let v = json!({
                         "archive": o.label,
                         "timeline": h.timeline,
+                        "stretch-start": h.stretch_start,
                         "head": h.position,
                         "newest-commit": h.newest_commit.map(rfc3339),
                         "would-apply": n,
+                        "not-applied": gap,
                     });
                     // The guard below sees the replica as the top-up leaves it.
-                    have = merge_positions(&have, &h.position);
+                    if n > 0 {
+                        have = merge_positions(&have, &h.position);
+                    }
                     v
                 }
             };
@@ -844,6 +877,15 @@ async fn top_up(
         Some(f) => f.to_owned(),
         None => from.clone(),
     };
+    // A stretch that starts after the replica's position would leave a hole:
+    // nothing is applied, and the guard counts what stays lacking.
+    if let Some(why) = hole(&head, &from) {
+        ctx.record(json!({ "top-up-done": {
+            "archive": o.label, "timeline": head.timeline, "head": head.position,
+            "from": first_from, "transactions": 0, "not-applied": why,
+        } }))?;
+        return Ok(());
+    }
     ctx.record(json!({ "top-up": {
         "archive": o.label, "timeline": head.timeline, "head": head.position,
         "from": first_from, "attempt-from": from,
@@ -1031,5 +1073,19 @@ mod tests {
         );
         assert!(foreign_timeline(&o, Some(1)).is_none());
         assert!(foreign_timeline(&o, None).unwrap().contains("unknown"));
+        let h = o.head.as_ref().unwrap();
+        assert!(hole(h, "0-1-3").is_none());
+        let later = Head {
+            stretch_start: "0-1-5".into(),
+            ..h.clone()
+        };
+        assert!(hole(&later, "0-1-3")
+            .unwrap()
+            .contains("starts after seq 5"));
+        assert!(hole(&later, "0-1-5").is_none());
+        assert!(
+            hole(&later, "0-1-10").is_none(),
+            "nothing to apply: no hole"
+        );
     }
 }
