@@ -23,6 +23,9 @@ pub struct TopUp {
     job: String,
     /// The policy signs manifests: every applied segment must carry a valid signature.
     signed: bool,
+    /// The manifests as last loaded: commit times are looked up there (an
+    /// archived transaction's time never changes; `head` and `apply` reload).
+    loaded: tokio::sync::Mutex<Option<std::sync::Arc<Archive>>>,
 }
 
 /// The newest continuous stretch of the archive and its newest segment.
@@ -74,21 +77,29 @@ impl TopUp {
             cat,
             job: job.into(),
             signed: p.signing_key_file.is_some(),
+            loaded: tokio::sync::Mutex::new(None),
         })
     }
 
-    async fn load(&self) -> Result<Archive> {
-        segment::load(&self.cat, &self.job, self.signed).await
+    /// Reads every manifest of the job (one GET each) and keeps them.
+    async fn load(&self) -> Result<std::sync::Arc<Archive>> {
+        let a = std::sync::Arc::new(segment::load(&self.cat, &self.job, self.signed).await?);
+        *self.loaded.lock().await = Some(a.clone());
+        Ok(a)
     }
 
     /// The newest stretch (None: nothing archived).
     pub async fn head(&self) -> Result<Option<Head>> {
-        Ok(head_of(&self.load().await?))
+        Ok(head_of(&*self.load().await?))
     }
 
     /// The commit second of `g`, when a segment of the archive holds it.
     pub async fn commit_time(&self, g: &Gtid) -> Result<Option<DateTime<Utc>>> {
-        Ok(commit_time(&self.load().await?, g))
+        let cached = self.loaded.lock().await.clone();
+        if let Some(t) = cached.as_ref().and_then(|a| commit_time(a, g)) {
+            return Ok(Some(t));
+        }
+        Ok(commit_time(&*self.load().await?, g))
     }
 
     /// Applies the archived transactions after `from` up to the head:
