@@ -413,8 +413,9 @@ pub enum Session {
     /// A promotion's top-up: binlog on, every transaction keeps its GTID
     /// (`gtid_domain_id`, `server_id`, `gtid_seq_no` as decoded) and commits
     /// on its own, so that the promoted server's future replicas get them
-    /// and its position says exactly what was applied. The session first
-    /// takes the named lock (error if another session holds it).
+    /// and its position says exactly what was applied (a new session logs
+    /// by default: no `SET sql_log_bin`, which would need BINLOG ADMIN). The
+    /// session first takes the named lock (error if another session holds it).
     KeepGtids { lock: String },
 }
 
@@ -612,7 +613,7 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
         Session::KeepGtids { lock } => {
             let lock = lock.replace(['\'', '\\'], "");
             format!(
-                "DELIMITER //\nIF GET_LOCK('{lock}', 10) <> 1 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'another session holds the lock {lock}: an earlier top-up is still applying'; END IF//\nDELIMITER ;\nSET SESSION sql_log_bin = 1;\n"
+                "DELIMITER //\nIF GET_LOCK('{lock}', 10) <> 1 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'another session holds the lock {lock}: an earlier top-up is still applying'; END IF//\nDELIMITER ;\n"
             )
         }
     };
