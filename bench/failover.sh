@@ -14,3 +14,7 @@ args=()
 [[ "${PROFILE:-debug}" == release ]] && args+=(--release)
 cargo test "${args[@]}" --test integration failover::bench_full_runbook_overhead -- --ignored --nocapture 2>&1 \
   | grep -E '^(failover|anchor|promote|ratio)'
+# promote-mysql with the binlog archive top-up (a private primary, archiver
+# and six GTID replicas): the top-up's own overhead, and 1,000 transactions applied.
+cargo test "${args[@]}" --test integration failover_promotion::bench_promote_with_archive_top_up -- --ignored --nocapture 2>&1 \
+  | grep -E '^promote-mysql with archive'

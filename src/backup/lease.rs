@@ -116,6 +116,11 @@ impl Lease {
                 continue; // released meanwhile: try again
             };
             if cur.expires_at > Utc::now() {
+                // A faster taker got the lease after our takeover deleted the
+                // expired one: our marker must not outlive this refusal.
+                if let Some(m) = takeover.take() {
+                    let _ = store.delete(&m).await;
+                }
                 return Err(Error::Locked {
                     job: job.to_owned(),
                     holder: cur.holder(),
@@ -142,6 +147,9 @@ impl Lease {
             }
             // Someone else is taking over; give them a moment.
             tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+        }
+        if let Some(m) = takeover.take() {
+            let _ = store.delete(&m).await;
         }
         let cur = read(&store, &key).await?;
         Err(Error::Locked {

@@ -123,6 +123,9 @@ pub async fn failover(args: FailoverArgs, json: bool, cancel: CancellationToken)
         resume: args.resume.map(|r| Some(r).filter(|r| !r.is_empty())),
         state_dir: args.state_dir,
         accept_data_loss: args.accept_data_loss,
+        archives: Some(crate::failover::archive::Archives(std::sync::Arc::new(
+            Archives,
+        ))),
     };
     let doc = engine::failover(&rb, &opts, &Terminal { json }, cancel).await?;
     if json {
@@ -136,4 +139,81 @@ pub fn runbook(cmd: RunbookCmd) -> Result<i32> {
     let rb = crate::failover::runbook::Runbook::load(&file)?;
     print!("{}", rb.describe());
     Ok(exit::OK)
+}
+
+/// `failover::archive` on `backup::binlog::topup`: the failover flow reaches
+/// the binlog archive only through this adapter (type mapping, no logic).
+struct Archives;
+
+struct TopUp(crate::backup::binlog::topup::TopUp);
+
+#[async_trait::async_trait]
+impl crate::failover::archive::OpenArchive for Archives {
+    async fn open(
+        &self,
+        r: &crate::failover::archive::ArchiveRef,
+    ) -> std::result::Result<std::sync::Arc<dyn crate::failover::archive::ArchiveTopUp>, String>
+    {
+        crate::backup::binlog::topup::TopUp::open(&r.policy, &r.job, r.identity_file.as_deref())
+            .await
+            .map(|t| std::sync::Arc::new(TopUp(t)) as _)
+            .map_err(|e| crate::error::one_line(&e))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::failover::archive::ArchiveTopUp for TopUp {
+    async fn head(&self) -> std::result::Result<Option<crate::failover::archive::Head>, String> {
+        let h = self
+            .0
+            .head()
+            .await
+            .map_err(|e| crate::error::one_line(&e))?;
+        Ok(h.map(|h| crate::failover::archive::Head {
+            timeline: h.timeline,
+            server_id: h.server_id,
+            server_address: h.server_address,
+            position: h.position.to_string(),
+            stretch_start: h.stretch_start.to_string(),
+            newest_commit: h.newest_commit,
+            newest_seq: h.newest_seq,
+        }))
+    }
+
+    async fn commit_time(
+        &self,
+        gtid: &str,
+    ) -> std::result::Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+        let g = gtid.parse()?;
+        self.0
+            .commit_time(&g)
+            .await
+            .map_err(|e| crate::error::one_line(&e))
+    }
+
+    async fn apply(
+        &self,
+        from: &str,
+        to: &crate::failover::archive::Target,
+    ) -> std::result::Result<crate::failover::archive::Applied, String> {
+        let from = crate::backup::binlog::GtidState::parse(from)?;
+        let to = crate::backup::binlog::topup::Target {
+            host: to.host.clone(),
+            port: to.port,
+            user: to.user.clone(),
+            password: to.password.clone(),
+            lock: to.lock.clone(),
+        };
+        let r = self
+            .0
+            .apply(&from, &to)
+            .await
+            .map_err(|e| crate::error::one_line(&e))?;
+        Ok(crate::failover::archive::Applied {
+            transactions: r.transactions,
+            first_gtid: r.first_gtid,
+            last_gtid: r.last_gtid,
+            seconds: r.seconds,
+        })
+    }
 }

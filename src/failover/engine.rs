@@ -30,6 +30,9 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// Promote past a step's `max-data-loss` (journaled as forced).
     pub accept_data_loss: bool,
+    /// Access to the PITR binlog archive for `promote-mysql`'s top-up (the
+    /// CLI builds it on `backup`; None: a step naming an archive fails).
+    pub archives: Option<crate::failover::archive::Archives>,
 }
 
 /// How the engine talks to the operator. The engine prints nothing and reads
@@ -51,6 +54,7 @@ fn run_info(rb: &Runbook, opts: &Options) -> RunInfo {
         channels: rb.channels.clone(),
         force: opts.force,
         accept_data_loss: opts.accept_data_loss,
+        archives: opts.archives.clone(),
     }
 }
 
@@ -346,15 +350,36 @@ fn rto_label(r: &Replay) -> String {
 
 fn rpo_line(rpo: &Value) -> String {
     let e = &rpo["evidence"];
+    let top = match &e["archive-top-up"] {
+        Value::Object(t) => format!(
+            "; {} transaction(s) topped up from the archive",
+            t.get("transactions").and_then(|n| n.as_u64()).unwrap_or(0)
+        ),
+        _ => String::new(),
+    };
     match rpo["transactions"].as_u64() {
         Some(n) => format!(
-            "RPO: {n} transaction(s) lacking (old primary at {}, replica applied {}, promoted at {}; time span not measured)\n",
+            "RPO: {n} transaction(s) lacking, {} (old primary at {}, source: {}; replica applied {}{top}, promoted at {})\n",
+            match rpo["seconds"].as_u64() {
+                Some(s) => format!(
+                    "{s} s of commits{}",
+                    match (e["old-newest-commit"].as_str(), e["promoted-newest-commit"].as_str()) {
+                        (Some(a), Some(b)) => format!(" ({b} → {a})"),
+                        _ => String::new(),
+                    }
+                ),
+                None => format!(
+                    "time span unknown: {}",
+                    rpo["seconds-unknown"].as_str().unwrap_or("no commit times")
+                ),
+            },
             e["old-primary-position"].as_str().unwrap_or("?"),
+            e["source"].as_str().unwrap_or("?"),
             e["replica-applied"].as_str().unwrap_or("?"),
             e["promoted-at"].as_str().unwrap_or("?")
         ),
         None => format!(
-            "RPO: unknown ({}); replica received {}, applied {}, promoted at {}\n",
+            "RPO: unknown ({}); replica received {}, applied {}{top}, promoted at {}\n",
             e["source"].as_str().unwrap_or("?"),
             e["replica-received"].as_str().unwrap_or("?"),
             e["replica-applied"].as_str().unwrap_or("?"),

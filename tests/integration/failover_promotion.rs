@@ -638,6 +638,14 @@ async fn data_loss_guard_refuses_then_accept_data_loss_promotes_and_reports_rpo(
             && r["reason"].as_str().unwrap().contains("--accept-data-loss")));
     let st = status(&rb).await;
     assert_eq!(st["rpo"]["transactions"], 5, "{st}");
+    assert!(st["rpo"]["seconds"].is_null(), "{st}");
+    assert!(
+        st["rpo"]["seconds-unknown"]
+            .as_str()
+            .unwrap()
+            .contains("no binlog archive in the step"),
+        "{st}"
+    );
     assert_eq!(
         st["rpo"]["evidence"]["old-primary-position"],
         p.gtid_binlog_pos()
@@ -708,4 +716,598 @@ async fn shipped_runbooks_use_the_native_promotion_and_failback_steps() {
         common::assert_code(&o, 0);
         assert!(common::stdout(&o).contains(kind), "{f}: {}", out(&o));
     }
+    // The commented archive key validates once uncommented.
+    let path = format!(
+        "{}/runbooks/cex-primary-to-backup.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.contains("\n# archive = {"),
+        "the shipped runbook shows the archive key"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("with-archive.toml");
+    std::fs::write(&p, text.replace("\n# archive = {", "\narchive = {")).unwrap();
+    let o = command(&["runbook", "check", p.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    common::assert_code(&o, 0);
+    assert!(
+        common::stdout(&o).contains("top up from the binlog archive of job exchange-db"),
+        "{}",
+        out(&o)
+    );
+}
+
+// ------------------------------------------------------------ archive top-up
+
+/// A policy whose job `job` archives `server`'s binlog into `dir/store`.
+fn archive_policy(dir: &Path, server: &MariaDb, job: &str) -> PathBuf {
+    common::write_policy(
+        dir,
+        &format!(
+            "{}\n[[job]]\nname = \"{job}\"\nkind = \"mysql\"\nurl = \"{}\"\ndatabases = [\"shop\"]\nbinlog = {{ flush-interval = \"1s\", server-id = {} }}\n",
+            common::local_store(&dir.join("store")),
+            server.url(),
+            900_000 + server.port() as u32
+        ),
+    )
+}
+
+/// A `cexdr binlog archive` child; SIGKILLed on drop.
+struct Archiver {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Archiver {
+    fn start(policy: &Path, job: &str) -> Archiver {
+        let log = policy.with_file_name(format!("{job}-archiver.log"));
+        let f = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
+            .args(["--policy", policy.to_str().unwrap(), "-v"])
+            .args(["binlog", "archive", job, "--lease-ttl", "3s"])
+            .env_remove("CEXDR_POLICY")
+            .stdout(std::process::Stdio::null())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Archiver { child, log }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// SIGTERM: the open segment is stored and the lease released.
+    fn stop(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Archiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The newest segment manifest's end position (read from the local store).
+fn newest_archived(dir: &Path, job: &str) -> Option<String> {
+    let root = dir.join("store/binlog").join(job);
+    let mut best: Option<(String, String)> = None;
+    for tl in std::fs::read_dir(&root).ok()? {
+        let tl = tl.unwrap().path();
+        if !tl.is_dir() || tl.ends_with("gaps") {
+            continue;
+        }
+        for f in std::fs::read_dir(&tl).unwrap() {
+            let f = f.unwrap().path();
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.ends_with(".json") {
+                continue;
+            }
+            let m: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+            if best.as_ref().map(|b| name > b.0).unwrap_or(true) {
+                best = Some((name, m["gtid_end"].as_str().unwrap().to_string()));
+            }
+        }
+    }
+    best.map(|b| b.1)
+}
+
+async fn wait_archived(dir: &Path, job: &str, want: u64, a: &Archiver) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Some(g) = newest_archived(dir, job) {
+            if !g.is_empty() && seq(&g) >= want {
+                return g;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the archive did not reach seq {want}:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// After a kill -9 the archiver stores its open segment (at a transaction
+/// boundary): wait until the newest manifest stops changing.
+async fn archive_settled(dir: &Path, job: &str) -> String {
+    let mut last = newest_archived(dir, job);
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = newest_archived(dir, job);
+        if now == last {
+            return now.expect("something archived");
+        }
+        last = now;
+    }
+}
+
+/// `n` single-row transactions in one client call.
+fn insert_rows(s: &MariaDb, from: u64, n: u64) {
+    let q: String = (from..from + n)
+        .map(|i| format!("INSERT INTO shop.orders (n) VALUES ({i});"))
+        .collect();
+    s.sql(&q);
+}
+
+/// The issue's scenario: a writer on the primary, the archiver archiving it,
+/// the replica's IO thread stopped partway, kill -9 of the primary; the
+/// runbook's promotion tops the replica up from the archive: every
+/// transaction the replica received plus the archive's rest is on the
+/// promoted server (under the old GTIDs, in its binlog), and `failover
+/// status` shows the RPO (transactions and seconds) with its evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archive_top_up_brings_the_rest_and_status_shows_the_rpo() {
+    let mut p = MariaDb::primary();
+    app_schema(&p);
+    let r = MariaDb::replica_of(&p);
+    r.wait_caught_up(&p);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = archive_policy(dir.path(), &p, "ledger");
+    let arch = Archiver::start(&policy, "ledger");
+    let base = seq(&p.gtid_binlog_pos());
+    let w = Writer::start(app_url(&p));
+    wait_for_rows(&w, 200).await;
+    r.sql("STOP SLAVE IO_THREAD");
+    let n = w.committed();
+    wait_for_rows(&w, n + 300).await;
+    wait_archived(dir.path(), "ledger", seq(&p.gtid_binlog_pos()), &arch).await;
+    p.kill9();
+    let committed = w.stop().await;
+    let head = archive_settled(dir.path(), "ledger").await;
+    drop(arch);
+    let steps = format!(
+        r#"
+[[step]]
+name = "primary-down"
+kind = "check-primary"
+probes = 2
+interval = "50ms"
+probe-timeout = "1s"
+mysql = [{{ url = "{p}" }}]
+
+[[step]]
+name = "fence"
+kind = "fence-mysql"
+connect-timeout = "500ms"
+mysql = [{{ url = "{p}" }}]
+probe = [{{ url = "{app}" }}]
+
+[[step]]
+name = "promote"
+kind = "promote-mysql"
+timeout = "120s"
+replica = {{ url = "{r}" }}
+old-primary = {{ url = "{p}" }}
+connect-timeout = "500ms"
+max-data-loss = "5s"
+archive = {{ policy = "{policy}", job = "ledger" }}
+
+[[step]]
+name = "db-serves"
+kind = "verify"
+service-restored = true
+successes = 1
+interval = "50ms"
+mysql = [{{ url = "{r}/shop", query = "SELECT 1 FROM orders LIMIT 1" }}]
+"#,
+        p = p.url(),
+        app = app_url(&p),
+        r = r.url(),
+        policy = policy.display()
+    );
+    let rb = runbook(dir.path(), "topup", &steps);
+    let o = command(&["runbook", "check", rb.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    common::assert_code(&o, 0);
+    assert!(
+        common::stdout(&o).contains("top up from the binlog archive of job ledger"),
+        "{}",
+        out(&o)
+    );
+    let o = failover(&rb, &["--dry-run"]).await;
+    common::assert_code(&o, 0);
+    assert!(common::stdout(&o).contains("would-apply"), "{}", out(&o));
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 0);
+    let recs = journal(dir.path(), "topup");
+    let d = &done(&recs, "promote")["details"];
+    let received = seq(d["received"].as_str().unwrap());
+    let top = &d["archive-top-up"];
+    assert!(
+        seq(&head) > received,
+        "the archive holds more than the replica received"
+    );
+    assert_eq!(top["transactions"], seq(&head) - received, "{d}");
+    assert_eq!(top["last-gtid"], head.as_str(), "{d}");
+    assert_eq!(
+        seq(top["first-gtid"].as_str().unwrap()),
+        received + 1,
+        "{d}"
+    );
+    assert!(top["last-commit"].is_string(), "{d}");
+    // Everything received plus the archive's rest, once, under the old GTIDs.
+    assert_eq!(r.gtid_binlog_pos(), head, "in the promoted server's binlog");
+    let rows = count(&r);
+    assert_eq!(rows, seq(&head) - base, "one row per archived transaction");
+    assert!(rows <= committed, "{rows} of {committed} acknowledged");
+    assert_eq!(
+        r.sql("SELECT COUNT(DISTINCT id), MAX(id) FROM shop.orders"),
+        format!("{rows}\t{rows}"),
+        "no hole and no duplicate"
+    );
+    assert_eq!(r.sql("SELECT @@global.read_only"), "0");
+    // RPO: nothing lacking against the archive head (the old primary is dead).
+    let st = status(&rb).await;
+    let rpo = &st["rpo"];
+    assert_eq!(rpo["transactions"], 0, "{st}");
+    assert_eq!(rpo["seconds"], 0, "{st}");
+    assert_eq!(rpo["evidence"]["old-primary-position"], head.as_str());
+    let src = rpo["evidence"]["source"].as_str().unwrap();
+    assert!(
+        src.contains("binlog archive of job ledger") && src.contains("did not answer"),
+        "{src}"
+    );
+    assert_eq!(
+        rpo["evidence"]["archive-top-up"]["transactions"],
+        top["transactions"]
+    );
+    let text = common::stdout(
+        &command(&["failover", "status", "--runbook", rb.to_str().unwrap()])
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        text.contains("RPO: 0 transaction(s) lacking, 0 s of commits")
+            && text.contains("topped up from the archive"),
+        "{text}"
+    );
+    // The old primary's own binlog agrees with the writer's record: what it
+    // committed beyond the archive is the true loss, and the rest is equal.
+    p.restart();
+    let old_rows = count(&p);
+    assert!(old_rows >= rows && old_rows <= committed, "{old_rows}");
+    let sum = |s: &MariaDb| {
+        s.sql(&format!(
+            "SELECT COUNT(*), SUM(CRC32(CONCAT(id, ':', n))) FROM shop.orders WHERE id <= {rows}"
+        ))
+    };
+    assert_eq!(sum(&p), sum(&r));
+    eprintln!(
+        "top-up: replica received {received}, archive head {head}, {} applied; old primary had {} more",
+        top["transactions"],
+        old_rows - rows
+    );
+}
+
+/// A kill -9 of cexdr while the top-up applies: the orphaned client finishes
+/// (or is cut at a transaction boundary), the resume waits for its lock,
+/// reads the position again and applies only the rest: nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_cexdr_during_the_top_up_then_resume_applies_nothing_twice() {
+    let mut p = MariaDb::primary();
+    app_schema(&p);
+    let r = MariaDb::replica_of(&p);
+    r.wait_caught_up(&p);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = archive_policy(dir.path(), &p, "crashjob");
+    let arch = Archiver::start(&policy, "crashjob");
+    insert_rows(&p, 0, 20);
+    r.wait_caught_up(&p);
+    r.sql("STOP SLAVE IO_THREAD");
+    let received = seq(&p.gtid_binlog_pos());
+    for k in 0..4 {
+        insert_rows(&p, 1000 * (k + 1), 1000);
+    }
+    let total = count(&p);
+    wait_archived(dir.path(), "crashjob", seq(&p.gtid_binlog_pos()), &arch).await;
+    p.kill9();
+    let head = archive_settled(dir.path(), "crashjob").await;
+    drop(arch);
+    let rb = runbook(
+        dir.path(),
+        "crash",
+        &format!(
+            "[[step]]\nname = \"promote\"\nkind = \"promote-mysql\"\ntimeout = \"120s\"\nreplica = {{ url = \"{}\" }}\narchive = {{ policy = \"{}\", job = \"crashjob\" }}\n",
+            r.url(),
+            policy.display()
+        ),
+    );
+    let mut child = command(&["failover", "--runbook", rb.to_str().unwrap(), "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let runs = dir.path().join("state/crash/runs");
+    let t0 = Instant::now();
+    let text = loop {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no top-up record");
+        let text = std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+            .unwrap_or_default();
+        // Killed once the client has committed part of the top-up.
+        if text.contains("\"top-up\"") && count(&r) > 20 {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    child.start_kill().unwrap();
+    let st = child.wait().await.unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+    assert!(!text.contains("top-up-done"), "killed during the top-up");
+    let at_kill = count(&r);
+    assert!(
+        at_kill > 20 && at_kill < total,
+        "killed in the middle of the top-up ({at_kill} of {total})"
+    );
+    assert_eq!(r.sql("SELECT @@global.read_only"), "1", "not promoted yet");
+    let o = failover(&rb, &["--resume"]).await;
+    common::assert_code(&o, 0);
+    assert_eq!(count(&r), total, "{}", out(&o));
+    assert_eq!(
+        r.sql("SELECT COUNT(DISTINCT n) FROM shop.orders"),
+        total.to_string(),
+        "nothing applied twice"
+    );
+    assert_eq!(r.gtid_binlog_pos(), head);
+    let recs = journal(dir.path(), "crash");
+    let d = &done(&recs, "promote")["details"];
+    assert_eq!(
+        d["archive-top-up"]["transactions"],
+        seq(&head) - received,
+        "{d}"
+    );
+    assert!(
+        d["archive-top-up"]["this-attempt"].as_u64().unwrap() < seq(&head) - received,
+        "the resume applied only the rest: {d}"
+    );
+    assert_eq!(r.sql("SELECT @@global.read_only"), "0");
+    eprintln!(
+        "top-up crash: {at_kill} of {total} rows at the kill, this attempt applied {}",
+        d["archive-top-up"]["this-attempt"]
+    );
+}
+
+/// An archive whose newest timeline is another server's (not the replica's
+/// source) is refused by name, before anything is applied or reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_archive_of_another_timeline_is_refused_by_name() {
+    let mut p = MariaDb::primary();
+    app_schema(&p);
+    let r = MariaDb::replica_of(&p);
+    r.wait_caught_up(&p);
+    let q = MariaDb::primary();
+    app_schema(&q);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = archive_policy(dir.path(), &q, "otherjob");
+    let arch = Archiver::start(&policy, "otherjob");
+    insert_rows(&q, 0, 5);
+    wait_archived(dir.path(), "otherjob", seq(&q.gtid_binlog_pos()), &arch).await;
+    drop(arch);
+    r.sql("STOP SLAVE IO_THREAD");
+    insert_rows(&p, 0, 3);
+    p.kill9();
+    let rb = runbook(
+        dir.path(),
+        "foreign",
+        &format!(
+            "[[step]]\nname = \"promote\"\nkind = \"promote-mysql\"\nreplica = {{ url = \"{}\" }}\narchive = {{ policy = \"{}\", job = \"otherjob\" }}\n",
+            r.url(),
+            policy.display()
+        ),
+    );
+    let o = failover(&rb, &["--dry-run"]).await;
+    common::assert_code(&o, 0);
+    assert!(
+        common::stdout(&o).contains("not the replica's source"),
+        "{}",
+        out(&o)
+    );
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 11);
+    let err = common::stderr(&o);
+    assert!(
+        err.contains(&format!("timeline 0001-s{}", q.server_id()))
+            && err.contains(&format!("replicates from server {}", p.server_id()))
+            && err.contains("not the replica's source"),
+        "{err}"
+    );
+    assert_eq!(r.sql("SELECT @@global.read_only"), "1", "not promoted");
+    assert_ne!(r.sql("SHOW SLAVE STATUS"), "", "not reset");
+    assert_eq!(count(&r), 0, "nothing of the other server applied");
+}
+
+/// The benchmark behind `bench/failover.sh`'s top-up lines (not a timed
+/// assertion): `promote-mysql` with `archive`, journaled step time, for
+/// replicas that lack nothing the archive has (every wait satisfied: the
+/// top-up's own overhead) and for replicas that lack 1,000 single-row
+/// transactions that the top-up applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run with bench/failover.sh"]
+async fn bench_promote_with_archive_top_up() {
+    let n = 3;
+    let mut p = MariaDb::primary();
+    app_schema(&p);
+    let caught: Vec<MariaDb> = (0..n).map(|_| MariaDb::replica_of(&p)).collect();
+    let behind: Vec<MariaDb> = (0..n).map(|_| MariaDb::replica_of(&p)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = archive_policy(dir.path(), &p, "benchjob");
+    let arch = Archiver::start(&policy, "benchjob");
+    insert_rows(&p, 0, 10);
+    for r in caught.iter().chain(&behind) {
+        r.wait_caught_up(&p);
+    }
+    for r in &behind {
+        r.sql("STOP SLAVE IO_THREAD");
+    }
+    insert_rows(&p, 100, 1000);
+    for r in &caught {
+        r.wait_caught_up(&p);
+    }
+    wait_archived(dir.path(), "benchjob", seq(&p.gtid_binlog_pos()), &arch).await;
+    p.kill9();
+    archive_settled(dir.path(), "benchjob").await;
+    drop(arch);
+    for (what, set) in [
+        ("nothing to apply", &caught),
+        ("1000 transactions to apply", &behind),
+    ] {
+        let mut steps = Vec::new();
+        let mut applies = Vec::new();
+        for (i, r) in set.iter().enumerate() {
+            let name = format!("b{}{i}", what.len());
+            let rb = runbook(
+                dir.path(),
+                &name,
+                &format!(
+                    "[[step]]\nname = \"promote\"\nkind = \"promote-mysql\"\nreplica = {{ url = \"{}\" }}\narchive = {{ policy = \"{}\", job = \"benchjob\" }}\n",
+                    r.url(),
+                    policy.display()
+                ),
+            );
+            let o = failover(&rb, &[]).await;
+            common::assert_code(&o, 0);
+            let recs = journal(dir.path(), &name);
+            let d = done(&recs, "promote");
+            steps.push(d["elapsed_ms"].as_u64().unwrap());
+            applies.push(
+                d["details"]["archive-top-up"]["apply-ms"]
+                    .as_u64()
+                    .unwrap_or(0),
+            );
+            assert_eq!(count(r), 1010);
+        }
+        steps.sort();
+        applies.sort();
+        println!(
+            "promote-mysql with archive, {what}: step median {} ms (min {}, max {}), top-up apply median {} ms, over {n} runs",
+            steps[n / 2],
+            steps[0],
+            steps[n - 1],
+            applies[n / 2]
+        );
+    }
+}
+
+/// An archive whose newest stretch starts after the replica's position (the
+/// binlog between was purged before it was archived) cannot top it up
+/// without a hole: nothing is applied, the guard counts what stays lacking
+/// against the archive's head, and `--accept-data-loss` promotes with the
+/// RPO (transactions and seconds) from the archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_archive_with_a_hole_applies_nothing_and_the_guard_counts_the_loss() {
+    let mut p = MariaDb::primary();
+    app_schema(&p);
+    let r = MariaDb::replica_of(&p);
+    r.wait_caught_up(&p);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = archive_policy(dir.path(), &p, "holejob");
+    let arch = Archiver::start(&policy, "holejob");
+    insert_rows(&p, 0, 5);
+    r.wait_caught_up(&p);
+    wait_archived(dir.path(), "holejob", seq(&p.gtid_binlog_pos()), &arch).await;
+    arch.stop();
+    r.sql("STOP SLAVE IO_THREAD");
+    let received = seq(&p.gtid_binlog_pos());
+    // While no archiver runs: writes, rotation, purge.
+    insert_rows(&p, 100, 5);
+    p.sql("FLUSH BINARY LOGS");
+    insert_rows(&p, 200, 5);
+    p.sql("FLUSH BINARY LOGS");
+    let newest = p
+        .sql("SHOW MASTER STATUS")
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
+    p.sql(&format!("PURGE BINARY LOGS TO '{newest}'"));
+    let o = common::cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "binlog",
+        "archive",
+        "holejob",
+    ]);
+    common::assert_code(&o, 1);
+    let arch = Archiver::start(&policy, "holejob");
+    insert_rows(&p, 300, 3);
+    let head = wait_archived(dir.path(), "holejob", seq(&p.gtid_binlog_pos()), &arch).await;
+    p.kill9();
+    drop(arch);
+    let lost = seq(&head) - received;
+    let rb = runbook(
+        dir.path(),
+        "hole",
+        &format!(
+            "[[step]]\nname = \"promote\"\nkind = \"promote-mysql\"\nreplica = {{ url = \"{}\" }}\nmax-data-loss = \"0 transactions\"\narchive = {{ policy = \"{}\", job = \"holejob\" }}\n",
+            r.url(),
+            policy.display()
+        ),
+    );
+    let o = failover(&rb, &["--dry-run"]).await;
+    common::assert_code(&o, 0);
+    assert!(common::stdout(&o).contains("without a hole"), "{}", out(&o));
+    let o = failover(&rb, &[]).await;
+    common::assert_code(&o, 11);
+    assert!(
+        common::stderr(&o).contains(&format!("lacks {lost} transaction(s)")),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(count(&r), 5, "nothing applied");
+    let o = failover(&rb, &["--resume", "--accept-data-loss"]).await;
+    common::assert_code(&o, 0);
+    let recs = journal(dir.path(), "hole");
+    let d = &done(&recs, "promote")["details"];
+    assert!(
+        d["archive-top-up"]["not-applied"]
+            .as_str()
+            .unwrap()
+            .contains("without a hole"),
+        "{d}"
+    );
+    let st = status(&rb).await;
+    assert_eq!(st["rpo"]["transactions"], lost, "{st}");
+    assert!(
+        st["rpo"]["seconds"].is_u64(),
+        "both ends are archived: {st}"
+    );
+    assert!(
+        st["rpo"]["evidence"]["old-newest-commit"].is_string()
+            && st["rpo"]["evidence"]["promoted-newest-commit"].is_string(),
+        "{st}"
+    );
+    assert_eq!(count(&r), 5);
+    assert_eq!(r.sql("SELECT @@global.read_only"), "0");
 }

@@ -222,6 +222,7 @@ pub async fn restore_until(
             socket: target.socket,
             password,
             batch,
+            session: replay::Session::Restore,
         },
     )
     .await?;

@@ -27,6 +27,7 @@ pub mod commands;
 pub mod replay;
 pub mod retention;
 pub mod segment;
+pub mod topup;
 pub mod window;
 
 /// The top-level store folder of the archive (reserved: no job may use it).

@@ -17,7 +17,9 @@
 //! `mariadb-binlog -` (the decoder users trust), whose SQL goes to the
 //! `mariadb` client with `SET SESSION sql_log_bin = 0` first and consecutive
 //! row transactions merged into one commit per `batch` (the cost of a
-//! replay is per commit).
+//! replay is per commit). A promotion's top-up (`Session::KeepGtids`,
+//! `topup.rs`) uses the same filter and pipes with the binlog on, every
+//! transaction committed on its own under its original GTID.
 use std::process::Stdio;
 use std::time::Instant;
 
@@ -399,6 +401,22 @@ pub struct Target {
     pub password: Option<String>,
     /// Transactions merged into one commit.
     pub batch: usize,
+    pub session: Session,
+}
+
+/// How the client session applies the transactions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Session {
+    /// A point-in-time restore: binlog off on the target (`sql_log_bin = 0`),
+    /// GTID bookkeeping dropped, `batch` transactions per commit.
+    Restore,
+    /// A promotion's top-up: binlog on, every transaction keeps its GTID
+    /// (`gtid_domain_id`, `server_id`, `gtid_seq_no` as decoded) and commits
+    /// on its own, so that the promoted server's future replicas get them
+    /// and its position says exactly what was applied (a new session logs
+    /// by default: no `SET sql_log_bin`, which would need BINLOG ADMIN). The
+    /// session first takes the named lock (error if another session holds it).
+    KeepGtids { lock: String },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -408,6 +426,9 @@ pub struct Replayed {
     pub events: u64,
     pub seconds: f64,
     pub last_gtid: String,
+    /// The first replayed GTID of each domain.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub first_gtid: String,
 }
 
 /// A program on PATH, or an error naming it (checked before any change).
@@ -483,6 +504,7 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
         .collect();
     let feed = async {
         let mut applied = base.clone();
+        let mut first = GtidState::default();
         let mut events = 0u64;
         let mut txs = 0u64;
         dec_in
@@ -535,6 +557,9 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
                             };
                             include = !applied.contains(&g) && cut.contains(&g);
                             if include {
+                                if !first.0.contains_key(&g.domain) {
+                                    first.apply(g);
+                                }
                                 applied.apply(g);
                                 txs += 1;
                                 out.extend_from_slice(&ev);
@@ -574,20 +599,29 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
             .await
             .map_err(|e| Error::io("closing mariadb-binlog's input", e))?;
         drop(dec_in);
-        Ok::<_, Error>((events, txs, applied))
+        Ok::<_, Error>((events, txs, applied, first))
     };
 
     // 2. Decoder → batching → client.
     let dec_out = dec.stdout.take().expect("piped");
     let mut cl_in = cl.stdin.take().expect("piped");
-    let batch = to.batch.max(1);
+    let keep_gtids = matches!(to.session, Session::KeepGtids { .. });
+    // Merging transactions would put several GTIDs in one commit.
+    let batch = if keep_gtids { 1 } else { to.batch.max(1) };
+    let preamble = match &to.session {
+        Session::Restore => "SET SESSION sql_log_bin = 0;\n".to_string(),
+        Session::KeepGtids { lock } => {
+            let lock = lock.replace(['\'', '\\'], "");
+            format!(
+                "DELIMITER //\nIF GET_LOCK('{lock}', 10) <> 1 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'another session holds the lock {lock}: an earlier top-up is still applying'; END IF//\nDELIMITER ;\n"
+            )
+        }
+    };
     let pump = async {
         let mut lines = BufReader::with_capacity(1 << 20, dec_out).lines();
         let mut w = tokio::io::BufWriter::with_capacity(1 << 20, &mut cl_in);
         let err = |e| Error::io("writing to the mariadb client", e);
-        w.write_all(b"SET SESSION sql_log_bin = 0;\n")
-            .await
-            .map_err(err)?;
+        w.write_all(preamble.as_bytes()).await.map_err(err)?;
         let mut pending = false;
         let mut commits = 0u64;
         let mut rows = 0u64;
@@ -608,9 +642,10 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
             }
             // Session GTID bookkeeping only matters with the binlog on (it
             // is off here) and is refused inside a merged transaction.
-            if line.starts_with("/*M!100001 SET @@session.gtid_")
-                || line.starts_with("/*M!100001 SET @@session.server_id=")
-                || line.starts_with("/*M!100101 SET @@session.skip_parallel_replication")
+            if !keep_gtids
+                && (line.starts_with("/*M!100001 SET @@session.gtid_")
+                    || line.starts_with("/*M!100001 SET @@session.server_id=")
+                    || line.starts_with("/*M!100101 SET @@session.skip_parallel_replication"))
             {
                 continue;
             }
@@ -664,6 +699,9 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
         .await
         .map_err(|e| Error::io("waiting for the mariadb client", e))?;
     if !cl_st.success() {
+        if keep_gtids {
+            return Err(refuse(format!("applying the archived transactions failed ({}): {}; each one applied is in the target's GTID position, so a new attempt goes on from there", cl_st, cl_msg.trim())));
+        }
         return Err(refuse(format!("replay into the target failed ({}): {}; the target holds the base backup and part of the replay: restore again", cl_st, cl_msg.trim())));
     }
     if !dec_st.success() || dec_msg.contains("ERROR") {
@@ -672,7 +710,7 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
             dec_msg.trim()
         )));
     }
-    let (events, transactions, applied) = fed?;
+    let (events, transactions, applied, first) = fed?;
     let rows = pumped?;
     if !cut.le(&applied) {
         return Err(refuse(format!("replay reached GTID {applied}, short of the planned {cut}: the segments did not hold every planned transaction")));
@@ -683,18 +721,19 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
         events,
         seconds: t0.elapsed().as_secs_f64(),
         last_gtid: applied.to_string(),
+        first_gtid: first.to_string(),
     })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backup::binlog::segment::{Run as SRun, SegmentManifest, ServerIdentity};
     use crate::backup::catalog::ChainLink;
 
     /// Segment `seq` of server 1 holding transactions `from..=to` of domain 0,
     /// committed at `ts[i]` (Unix seconds) each.
-    fn seg(seq: u64, from: u64, ts: &[i64]) -> Listed {
+    pub(crate) fn seg(seq: u64, from: u64, ts: &[i64]) -> Listed {
         let to = from + ts.len() as u64 - 1;
         let mut runs: Vec<SRun> = Vec::new();
         for (i, t) in ts.iter().enumerate() {

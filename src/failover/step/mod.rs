@@ -92,6 +92,8 @@ pub struct RunInfo {
     pub force: bool,
     /// `--accept-data-loss`: promotion goes on past `max-data-loss` (journaled).
     pub accept_data_loss: bool,
+    /// Opens a step's `archive` (the binlog archive top-up).
+    pub archives: Option<crate::failover::archive::Archives>,
 }
 
 impl RunInfo {

@@ -7,9 +7,16 @@
 //! 3. read what it received (`Gtid_IO_Pos`), journal it;
 //! 4. `MASTER_GTID_WAIT(received, t)` until the SQL thread applied all of it
 //!    (bounded by the step's timeout);
-//! 5. the data-loss guard (`max-data-loss`) against the old primary's last
-//!    known position, when that is known;
-//! 6. `STOP SLAVE; RESET SLAVE ALL` (only now: doing it before the relay log
+//! 5. with `archive`, the top-up: `STOP SLAVE SQL_THREAD`, then the
+//!    transactions of the old primary that the binlog archive holds and the
+//!    replica never received are applied (as MHA applies differential relay
+//!    logs), binlog on and GTIDs kept, so the promoted server's own replicas
+//!    get them. The archive must be the replica's source's timeline (the
+//!    newest segment's server id = `Master_Server_Id`), else refused by name;
+//! 6. the data-loss guard (`max-data-loss`) against the old primary's last
+//!    known position: from the old primary when it answers, else from the
+//!    archive's head; the time span from the archive's commit times;
+//! 7. `STOP SLAVE; RESET SLAVE ALL` (only now: doing it before the relay log
 //!    is applied deletes the relay log, 2,225 of 5,000 transactions lost in
 //!    the probe), `SET GLOBAL read_only = OFF`, journal the GTID position.
 //!
@@ -17,11 +24,13 @@
 //! replica, an attempt runs the sequence again (each statement is idempotent
 //! and the wait is instant when applied); once the replication config is
 //! gone, only the journal's `applied` record allows going on (a server that
-//! was never a replica is refused).
+//! was never a replica is refused). The top-up is re-entered until its
+//! `top-up-done` record: each attempt first waits for the named lock a
+//! client orphaned by a kill -9 of cexdr still holds, then reads the
+//! replica's position again, and the exact GTID filter applies only what is
+//! after it (committed transactions are in the position; a cut one was
+//! rolled back).
 //!
-//! NOT DONE: the top-up from the binlog archive (transactions of the old
-//! primary that the replica never received). The step reports them as the
-//! RPO when the old primary is reachable; it does not apply them.
 //! MySQL 8 (`SHOW REPLICA STATUS`, `WAIT_FOR_EXECUTED_GTID_SET`) is refused by
 //! name: only MariaDB's GTID replication was tested.
 use std::collections::BTreeMap;
@@ -35,6 +44,10 @@ use serde_json::{json, Value};
 use super::{Ctx, Invalid, MysqlTarget, PreviewCtx, Step};
 use crate::base::{human_duration, parse_duration, Secret};
 use crate::error::{one_line, Result};
+use crate::failover::archive::{ArchiveRef, ArchiveTopUp, Head};
+
+/// The named lock the top-up's client session holds (see the module doc).
+const TOPUP_LOCK: &str = "cexdr_promote_topup";
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -51,6 +64,10 @@ pub struct Spec {
     pub max_data_loss: Option<String>,
     /// Per connection (default 5s).
     pub connect_timeout: Option<crate::base::Dur>,
+    /// The PITR binlog archive of the old primary: `{ policy = "…", job = "…" }`.
+    /// What it holds beyond what the replica received is applied before
+    /// promotion, and it dates the RPO.
+    pub archive: Option<ArchiveRef>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -97,6 +114,22 @@ pub fn lacking(ahead: &str, behind: &str) -> u64 {
         .sum()
 }
 
+/// Per domain the later of two positions (`gtid_slave_pos` holds what
+/// replication applied, `gtid_binlog_pos` what the top-up applied).
+pub fn merge_positions(a: &str, b: &str) -> String {
+    let mut m = parse_gtids(a);
+    for (d, (srv, seq)) in parse_gtids(b) {
+        let e = m.entry(d).or_insert((srv, seq));
+        if seq > e.1 {
+            *e = (srv, seq);
+        }
+    }
+    m.iter()
+        .map(|(d, (srv, seq))| format!("{d}-{srv}-{seq}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 type Sql<T> = std::result::Result<T, mysql_async::Error>;
 
 /// One row of `SHOW SLAVE STATUS` as name → value (None: not a replica).
@@ -137,6 +170,9 @@ impl Spec {
         if let Some(b) = &self.max_data_loss {
             parse_budget(b).map_err(|m| ("max-data-loss", m))?;
         }
+        if let Some(a) = &self.archive {
+            a.validate().map_err(|m| ("archive", m))?;
+        }
         Ok(())
     }
 
@@ -169,7 +205,15 @@ impl Spec {
             )),
             (None, _) => v.push("no max-data-loss guard".into()),
         }
-        v.push("binlog archive top-up: NOT DONE (not implemented)".into());
+        match &self.archive {
+            Some(a) => v.push(format!(
+                "before the reset, top up from the {}: apply (binlog on, GTIDs kept) what it holds of the replica's source beyond what the replica received; refuse if its timeline is another server's",
+                a.label()
+            )),
+            None => v.push(
+                "no binlog archive top-up (no `archive`): what the replica never received stays lost, and the RPO's time span is unknown".into(),
+            ),
+        }
         v
     }
 
@@ -187,23 +231,190 @@ impl Spec {
     }
 }
 
-/// The data-loss evidence: what the promoted replica lacks of the old primary.
-async fn loss(spec: &Spec, applied: &str) -> Value {
-    match spec.old_position().await {
-        Ok(old) => json!({
-            "old-primary-position": old,
-            "source": "old primary (it answered)",
-            "transactions": lacking(&old, applied),
-            // Their commit times are in the old primary's binlog; not read.
-            "seconds": Value::Null,
-        }),
-        Err(why) => json!({
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The archive as the step sees it: opened, and its head when it has one.
+struct Opened {
+    label: String,
+    archive: std::sync::Arc<dyn ArchiveTopUp>,
+    head: Option<Head>,
+}
+
+async fn open_archive(
+    spec: &Spec,
+    info: &super::RunInfo,
+) -> std::result::Result<Option<Opened>, String> {
+    let Some(r) = &spec.archive else {
+        return Ok(None);
+    };
+    let Some(opener) = &info.archives else {
+        return Err(format!(
+            "archive: this cexdr run has no access to the {} (only `cexdr failover` provides it)",
+            r.label()
+        ));
+    };
+    let archive = opener
+        .0
+        .open(r)
+        .await
+        .map_err(|e| format!("{}: {e}", r.label()))?;
+    let head = archive
+        .head()
+        .await
+        .map_err(|e| format!("{}: {e}", r.label()))?;
+    Ok(Some(Opened {
+        label: r.label(),
+        archive,
+        head,
+    }))
+}
+
+/// Why the archive's timeline is not the replica's source's, if it is not.
+fn foreign_timeline(o: &Opened, master_server_id: Option<u32>) -> Option<String> {
+    let h = o.head.as_ref()?;
+    match master_server_id {
+        Some(id) if id == h.server_id => None,
+        Some(id) => Some(format!(
+            "the {} ends on timeline {} (server {} at {}), but the replica replicates from server {id}: not the replica's source; refusing to apply another server's transactions",
+            o.label, h.timeline, h.server_id, h.server_address
+        )),
+        None => Some(format!(
+            "the {} ends on timeline {} (server {}), but the replica's source server id is unknown (Master_Server_Id is 0: it never connected); refusing to apply transactions that cannot be shown to be its source's",
+            o.label, h.timeline, h.server_id
+        )),
+    }
+}
+
+/// Why applying the archive from `from` would leave a hole, if it would:
+/// in a domain where the archive is ahead, its continuous stretch must start
+/// at or before the replica's position.
+fn hole(h: &Head, from: &str) -> Option<String> {
+    let (start, have) = (parse_gtids(&h.stretch_start), parse_gtids(from));
+    let holes: Vec<String> = parse_gtids(&h.position)
+        .iter()
+        .filter_map(|(d, (_, seq))| {
+            let at = have.get(d).map(|x| x.1).unwrap_or(0);
+            let begins = start.get(d).map(|x| x.1).unwrap_or(0);
+            (*seq > at && begins > at).then(|| {
+                format!("domain {d}: the replica is at seq {at}, the archive's continuous stretch starts after seq {begins}")
+            })
+        })
+        .collect();
+    (!holes.is_empty()).then(|| {
+        format!(
+            "not applied: the archive (timeline {}) cannot top the replica up without a hole ({})",
+            h.timeline,
+            holes.join("; ")
+        )
+    })
+}
+
+/// The commit time of GTID `d-srv-seq` from the archive.
+async fn stamp(o: &Opened, d: u32, srv: u32, seq: u64) -> Option<chrono::DateTime<chrono::Utc>> {
+    o.archive
+        .commit_time(&format!("{d}-{srv}-{seq}"))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The data-loss evidence: what the promoted database (position `have`)
+/// lacks of the old primary's last known position, in transactions and in
+/// time (commit time of the old primary's newest transaction minus that of
+/// the promoted database's newest, per domain, the largest).
+async fn loss(spec: &Spec, archive: Option<&Opened>, have: &str) -> Value {
+    let head = archive.and_then(|o| o.head.as_ref());
+    let (old, source) = match spec.old_position().await {
+        Ok(old) => (Some(old), "old primary (it answered)".to_string()),
+        Err(why) => match (archive, head) {
+            (Some(o), Some(h)) => (
+                Some(h.position.clone()),
+                format!(
+                    "{}, timeline {}, newest segment {} (the old primary did not answer: {why})",
+                    o.label, h.timeline, h.newest_seq
+                ),
+            ),
+            (Some(o), None) => (
+                None,
+                format!("unknown: {why}; the {} holds nothing", o.label),
+            ),
+            (None, _) => (
+                None,
+                format!("unknown: {why}; no binlog archive in the step (`archive`)"),
+            ),
+        },
+    };
+    let Some(old) = old else {
+        return json!({
             "old-primary-position": Value::Null,
-            "source": format!("unknown: {why}; binlog archive top-up not implemented"),
+            "source": source,
+            "promoted-position": have,
             "transactions": Value::Null,
             "seconds": Value::Null,
-        }),
+            "seconds-unknown": "the old primary's last position is unknown",
+        });
+    };
+    let n = lacking(&old, have);
+    let mut v = json!({
+        "old-primary-position": old,
+        "source": source,
+        "promoted-position": have,
+        "transactions": n,
+        "seconds": Value::Null,
+    });
+    if n == 0 {
+        v["seconds"] = json!(0);
+        return v;
     }
+    let Some(o) = archive else {
+        v["seconds-unknown"] = json!("no binlog archive in the step: the commit times of the lacking transactions are only in the old primary's binlog, which is not read");
+        return v;
+    };
+    let (oldg, haveg) = (parse_gtids(&old), parse_gtids(have));
+    let mut span: Option<i64> = Some(0);
+    let (mut newest_old, mut newest_have) = (None, None);
+    let mut why = Vec::new();
+    for (d, (srv, seq)) in &oldg {
+        let had = haveg.get(d).copied();
+        if had.map(|h| h.1).unwrap_or(0) >= *seq {
+            continue;
+        }
+        let t_old = stamp(o, *d, *srv, *seq).await;
+        // Nothing of the domain at all: the span starts at its first lacking one.
+        let (hs, hq) = had.unwrap_or((*srv, 1));
+        let t_have = stamp(o, *d, hs, hq).await;
+        match (t_old, t_have) {
+            (Some(a), Some(b)) => {
+                span = span.map(|s| s.max((a - b).num_seconds().max(0)));
+                newest_old = newest_old.max(Some(a));
+                newest_have = newest_have.max(Some(b));
+            }
+            (None, _) => {
+                span = None;
+                why.push(format!("the old primary's newest transaction {d}-{srv}-{seq} is not in the {} (archived up to {})", o.label, head.map(|h| h.position.as_str()).unwrap_or("nothing")));
+            }
+            (_, None) => {
+                span = None;
+                why.push(format!(
+                    "the promoted database's newest transaction {d}-{hs}-{hq} is not in the {}",
+                    o.label
+                ));
+            }
+        }
+    }
+    v["seconds"] = span.map(|s| json!(s)).unwrap_or(Value::Null);
+    if let Some(t) = newest_old {
+        v["old-newest-commit"] = json!(rfc3339(t));
+    }
+    if let Some(t) = newest_have {
+        v["promoted-newest-commit"] = json!(rfc3339(t));
+    }
+    if !why.is_empty() {
+        v["seconds-unknown"] = json!(why.join("; "));
+    }
+    v
 }
 
 /// `Some(reason)` when the loss is over budget (or unknown with a budget).
@@ -219,11 +430,21 @@ fn over_budget(budget: Option<Budget>, loss: &Value) -> Option<String> {
             "the replica lacks {n} transaction(s) of the old primary's {}; max-data-loss is {max}",
             loss["old-primary-position"].as_str().unwrap_or("?")
         )),
-        // Time budget: only "nothing lacking" is known to be within it.
-        (Budget::Time(d), Some(n)) if n > 0 => Some(format!(
-            "the replica lacks {n} transaction(s) of the old primary; their age is not known, so the {} budget cannot be shown to hold",
-            human_duration(d)
-        )),
+        // Commit times are whole seconds: a span measured as S seconds may
+        // be up to (not including) S + 1, which must fit the budget.
+        (Budget::Time(d), Some(n)) if n > 0 => match loss["seconds"].as_u64() {
+            Some(s) if Duration::from_secs(s + 1) <= d => None,
+            Some(s) => Some(format!(
+                "the replica lacks {n} transaction(s) of the old primary spanning {s} s of commits (up to {} s at whole-second precision); max-data-loss is {}",
+                s + 1,
+                human_duration(d)
+            )),
+            None => Some(format!(
+                "the replica lacks {n} transaction(s) of the old primary; their age is not known ({}), so the {} budget cannot be shown to hold",
+                loss["seconds-unknown"].as_str().unwrap_or("no commit times"),
+                human_duration(d)
+            )),
+        },
         _ => None,
     }
 }
@@ -254,6 +475,7 @@ impl Step for Spec {
             .map_err(|m| super::step_error(ctx.step, m))?;
         let st = slave_status(&mut c).await;
         let applied = one(&mut c, "SELECT @@global.gtid_slave_pos").await;
+        let binlog_pos = one(&mut c, "SELECT @@global.gtid_binlog_pos").await;
         let _ = c.disconnect().await;
         let st = st.map_err(|e| super::step_error(ctx.step, one_line(&e)))?;
         let applied = applied.unwrap_or_default();
@@ -262,7 +484,59 @@ impl Step for Spec {
                 json!({ "replica": self.replica.label(), "is-replica": false, "would": "refuse: not a replica" }),
             );
         };
-        let loss = loss(self, &applied).await;
+        let mut have = merge_positions(&applied, &binlog_pos.unwrap_or_default());
+        let mut top_up = Value::Null;
+        let mut refuse = None;
+        let archive = match open_archive(self, ctx.info).await {
+            Ok(a) => a,
+            Err(e) => {
+                refuse = Some(format!("refuse: {e}"));
+                None
+            }
+        };
+        if let Some(o) = &archive {
+            let master = st
+                .get("Master_Server_Id")
+                .and_then(|x| x.parse::<u32>().ok())
+                .filter(|x| *x != 0);
+            top_up = match (&o.head, foreign_timeline(o, master)) {
+                (_, Some(why)) => {
+                    refuse = Some(format!("refuse: {why}"));
+                    json!({ "archive": o.label, "refuse": why })
+                }
+                (None, None) => {
+                    json!({ "archive": o.label, "head": Value::Null, "would-apply": 0 })
+                }
+                (Some(h), None) => {
+                    let gap = hole(h, &have);
+                    let n = if gap.is_some() {
+                        0
+                    } else {
+                        lacking(&h.position, &have)
+                    };
+                    let v = json!({
+                        "archive": o.label,
+                        "timeline": h.timeline,
+                        "stretch-start": h.stretch_start,
+                        "head": h.position,
+                        "newest-commit": h.newest_commit.map(rfc3339),
+                        "would-apply": n,
+                        "not-applied": gap,
+                    });
+                    // The guard below sees the replica as the top-up leaves it.
+                    if n > 0 {
+                        have = merge_positions(&have, &h.position);
+                    }
+                    v
+                }
+            };
+        }
+        let loss = loss(self, archive.as_ref(), &have).await;
+        let would = match (refuse, over_budget(self.budget(), &loss)) {
+            (Some(r), _) => r,
+            (None, Some(why)) => format!("refuse unless --accept-data-loss: {why}"),
+            (None, None) => "promote".into(),
+        };
         Ok(json!({
             "replica": self.replica.label(),
             "is-replica": true,
@@ -271,11 +545,9 @@ impl Step for Spec {
             "sql-running": st.get("Slave_SQL_Running"),
             "received": st.get("Gtid_IO_Pos"),
             "applied": applied,
+            "archive-top-up": top_up,
             "data-loss": loss,
-            "would": match over_budget(self.budget(), &loss) {
-                Some(why) => format!("refuse unless --accept-data-loss: {why}"),
-                None => "promote".into(),
-            },
+            "would": would,
         }))
     }
 
@@ -400,7 +672,11 @@ async fn promote(spec: &Spec, ctx: &mut Ctx<'_>, c: &mut mysql_async::Conn) -> R
                 .await
                 .map_err(|e| sql(ctx, "reading gtid_slave_pos", e))?
         };
-        ctx.record(json!({ "received": received, "master": format!("{}:{}", get("Master_Host"), get("Master_Port")) }))?;
+        let master_id = get("Master_Server_Id")
+            .parse::<u32>()
+            .ok()
+            .filter(|x| *x != 0);
+        ctx.record(json!({ "received": received, "master": format!("{}:{}", get("Master_Host"), get("Master_Port")), "master-server-id": master_id }))?;
         // 4. Wait until the SQL thread applied all of it.
         let t0 = std::time::Instant::now();
         loop {
@@ -448,11 +724,31 @@ async fn promote(spec: &Spec, ctx: &mut Ctx<'_>, c: &mut mysql_async::Conn) -> R
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_owned();
-    // 5. The data-loss guard, before anything irreversible.
+    // 5. The top-up from the binlog archive (before anything irreversible).
+    let archive = if ctx.last("data-loss").is_some() && ctx.last("top-up-done").is_some() {
+        None // a resume after the guard: both are journaled
+    } else {
+        open_archive(spec, ctx.info)
+            .await
+            .map_err(|m| ctx.fail(m))?
+    };
+    if let Some(o) = &archive {
+        if ctx.last("top-up-done").is_none() {
+            top_up(spec, ctx, c, o, was_replica).await?;
+        }
+    }
+    // 6. The data-loss guard, against what the promoted database now has.
     let loss = match ctx.last("data-loss").cloned() {
         Some(l) => l,
         None => {
-            let l = loss(spec, &applied).await;
+            let slave = one(c, "SELECT @@global.gtid_slave_pos")
+                .await
+                .map_err(|e| sql(ctx, "reading gtid_slave_pos", e))?;
+            let binlog = one(c, "SELECT @@global.gtid_binlog_pos")
+                .await
+                .map_err(|e| sql(ctx, "reading gtid_binlog_pos", e))?;
+            let have = merge_positions(&merge_positions(&applied, &slave), &binlog);
+            let l = loss(spec, archive.as_ref(), &have).await;
             ctx.record(json!({ "data-loss": l }))?;
             l
         }
@@ -470,7 +766,7 @@ async fn promote(spec: &Spec, ctx: &mut Ctx<'_>, c: &mut mysql_async::Conn) -> R
             ctx.record(json!({ "accepted-data-loss": why }))?;
         }
     }
-    // 6. Only now: replication off, writable. (Already reset when a crash
+    // 7. Only now: replication off, writable. (Already reset when a crash
     // came after RESET SLAVE ALL: the journal's `applied` brought us here.)
     if was_replica {
         c.query_drop("STOP SLAVE")
@@ -499,8 +795,167 @@ async fn promote(spec: &Spec, ctx: &mut Ctx<'_>, c: &mut mysql_async::Conn) -> R
         "gtid-current-pos": current_pos,
         "data-loss": loss,
         "accepted-data-loss": ctx.last("accepted-data-loss"),
-        "archive-top-up": "not implemented",
+        "archive-top-up": ctx.last("top-up-done").cloned().unwrap_or_else(|| match &spec.archive {
+            Some(_) => json!("not needed"),
+            None => json!("no archive in the step"),
+        }),
     }))
+}
+
+/// The top-up (module doc, point 5): journals `top-up` before it applies
+/// and `top-up-done` (count, first and last GTID, last commit time) after.
+async fn top_up(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    c: &mut mysql_async::Conn,
+    o: &Opened,
+    was_replica: bool,
+) -> Result<()> {
+    let label = spec.replica.label();
+    let sql = |ctx: &Ctx<'_>, what: &str, e: mysql_async::Error| {
+        ctx.fail(format!("{label}: {what}: {}", one_line(&e)))
+    };
+    let master = ctx
+        .progress
+        .iter()
+        .rev()
+        .find_map(|p| p.get("master-server-id"))
+        .and_then(|v| v.as_u64())
+        .and_then(|v| u32::try_from(v).ok());
+    if let Some(why) = foreign_timeline(o, master) {
+        return Err(ctx.fail_permanently(why));
+    }
+    let Some(head) = o.head.clone() else {
+        ctx.record(json!({ "top-up-done": { "archive": o.label, "transactions": 0, "why": "the archive holds nothing" } }))?;
+        return Ok(());
+    };
+    // Without the binlog the applied GTIDs would be in no position: a
+    // resume could not tell what was applied, and no replica would get them.
+    if one(c, "SELECT @@global.log_bin")
+        .await
+        .map_err(|e| sql(ctx, "reading log_bin", e))?
+        != "1"
+    {
+        return Err(ctx.fail_permanently(format!(
+            "{label}: binary logging is off (log_bin = 0): a top-up from the {} needs it on the promoted server (its position records what was applied; its replicas get them)",
+            o.label
+        )));
+    }
+    if was_replica {
+        c.query_drop("STOP SLAVE SQL_THREAD")
+            .await
+            .map_err(|e| sql(ctx, "STOP SLAVE SQL_THREAD", e))?;
+    }
+    // A client left by a killed cexdr may still be applying: wait for it.
+    let left = ctx
+        .deadline
+        .saturating_duration_since(tokio::time::Instant::now());
+    let wait = left
+        .saturating_sub(Duration::from_secs(1))
+        .as_secs()
+        .clamp(1, 30);
+    let got: Option<i64> = c
+        .query_first(format!("SELECT GET_LOCK('{TOPUP_LOCK}', {wait})"))
+        .await
+        .map_err(|e| sql(ctx, "GET_LOCK", e))?;
+    if got != Some(1) {
+        return Err(ctx.fail(format!(
+            "{label}: another session holds the lock {TOPUP_LOCK} after {wait} s (an earlier top-up's client still applying?); resume to wait again"
+        )));
+    }
+    c.query_drop(format!("DO RELEASE_LOCK('{TOPUP_LOCK}')"))
+        .await
+        .map_err(|e| sql(ctx, "RELEASE_LOCK", e))?;
+    let slave = one(c, "SELECT @@global.gtid_slave_pos")
+        .await
+        .map_err(|e| sql(ctx, "reading gtid_slave_pos", e))?;
+    let binlog = one(c, "SELECT @@global.gtid_binlog_pos")
+        .await
+        .map_err(|e| sql(ctx, "reading gtid_binlog_pos", e))?;
+    let from = merge_positions(&slave, &binlog);
+    let first_from = match ctx.last("top-up").and_then(|t| t["from"].as_str()) {
+        Some(f) => f.to_owned(),
+        None => from.clone(),
+    };
+    // A stretch that starts after the replica's position would leave a hole:
+    // nothing is applied, and the guard counts what stays lacking.
+    if let Some(why) = hole(&head, &from) {
+        ctx.record(json!({ "top-up-done": {
+            "archive": o.label, "timeline": head.timeline, "head": head.position,
+            "from": first_from, "transactions": 0, "not-applied": why,
+        } }))?;
+        return Ok(());
+    }
+    ctx.record(json!({ "top-up": {
+        "archive": o.label, "timeline": head.timeline, "head": head.position,
+        "from": first_from, "attempt-from": from,
+    } }))?;
+    let opts = mysql_async::Opts::from_url(&spec.replica.url)
+        .map_err(|e| ctx.fail(format!("{label}: {e}")))?;
+    let password = spec
+        .replica
+        .secret()
+        .read()
+        .map_err(|e| ctx.fail(format!("{label}: {}", one_line(&e))))?;
+    let target = crate::failover::archive::Target {
+        host: opts.ip_or_hostname().to_string(),
+        port: opts.tcp_port(),
+        user: opts.user().unwrap_or("root").to_string(),
+        password,
+        lock: TOPUP_LOCK.into(),
+    };
+    let t0 = std::time::Instant::now();
+    let applied = o
+        .archive
+        .apply(&from, &target)
+        .await
+        .map_err(|e| ctx.fail(format!("top-up of {label} from the {}: {e}", o.label)))?;
+    let binlog = one(c, "SELECT @@global.gtid_binlog_pos")
+        .await
+        .map_err(|e| sql(ctx, "reading gtid_binlog_pos", e))?;
+    let after = merge_positions(&from, &binlog);
+    if lacking(&applied.last_gtid, &after) > 0 {
+        return Err(ctx.fail(format!(
+            "top-up of {label}: the archive's transactions up to {} were sent but the server's position is {after}",
+            applied.last_gtid
+        )));
+    }
+    // The newest applied transaction's commit time (the RPO's other end).
+    let mut last_commit = None;
+    for (d, (srv, seq)) in parse_gtids(&after) {
+        if seq > parse_gtids(&first_from).get(&d).map(|x| x.1).unwrap_or(0) {
+            last_commit = last_commit.max(stamp(o, d, srv, seq).await);
+        }
+    }
+    let total = lacking(&after, &first_from);
+    let first = if total == 0 {
+        String::new()
+    } else if from == first_from {
+        applied.first_gtid.clone()
+    } else {
+        // The first GTID after the first attempt's position, per domain.
+        parse_gtids(&after)
+            .iter()
+            .filter_map(|(d, (srv, seq))| {
+                let f = parse_gtids(&first_from).get(d).map(|x| x.1).unwrap_or(0);
+                (*seq > f).then(|| format!("{d}-{srv}-{}", f + 1))
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    ctx.record(json!({ "top-up-done": {
+        "archive": o.label,
+        "timeline": head.timeline,
+        "head": head.position,
+        "from": first_from,
+        "transactions": total,
+        "first-gtid": first,
+        "last-gtid": if total == 0 { Value::Null } else { json!(after) },
+        "last-commit": last_commit.map(rfc3339),
+        "this-attempt": applied.transactions,
+        "apply-ms": t0.elapsed().as_millis() as u64,
+    } }))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -529,5 +984,108 @@ mod tests {
         assert!(over_budget(Some(Budget::Transactions(5)), &some).is_none());
         assert!(over_budget(Some(Budget::Transactions(2)), &some).is_some());
         assert!(over_budget(Some(Budget::Time(Duration::from_secs(9))), &some).is_some());
+        let dated = json!({ "transactions": 3, "seconds": 4 });
+        assert!(over_budget(Some(Budget::Time(Duration::from_secs(5))), &dated).is_none());
+        assert!(over_budget(Some(Budget::Time(Duration::from_secs(4))), &dated).is_some());
+        assert_eq!(merge_positions("0-1-5,1-1-2", "0-2-7"), "0-2-7,1-1-2");
+        assert_eq!(merge_positions("0-1-9", "0-2-7"), "0-1-9");
+    }
+
+    /// Commit seconds by sequence number (domain 0), for the RPO arithmetic.
+    struct Stamps(BTreeMap<u64, i64>, Option<Head>);
+
+    #[async_trait]
+    impl ArchiveTopUp for Stamps {
+        async fn head(&self) -> std::result::Result<Option<Head>, String> {
+            Ok(self.1.clone())
+        }
+        async fn commit_time(
+            &self,
+            gtid: &str,
+        ) -> std::result::Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+            let (_, (_, seq)) = parse_gtids(gtid).into_iter().next().unwrap();
+            Ok(self
+                .0
+                .get(&seq)
+                .map(|t| chrono::DateTime::from_timestamp(*t, 0).unwrap()))
+        }
+        async fn apply(
+            &self,
+            _: &str,
+            _: &crate::failover::archive::Target,
+        ) -> std::result::Result<crate::failover::archive::Applied, String> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_rpo_time_span_comes_from_the_archive_commit_times() {
+        let spec: Spec =
+            toml::from_str("replica = { url = \"mysql://r@127.0.0.1:1/\" }\n").unwrap();
+        let head = Head {
+            timeline: "0001-s1".into(),
+            server_id: 1,
+            server_address: "p:3306".into(),
+            position: "0-1-10".into(),
+            stretch_start: "0-1-0".into(),
+            newest_commit: None,
+            newest_seq: 4,
+        };
+        let o = Opened {
+            label: "binlog archive of job j".into(),
+            archive: std::sync::Arc::new(Stamps([(7, 100), (10, 112)].into(), Some(head.clone()))),
+            head: Some(head),
+        };
+        // Old primary unreachable (none in the spec): the archive's head counts.
+        let l = loss(&spec, Some(&o), "0-1-7").await;
+        assert_eq!(
+            (l["transactions"].as_u64(), l["seconds"].as_u64()),
+            (Some(3), Some(12)),
+            "{l}"
+        );
+        assert!(
+            l["source"]
+                .as_str()
+                .unwrap()
+                .contains("binlog archive of job j, timeline 0001-s1"),
+            "{l}"
+        );
+        assert_eq!(l["old-newest-commit"], "1970-01-01T00:01:52Z");
+        let l = loss(&spec, Some(&o), "0-1-10").await;
+        assert_eq!(
+            (l["transactions"].as_u64(), l["seconds"].as_u64()),
+            (Some(0), Some(0))
+        );
+        // The promoted database's newest transaction is not archived: unknown, and why.
+        let l = loss(&spec, Some(&o), "0-1-5").await;
+        assert!(
+            l["seconds"].is_null() && l["seconds-unknown"].as_str().unwrap().contains("0-1-5"),
+            "{l}"
+        );
+        // No archive, old primary unknown: nothing is known.
+        let l = loss(&spec, None, "0-1-5").await;
+        assert!(l["transactions"].is_null() && l["seconds"].is_null(), "{l}");
+        // A foreign timeline is named.
+        let why = foreign_timeline(&o, Some(2)).unwrap();
+        assert!(
+            why.contains("timeline 0001-s1") && why.contains("replicates from server 2"),
+            "{why}"
+        );
+        assert!(foreign_timeline(&o, Some(1)).is_none());
+        assert!(foreign_timeline(&o, None).unwrap().contains("unknown"));
+        let h = o.head.as_ref().unwrap();
+        assert!(hole(h, "0-1-3").is_none());
+        let later = Head {
+            stretch_start: "0-1-5".into(),
+            ..h.clone()
+        };
+        assert!(hole(&later, "0-1-3")
+            .unwrap()
+            .contains("starts after seq 5"));
+        assert!(hole(&later, "0-1-5").is_none());
+        assert!(
+            hole(&later, "0-1-10").is_none(),
+            "nothing to apply: no hole"
+        );
     }
 }
