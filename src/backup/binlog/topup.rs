@@ -50,7 +50,7 @@ pub struct Target {
 }
 
 fn refuse(msg: String) -> Error {
-    Error::Restore(msg)
+    Error::RestoreRefused(msg)
 }
 
 impl TopUp {
