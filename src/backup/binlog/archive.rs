@@ -637,67 +637,6 @@ impl FlushClock {
     }
 }
 
-#[cfg(test)]
-mod flush_clock_tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_received_commit_is_durable_within_the_interval() {
-        let f = Duration::from_secs(5);
-        let mut c = FlushClock::new(f);
-        // First segment: nothing measured yet, the full interval.
-        let t0 = c.arrived(false);
-        assert_eq!(c.deadline(t0), t0 + f);
-        // Its close takes 300 ms; events keep arriving meanwhile.
-        tokio::time::advance(f).await;
-        let started = c.close_started();
-        tokio::time::advance(Duration::from_millis(300)).await;
-        c.close_done(started);
-        // The next event was waiting: it counts from the close's start, and
-        // the next close starts 300 ms early, so the close ends by then + 5 s.
-        let t1 = c.arrived(true);
-        assert_eq!(t1, started);
-        assert_eq!(c.deadline(t1), started + f - Duration::from_millis(300));
-        tokio::time::advance(c.deadline(t1) - Instant::now()).await;
-        let s2 = c.close_started();
-        tokio::time::advance(Duration::from_millis(300)).await;
-        c.close_done(s2);
-        assert!(Instant::now() <= t1 + f);
-        // A read that found nothing waiting: the next event counts from its
-        // own arrival, however long the server was idle.
-        tokio::time::advance(Duration::from_secs(60)).await;
-        let idle = c.arrived(false);
-        assert_eq!(idle, Instant::now());
-        assert_eq!(c.arrived(true), Instant::now(), "cleared by the idle read");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_allowance_is_the_slowest_recent_close_capped_at_half() {
-        let f = Duration::from_secs(5);
-        let mut c = FlushClock::new(f);
-        for ms in [100, 900, 200] {
-            let s = c.close_started();
-            tokio::time::advance(Duration::from_millis(ms)).await;
-            c.close_done(s);
-        }
-        assert_eq!(c.allowance(), Duration::from_millis(900));
-        // The slow close ages out after CLOSE_SAMPLES more.
-        for _ in 0..CLOSE_SAMPLES {
-            let s = c.close_started();
-            tokio::time::advance(Duration::from_millis(50)).await;
-            c.close_done(s);
-        }
-        assert_eq!(c.allowance(), Duration::from_millis(50));
-        // A store that stalls for 10 s never makes segments shorter than f/2.
-        let s = c.close_started();
-        tokio::time::advance(Duration::from_secs(10)).await;
-        c.close_done(s);
-        assert_eq!(c.allowance(), f / 2);
-        let t = c.arrived(false);
-        assert_eq!(c.deadline(t), t + f / 2);
-    }
-}
-
 fn crc32(b: &[u8]) -> u32 {
     crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(b)
 }
@@ -1197,4 +1136,65 @@ pub fn parse_gtid_list(d: &[u8]) -> Option<GtidState> {
         });
     }
     Some(s)
+}
+
+#[cfg(test)]
+mod flush_clock_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_received_commit_is_durable_within_the_interval() {
+        let f = Duration::from_secs(5);
+        let mut c = FlushClock::new(f);
+        // First segment: nothing measured yet, the full interval.
+        let t0 = c.arrived(false);
+        assert_eq!(c.deadline(t0), t0 + f);
+        // Its close takes 300 ms; events keep arriving meanwhile.
+        tokio::time::advance(f).await;
+        let started = c.close_started();
+        tokio::time::advance(Duration::from_millis(300)).await;
+        c.close_done(started);
+        // The next event was waiting: it counts from the close's start, and
+        // the next close starts 300 ms early, so the close ends by then + 5 s.
+        let t1 = c.arrived(true);
+        assert_eq!(t1, started);
+        assert_eq!(c.deadline(t1), started + f - Duration::from_millis(300));
+        tokio::time::advance(c.deadline(t1) - Instant::now()).await;
+        let s2 = c.close_started();
+        tokio::time::advance(Duration::from_millis(300)).await;
+        c.close_done(s2);
+        assert!(Instant::now() <= t1 + f);
+        // A read that found nothing waiting: the next event counts from its
+        // own arrival, however long the server was idle.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let idle = c.arrived(false);
+        assert_eq!(idle, Instant::now());
+        assert_eq!(c.arrived(true), Instant::now(), "cleared by the idle read");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_allowance_is_the_slowest_recent_close_capped_at_half() {
+        let f = Duration::from_secs(5);
+        let mut c = FlushClock::new(f);
+        for ms in [100, 900, 200] {
+            let s = c.close_started();
+            tokio::time::advance(Duration::from_millis(ms)).await;
+            c.close_done(s);
+        }
+        assert_eq!(c.allowance(), Duration::from_millis(900));
+        // The slow close ages out after CLOSE_SAMPLES more.
+        for _ in 0..CLOSE_SAMPLES {
+            let s = c.close_started();
+            tokio::time::advance(Duration::from_millis(50)).await;
+            c.close_done(s);
+        }
+        assert_eq!(c.allowance(), Duration::from_millis(50));
+        // A store that stalls for 10 s never makes segments shorter than f/2.
+        let s = c.close_started();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        c.close_done(s);
+        assert_eq!(c.allowance(), f / 2);
+        let t = c.arrived(false);
+        assert_eq!(c.deadline(t), t + f / 2);
+    }
 }
