@@ -1,5 +1,6 @@
 //! `cexdr verify`: re-read stored backups; with `--restore-test`, restore
-//! into scratch and compare.
+//! into scratch and compare. With `--job` / `--all`, the jobs' binlog
+//! archives too (one record each).
 use std::path::Path;
 
 use clap::Args;
@@ -17,10 +18,10 @@ use crate::error::{exit, Error, Result};
 pub struct VerifyArgs {
     /// Backup ids.
     pub ids: Vec<String>,
-    /// Every backup of this job.
+    /// Every backup of this job, and its binlog archive if it has one.
     #[arg(long, conflicts_with = "ids")]
     pub job: Option<String>,
-    /// Every backup in the catalog.
+    /// Every backup in the catalog, and every job's binlog archive.
     #[arg(long, conflicts_with_all = ["ids", "job"])]
     pub all: bool,
     /// Also restore into a scratch target and compare with the manifest:
@@ -66,7 +67,23 @@ pub async fn verify(
         allow_source_server: true,
         ..Default::default()
     });
-    let records = job::verify_backups(&env, &catalog, &entries, target.as_ref(), cancel).await?;
+    let mut records =
+        job::verify_backups(&env, &catalog, &entries, target.as_ref(), cancel.clone()).await?;
+    // Binlog archives (segment SHA-256s, signatures, chain and continuity).
+    let archive_jobs: Vec<&str> = match (&args.job, args.all) {
+        (Some(j), _) => vec![j.as_str()],
+        (None, true) => policy.jobs.iter().map(|j| j.name.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    let archives = crate::backup::binlog::commands::verify_archives(
+        &catalog,
+        &archive_jobs,
+        policy.signing_key_file.is_some(),
+        &cancel,
+    )
+    .await?;
+    let archive_count = archives.len();
+    records.extend(archives);
     let failed = records
         .iter()
         .filter(|v| v.status == crate::backup::catalog::Status::Failed)
@@ -92,10 +109,10 @@ pub async fn verify(
     if failed + damaged.len() > 0 {
         return Err(Error::VerifyFailed {
             failed: failed + damaged.len(),
-            total: entries.len() + damaged.len(),
+            total: entries.len() + damaged.len() + archive_count,
         });
     }
-    if entries.is_empty() && !json {
+    if records.is_empty() && !json {
         println!("no backups to verify");
     }
     Ok(exit::OK)

@@ -394,6 +394,25 @@ fn deleted_segment_is_a_gap_and_restores_across_it_are_refused() {
     ]);
     assert_code(&v, 4);
     assert!(stdout(&v).contains("1 break(s)"), "{}", stdout(&v));
+    // `cexdr verify` checks the archive too and names the gap.
+    let missing_seq: u64 = manifest.file_name().unwrap().to_string_lossy()[..12]
+        .parse()
+        .unwrap();
+    let v = cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "verify",
+        "--job",
+        "gapjob",
+    ]);
+    assert_code(&v, 4);
+    let out = stdout(&v);
+    assert!(
+        out.contains("gapjob binlog: FAILED")
+            && out.contains("GAP missing-segment")
+            && out.contains(&format!("segment {missing_seq} is missing from the store")),
+        "{out}"
+    );
     let target = MariaDb::start(Options {
         binlog: false,
         ..Options::default()
@@ -438,12 +457,62 @@ fn corrupt_segment_is_refused_before_the_target_is_touched() {
         "badjob",
     ]);
     assert_code(&v, 0);
+    // A healthy archive passes `cexdr verify`, beside the base backup.
+    let v = cexdr(&["--policy", policy.to_str().unwrap(), "verify", "--all"]);
+    assert_code(&v, 0);
+    assert!(stdout(&v).contains("badjob binlog: ok"), "{}", stdout(&v));
+    assert_eq!(stdout(&v).matches(": ok").count(), 2, "{}", stdout(&v));
     let segs = segment_files(dir.path(), "badjob");
     let victim = &segs[1];
     let mut b = std::fs::read(victim).unwrap();
     let n = b.len();
     b[n / 2] ^= 0xff;
     std::fs::write(victim, b).unwrap();
+    // `cexdr verify` fails naming the damaged segment's key.
+    let key = victim
+        .strip_prefix(dir.path().join("store"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let v = cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "verify",
+        "--job",
+        "badjob",
+    ]);
+    assert_code(&v, 4);
+    assert!(
+        stdout(&v).contains("badjob binlog: FAILED") && stdout(&v).contains(&key),
+        "{key}: {}",
+        stdout(&v)
+    );
+    let v = cexdr(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--json",
+        "verify",
+        "--job",
+        "badjob",
+    ]);
+    assert_code(&v, 4);
+    let recs: serde_json::Value = serde_json::from_str(&stdout(&v)).unwrap();
+    let rec = recs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["method"] == "binlog-archive")
+        .expect("an archive record");
+    assert_eq!(rec["status"], "failed", "{rec}");
+    assert!(rec["error"].as_str().unwrap().contains(&key), "{rec}");
+    assert!(
+        rec["details"]["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["key"] == key.as_str() && c["ok"] == false),
+        "{rec}"
+    );
     let v = cexdr(&[
         "--policy",
         policy.to_str().unwrap(),

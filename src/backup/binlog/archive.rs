@@ -2,9 +2,10 @@
 //! own server id, streams binlog events, and stores them in segments.
 //!
 //! A segment is a standalone binlog file (magic, the source file's FDE,
-//! then whole transactions), closed at the first transaction boundary after
-//! `flush-interval` or `segment-size`, at a ROTATE / STOP (it never spans
-//! two source files), and on shutdown. It goes through the backup pipeline
+//! then whole transactions), closed at the first transaction boundary once
+//! `segment-size` is reached or so that it is durable `flush-interval` after
+//! its first event arrived (`FlushClock`), at a ROTATE / STOP (it never
+//! spans two source files), and on shutdown. It goes through the backup pipeline
 //! (compression, age, SHA-256) into the store; its manifest is written last
 //! and links to the previous one. Durable = manifest written: the archiver
 //! resumes after the newest manifest, so a segment cut short by a crash,
@@ -381,6 +382,8 @@ impl Archiver<'_> {
             start_hint: None,
             resumed: Some(mode.to_string()),
             take_gtid_list: mode == "first-binlog",
+            clock: FlushClock::new(self.spec.flush_interval),
+            arrived: Instant::now(),
         };
         let r = s.stream(stream, cancel, &what, &file).await;
         self.stats.connected.store(0, Ordering::Relaxed);
@@ -577,6 +580,75 @@ struct Session<'s, 'a> {
     resumed: Option<String>,
     /// first-binlog mode: the file's GTID_LIST gives the starting position.
     take_gtid_list: bool,
+    /// When the open segment must close (see `FlushClock`).
+    clock: FlushClock,
+    /// When the event being handled arrived (a segment it opens counts from here).
+    arrived: Instant,
+}
+
+/// Closes kept to estimate how long the next one takes.
+const CLOSE_SAMPLES: usize = 8;
+
+/// Segment-close timing. `flush-interval` promises that a transaction the
+/// archiver has received is durable in the store within it, so a segment's
+/// close starts at (its first event's arrival + flush-interval - the time a
+/// close takes): the slowest of the last `CLOSE_SAMPLES` closes, at most half
+/// the interval. While a close runs the stream is not read, so an event found
+/// already waiting afterwards is counted as arrived when that close began.
+#[derive(Debug)]
+struct FlushClock {
+    interval: Duration,
+    closes: std::collections::VecDeque<Duration>,
+    /// Since when the stream has not been read (a close began); cleared once
+    /// a read finds nothing waiting.
+    unread_since: Option<Instant>,
+}
+
+impl FlushClock {
+    fn new(interval: Duration) -> FlushClock {
+        FlushClock {
+            interval,
+            closes: std::collections::VecDeque::with_capacity(CLOSE_SAMPLES),
+            unread_since: None,
+        }
+    }
+
+    /// The close time allowed for.
+    fn allowance(&self) -> Duration {
+        let slowest = self.closes.iter().max().copied().unwrap_or_default();
+        slowest.min(self.interval / 2)
+    }
+
+    /// When to start closing a segment whose first event arrived at `first`.
+    fn deadline(&self, first: Instant) -> Instant {
+        first + self.interval - self.allowance()
+    }
+
+    /// A close begins: the stream is not read until it ends.
+    fn close_started(&mut self) -> Instant {
+        let now = Instant::now();
+        self.unread_since.get_or_insert(now);
+        now
+    }
+
+    fn close_done(&mut self, started: Instant) {
+        if self.closes.len() == CLOSE_SAMPLES {
+            self.closes.pop_front();
+        }
+        self.closes.push_back(started.elapsed());
+    }
+
+    /// Arrival of an event read now: `waiting` = it was ready at once when
+    /// reading resumed, so it may have come any time since `unread_since`.
+    fn arrived(&mut self, waiting: bool) -> Instant {
+        let now = Instant::now();
+        if waiting {
+            self.unread_since.unwrap_or(now)
+        } else {
+            self.unread_since = None;
+            now
+        }
+    }
 }
 
 fn crc32(b: &[u8]) -> u32 {
@@ -591,31 +663,51 @@ impl Session<'_, '_> {
         what: &str,
         file: &str,
     ) -> Result<End> {
-        let flush = self.a.spec.flush_interval;
         let mut first = true;
         loop {
-            let deadline = self.seg.as_ref().map(|s| s.opened + flush);
-            let due = deadline.filter(|_| !self.in_group);
-            let next = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {
-                    if self.in_group {
-                        self.abandon();
-                    } else {
-                        self.close(false, None).await?;
-                    }
-                    let _ = stream.close().await;
-                    return Ok(End::Stopped);
+            if cancel.is_cancelled() && self.seg.is_none() && !self.in_group {
+                let _ = stream.close().await;
+                return Ok(End::Stopped);
+            }
+            // Right after a close, an event already waiting may have arrived
+            // while it ran (FlushClock): look before waiting.
+            let waiting = if self.seg.is_none() && self.clock.unread_since.is_some() {
+                let n = futures::FutureExt::now_or_never(stream.next());
+                if n.is_none() {
+                    self.clock.arrived(false);
                 }
-                _ = async { tokio::time::sleep_until(due.unwrap()).await }, if due.is_some() => {
-                    if let Err(e) = self.close(false, None).await {
-                        self.abandon();
-                        return Ok(End::Retry(e));
-                    }
-                    continue;
-                }
-                n = tokio::time::timeout(DEAD_AFTER, stream.next()) => n,
+                n
+            } else {
+                None
             };
+            let was_waiting = waiting.is_some();
+            let deadline = self.seg.as_ref().map(|s| self.clock.deadline(s.opened));
+            let due = deadline.filter(|_| !self.in_group);
+            let next = if let Some(n) = waiting {
+                Ok(n)
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => {
+                        if self.in_group {
+                            self.abandon();
+                        } else {
+                            self.close(false, None).await?;
+                        }
+                        let _ = stream.close().await;
+                        return Ok(End::Stopped);
+                    }
+                    _ = async { tokio::time::sleep_until(due.unwrap()).await }, if due.is_some() => {
+                        if let Err(e) = self.close(false, None).await {
+                            self.abandon();
+                            return Ok(End::Retry(e));
+                        }
+                        continue;
+                    }
+                    n = tokio::time::timeout(DEAD_AFTER, stream.next()) => n,
+                }
+            };
+            self.arrived = self.clock.arrived(was_waiting);
             let ev = match next {
                 Err(_) => {
                     self.abandon();
@@ -922,7 +1014,7 @@ impl Session<'_, '_> {
             runs: Vec::new(),
             events: 0,
             transactions: 0,
-            opened: Instant::now(),
+            opened: self.arrived,
             opened_at: Utc::now(),
         });
         Ok(())
@@ -947,6 +1039,7 @@ impl Session<'_, '_> {
         let Some(mut seg) = self.seg.take() else {
             return Ok(());
         };
+        let started = self.clock.close_started();
         let rest = seg.buf.split().freeze();
         if !rest.is_empty() && seg.tx.send(Ok(rest)).await.is_err() {
             return Err(Error::source_err(&seg.key, "the segment upload stopped"));
@@ -995,6 +1088,7 @@ impl Session<'_, '_> {
             tool_version: TOOL_VERSION.into(),
         };
         let sha = segment::write_manifest(self.a.cat, &m).await?;
+        self.clock.close_done(started);
         let st = &self.a.stats;
         st.segments.fetch_add(1, Ordering::Relaxed);
         st.bytes.fetch_add(stored_bytes, Ordering::Relaxed);
@@ -1056,4 +1150,65 @@ pub fn parse_gtid_list(d: &[u8]) -> Option<GtidState> {
         });
     }
     Some(s)
+}
+
+#[cfg(test)]
+mod flush_clock_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_received_commit_is_durable_within_the_interval() {
+        let f = Duration::from_secs(5);
+        let mut c = FlushClock::new(f);
+        // First segment: nothing measured yet, the full interval.
+        let t0 = c.arrived(false);
+        assert_eq!(c.deadline(t0), t0 + f);
+        // Its close takes 300 ms; events keep arriving meanwhile.
+        tokio::time::advance(f).await;
+        let started = c.close_started();
+        tokio::time::advance(Duration::from_millis(300)).await;
+        c.close_done(started);
+        // The next event was waiting: it counts from the close's start, and
+        // the next close starts 300 ms early, so the close ends by then + 5 s.
+        let t1 = c.arrived(true);
+        assert_eq!(t1, started);
+        assert_eq!(c.deadline(t1), started + f - Duration::from_millis(300));
+        tokio::time::advance(c.deadline(t1) - Instant::now()).await;
+        let s2 = c.close_started();
+        tokio::time::advance(Duration::from_millis(300)).await;
+        c.close_done(s2);
+        assert!(Instant::now() <= t1 + f);
+        // A read that found nothing waiting: the next event counts from its
+        // own arrival, however long the server was idle.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let idle = c.arrived(false);
+        assert_eq!(idle, Instant::now());
+        assert_eq!(c.arrived(true), Instant::now(), "cleared by the idle read");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_allowance_is_the_slowest_recent_close_capped_at_half() {
+        let f = Duration::from_secs(5);
+        let mut c = FlushClock::new(f);
+        for ms in [100, 900, 200] {
+            let s = c.close_started();
+            tokio::time::advance(Duration::from_millis(ms)).await;
+            c.close_done(s);
+        }
+        assert_eq!(c.allowance(), Duration::from_millis(900));
+        // The slow close ages out after CLOSE_SAMPLES more.
+        for _ in 0..CLOSE_SAMPLES {
+            let s = c.close_started();
+            tokio::time::advance(Duration::from_millis(50)).await;
+            c.close_done(s);
+        }
+        assert_eq!(c.allowance(), Duration::from_millis(50));
+        // A store that stalls for 10 s never makes segments shorter than f/2.
+        let s = c.close_started();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        c.close_done(s);
+        assert_eq!(c.allowance(), f / 2);
+        let t = c.arrived(false);
+        assert_eq!(c.deadline(t), t + f / 2);
+    }
 }

@@ -335,6 +335,21 @@ pub async fn check_segments(cat: &Catalog, a: &Archive, plan: &Plan) -> Result<(
     Ok(())
 }
 
+/// An encrypted segment without an identity: only the stored bytes (SHA-256
+/// and size) can be checked, as `verify` does for encrypted backups.
+pub async fn check_stored(cat: &Catalog, s: &Listed) -> Result<()> {
+    let (stream, tally) = pipeline::tally(cat.store().get(&s.manifest.key).await?, true);
+    crate::backup::source::drain(stream).await.map_err(|e| {
+        refuse(format!(
+            "segment {} ({}): reading the stored object: {}",
+            s.manifest.seq,
+            s.manifest.key,
+            crate::error::one_line(&e)
+        ))
+    })?;
+    check_tally(s, &tally)
+}
+
 /// Reads one segment: SHA-256 and size of the stored object, decoded size,
 /// binlog magic and whole events.
 pub async fn check_one(cat: &Catalog, s: &Listed) -> Result<()> {
