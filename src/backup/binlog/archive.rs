@@ -613,10 +613,12 @@ impl FlushClock {
         }
     }
 
-    /// The close time allowed for.
+    /// The close time allowed for, plus 1/50 of the interval for the time
+    /// between a commit and its event reaching us (lag is counted from the
+    /// commit; measured p99 5.03 s without it on a loaded 2-core box).
     fn allowance(&self) -> Duration {
         let slowest = self.closes.iter().max().copied().unwrap_or_default();
-        slowest.min(self.interval / 2)
+        (slowest + self.interval / 50).min(self.interval / 2)
     }
 
     /// When to start closing a segment whose first event arrived at `first`.
@@ -1160,9 +1162,10 @@ mod flush_clock_tests {
     async fn a_received_commit_is_durable_within_the_interval() {
         let f = Duration::from_secs(5);
         let mut c = FlushClock::new(f);
-        // First segment: nothing measured yet, the full interval.
+        let d = f / 50;
+        // First segment: nothing measured yet, the interval less the delivery margin.
         let t0 = c.arrived(false);
-        assert_eq!(c.deadline(t0), t0 + f);
+        assert_eq!(c.deadline(t0), t0 + f - d);
         // Its close takes 300 ms; events keep arriving meanwhile.
         tokio::time::advance(f).await;
         let started = c.close_started();
@@ -1172,7 +1175,7 @@ mod flush_clock_tests {
         // the next close starts 300 ms early, so the close ends by then + 5 s.
         let t1 = c.arrived(true);
         assert_eq!(t1, started);
-        assert_eq!(c.deadline(t1), started + f - Duration::from_millis(300));
+        assert_eq!(c.deadline(t1), started + f - Duration::from_millis(300) - d);
         tokio::time::advance(c.deadline(t1) - Instant::now()).await;
         let s2 = c.close_started();
         tokio::time::advance(Duration::from_millis(300)).await;
@@ -1195,14 +1198,15 @@ mod flush_clock_tests {
             tokio::time::advance(Duration::from_millis(ms)).await;
             c.close_done(s);
         }
-        assert_eq!(c.allowance(), Duration::from_millis(900));
+        let d = f / 50;
+        assert_eq!(c.allowance(), Duration::from_millis(900) + d);
         // The slow close ages out after CLOSE_SAMPLES more.
         for _ in 0..CLOSE_SAMPLES {
             let s = c.close_started();
             tokio::time::advance(Duration::from_millis(50)).await;
             c.close_done(s);
         }
-        assert_eq!(c.allowance(), Duration::from_millis(50));
+        assert_eq!(c.allowance(), Duration::from_millis(50) + d);
         // A store that stalls for 10 s never makes segments shorter than f/2.
         let s = c.close_started();
         tokio::time::advance(Duration::from_secs(10)).await;
