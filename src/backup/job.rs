@@ -635,6 +635,43 @@ pub fn drill_target(job: &Job) -> Result<crate::backup::source::ScratchTarget> {
     })
 }
 
+/// A point-in-time drill to the newest archived transaction (policy
+/// `drill = { point-in-time = "newest", … }`).
+async fn pitr_drill(
+    cat: &crate::backup::catalog::Catalog,
+    job: &Job,
+    target: &crate::backup::source::ScratchTarget,
+) -> Result<(
+    crate::backup::catalog::Entry,
+    crate::backup::catalog::Verification,
+)> {
+    use crate::backup::binlog::{commands, replay::Until, segment};
+    let a = segment::load(cat, &job.name, false).await?;
+    let newest = a.newest().ok_or_else(|| {
+        Error::RestoreRefused(format!(
+            "job {}: point-in-time drill: the binlog archive has no segment yet",
+            job.name
+        ))
+    })?;
+    let until = Until::Gtid(newest.manifest.gtid_end.clone());
+    let url = target.url.clone().unwrap_or_default();
+    let req = commands::Request {
+        job: &job.name,
+        base_id: None,
+        until: &until,
+        to: &url,
+        batch: 1000,
+        dry_run: false,
+    };
+    let password = match &target.password {
+        crate::backup::policy::Secret::Env(v) => Some(v.as_str()),
+        _ => None,
+    };
+    let v = commands::pitr_drill(cat, &req, password).await?;
+    let e = cat.find(&v.backup_id).await?;
+    Ok((e, v))
+}
+
 /// One drill of `job` under its lease (no backup or prune of the job runs
 /// meanwhile): restore test of the newest undrilled backup, recorded and
 /// signed; metrics and events after.
@@ -648,6 +685,13 @@ pub async fn drill_job(env: &JobEnv, job: &Job, cancel: CancellationToken) -> Dr
             cancel,
             |token| async move {
                 let cat = env.catalog().await?;
+                if job.drill.as_ref().is_some_and(|d| d.point_in_time) {
+                    return tokio::select! {
+                        biased;
+                        _ = token.cancelled() => Err(Error::Interrupted),
+                        v = pitr_drill(&cat, job, &target) => v,
+                    };
+                }
                 // Full verification history: the candidate is the newest
                 // backup without a restore test.
                 let entries = cat.list_full(Some(&job.name)).await?;

@@ -153,6 +153,7 @@ struct RawDrill {
     timeout: Option<String>,
     scratch: Option<PathBuf>,
     allow_source_server: Option<bool>,
+    point_in_time: Option<String>,
 }
 
 // ---------------------------------------------------------------- validated
@@ -168,6 +169,10 @@ pub struct DrillSpec {
     /// files: where scratch folders are made.
     pub scratch: Option<PathBuf>,
     pub allow_source_server: bool,
+    /// mysql with a binlog archive: `point-in-time = "newest"` drills a
+    /// point-in-time restore (base + archive replay) to the newest archived
+    /// transaction instead of the base alone.
+    pub point_in_time: bool,
 }
 
 /// Default time limit of a drill (restores of big dumps take a while; a
@@ -1020,7 +1025,15 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
         None => None,
     };
     let drill = match &j.drill {
-        Some(d) => Some(validate_drill(base, err, &j.kind, d)?),
+        Some(d) => {
+            if d.point_in_time.is_some() && j.binlog.is_none() {
+                return Err(err(
+                    "drill",
+                    "point-in-time drills need the job's binlog archive (binlog = { … })".into(),
+                ));
+            }
+            Some(validate_drill(base, err, &j.kind, d)?)
+        }
         None => None,
     };
     Ok(Job {
@@ -1061,6 +1074,22 @@ fn validate_drill(
         "mysql",
     )?;
     only("scratch", d.scratch.is_some(), "files")?;
+    only("point-in-time", d.point_in_time.is_some(), "mysql")?;
+    let point_in_time = match d.point_in_time.as_deref() {
+        None => false,
+        Some("newest") => true,
+        Some(v) => {
+            return Err(bad(format!(
+                "point-in-time = {v:?}: the one value is \"newest\" (drill to the newest archived transaction)"
+            )))
+        }
+    };
+    if point_in_time && d.password_file.is_some() {
+        return Err(bad(
+            "point-in-time drills read the scratch password from password-env, not password-file"
+                .into(),
+        ));
+    }
     if kind == "mysql" {
         match &d.target {
             None => {
@@ -1103,6 +1132,7 @@ fn validate_drill(
         timeout: Some(timeout),
         scratch: d.scratch.as_ref().map(|p| resolve(base, p)),
         allow_source_server: d.allow_source_server.unwrap_or(false),
+        point_in_time,
     })
 }
 

@@ -234,14 +234,24 @@ fn restore_to_points_in_time_across_archiver_and_server_crashes() {
     write_rows(&p, db, 4000, 10);
     let end = p.gtid_binlog_pos();
     wait_archived(&policy, "ledger", &end, &arch);
-    std::thread::sleep(Duration::from_millis(5500)); // one metrics rewrite
-    let prom = std::fs::read_to_string(dir.path().join("archiver.prom")).unwrap();
-    for want in [
+    // The textfile is rewritten every 5 s and the archiver counts as caught
+    // up at the next heartbeat (1 s): wait for a rewrite after both.
+    let wants = [
         "cexdr_binlog_segments_total{cexdr_job=\"ledger\"} ",
         "cexdr_binlog_lag_seconds{cexdr_job=\"ledger\"} 0\n",
         "cexdr_binlog_connected{cexdr_job=\"ledger\"} 1",
         "cexdr_binlog_gap_records{cexdr_job=\"ledger\"} 0",
-    ] {
+    ];
+    let t0 = Instant::now();
+    let mut prom = String::new();
+    while t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(500));
+        prom = std::fs::read_to_string(dir.path().join("archiver.prom")).unwrap_or_default();
+        if t0.elapsed() > Duration::from_millis(5500) && wants.iter().all(|w| prom.contains(w)) {
+            break;
+        }
+    }
+    for want in wants {
         assert!(prom.contains(want), "{want:?} in\n{prom}");
     }
     assert_eq!(arch.stop(), 0, "{}", arch.log());
@@ -807,4 +817,122 @@ fn policy_check_warns_about_binlog_off_or_not_row() {
             ),
         }
     }
+}
+
+/// `verify --restore-test URL --until T`: a point-in-time drill restores the
+/// base and replays to T on a scratch server, records itself, and drops its
+/// databases; it refuses a server that already has them (the source) and a
+/// time the archive does not cover, before writing anything.
+#[test]
+fn verify_until_drills_a_point_in_time_and_leaves_the_scratch_server_clean() {
+    let (dir, policy, p, cuts) = small_archive("pitr_drill", "drilljob");
+    let scratch = MariaDb::primary();
+    let pol = policy.to_str().unwrap();
+    let until = cuts[2].0.to_rfc3339();
+    let o = cexdr(&[
+        "--policy",
+        pol,
+        "verify",
+        "--job",
+        "drilljob",
+        "--restore-test",
+        &scratch.url(),
+        "--until",
+        &until,
+    ]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("drilljob") && stdout(&o).contains(": ok (point in time"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        !scratch.sql("SHOW DATABASES").contains("pitr_drill"),
+        "the drill's database was not dropped"
+    );
+    // The record is kept beside the base, with what the replay did.
+    let recs: Vec<PathBuf> = walk(&dir.path().join("store"))
+        .into_iter()
+        .filter(|k| k.to_string_lossy().contains("/verify/"))
+        .collect();
+    let rec = recs
+        .iter()
+        .map(|k| std::fs::read_to_string(dir.path().join("store").join(k)).unwrap())
+        .find(|t| t.contains("pitr-restore-test"))
+        .unwrap_or_else(|| panic!("no drill record among {recs:?}"));
+    let v: serde_json::Value = serde_json::from_str(&rec).unwrap();
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(
+        v["details"]["transactions"], 60,
+        "three batches of 20 before the cut: {v}"
+    );
+    // The source server has the database: refused, nothing written.
+    let before = checksum(&p, "pitr_drill");
+    let o = cexdr(&[
+        "--policy",
+        pol,
+        "verify",
+        "--job",
+        "drilljob",
+        "--restore-test",
+        &p.url(),
+        "--until",
+        &until,
+    ]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("already has database `pitr_drill`"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(checksum(&p, "pitr_drill"), before);
+    // After the newest archived commit: refused before the scratch is touched.
+    let late = (::chrono::Utc::now() + ::chrono::Duration::hours(1)).to_rfc3339();
+    let o = cexdr(&[
+        "--policy",
+        pol,
+        "verify",
+        "--job",
+        "drilljob",
+        "--restore-test",
+        &scratch.url(),
+        "--until",
+        &late,
+    ]);
+    assert_code(&o, 1);
+    assert!(!scratch.sql("SHOW DATABASES").contains("pitr_drill"));
+    // The job's drill can be a point-in-time drill: base + the whole archive.
+    let mut text = std::fs::read_to_string(&policy).unwrap();
+    text.push_str(&format!(
+        "drill = {{ schedule = \"0 5 * * 0\", target = \"{}\", point-in-time = \"newest\" }}\n",
+        scratch.url()
+    ));
+    std::fs::write(&policy, text).unwrap();
+    let o = cexdr(&["--policy", pol, "drill", "drilljob"]);
+    assert_code(&o, 0);
+    assert!(!scratch.sql("SHOW DATABASES").contains("pitr_drill"));
+    let drills = walk(&dir.path().join("store"))
+        .into_iter()
+        .filter(|k| k.to_string_lossy().contains("/verify/"))
+        .map(|k| std::fs::read_to_string(dir.path().join("store").join(k)).unwrap())
+        .filter(|t| t.contains("pitr-restore-test"))
+        .map(|t| serde_json::from_str::<serde_json::Value>(&t).unwrap())
+        .find(|v| v["details"]["transactions"] == 81)
+        .is_some();
+    assert!(
+        drills,
+        "no drill record with all 81 archived transactions (4 batches of 20 and 1)"
+    );
+    // A drill value it does not know is refused by name.
+    let text = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("point-in-time = \"newest\"", "point-in-time = \"oldest\"");
+    std::fs::write(&policy, text).unwrap();
+    let o = cexdr(&["--policy", pol, "drill", "drilljob"]);
+    assert_code(&o, 2);
+    assert!(
+        stderr(&o).contains("point-in-time = \"oldest\""),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -31,7 +31,7 @@ use crate::error::{one_line, Error, Result};
 /// Data statements sent to the server at once (as one LOAD DATA stream).
 const JOB_BYTES: usize = 8 << 20;
 
-fn manifest_dbs(m: &Manifest) -> Result<Vec<String>> {
+pub(crate) fn manifest_dbs(m: &Manifest) -> Result<Vec<String>> {
     let dbs = m.details["databases"].as_array().ok_or_else(|| {
         Error::RestoreRefused(format!(
             "backup {} has no database list in its manifest",
