@@ -829,17 +829,7 @@ fn verify_until_drills_a_point_in_time_and_leaves_the_scratch_server_clean() {
     let scratch = MariaDb::primary();
     let pol = policy.to_str().unwrap();
     let until = cuts[2].0.to_rfc3339();
-    let o = cexdr(&[
-        "--policy",
-        pol,
-        "verify",
-        "--job",
-        "drilljob",
-        "--restore-test",
-        &scratch.url(),
-        "--until",
-        &until,
-    ]);
+    let o = drill_until(pol, &scratch, &until);
     assert_code(&o, 0);
     assert!(
         stdout(&o).contains("drilljob") && stdout(&o).contains(": ok (point in time"),
@@ -851,16 +841,8 @@ fn verify_until_drills_a_point_in_time_and_leaves_the_scratch_server_clean() {
         "the drill's database was not dropped"
     );
     // The record is kept beside the base, with what the replay did.
-    let recs: Vec<PathBuf> = walk(&dir.path().join("store"))
-        .into_iter()
-        .filter(|k| k.to_string_lossy().contains("/verify/"))
-        .collect();
-    let rec = recs
-        .iter()
-        .map(|k| std::fs::read_to_string(dir.path().join("store").join(k)).unwrap())
-        .find(|t| t.contains("pitr-restore-test"))
-        .unwrap_or_else(|| panic!("no drill record among {recs:?}"));
-    let v: serde_json::Value = serde_json::from_str(&rec).unwrap();
+    let recs = drill_records(dir.path());
+    let v = recs.first().expect("a drill record").clone();
     assert_eq!(v["status"], "ok", "{v}");
     assert_eq!(
         v["details"]["transactions"], 60,
@@ -868,17 +850,7 @@ fn verify_until_drills_a_point_in_time_and_leaves_the_scratch_server_clean() {
     );
     // The source server has the database: refused, nothing written.
     let before = checksum(&p, "pitr_drill");
-    let o = cexdr(&[
-        "--policy",
-        pol,
-        "verify",
-        "--job",
-        "drilljob",
-        "--restore-test",
-        &p.url(),
-        "--until",
-        &until,
-    ]);
+    let o = drill_until(pol, &p, &until);
     assert_code(&o, 1);
     assert!(
         stderr(&o).contains("already has database `pitr_drill`"),
@@ -888,17 +860,7 @@ fn verify_until_drills_a_point_in_time_and_leaves_the_scratch_server_clean() {
     assert_eq!(checksum(&p, "pitr_drill"), before);
     // After the newest archived commit: refused before the scratch is touched.
     let late = (::chrono::Utc::now() + ::chrono::Duration::hours(1)).to_rfc3339();
-    let o = cexdr(&[
-        "--policy",
-        pol,
-        "verify",
-        "--job",
-        "drilljob",
-        "--restore-test",
-        &scratch.url(),
-        "--until",
-        &late,
-    ]);
+    let o = drill_until(pol, &scratch, &late);
     assert_code(&o, 1);
     assert!(!scratch.sql("SHOW DATABASES").contains("pitr_drill"));
     // The job's drill can be a point-in-time drill: base + the whole archive.
@@ -911,14 +873,9 @@ fn verify_until_drills_a_point_in_time_and_leaves_the_scratch_server_clean() {
     let o = cexdr(&["--policy", pol, "drill", "drilljob"]);
     assert_code(&o, 0);
     assert!(!scratch.sql("SHOW DATABASES").contains("pitr_drill"));
-    let drills = walk(&dir.path().join("store"))
-        .into_iter()
-        .filter(|k| k.to_string_lossy().contains("/verify/"))
-        .map(|k| std::fs::read_to_string(dir.path().join("store").join(k)).unwrap())
-        .filter(|t| t.contains("pitr-restore-test"))
-        .map(|t| serde_json::from_str::<serde_json::Value>(&t).unwrap())
-        .find(|v| v["details"]["transactions"] == 81)
-        .is_some();
+    let drills = drill_records(dir.path())
+        .iter()
+        .any(|v| v["details"]["transactions"] == 81);
     assert!(
         drills,
         "no drill record with all 81 archived transactions (4 batches of 20 and 1)"
@@ -935,4 +892,31 @@ fn verify_until_drills_a_point_in_time_and_leaves_the_scratch_server_clean() {
         "{}",
         stderr(&o)
     );
+}
+
+/// `cexdr verify --job drilljob --restore-test URL --until T`.
+fn drill_until(policy: &str, to: &MariaDb, until: &str) -> std::process::Output {
+    cexdr(&[
+        "--policy",
+        policy,
+        "verify",
+        "--job",
+        "drilljob",
+        "--restore-test",
+        &to.url(),
+        "--until",
+        until,
+    ])
+}
+
+/// The point-in-time drill records kept in the store, in key order.
+fn drill_records(dir: &Path) -> Vec<serde_json::Value> {
+    let store = dir.join("store");
+    walk(&store)
+        .into_iter()
+        .filter(|k| k.to_string_lossy().contains("/verify/"))
+        .map(|k| std::fs::read_to_string(store.join(k)).unwrap())
+        .filter(|t| t.contains("pitr-restore-test"))
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .collect()
 }
