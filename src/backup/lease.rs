@@ -248,6 +248,12 @@ impl Drop for Lease {
     }
 }
 
+enum Renewal {
+    Renewed,
+    Expired,
+    TakenOver,
+}
+
 async fn renew_loop(
     store: DynStore,
     key: String,
@@ -262,6 +268,12 @@ async fn renew_loop(
         let mine = record.lock().await.clone();
         let outcome = async {
             match read(&store, &key).await? {
+                // Past its expiry our lease may be mid-takeover (a taker read
+                // it, claimed the marker and is about to replace it): writing
+                // it again would leave two holders. It is lost.
+                Some(cur) if cur.owner == mine.owner && Utc::now() >= mine.expires_at => {
+                    Ok(Renewal::Expired)
+                }
                 Some(cur) if cur.owner == mine.owner => {
                     let now = Utc::now();
                     let next = LeaseRecord {
@@ -271,15 +283,20 @@ async fn renew_loop(
                     };
                     store::put_bytes(store.as_ref(), &key, encode(&next).to_vec()).await?;
                     *record.lock().await = next;
-                    Ok(true)
+                    Ok(Renewal::Renewed)
                 }
-                _ => Ok::<bool, Error>(false),
+                _ => Ok::<Renewal, Error>(Renewal::TakenOver),
             }
         }
         .await;
         match outcome {
-            Ok(true) => tracing::trace!(key = %key, "lease renewed"),
-            Ok(false) => {
+            Ok(Renewal::Renewed) => tracing::trace!(key = %key, "lease renewed"),
+            Ok(Renewal::Expired) => {
+                tracing::error!(job = %mine.job, "lease expired before it could be renewed; stopping");
+                lost.cancel();
+                return;
+            }
+            Ok(Renewal::TakenOver) => {
                 tracing::error!(job = %mine.job, "lease lost: another run took it over; stopping");
                 lost.cancel();
                 return;

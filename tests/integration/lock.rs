@@ -199,7 +199,18 @@ async fn renewal_and_loss() {
         "still held"
     );
     assert!(!lease.lost().is_cancelled());
-    // Another run takes it (as if our renewals had stalled past expiry).
+    // Another run takes it (as if our renewals had stalled past expiry),
+    // just after a renewal, so that the write does not land between a
+    // renewal's read and its write (which would overwrite it: the store has
+    // no compare-and-swap for an existing object).
+    let last = lease.record().await.renewed_at;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while lease.record().await.renewed_at == last {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("a renewal within 5 s");
     let thief = record("j", "elsewhere", chrono::Duration::minutes(5));
     store::put_bytes(
         store.as_ref(),
