@@ -33,6 +33,36 @@ pub struct FilesSpec {
     pub exclude: Vec<String>,
 }
 
+/// The keys of a files job (`paths`, `exclude`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FilesKeys {
+    paths: Option<Vec<PathBuf>>,
+    exclude: Option<Vec<String>>,
+}
+
+impl super::FromPolicy for FilesSpec {
+    type Keys = FilesKeys;
+
+    fn from_policy(k: FilesKeys, input: &super::PolicyInput<'_>) -> Result<FilesSpec> {
+        let paths = k
+            .paths
+            .ok_or_else(|| input.err("paths", "required for kind = \"files\""))?;
+        if paths.is_empty() {
+            return Err(input.err("paths", "list at least one folder"));
+        }
+        let exclude = k.exclude.unwrap_or_default();
+        for g in &exclude {
+            globset::Glob::new(g.trim_end_matches('/'))
+                .map_err(|e| input.err("exclude", format!("{g:?}: {e}")))?;
+        }
+        Ok(FilesSpec {
+            paths: paths.iter().map(|p| input.resolve(p)).collect(),
+            exclude,
+        })
+    }
+}
+
 impl super::SpecInfo for FilesSpec {
     fn describe(&self) -> String {
         let paths: Vec<_> = self.paths.iter().map(|p| p.display().to_string()).collect();

@@ -27,6 +27,30 @@ pub struct RedisSpec {
     pub cluster: Option<bool>,
 }
 
+/// The keys of a redis job.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RedisKeys {
+    url: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<std::path::PathBuf>,
+    username: Option<String>,
+    cluster: Option<bool>,
+}
+
+impl super::FromPolicy for RedisSpec {
+    type Keys = RedisKeys;
+
+    fn from_policy(k: RedisKeys, input: &super::PolicyInput<'_>) -> Result<RedisSpec> {
+        Ok(RedisSpec {
+            url: input.url(&k.url, &["redis", "rediss"])?,
+            username: k.username,
+            password: input.secret(&k.password_env, &k.password_file)?,
+            cluster: k.cluster,
+        })
+    }
+}
+
 impl super::SpecInfo for RedisSpec {
     fn describe(&self) -> String {
         format!(
