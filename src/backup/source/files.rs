@@ -567,7 +567,7 @@ impl Source for FilesSource {
                         "is not a folder",
                     ))
                 }
-                Err(e) => return Err(Error::source_err(p.display().to_string(), e)),
+                Err(e) => return Err(Error::source_from(p.display().to_string(), e)),
             }
         }
         let excludes = Excludes::new(&self.spec.exclude)?;
@@ -603,8 +603,8 @@ impl Source for FilesSource {
         let finish = async move {
             let stats = match task.await {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(Error::source_err(format!("job {job}"), e)),
-                Err(e) => return Err(Error::source_err(format!("job {job}"), e)),
+                Ok(Err(e)) => return Err(Error::source_from(format!("job {job}"), e)),
+                Err(e) => return Err(Error::source_from(format!("job {job}"), e)),
             };
             let warnings = std::mem::take(&mut *warnings.lock().unwrap());
             Ok(Report {
@@ -1073,7 +1073,7 @@ pub async fn validate(stream: ByteStream) -> Result<(u64, Vec<String>)> {
         ))
     })
     .await
-    .map_err(|e| Error::source_err("tar", e))?
+    .map_err(|e| Error::source_from("tar", e))?
 }
 
 struct CountingReader<R> {

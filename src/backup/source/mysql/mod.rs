@@ -560,7 +560,7 @@ impl Source for MysqlSource {
                         let _ = c.disconnect().await;
                     }
                     Ok(Err(e)) => join_err = Some(e),
-                    Err(e) => join_err = Some(Error::source_err(format!("job {job}"), e)),
+                    Err(e) => join_err = Some(Error::source_from(format!("job {job}"), e)),
                 }
             }
             if hold {
