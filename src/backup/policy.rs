@@ -625,25 +625,40 @@ fn read_job(file: &Path, loc: &Locator, index: usize, mut t: toml::Table) -> Res
     })
 }
 
+/// Why an `encryption = { … }` table is refused.
+#[derive(Debug, thiserror::Error)]
+enum EncryptionError {
+    #[error("recipients: list at least one age public key")]
+    NoRecipient,
+    #[error("recipients: {0:?} is not an age X25519 public key (age1…)")]
+    NotARecipient(String),
+    #[error("set recipients, passphrase-env or passphrase-file")]
+    NothingSet,
+    #[error(
+        "use recipients or one passphrase source, not several (age allows a passphrase only alone)"
+    )]
+    Several,
+}
+
 fn validate_encryption(
     base: &Path,
     e: &RawEncryption,
-) -> std::result::Result<EncryptionSpec, String> {
+) -> std::result::Result<EncryptionSpec, EncryptionError> {
     match (&e.recipients, &e.passphrase_env, &e.passphrase_file) {
         (Some(r), None, None) => {
             if r.is_empty() {
-                return Err("recipients: list at least one age public key".into());
+                return Err(EncryptionError::NoRecipient);
             }
             for key in r {
                 key.parse::<age::x25519::Recipient>()
-                    .map_err(|_| format!("recipients: {key:?} is not an age X25519 public key (age1…)"))?;
+                    .map_err(|_| EncryptionError::NotARecipient(key.clone()))?;
             }
             Ok(EncryptionSpec::Recipients(r.clone()))
         }
         (None, Some(v), None) => Ok(EncryptionSpec::Passphrase(Secret::Env(v.clone()))),
         (None, None, Some(f)) => Ok(EncryptionSpec::Passphrase(Secret::File(resolve(base, f)))),
-        (None, None, None) => Err("set recipients, passphrase-env or passphrase-file".into()),
-        _ => Err("use recipients or one passphrase source, not several (age allows a passphrase only alone)".into()),
+        (None, None, None) => Err(EncryptionError::NothingSet),
+        _ => Err(EncryptionError::Several),
     }
 }
 
@@ -917,7 +932,9 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob)
         };
     }
     let encryption = match &j.encryption {
-        Some(e) => Some(validate_encryption(base, e).map_err(|m| err("encryption", m))?),
+        Some(e) => {
+            Some(validate_encryption(base, e).map_err(|m| err("encryption", m.to_string()))?)
+        }
         None => None,
     };
     let drill = match &j.drill {

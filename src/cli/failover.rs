@@ -184,7 +184,9 @@ impl crate::failover::archive::ArchiveTopUp for TopUp {
         &self,
         gtid: &str,
     ) -> std::result::Result<Option<chrono::DateTime<chrono::Utc>>, String> {
-        let g = gtid.parse()?;
+        let g = gtid
+            .parse()
+            .map_err(|e: crate::backup::binlog::GtidError| e.to_string())?;
         self.0
             .commit_time(&g)
             .await
@@ -196,7 +198,7 @@ impl crate::failover::archive::ArchiveTopUp for TopUp {
         from: &str,
         to: &crate::failover::archive::Target,
     ) -> std::result::Result<crate::failover::archive::Applied, String> {
-        let from = crate::backup::binlog::GtidState::parse(from)?;
+        let from = crate::backup::binlog::GtidState::parse(from).map_err(|e| e.to_string())?;
         let to = crate::backup::binlog::topup::Target {
             host: to.host.clone(),
             port: to.port,
