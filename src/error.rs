@@ -127,11 +127,15 @@ pub enum Error {
 
     /// A failover step failed (exit 11); `step` names it. `permanent`:
     /// retrying cannot help (404, 401, a selector that matches nothing).
+    /// `msg` is the whole text; `cause`, when there is one, is the
+    /// underlying error (the step's `Failure`, a driver or API error).
     #[error("step {step}: {msg}")]
     StepFailed {
         step: String,
         msg: String,
         permanent: bool,
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// A failover journal, lock or notification failed; `what` names it.
@@ -344,6 +348,7 @@ mod tests {
             step: "dns".into(),
             msg: "x".into(),
             permanent: false,
+            cause: None,
         };
         assert_eq!(failed.exit_code(), exit::FAILOVER_STEP_FAILED);
     }

@@ -76,7 +76,20 @@ enum Budget {
     Transactions(u64),
 }
 
-fn parse_budget(s: &str) -> std::result::Result<Budget, String> {
+/// A `max-data-loss` that is neither a duration nor a count.
+#[derive(Debug, thiserror::Error)]
+enum BudgetError {
+    #[error("{0:?}: expected a count like \"100 transactions\"")]
+    Count(String),
+    #[error("{text:?}: a duration (\"30s\") or a count (\"100 transactions\"): {source}")]
+    Neither {
+        text: String,
+        #[source]
+        source: crate::base::DurationError,
+    },
+}
+
+fn parse_budget(s: &str) -> std::result::Result<Budget, BudgetError> {
     let t = s.trim();
     for suffix in [" transactions", " transaction", " tx", "tx"] {
         if let Some(n) = t.strip_suffix(suffix) {
@@ -84,12 +97,15 @@ fn parse_budget(s: &str) -> std::result::Result<Budget, String> {
                 .trim()
                 .parse::<u64>()
                 .map(Budget::Transactions)
-                .map_err(|_| format!("{s:?}: expected a count like \"100 transactions\""));
+                .map_err(|_| BudgetError::Count(s.to_owned()));
         }
     }
     parse_duration(t)
         .map(Budget::Time)
-        .map_err(|e| format!("{s:?}: a duration (\"30s\") or a count (\"100 transactions\"): {e}"))
+        .map_err(|source| BudgetError::Neither {
+            text: s.to_owned(),
+            source,
+        })
 }
 
 /// MariaDB GTID positions: `domain-server-seq,...` → domain → (server, seq).
@@ -168,7 +184,7 @@ impl Spec {
             p.validate(false).map_err(|(_, m)| ("old-primary", m))?;
         }
         if let Some(b) = &self.max_data_loss {
-            parse_budget(b).map_err(|m| ("max-data-loss", m))?;
+            parse_budget(b).map_err(|m| ("max-data-loss", m.to_string()))?;
         }
         if let Some(a) = &self.archive {
             a.validate().map_err(|m| ("archive", m))?;
@@ -218,14 +234,14 @@ impl Spec {
     }
 
     /// The old primary's `@@gtid_binlog_pos`, or why it is unknown.
-    async fn old_position(&self) -> std::result::Result<String, String> {
+    async fn old_position(&self) -> std::result::Result<String, super::Failure> {
         let Some(p) = &self.old_primary else {
             return Err("no old-primary in the runbook".into());
         };
         let mut c = p.connect(self.timeout()).await?;
         let pos = one(&mut c, "SELECT @@global.gtid_binlog_pos")
             .await
-            .map_err(|e| format!("{}: {}", p.label(), one_line(&e)));
+            .map_err(|e| super::Failure::caused(p.label(), e));
         let _ = c.disconnect().await;
         pos
     }
@@ -472,7 +488,7 @@ impl Step for Spec {
             .replica
             .connect(self.timeout())
             .await
-            .map_err(|m| super::step_error(ctx.step, m))?;
+            .map_err(|m| super::failed_with(ctx.step, m, false))?;
         let st = slave_status(&mut c).await;
         let applied = one(&mut c, "SELECT @@global.gtid_slave_pos").await;
         let binlog_pos = one(&mut c, "SELECT @@global.gtid_binlog_pos").await;
@@ -557,7 +573,7 @@ impl Step for Spec {
             .replica
             .connect(self.timeout())
             .await
-            .map_err(|m| ctx.fail(m))?;
+            .map_err(|m| ctx.fail_with(m))?;
         let r = promote(self, ctx, &mut c).await;
         let _ = c.disconnect().await;
         r.map(|mut v| {
