@@ -187,7 +187,7 @@ impl Spec {
             parse_budget(b).map_err(|m| ("max-data-loss", m.to_string()))?;
         }
         if let Some(a) = &self.archive {
-            a.validate().map_err(|m| ("archive", m))?;
+            a.validate().map_err(|m| ("archive", m.to_string()))?;
         }
         Ok(())
     }
@@ -261,7 +261,7 @@ struct Opened {
 async fn open_archive(
     spec: &Spec,
     info: &super::RunInfo,
-) -> std::result::Result<Option<Opened>, String> {
+) -> std::result::Result<Option<Opened>, super::Failure> {
     let Some(r) = &spec.archive else {
         return Ok(None);
     };
@@ -269,17 +269,18 @@ async fn open_archive(
         return Err(format!(
             "archive: this cexdr run has no access to the {} (only `cexdr failover` provides it)",
             r.label()
-        ));
+        )
+        .into());
     };
     let archive = opener
         .0
         .open(r)
         .await
-        .map_err(|e| format!("{}: {e}", r.label()))?;
+        .map_err(|e| super::Failure::caused(r.label(), e))?;
     let head = archive
         .head()
         .await
-        .map_err(|e| format!("{}: {e}", r.label()))?;
+        .map_err(|e| super::Failure::caused(r.label(), e))?;
     Ok(Some(Opened {
         label: r.label(),
         archive,
@@ -746,7 +747,7 @@ async fn promote(spec: &Spec, ctx: &mut Ctx<'_>, c: &mut mysql_async::Conn) -> R
     } else {
         open_archive(spec, ctx.info)
             .await
-            .map_err(|m| ctx.fail(m))?
+            .map_err(|m| ctx.fail_with(m))?
     };
     if let Some(o) = &archive {
         if ctx.last("top-up-done").is_none() {
@@ -921,11 +922,12 @@ async fn top_up(
         lock: TOPUP_LOCK.into(),
     };
     let t0 = std::time::Instant::now();
-    let applied = o
-        .archive
-        .apply(&from, &target)
-        .await
-        .map_err(|e| ctx.fail(format!("top-up of {label} from the {}: {e}", o.label)))?;
+    let applied = o.archive.apply(&from, &target).await.map_err(|e| {
+        ctx.fail_with(super::Failure::caused(
+            format_args!("top-up of {label} from the {}", o.label),
+            e,
+        ))
+    })?;
     let binlog = one(c, "SELECT @@global.gtid_binlog_pos")
         .await
         .map_err(|e| sql(ctx, "reading gtid_binlog_pos", e))?;
@@ -1012,13 +1014,18 @@ mod tests {
 
     #[async_trait]
     impl ArchiveTopUp for Stamps {
-        async fn head(&self) -> std::result::Result<Option<Head>, String> {
+        async fn head(
+            &self,
+        ) -> std::result::Result<Option<Head>, crate::failover::archive::ArchiveError> {
             Ok(self.1.clone())
         }
         async fn commit_time(
             &self,
             gtid: &str,
-        ) -> std::result::Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+        ) -> std::result::Result<
+            Option<chrono::DateTime<chrono::Utc>>,
+            crate::failover::archive::ArchiveError,
+        > {
             let (_, (_, seq)) = parse_gtids(gtid).into_iter().next().unwrap();
             Ok(self
                 .0
@@ -1029,7 +1036,10 @@ mod tests {
             &self,
             _: &str,
             _: &crate::failover::archive::Target,
-        ) -> std::result::Result<crate::failover::archive::Applied, String> {
+        ) -> std::result::Result<
+            crate::failover::archive::Applied,
+            crate::failover::archive::ArchiveError,
+        > {
             unreachable!()
         }
     }
