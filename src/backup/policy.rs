@@ -945,7 +945,7 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob)
                     "point-in-time drills need the job's binlog archive (binlog = { … })".into(),
                 ));
             }
-            Some(validate_drill(base, err, &j.kind, d)?)
+            Some(validate_drill(base, err, kind, d)?)
         }
         None => None,
     };
@@ -967,27 +967,32 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob)
 fn validate_drill(
     base: &Path,
     err: &dyn Fn(&str, String) -> Error,
-    kind: &str,
+    kind: Kind,
     d: &RawDrill,
 ) -> Result<DrillSpec> {
     let bad = |m: String| err("drill", m);
     let schedule = Schedule::parse(&d.schedule).map_err(|m| bad(format!("schedule: {m}")))?;
-    let only = |key: &str, set: bool, for_kind: &str| -> Result<()> {
-        if set && kind != for_kind {
-            return Err(bad(format!("{key} applies to {for_kind} drills only")));
+    // Each kind names the drill keys it reads (FromPolicy::DRILL_KEYS).
+    let only = |key: &str, set: bool| -> Result<()> {
+        if set && !kind.drill_keys().contains(&key) {
+            let owners: Vec<&str> = Kind::ALL
+                .iter()
+                .filter(|k| k.drill_keys().contains(&key))
+                .map(|k| k.name())
+                .collect();
+            return Err(bad(format!(
+                "{key} applies to {} drills only",
+                owners.join(" and ")
+            )));
         }
         Ok(())
     };
-    only("target", d.target.is_some(), "mysql")?;
-    only("password-env", d.password_env.is_some(), "mysql")?;
-    only("password-file", d.password_file.is_some(), "mysql")?;
-    only(
-        "allow-source-server",
-        d.allow_source_server.is_some(),
-        "mysql",
-    )?;
-    only("scratch", d.scratch.is_some(), "files")?;
-    only("point-in-time", d.point_in_time.is_some(), "mysql")?;
+    only("target", d.target.is_some())?;
+    only("password-env", d.password_env.is_some())?;
+    only("password-file", d.password_file.is_some())?;
+    only("allow-source-server", d.allow_source_server.is_some())?;
+    only("scratch", d.scratch.is_some())?;
+    only("point-in-time", d.point_in_time.is_some())?;
     let point_in_time = match d.point_in_time.as_deref() {
         None => false,
         Some("newest") => true,
@@ -1003,15 +1008,15 @@ fn validate_drill(
                 .into(),
         ));
     }
-    if kind == "mysql" {
+    if let Some(scheme) = kind.drill_target_scheme() {
         match &d.target {
             None => {
-                return Err(bad(
-                    "target = \"mysql://user@host:port\" (a scratch server) is required for mysql drills".into(),
-                ))
+                return Err(bad(format!(
+                    "target = \"{scheme}://user@host:port\" (a scratch server) is required for {kind} drills"
+                )))
             }
-            Some(t) if !t.starts_with("mysql://") => {
-                return Err(bad(format!("target {t:?} must start with mysql://")))
+            Some(t) if !t.starts_with(&format!("{scheme}://")) => {
+                return Err(bad(format!("target {t:?} must start with {scheme}://")))
             }
             Some(t)
                 if t.split_once("://")
@@ -1146,6 +1151,36 @@ keep = { within = "30d", last = 3 }
                 assert_eq!(e.exit_code(), 2);
             }
         }
+    }
+
+    /// Each kind names its drill keys; a drill key of another kind names
+    /// the kind it applies to, and mysql drills need a mysql:// target.
+    #[test]
+    fn drill_keys_belong_to_their_kinds() {
+        let head = "[store]\nkind = \"local\"\npath = \"r\"\n[[job]]\nname = \"j\"\n";
+        let job = |kind: Kind, drill: &str| {
+            format!(
+                "{head}kind = \"{kind}\"\n{}drill = {{ schedule = \"0 5 * * 0\"{drill} }}\n",
+                minimal(kind)
+            )
+        };
+        let msg = |text: String| parse(&text).unwrap_err().to_string();
+        let files = Kind::from_name("files").unwrap();
+        let mysql = Kind::from_name("mysql").unwrap();
+        assert!(parse(&job(files, ", scratch = \"/tmp\"")).is_ok());
+        assert!(msg(job(files, ", target = \"mysql://u@s:3306\""))
+            .ends_with("key `drill`: target applies to mysql drills only"));
+        assert!(msg(job(
+            mysql,
+            ", target = \"mysql://u@s:3306\", scratch = \"/tmp\""
+        ))
+        .ends_with("key `drill`: scratch applies to files drills only"));
+        assert!(msg(job(mysql, "")).ends_with(
+            "key `drill`: target = \"mysql://user@host:port\" (a scratch server) is required for mysql drills"
+        ));
+        assert!(msg(job(mysql, ", target = \"redis://s:1\""))
+            .ends_with("key `drill`: target \"redis://s:1\" must start with mysql://"));
+        assert!(parse(&job(mysql, ", target = \"mysql://u@s:3306\"")).is_ok());
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct FilesKeys {
 
 impl super::FromPolicy for FilesSpec {
     type Keys = FilesKeys;
+    /// A drill restores into a scratch folder under `scratch`.
+    const DRILL_KEYS: &'static [&'static str] = &["scratch"];
 
     fn from_policy(k: FilesKeys, input: &super::PolicyInput<'_>) -> Result<FilesSpec> {
         let paths = k

@@ -81,6 +81,20 @@ macro_rules! sources {
                 }
             }
 
+            /// The drill keys this kind reads ([`FromPolicy::DRILL_KEYS`]).
+            pub fn drill_keys(self) -> &'static [&'static str] {
+                match self {
+                    $(Kind::$variant => <$spec as FromPolicy>::DRILL_KEYS,)+
+                }
+            }
+
+            /// [`FromPolicy::DRILL_TARGET_SCHEME`] of this kind.
+            pub fn drill_target_scheme(self) -> Option<&'static str> {
+                match self {
+                    $(Kind::$variant => <$spec as FromPolicy>::DRILL_TARGET_SCHEME,)+
+                }
+            }
+
             /// Deserialises this kind's keys of a job table (strict: a key
             /// it does not read is an error).
             pub fn read_keys(self, keys: toml::Table) -> std::result::Result<PolicyKeys, toml::de::Error> {
@@ -158,6 +172,12 @@ impl Kind {
 /// spec. Errors name the key through [`PolicyInput::err`].
 pub trait FromPolicy: Sized {
     type Keys: serde::de::DeserializeOwned + std::fmt::Debug;
+    /// The keys of the job's `drill = { … }` table this kind reads beside
+    /// `schedule` and `timeout` (the policy refuses the others).
+    const DRILL_KEYS: &'static [&'static str] = &[];
+    /// The URL scheme of the scratch server a drill restores into, when
+    /// the kind's drills need one (`target`, then required).
+    const DRILL_TARGET_SCHEME: Option<&'static str> = None;
     fn from_policy(keys: Self::Keys, input: &PolicyInput<'_>) -> Result<Self>;
 }
 

@@ -65,6 +65,15 @@ pub struct BinlogKeys {
 
 impl super::FromPolicy for MysqlSpec {
     type Keys = MysqlKeys;
+    /// A drill restores into scratch databases on a scratch server.
+    const DRILL_KEYS: &'static [&'static str] = &[
+        "target",
+        "password-env",
+        "password-file",
+        "allow-source-server",
+        "point-in-time",
+    ];
+    const DRILL_TARGET_SCHEME: Option<&'static str> = Some("mysql");
 
     fn from_policy(k: MysqlKeys, input: &super::PolicyInput<'_>) -> Result<MysqlSpec> {
         let consistency = match k.consistency.as_deref() {
