@@ -428,13 +428,14 @@ impl Archiver<'_> {
                     ));
                 }
                 1045 | 1227 | 1044 | 1142 => {
-                    return Err(Error::source_err(
-                        what,
-                        format!(
+                    return Err(Error::Source {
+                        what: what.to_owned(),
+                        msg: format!(
                             "{} (the archiver's user needs REPLICATION SLAVE)",
                             explain(&e)
                         ),
-                    ))
+                        cause: Some(Box::new(MysqlError(e))),
+                    })
                 }
                 4052 => {
                     return Err(Error::source_err(

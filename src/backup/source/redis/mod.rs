@@ -620,7 +620,7 @@ impl Source for RedisSource {
         let nodes = seed.ok(&[b"CLUSTER", b"NODES"]).await?.text();
         drop(seed);
         let shards =
-            parse_cluster_nodes(&nodes, &addr.host).map_err(|m| Error::source_err(&what, m))?;
+            parse_cluster_nodes(&nodes, &addr.host).map_err(|m| Error::source_from(&what, m))?;
         if shards.is_empty() {
             return Err(Error::source_err(
                 &what,
