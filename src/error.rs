@@ -51,9 +51,16 @@ pub enum Error {
         msg: String,
     },
 
-    /// The source (database, folder) could not be read.
+    /// The source (database, folder) could not be read. `msg` is the whole
+    /// text (a cause's text included); `cause`, when there is one, is the
+    /// underlying error (I/O, driver, RDB, task), kept as the source.
     #[error("source {what}: {msg}")]
-    Source { what: String, msg: String },
+    Source {
+        what: String,
+        msg: String,
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 
     /// S3 Object Lock keeps this object until `until`: not an error for prune.
     #[error("store {store}: {key} is locked until {until}")]
@@ -120,11 +127,15 @@ pub enum Error {
 
     /// A failover step failed (exit 11); `step` names it. `permanent`:
     /// retrying cannot help (404, 401, a selector that matches nothing).
+    /// `msg` is the whole text; `cause`, when there is one, is the
+    /// underlying error (the step's `Failure`, a driver or API error).
     #[error("step {step}: {msg}")]
     StepFailed {
         step: String,
         msg: String,
         permanent: bool,
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// A failover journal, lock or notification failed; `what` names it.
@@ -210,10 +221,40 @@ impl Error {
         }
     }
 
+    /// A source error with nothing underneath (the message says why).
     pub fn source_err(what: impl Into<String>, msg: impl std::fmt::Display) -> Self {
         Error::Source {
             what: what.into(),
             msg: msg.to_string(),
+            cause: None,
+        }
+    }
+
+    /// A source error whose message is its cause's text; the cause stays
+    /// the source.
+    pub fn source_from(
+        what: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        let cause = cause.into();
+        Error::Source {
+            what: what.into(),
+            msg: cause.to_string(),
+            cause: Some(cause),
+        }
+    }
+
+    /// A source error that reads `context: cause`; the cause stays the source.
+    pub fn source_with(
+        what: impl Into<String>,
+        context: &str,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        let cause = cause.into();
+        Error::Source {
+            what: what.into(),
+            msg: format!("{context}: {cause}"),
+            cause: Some(cause),
         }
     }
 
@@ -307,6 +348,7 @@ mod tests {
             step: "dns".into(),
             msg: "x".into(),
             permanent: false,
+            cause: None,
         };
         assert_eq!(failed.exit_code(), exit::FAILOVER_STEP_FAILED);
     }
@@ -330,6 +372,19 @@ mod tests {
             "restore: cfg/x/files.tar.gz: damaged sparse map"
         );
         assert_eq!(e.exit_code(), exit::FAILED);
+    }
+
+    #[test]
+    fn source_errors_keep_their_cause_and_read_as_before() {
+        let io = || io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        let e = Error::source_with("redis h:1", "cannot connect", io());
+        assert_eq!(e.to_string(), "source redis h:1: cannot connect: refused");
+        assert_eq!(one_line(&e), e.to_string());
+        let cause = std::error::Error::source(&e).expect("cause kept");
+        assert!(cause.downcast_ref::<io::Error>().is_some(), "typed cause");
+        let e = Error::source_from("/x", io());
+        assert_eq!(one_line(&e), "source /x: refused");
+        assert!(std::error::Error::source(&Error::source_err("/x", "gone")).is_none());
     }
 
     #[test]

@@ -13,7 +13,8 @@ pub use crate::backup::source::files::FilesSpec;
 pub use crate::backup::source::mysql::{Consistency, MysqlSpec, TlsSpec};
 pub use crate::backup::source::redis::RedisSpec;
 pub use crate::backup::source::SourceSpec;
-use crate::base::toml_loc::toml_line;
+use crate::backup::source::{Kind, PolicyInput, PolicyKeys};
+use crate::base::toml_loc::{key_of_value_error, struct_keys, toml_line};
 pub use crate::base::{parse_duration, parse_size, Secret};
 use crate::error::{Error, Result};
 pub use crate::pipeline::encrypt::EncryptionSpec;
@@ -28,7 +29,7 @@ pub use crate::store::{ObjectLock, StoreSpec};
 struct RawPolicy {
     store: RawStore,
     #[serde(default, rename = "job")]
-    jobs: Vec<RawJob>,
+    jobs: Vec<toml::Table>,
     daemon: Option<RawDaemon>,
     #[serde(default, rename = "channel")]
     channels: Vec<toml::Table>,
@@ -94,8 +95,9 @@ struct RawEncryption {
     passphrase_file: Option<PathBuf>,
 }
 
-/// One flat table for every job kind: the kind decides which keys apply, and
-/// a key that does not apply to the kind is an error (not silently ignored).
+/// The keys every `[[job]]` reads, whatever its kind; the rest of the table
+/// belongs to the kind (`FromPolicy::Keys` beside each source), and a key of
+/// another kind is an error (not silently ignored).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawJob {
@@ -111,35 +113,17 @@ struct RawJob {
     catch_up: Option<bool>,
     verify_after_backup: Option<bool>,
     drill: Option<RawDrill>,
-    // files
-    paths: Option<Vec<PathBuf>>,
-    exclude: Option<Vec<String>>,
-    // mysql + redis
-    url: Option<String>,
-    password_env: Option<String>,
-    password_file: Option<PathBuf>,
-    // mysql
-    databases: Option<Vec<String>>,
-    exclude_tables: Option<Vec<String>>,
-    threads: Option<usize>,
-    consistency: Option<String>,
-    tls: Option<TlsSpec>,
     encryption: Option<RawEncryption>,
-    /// mysql: the continuous binlog archive (PITR), see docs/pitr.md.
-    binlog: Option<RawBinlog>,
-    // redis
-    username: Option<String>,
-    cluster: Option<bool>,
 }
 
-/// `binlog = { flush-interval = "5s", segment-size = "16MiB", server-id = 4242, keep = "2d" }`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawBinlog {
-    flush_interval: Option<String>,
-    segment_size: Option<String>,
-    server_id: Option<i64>,
-    keep: Option<String>,
+/// One `[[job]]` table as read, before it is checked: the common keys, the
+/// kind's own keys (None for a kind that does not exist) and the first key
+/// that belongs to another kind.
+#[derive(Debug)]
+struct ReadJob {
+    common: RawJob,
+    source: Option<(Kind, PolicyKeys)>,
+    misplaced: Option<&'static str>,
 }
 
 /// `drill = { schedule = "0 5 * * 0", target = "mysql://…", … }`.
@@ -469,6 +453,14 @@ impl Policy {
             )
         })?;
         let loc = Locator { text };
+        // Every job's keys are read (strictly) before anything is checked,
+        // as when the whole file was one serde struct.
+        let read: Vec<ReadJob> = raw
+            .jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| read_job(file, &loc, i, t))
+            .collect::<Result<_>>()?;
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let store_encryption = match &raw.store.encryption {
             Some(e) => Some(validate_encryption(&base, e).map_err(|m| {
@@ -487,7 +479,7 @@ impl Policy {
             .as_ref()
             .map(|p| resolve(&base, p));
         let store = validate_store(file, &loc, &base, raw.store)?;
-        if raw.jobs.is_empty() {
+        if read.is_empty() {
             return Err(Error::config(
                 file,
                 None,
@@ -497,19 +489,20 @@ impl Policy {
         }
         let mut names = BTreeSet::new();
         let mut jobs = Vec::new();
-        for (i, j) in raw.jobs.into_iter().enumerate() {
+        for (i, j) in read.into_iter().enumerate() {
+            let name = j.common.name.clone();
             let err = |key: &str, msg: String| {
                 Error::config(
                     file,
                     loc.job(i, Some(key)),
                     Some(key),
-                    format!("job {:?}: key `{key}`: {msg}", j.name),
+                    format!("job {name:?}: key `{key}`: {msg}"),
                 )
             };
-            if !names.insert(j.name.clone()) {
+            if !names.insert(name.clone()) {
                 return Err(err("name", "another job has the same name".into()));
             }
-            let mut job = validate_job(&base, &err, &j)?;
+            let mut job = validate_job(&base, &err, j)?;
             if job.encryption.is_none() {
                 job.encryption = store_encryption.clone();
             }
@@ -565,51 +558,107 @@ impl Policy {
     }
 }
 
-/// An absolute, lexically normalised path (relative ones are taken from
-/// the policy file's folder), so archive names and messages are stable.
 fn resolve(base: &Path, p: &Path) -> PathBuf {
-    let joined = if p.is_absolute() {
-        p.to_path_buf()
-    } else if base.is_absolute() {
-        base.join(p)
-    } else {
-        std::env::current_dir()
-            .unwrap_or_else(|_| PathBuf::from("/"))
-            .join(base)
-            .join(p)
+    crate::base::resolve_path(base, p)
+}
+
+/// Reads the `index`-th `[[job]]` table: the common keys into `RawJob`, the
+/// kind's keys into its `PolicyKeys`; a key no kind reads is unknown. Serde
+/// errors read as they did when the job was one struct: the message at the
+/// key's line.
+fn read_job(file: &Path, loc: &Locator, index: usize, mut t: toml::Table) -> Result<ReadJob> {
+    let value_err = |e: toml::de::Error| {
+        let key = key_of_value_error(&e);
+        Error::config(
+            file,
+            loc.job(index, key.as_deref()),
+            None,
+            e.message().replace('\n', " "),
+        )
     };
-    let mut out = PathBuf::from("/");
-    for c in joined.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
+    let common_keys = struct_keys::<RawJob>();
+    let source_keys = Kind::all_policy_keys();
+    if let Some(k) = t
+        .keys()
+        .find(|k| !common_keys.contains(&k.as_str()) && !source_keys.contains(&k.as_str()))
+    {
+        let expected: Vec<String> = common_keys
+            .iter()
+            .chain(&source_keys)
+            .map(|k| format!("`{k}`"))
+            .collect();
+        return Err(Error::config(
+            file,
+            loc.job(index, Some(k.as_str())),
+            None,
+            format!(
+                "unknown field `{k}`, expected one of {}",
+                expected.join(", ")
+            ),
+        ));
+    }
+    let kind = t
+        .get("kind")
+        .and_then(|v| v.as_str())
+        .and_then(Kind::from_name);
+    let own = kind.map(|k| k.policy_keys()).unwrap_or_default();
+    let mut mine = toml::Table::new();
+    let mut others = Vec::new();
+    for k in source_keys {
+        if let Some(v) = t.remove(k) {
+            if own.contains(&k) {
+                mine.insert(k.to_owned(), v);
+            } else {
+                others.push(k);
             }
-            std::path::Component::Normal(n) => out.push(n),
-            _ => {}
         }
     }
-    out
+    let common: RawJob = toml::Value::Table(t).try_into().map_err(value_err)?;
+    let source = match kind {
+        Some(k) => Some((k, k.read_keys(mine).map_err(value_err)?)),
+        None => None,
+    };
+    Ok(ReadJob {
+        common,
+        source,
+        misplaced: others.first().copied(),
+    })
+}
+
+/// Why an `encryption = { … }` table is refused.
+#[derive(Debug, thiserror::Error)]
+enum EncryptionError {
+    #[error("recipients: list at least one age public key")]
+    NoRecipient,
+    #[error("recipients: {0:?} is not an age X25519 public key (age1…)")]
+    NotARecipient(String),
+    #[error("set recipients, passphrase-env or passphrase-file")]
+    NothingSet,
+    #[error(
+        "use recipients or one passphrase source, not several (age allows a passphrase only alone)"
+    )]
+    Several,
 }
 
 fn validate_encryption(
     base: &Path,
     e: &RawEncryption,
-) -> std::result::Result<EncryptionSpec, String> {
+) -> std::result::Result<EncryptionSpec, EncryptionError> {
     match (&e.recipients, &e.passphrase_env, &e.passphrase_file) {
         (Some(r), None, None) => {
             if r.is_empty() {
-                return Err("recipients: list at least one age public key".into());
+                return Err(EncryptionError::NoRecipient);
             }
             for key in r {
                 key.parse::<age::x25519::Recipient>()
-                    .map_err(|_| format!("recipients: {key:?} is not an age X25519 public key (age1…)"))?;
+                    .map_err(|_| EncryptionError::NotARecipient(key.clone()))?;
             }
             Ok(EncryptionSpec::Recipients(r.clone()))
         }
         (None, Some(v), None) => Ok(EncryptionSpec::Passphrase(Secret::Env(v.clone()))),
         (None, None, Some(f)) => Ok(EncryptionSpec::Passphrase(Secret::File(resolve(base, f)))),
-        (None, None, None) => Err("set recipients, passphrase-env or passphrase-file".into()),
-        _ => Err("use recipients or one passphrase source, not several (age allows a passphrase only alone)".into()),
+        (None, None, None) => Err(EncryptionError::NothingSet),
+        _ => Err(EncryptionError::Several),
     }
 }
 
@@ -789,7 +838,8 @@ fn parse_jitter(s: &str) -> std::result::Result<Duration, crate::base::DurationE
     parse_duration(s)
 }
 
-fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) -> Result<Job> {
+fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob) -> Result<Job> {
+    let j = &read.common;
     if j.name.is_empty()
         || !j
             .name
@@ -817,15 +867,6 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
             .ok_or_else(|| err("compression", format!("{c:?} is not gzip, zstd or none")))?,
         None => Compression::Gzip { level: 6 },
     };
-    // SQL text compresses well at gzip level 3 (bench/mysql.sh: 1.05x the
-    // size of gzip -6 in about 0.6x the time) and dumps are CPU-bound: the
-    // default level for mysql jobs.
-    if j.kind == "mysql"
-        && j.compression_level.is_none()
-        && compression == (Compression::Gzip { level: 6 })
-    {
-        compression = Compression::Gzip { level: 3 };
-    }
     if let Some(level) = j.compression_level {
         compression = match compression {
             Compression::Gzip { .. } if (1..=9).contains(&level) => Compression::Gzip { level },
@@ -874,165 +915,37 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
         None => None,
     };
 
-    let set = |k: &'static str, v: bool| (k, v);
-    let files_keys = [
-        set("paths", j.paths.is_some()),
-        set("exclude", j.exclude.is_some()),
-    ];
-    let conn_keys = [
-        set("url", j.url.is_some()),
-        set("password-env", j.password_env.is_some()),
-        set("password-file", j.password_file.is_some()),
-    ];
-    let mysql_keys = [
-        set("databases", j.databases.is_some()),
-        set("exclude-tables", j.exclude_tables.is_some()),
-        set("threads", j.threads.is_some()),
-        set("consistency", j.consistency.is_some()),
-        set("tls", j.tls.is_some()),
-        set("binlog", j.binlog.is_some()),
-    ];
-    let redis_keys = [
-        set("username", j.username.is_some()),
-        set("cluster", j.cluster.is_some()),
-    ];
-    let reject = |keys: &[(&'static str, bool)]| -> Result<()> {
-        for (k, on) in keys {
-            if *on {
-                return Err(err(k, format!("does not apply to kind = \"{}\"", j.kind)));
-            }
-        }
-        Ok(())
+    let Some((kind, keys)) = read.source else {
+        return Err(err(
+            "kind",
+            format!("{:?} is not {}", j.kind, Kind::names_sentence()),
+        ));
     };
-    let secret = || -> Result<Secret> {
-        match (&j.password_env, &j.password_file) {
-            (Some(_), Some(_)) => Err(err(
-                "password-file",
-                "set password-env or password-file, not both".into(),
-            )),
-            (Some(v), None) => Ok(Secret::Env(v.clone())),
-            (None, Some(f)) => Ok(Secret::File(resolve(base, f))),
-            (None, None) => Ok(Secret::None),
-        }
-    };
-    let url = |schemes: &[&str]| -> Result<String> {
-        let u = j
-            .url
-            .clone()
-            .ok_or_else(|| err("url", format!("required for kind = \"{}\"", j.kind)))?;
-        if !schemes.iter().any(|s| u.starts_with(&format!("{s}://"))) {
-            return Err(err(
-                "url",
-                format!("must start with {}://", schemes.join(":// or ")),
-            ));
-        }
-        let rest = u.split_once("://").map(|x| x.1).unwrap_or("");
-        let authority = rest.split('/').next().unwrap_or("");
-        if authority.contains(':')
-            && authority.contains('@')
-            && authority.split('@').next().unwrap_or("").contains(':')
-        {
-            // Never accept a password inside the URL: it would end up in logs and ps.
-            return Err(err(
-                "url",
-                "must not contain a password; use password-env or password-file".into(),
-            ));
-        }
-        Ok(u)
-    };
-
-    let source = match j.kind.as_str() {
-        "files" => {
-            reject(&conn_keys)?;
-            reject(&mysql_keys)?;
-            reject(&redis_keys)?;
-            let paths = j
-                .paths
-                .clone()
-                .ok_or_else(|| err("paths", "required for kind = \"files\"".into()))?;
-            if paths.is_empty() {
-                return Err(err("paths", "list at least one folder".into()));
-            }
-            let exclude = j.exclude.clone().unwrap_or_default();
-            for g in &exclude {
-                globset::Glob::new(g.trim_end_matches('/'))
-                    .map_err(|e| err("exclude", format!("{g:?}: {e}")))?;
-            }
-            SourceSpec::Files(FilesSpec {
-                paths: paths.iter().map(|p| resolve(base, p)).collect(),
-                exclude,
-            })
-        }
-        "mysql" => {
-            reject(&files_keys)?;
-            reject(&redis_keys)?;
-            let consistency = match j.consistency.as_deref() {
-                None | Some("snapshot") => Consistency::Snapshot,
-                Some("lock") => Consistency::Lock,
-                Some(o) => {
-                    return Err(err(
-                        "consistency",
-                        format!("{o:?} is not \"snapshot\" or \"lock\""),
-                    ))
-                }
-            };
-            let threads = j.threads.unwrap_or_else(crate::base::parallelism);
-            if threads == 0 || threads > 64 {
-                return Err(err("threads", "must be between 1 and 64".into()));
-            }
-            SourceSpec::Mysql(MysqlSpec {
-                url: url(&["mysql"])?,
-                password: secret()?,
-                databases: j.databases.clone().unwrap_or_default(),
-                exclude_tables: j.exclude_tables.clone().unwrap_or_default(),
-                threads,
-                consistency,
-                tls: j.tls.clone(),
-                binlog: match &j.binlog {
-                    Some(b) => Some(
-                        crate::backup::binlog::BinlogSpec::validate(
-                            &j.name,
-                            b.flush_interval.as_deref(),
-                            b.segment_size.as_deref(),
-                            b.server_id,
-                            b.keep.as_deref(),
-                        )
-                        .map_err(|m| err("binlog", m))?,
-                    ),
-                    None => None,
-                },
-            })
-        }
-        "redis" => {
-            reject(&files_keys)?;
-            reject(&mysql_keys)?;
-            SourceSpec::Redis(RedisSpec {
-                url: url(&["redis", "rediss"])?,
-                username: j.username.clone(),
-                password: secret()?,
-                cluster: j.cluster,
-            })
-        }
-        other => {
-            return Err(err(
-                "kind",
-                format!("{other:?} is not files, mysql or redis"),
-            ))
-        }
-    };
+    if let Some(k) = read.misplaced {
+        return Err(err(k, format!("does not apply to kind = \"{}\"", j.kind)));
+    }
+    let source = keys.into_spec(&PolicyInput::new(&j.name, kind, base, err))?;
+    // The kind's own default level (mysql: 3) for a plain gzip.
+    if j.compression_level.is_none() && compression == (Compression::Gzip { level: 6 }) {
+        compression = Compression::Gzip {
+            level: source.info().default_gzip_level(),
+        };
+    }
     let encryption = match &j.encryption {
-        Some(e) => Some(validate_encryption(base, e).map_err(|m| err("encryption", m))?),
+        Some(e) => {
+            Some(validate_encryption(base, e).map_err(|m| err("encryption", m.to_string()))?)
+        }
         None => None,
     };
     let drill = match &j.drill {
         Some(d) => {
-            if d.point_in_time.is_some() && j.binlog.is_none() {
+            if d.point_in_time.is_some() && !source.info().has_archive() {
                 return Err(err(
                     "drill",
                     "point-in-time drills need the job's binlog archive (binlog = { … })".into(),
                 ));
             }
-            Some(validate_drill(base, err, &j.kind, d)?)
+            Some(validate_drill(base, err, kind, d)?)
         }
         None => None,
     };
@@ -1054,27 +967,32 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, j: &RawJob) ->
 fn validate_drill(
     base: &Path,
     err: &dyn Fn(&str, String) -> Error,
-    kind: &str,
+    kind: Kind,
     d: &RawDrill,
 ) -> Result<DrillSpec> {
     let bad = |m: String| err("drill", m);
     let schedule = Schedule::parse(&d.schedule).map_err(|m| bad(format!("schedule: {m}")))?;
-    let only = |key: &str, set: bool, for_kind: &str| -> Result<()> {
-        if set && kind != for_kind {
-            return Err(bad(format!("{key} applies to {for_kind} drills only")));
+    // Each kind names the drill keys it reads (FromPolicy::DRILL_KEYS).
+    let only = |key: &str, set: bool| -> Result<()> {
+        if set && !kind.drill_keys().contains(&key) {
+            let owners: Vec<&str> = Kind::ALL
+                .iter()
+                .filter(|k| k.drill_keys().contains(&key))
+                .map(|k| k.name())
+                .collect();
+            return Err(bad(format!(
+                "{key} applies to {} drills only",
+                owners.join(" and ")
+            )));
         }
         Ok(())
     };
-    only("target", d.target.is_some(), "mysql")?;
-    only("password-env", d.password_env.is_some(), "mysql")?;
-    only("password-file", d.password_file.is_some(), "mysql")?;
-    only(
-        "allow-source-server",
-        d.allow_source_server.is_some(),
-        "mysql",
-    )?;
-    only("scratch", d.scratch.is_some(), "files")?;
-    only("point-in-time", d.point_in_time.is_some(), "mysql")?;
+    only("target", d.target.is_some())?;
+    only("password-env", d.password_env.is_some())?;
+    only("password-file", d.password_file.is_some())?;
+    only("allow-source-server", d.allow_source_server.is_some())?;
+    only("scratch", d.scratch.is_some())?;
+    only("point-in-time", d.point_in_time.is_some())?;
     let point_in_time = match d.point_in_time.as_deref() {
         None => false,
         Some("newest") => true,
@@ -1090,15 +1008,15 @@ fn validate_drill(
                 .into(),
         ));
     }
-    if kind == "mysql" {
+    if let Some(scheme) = kind.drill_target_scheme() {
         match &d.target {
             None => {
-                return Err(bad(
-                    "target = \"mysql://user@host:port\" (a scratch server) is required for mysql drills".into(),
-                ))
+                return Err(bad(format!(
+                    "target = \"{scheme}://user@host:port\" (a scratch server) is required for {kind} drills"
+                )))
             }
-            Some(t) if !t.starts_with("mysql://") => {
-                return Err(bad(format!("target {t:?} must start with mysql://")))
+            Some(t) if !t.starts_with(&format!("{scheme}://")) => {
+                return Err(bad(format!("target {t:?} must start with {scheme}://")))
             }
             Some(t)
                 if t.split_once("://")
@@ -1199,6 +1117,108 @@ keep = { within = "30d", last = 3 }
             s.contains("/etc/cexdr/p.toml:10:") && s.contains("`threads`"),
             "{s}"
         );
+    }
+
+    /// A minimal valid job table of each kind (its own required keys).
+    fn minimal(kind: Kind) -> &'static str {
+        match kind.name() {
+            "files" => "paths = [\"/etc\"]\n",
+            "mysql" => "url = \"mysql://u@db:3306\"\n",
+            "redis" => "url = \"redis://cache:6379\"\n",
+            other => panic!("add a minimal {other} job to this test"),
+        }
+    }
+
+    /// Each kind reads its own keys (FromPolicy::Keys) and refuses, at the
+    /// key's line, every key that belongs only to other kinds.
+    #[test]
+    fn every_kind_rejects_the_keys_of_the_others() {
+        let head = "[store]\nkind = \"local\"\npath = \"r\"\n[[job]]\nname = \"j\"\n";
+        for kind in Kind::ALL.iter().copied() {
+            let job = format!("{head}kind = \"{kind}\"\n{}", minimal(kind));
+            parse(&job).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            for key in Kind::all_policy_keys() {
+                if kind.policy_keys().contains(&key) {
+                    continue;
+                }
+                let text = format!("{job}{key} = 1\n");
+                let line = text.lines().count();
+                let e = parse(&text).unwrap_err();
+                assert_eq!(
+                    e.to_string(),
+                    format!("/etc/cexdr/p.toml:{line}: job \"j\": key `{key}`: does not apply to kind = \"{kind}\""),
+                );
+                assert_eq!(e.exit_code(), 2);
+            }
+        }
+    }
+
+    /// Each kind names its drill keys; a drill key of another kind names
+    /// the kind it applies to, and mysql drills need a mysql:// target.
+    #[test]
+    fn drill_keys_belong_to_their_kinds() {
+        let head = "[store]\nkind = \"local\"\npath = \"r\"\n[[job]]\nname = \"j\"\n";
+        let job = |kind: Kind, drill: &str| {
+            format!(
+                "{head}kind = \"{kind}\"\n{}drill = {{ schedule = \"0 5 * * 0\"{drill} }}\n",
+                minimal(kind)
+            )
+        };
+        let msg = |text: String| parse(&text).unwrap_err().to_string();
+        let files = Kind::from_name("files").unwrap();
+        let mysql = Kind::from_name("mysql").unwrap();
+        assert!(parse(&job(files, ", scratch = \"/tmp\"")).is_ok());
+        assert!(msg(job(files, ", target = \"mysql://u@s:3306\""))
+            .ends_with("key `drill`: target applies to mysql drills only"));
+        assert!(msg(job(
+            mysql,
+            ", target = \"mysql://u@s:3306\", scratch = \"/tmp\""
+        ))
+        .ends_with("key `drill`: scratch applies to files drills only"));
+        assert!(msg(job(mysql, "")).ends_with(
+            "key `drill`: target = \"mysql://user@host:port\" (a scratch server) is required for mysql drills"
+        ));
+        assert!(msg(job(mysql, ", target = \"redis://s:1\""))
+            .ends_with("key `drill`: target \"redis://s:1\" must start with mysql://"));
+        assert!(parse(&job(mysql, ", target = \"mysql://u@s:3306\"")).is_ok());
+    }
+
+    #[test]
+    fn unknown_and_mistyped_source_keys_name_their_line() {
+        let text = format!("{OK}thread = 4\n");
+        let s = parse(&text).unwrap_err().to_string();
+        assert!(
+            s.starts_with(
+                "/etc/cexdr/p.toml:12: unknown field `thread`, expected one of `name`, `kind`,"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("`paths`") && s.contains("`cluster`"), "{s}");
+        let mysql = "[store]\nkind = \"local\"\npath = \"r\"\n[[job]]\nname = \"db\"\nkind = \"mysql\"\nurl = \"mysql://u@db:3306\"\nthreads = \"four\"\n";
+        let s = parse(mysql).unwrap_err().to_string();
+        assert!(
+            s.starts_with("/etc/cexdr/p.toml:8: invalid type: string \"four\""),
+            "{s}"
+        );
+        let binlog = mysql.replace(
+            "threads = \"four\"",
+            "binlog = { keep = \"2d\", flush = \"5s\" }",
+        );
+        let s = parse(&binlog).unwrap_err().to_string();
+        assert!(
+            s.starts_with("/etc/cexdr/p.toml:8: unknown field `flush`"),
+            "{s}"
+        );
+        let range = mysql.replace("threads = \"four\"", "binlog = { flush-interval = \"2h\" }");
+        let s = parse(&range).unwrap_err().to_string();
+        assert!(
+            s.ends_with(
+                "p.toml:8: job \"db\": key `binlog`: flush-interval: must be between 1s and 1h"
+            ),
+            "{s}"
+        );
+        let p = parse(&mysql.replace("threads = \"four\"", "threads = 4")).unwrap();
+        assert_eq!(p.jobs[0].compression, Compression::Gzip { level: 3 });
     }
 
     #[test]

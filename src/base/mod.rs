@@ -26,6 +26,33 @@ pub fn host_name() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
+/// An absolute, lexically normalised path (relative ones are taken from
+/// `base`, a policy file's folder), so archive names and messages are stable.
+pub fn resolve_path(base: &std::path::Path, p: &std::path::Path) -> std::path::PathBuf {
+    use std::path::{Component, PathBuf};
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else if base.is_absolute() {
+        base.join(p)
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(base)
+            .join(p)
+    };
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Cores available to this process (compression threads, restore lanes,
 /// default MySQL dump threads).
 pub fn parallelism() -> usize {

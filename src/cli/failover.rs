@@ -147,28 +147,28 @@ struct Archives;
 
 struct TopUp(crate::backup::binlog::topup::TopUp);
 
+use crate::failover::archive::ArchiveError;
+
 #[async_trait::async_trait]
 impl crate::failover::archive::OpenArchive for Archives {
     async fn open(
         &self,
         r: &crate::failover::archive::ArchiveRef,
-    ) -> std::result::Result<std::sync::Arc<dyn crate::failover::archive::ArchiveTopUp>, String>
+    ) -> std::result::Result<std::sync::Arc<dyn crate::failover::archive::ArchiveTopUp>, ArchiveError>
     {
         crate::backup::binlog::topup::TopUp::open(&r.policy, &r.job, r.identity_file.as_deref())
             .await
             .map(|t| std::sync::Arc::new(TopUp(t)) as _)
-            .map_err(|e| crate::error::one_line(&e))
+            .map_err(ArchiveError::of)
     }
 }
 
 #[async_trait::async_trait]
 impl crate::failover::archive::ArchiveTopUp for TopUp {
-    async fn head(&self) -> std::result::Result<Option<crate::failover::archive::Head>, String> {
-        let h = self
-            .0
-            .head()
-            .await
-            .map_err(|e| crate::error::one_line(&e))?;
+    async fn head(
+        &self,
+    ) -> std::result::Result<Option<crate::failover::archive::Head>, ArchiveError> {
+        let h = self.0.head().await.map_err(ArchiveError::of)?;
         Ok(h.map(|h| crate::failover::archive::Head {
             timeline: h.timeline,
             server_id: h.server_id,
@@ -183,20 +183,19 @@ impl crate::failover::archive::ArchiveTopUp for TopUp {
     async fn commit_time(
         &self,
         gtid: &str,
-    ) -> std::result::Result<Option<chrono::DateTime<chrono::Utc>>, String> {
-        let g = gtid.parse()?;
-        self.0
-            .commit_time(&g)
-            .await
-            .map_err(|e| crate::error::one_line(&e))
+    ) -> std::result::Result<Option<chrono::DateTime<chrono::Utc>>, ArchiveError> {
+        let g = gtid
+            .parse()
+            .map_err(|e: crate::backup::binlog::GtidError| ArchiveError::of(e))?;
+        self.0.commit_time(&g).await.map_err(ArchiveError::of)
     }
 
     async fn apply(
         &self,
         from: &str,
         to: &crate::failover::archive::Target,
-    ) -> std::result::Result<crate::failover::archive::Applied, String> {
-        let from = crate::backup::binlog::GtidState::parse(from)?;
+    ) -> std::result::Result<crate::failover::archive::Applied, ArchiveError> {
+        let from = crate::backup::binlog::GtidState::parse(from).map_err(ArchiveError::of)?;
         let to = crate::backup::binlog::topup::Target {
             host: to.host.clone(),
             port: to.port,
@@ -204,11 +203,7 @@ impl crate::failover::archive::ArchiveTopUp for TopUp {
             password: to.password.clone(),
             lock: to.lock.clone(),
         };
-        let r = self
-            .0
-            .apply(&from, &to)
-            .await
-            .map_err(|e| crate::error::one_line(&e))?;
+        let r = self.0.apply(&from, &to).await.map_err(ArchiveError::of)?;
         Ok(crate::failover::archive::Applied {
             transactions: r.transactions,
             first_gtid: r.first_gtid,

@@ -22,18 +22,50 @@ pub struct ArchiveRef {
     pub identity_file: Option<PathBuf>,
 }
 
+/// Why an `archive = { … }` table is refused; the text names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArchiveRefError {
+    #[error("policy: give the backup policy file")]
+    NoPolicy,
+    #[error("job: {0:?} is not a job name")]
+    Job(String),
+    #[error("identity-file: empty path")]
+    EmptyIdentityFile,
+}
+
+/// Why the archive could not be opened, read or applied, in the words the
+/// step shows (`msg`); the backup flow's error behind it stays the source.
+#[derive(Debug, thiserror::Error)]
+#[error("{msg}")]
+pub struct ArchiveError {
+    pub msg: String,
+    #[source]
+    pub cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ArchiveError {
+    /// The cause's whole chain on one line as the message, the cause kept.
+    pub fn of(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ArchiveError {
+        let cause = cause.into();
+        ArchiveError {
+            msg: crate::error::one_line(cause.as_ref()),
+            cause: Some(cause),
+        }
+    }
+}
+
 impl ArchiveRef {
     /// Shape only (no I/O): `runbook check` runs this.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), ArchiveRefError> {
         if self.policy.as_os_str().is_empty() {
-            return Err("policy: give the backup policy file".into());
+            return Err(ArchiveRefError::NoPolicy);
         }
         let j = self.job.trim();
         if j.is_empty() || j != self.job || j.contains('/') {
-            return Err(format!("job: {:?} is not a job name", self.job));
+            return Err(ArchiveRefError::Job(self.job.clone()));
         }
         if matches!(&self.identity_file, Some(f) if f.as_os_str().is_empty()) {
-            return Err("identity-file: empty path".into());
+            return Err(ArchiveRefError::EmptyIdentityFile);
         }
         Ok(())
     }
@@ -90,17 +122,23 @@ pub struct Applied {
 pub trait ArchiveTopUp: Send + Sync {
     /// The newest archived position of the newest timeline (loads the
     /// manifests); None: nothing archived.
-    async fn head(&self) -> std::result::Result<Option<Head>, String>;
+    async fn head(&self) -> std::result::Result<Option<Head>, ArchiveError>;
     /// The commit time (seconds precision) of one archived GTID, if archived.
-    async fn commit_time(&self, gtid: &str) -> std::result::Result<Option<DateTime<Utc>>, String>;
+    async fn commit_time(
+        &self,
+        gtid: &str,
+    ) -> std::result::Result<Option<DateTime<Utc>>, ArchiveError>;
     /// Applies every archived transaction after `from` up to the head (each
     /// domain), GTIDs preserved, nothing already in `from`.
-    async fn apply(&self, from: &str, to: &Target) -> std::result::Result<Applied, String>;
+    async fn apply(&self, from: &str, to: &Target) -> std::result::Result<Applied, ArchiveError>;
 }
 
 #[async_trait]
 pub trait OpenArchive: Send + Sync {
-    async fn open(&self, r: &ArchiveRef) -> std::result::Result<Arc<dyn ArchiveTopUp>, String>;
+    async fn open(
+        &self,
+        r: &ArchiveRef,
+    ) -> std::result::Result<Arc<dyn ArchiveTopUp>, ArchiveError>;
 }
 
 /// The opener the engine carries to the steps (`RunInfo::archives`).
@@ -126,11 +164,11 @@ mod tests {
             job: " x".into(),
             ..r.clone()
         };
-        assert!(bad.validate().unwrap_err().contains("job"));
+        assert!(bad.validate().unwrap_err().to_string().contains("job"));
         let bad = ArchiveRef {
             policy: PathBuf::new(),
             ..r
         };
-        assert!(bad.validate().unwrap_err().contains("policy"));
+        assert!(bad.validate().unwrap_err().to_string().contains("policy"));
     }
 }

@@ -307,11 +307,34 @@ pub async fn send(channel: &ChannelSpec, msg: &Message) -> Result<()> {
             }
             Ok(())
         }
-        ChannelSpec::Email(e) => send_email(e, msg).await.map_err(fail),
+        ChannelSpec::Email(e) => send_email(e, msg)
+            .await
+            .map_err(|err| fail(err.to_string())),
     }
 }
 
-async fn send_email(e: &EmailSpec, msg: &Message) -> std::result::Result<(), String> {
+/// Why an email was not sent; the text is what a delivery records.
+#[derive(Debug, thiserror::Error)]
+enum EmailError {
+    #[error("from: {0}")]
+    From(#[source] lettre::address::AddressError),
+    #[error("to {to}: {source}")]
+    To {
+        to: String,
+        #[source]
+        source: lettre::address::AddressError,
+    },
+    #[error("{0}")]
+    Message(#[source] lettre::error::Error),
+    #[error("{0}")]
+    Relay(#[source] lettre::transport::smtp::Error),
+    #[error("{0}")]
+    Password(#[source] Box<Error>),
+    #[error("{}", crate::error::one_line(.0))]
+    Send(#[source] lettre::transport::smtp::Error),
+}
+
+async fn send_email(e: &EmailSpec, msg: &Message) -> std::result::Result<(), EmailError> {
     use lettre::message::header::ContentType;
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -323,20 +346,23 @@ async fn send_email(e: &EmailSpec, msg: &Message) -> std::result::Result<(), Str
         body.push_str(&format!("\n{k}: {v}"));
     }
     let mut b = lettre::Message::builder()
-        .from(e.from.parse().map_err(|err| format!("from: {err}"))?)
+        .from(e.from.parse().map_err(EmailError::From)?)
         .subject(&msg.subject)
         .message_id(Some(format!("<{}@cexdr>", msg.id)))
         .header(ContentType::TEXT_PLAIN);
     for to in &e.to {
-        b = b.to(to.parse().map_err(|err| format!("to {to}: {err}"))?);
+        b = b.to(to.parse().map_err(|source| EmailError::To {
+            to: to.clone(),
+            source,
+        })?);
     }
-    let email = b.body(body).map_err(|err| err.to_string())?;
+    let email = b.body(body).map_err(EmailError::Message)?;
     let builder = match e.tls {
         SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&e.host)
-            .map_err(|err| err.to_string())?
+            .map_err(EmailError::Relay)?
             .port(e.port.unwrap_or(587)),
         SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&e.host)
-            .map_err(|err| err.to_string())?
+            .map_err(EmailError::Relay)?
             .port(e.port.unwrap_or(465)),
         SmtpTls::Plain => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&e.host)
             .port(e.port.unwrap_or(25)),
@@ -346,7 +372,7 @@ async fn send_email(e: &EmailSpec, msg: &Message) -> std::result::Result<(), Str
     ));
     if let (Some(user), Some(pass)) = (
         &e.username,
-        email_password(e).map_err(|err| err.to_string())?,
+        email_password(e).map_err(|err| EmailError::Password(Box::new(err)))?,
     ) {
         builder = builder.credentials(Credentials::new(user.clone(), pass));
     }
@@ -355,7 +381,7 @@ async fn send_email(e: &EmailSpec, msg: &Message) -> std::result::Result<(), Str
         .send(email)
         .await
         .map(|_| ())
-        .map_err(|err| crate::error::one_line(&err))
+        .map_err(EmailError::Send)
 }
 
 /// Sends and never fails: a failure is logged and returned in the `Delivery`.

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use super::segment::{self, Run, SegmentManifest, ServerIdentity};
 use super::{BinlogSpec, Gtid, GtidState};
 use crate::backup::catalog::{Catalog, ChainLink, TOOL_VERSION};
-use crate::backup::source::mysql::conn::{explain, Server};
+use crate::backup::source::mysql::conn::{explain, MysqlError, Server};
 use crate::backup::source::mysql::MysqlSpec;
 use crate::error::{one_line, Error, Result};
 use crate::pipeline;
@@ -353,7 +353,7 @@ impl Archiver<'_> {
             Ok::<_, mysql_async::Error>(())
         };
         if let Err(e) = setup.await {
-            return Ok(End::Retry(Error::source_err(&what, explain(&e))));
+            return Ok(End::Retry(Error::source_from(&what, MysqlError(e))));
         }
         tracing::info!(job = %self.job, server = %what, mode, timeline, file = %file, pos, gtid = %state, archiver_server_id = self.spec.server_id, "binlog archiver: streaming");
         let req = BinlogStreamRequest::new(self.spec.server_id)
@@ -428,13 +428,14 @@ impl Archiver<'_> {
                     ));
                 }
                 1045 | 1227 | 1044 | 1142 => {
-                    return Err(Error::source_err(
-                        what,
-                        format!(
+                    return Err(Error::Source {
+                        what: what.to_owned(),
+                        msg: format!(
                             "{} (the archiver's user needs REPLICATION SLAVE)",
                             explain(&e)
                         ),
-                    ))
+                        cause: Some(Box::new(MysqlError(e))),
+                    })
                 }
                 4052 => {
                     return Err(Error::source_err(
@@ -448,7 +449,7 @@ impl Archiver<'_> {
                 _ => {}
             }
         }
-        Ok(End::Retry(Error::source_err(what, explain(&e))))
+        Ok(End::Retry(Error::source_from(what, MysqlError(e))))
     }
 
     async fn preflight(
@@ -457,7 +458,7 @@ impl Archiver<'_> {
         server: &Server,
     ) -> std::result::Result<(ServerIdentity, bool), Fail> {
         let what = server.describe();
-        let q = |e: mysql_async::Error| Fail::Retry(Error::source_err(&what, explain(&e)));
+        let q = |e: mysql_async::Error| Fail::Retry(Error::source_from(&what, MysqlError(e)));
         // One variable per SELECT (10.11 returned wrong values otherwise).
         let version: String = conn
             .query_first("SELECT @@version")
@@ -735,7 +736,7 @@ impl Session<'_, '_> {
                         let last = self.last.clone();
                         return self.a.classify(e, &last, file, what).await;
                     }
-                    return Ok(End::Retry(Error::source_err(what, explain(&e))));
+                    return Ok(End::Retry(Error::source_from(what, MysqlError(e))));
                 }
                 Ok(Some(Ok(ev))) => ev,
             };
@@ -1050,7 +1051,7 @@ impl Session<'_, '_> {
         let (put, src, stored) = seg
             .upload
             .await
-            .map_err(|e| Error::source_err(&seg.key, format!("upload task: {e}")))?;
+            .map_err(|e| Error::source_with(&seg.key, "upload task", e))?;
         let stored_bytes = put?;
         let ts = |t: Option<i64>| t.and_then(|t| Utc.timestamp_opt(t, 0).single());
         let m = SegmentManifest {

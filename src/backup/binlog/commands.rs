@@ -232,7 +232,9 @@ pub async fn restore_until(
 /// Parses `--until` / `--until-gtid`.
 pub fn parse_until(time: Option<&str>, gtid: Option<&str>) -> Result<Until> {
     match (time, gtid) {
-        (Some(t), None) => Ok(Until::Time(replay::parse_time(t).map_err(Error::Usage)?)),
+        (Some(t), None) => Ok(Until::Time(
+            replay::parse_time(t).map_err(|e| Error::Usage(e.to_string()))?,
+        )),
         (None, Some(g)) => {
             let s = GtidState::parse(g).map_err(|e| Error::Usage(format!("--until-gtid: {e}")))?;
             if s.is_empty() {

@@ -54,32 +54,39 @@ impl BinlogSpec {
         segment_size: Option<&str>,
         server_id: Option<i64>,
         keep: Option<&str>,
-    ) -> Result<BinlogSpec, String> {
+    ) -> Result<BinlogSpec, BinlogSpecError> {
+        use BinlogSpecError as E;
         let flush_interval = match flush_interval {
-            Some(f) => {
-                crate::base::parse_duration(f).map_err(|m| format!("flush-interval: {m}"))?
-            }
+            Some(f) => crate::base::parse_duration(f).map_err(|source| E::Duration {
+                key: "flush-interval",
+                source,
+            })?,
             None => DEFAULT_FLUSH,
         };
         if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&flush_interval) {
-            return Err("flush-interval: must be between 1s and 1h".into());
+            return Err(E::FlushInterval);
         }
         let segment_size = match segment_size {
-            Some(s) => crate::base::parse_size(s).map_err(|m| format!("segment-size: {m}"))?,
+            Some(s) => crate::base::parse_size(s).map_err(E::Size)?,
             None => DEFAULT_SEGMENT_SIZE,
         };
         if !(64 << 10..=1 << 30).contains(&segment_size) {
-            return Err("segment-size: must be between 64KiB and 1GiB".into());
+            return Err(E::SegmentSize);
         }
         let server_id = match server_id {
             Some(n) => u32::try_from(n)
                 .ok()
                 .filter(|n| *n != 0)
-                .ok_or_else(|| format!("server-id: {n} is not between 1 and 4294967295"))?,
+                .ok_or(E::ServerId(n))?,
             None => default_server_id(job),
         };
         let keep = match keep {
-            Some(k) => Some(crate::base::parse_duration(k).map_err(|m| format!("keep: {m}"))?),
+            Some(k) => Some(
+                crate::base::parse_duration(k).map_err(|source| E::Duration {
+                    key: "keep",
+                    source,
+                })?,
+            ),
             None => None,
         };
         Ok(BinlogSpec {
@@ -89,6 +96,34 @@ impl BinlogSpec {
             keep,
         })
     }
+}
+
+/// Why a `binlog = { … }` table is refused; the text names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum BinlogSpecError {
+    #[error("{key}: {source}")]
+    Duration {
+        key: &'static str,
+        #[source]
+        source: crate::base::DurationError,
+    },
+    #[error("segment-size: {0}")]
+    Size(#[source] crate::base::SizeError),
+    #[error("flush-interval: must be between 1s and 1h")]
+    FlushInterval,
+    #[error("segment-size: must be between 64KiB and 1GiB")]
+    SegmentSize,
+    #[error("server-id: {0} is not between 1 and 4294967295")]
+    ServerId(i64),
+}
+
+/// A GTID or GTID position that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GtidError {
+    #[error("{0:?} is not a MariaDB GTID (domain-server-sequence, e.g. 0-1-42)")]
+    NotAGtid(String),
+    #[error("{pos:?} names domain {domain} twice")]
+    DomainTwice { pos: String, domain: u32 },
 }
 
 pub const DEFAULT_FLUSH: Duration = Duration::from_secs(5);
@@ -117,10 +152,10 @@ impl fmt::Display for Gtid {
 }
 
 impl std::str::FromStr for Gtid {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = GtidError;
+    fn from_str(s: &str) -> Result<Self, GtidError> {
         let p: Vec<&str> = s.trim().split('-').collect();
-        let bad = || format!("{s:?} is not a MariaDB GTID (domain-server-sequence, e.g. 0-1-42)");
+        let bad = || GtidError::NotAGtid(s.to_owned());
         if p.len() != 3 {
             return Err(bad());
         }
@@ -137,12 +172,15 @@ impl std::str::FromStr for Gtid {
 pub struct GtidState(pub BTreeMap<u32, Gtid>);
 
 impl GtidState {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, GtidError> {
         let mut m = BTreeMap::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let g: Gtid = part.parse()?;
             if m.insert(g.domain, g).is_some() {
-                return Err(format!("{s:?} names domain {} twice", g.domain));
+                return Err(GtidError::DomainTwice {
+                    pos: s.to_owned(),
+                    domain: g.domain,
+                });
             }
         }
         Ok(GtidState(m))
@@ -230,7 +268,7 @@ mod tests {
             (None, None, None, Some("x"), "keep"),
         ] {
             let e = BinlogSpec::validate("j", f, s, id, k).unwrap_err();
-            assert!(e.contains(want), "{e}");
+            assert!(e.to_string().contains(want), "{e}");
         }
     }
 

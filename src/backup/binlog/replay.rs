@@ -59,7 +59,7 @@ impl std::fmt::Display for Until {
 
 /// Parses `--until`: RFC 3339 (`2026-12-01T10:42:17.250Z`, any offset) or
 /// `YYYY-MM-DD HH:MM:SS[.fff]` taken as UTC (never the local zone).
-pub fn parse_time(s: &str) -> std::result::Result<DateTime<Utc>, String> {
+pub fn parse_time(s: &str) -> std::result::Result<DateTime<Utc>, TimeError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s.trim()) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -68,10 +68,15 @@ pub fn parse_time(s: &str) -> std::result::Result<DateTime<Utc>, String> {
             return Ok(Utc.from_utc_datetime(&n));
         }
     }
-    Err(format!(
-        "--until {s:?}: expected RFC 3339 (2026-12-01T10:42:17Z) or \"YYYY-MM-DD HH:MM:SS\" in UTC"
-    ))
+    Err(TimeError(s.to_owned()))
 }
+
+/// An `--until` time in neither accepted form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--until {0:?}: expected RFC 3339 (2026-12-01T10:42:17Z) or \"YYYY-MM-DD HH:MM:SS\" in UTC"
+)]
+pub struct TimeError(pub String);
 
 /// What a point-in-time restore will do (`--dry-run` prints it).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -468,8 +473,8 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
     let t0 = Instant::now();
     let binlog_tool = find_program(&["mariadb-binlog", "mysqlbinlog"])?;
     let client = find_program(&["mariadb", "mysql"])?;
-    let base = GtidState::parse(&plan.base_gtid).map_err(refuse)?;
-    let cut = GtidState::parse(&plan.cut_gtid).map_err(refuse)?;
+    let base = GtidState::parse(&plan.base_gtid).map_err(|e| refuse(e.to_string()))?;
+    let cut = GtidState::parse(&plan.cut_gtid).map_err(|e| refuse(e.to_string()))?;
     let mut dec = tokio::process::Command::new(&binlog_tool)
         .args(["--no-defaults", "-"])
         .stdin(Stdio::piped())

@@ -33,6 +33,38 @@ pub struct FilesSpec {
     pub exclude: Vec<String>,
 }
 
+/// The keys of a files job (`paths`, `exclude`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FilesKeys {
+    paths: Option<Vec<PathBuf>>,
+    exclude: Option<Vec<String>>,
+}
+
+impl super::FromPolicy for FilesSpec {
+    type Keys = FilesKeys;
+    /// A drill restores into a scratch folder under `scratch`.
+    const DRILL_KEYS: &'static [&'static str] = &["scratch"];
+
+    fn from_policy(k: FilesKeys, input: &super::PolicyInput<'_>) -> Result<FilesSpec> {
+        let paths = k
+            .paths
+            .ok_or_else(|| input.err("paths", "required for kind = \"files\""))?;
+        if paths.is_empty() {
+            return Err(input.err("paths", "list at least one folder"));
+        }
+        let exclude = k.exclude.unwrap_or_default();
+        for g in &exclude {
+            globset::Glob::new(g.trim_end_matches('/'))
+                .map_err(|e| input.err("exclude", format!("{g:?}: {e}")))?;
+        }
+        Ok(FilesSpec {
+            paths: paths.iter().map(|p| input.resolve(p)).collect(),
+            exclude,
+        })
+    }
+}
+
 impl super::SpecInfo for FilesSpec {
     fn describe(&self) -> String {
         let paths: Vec<_> = self.paths.iter().map(|p| p.display().to_string()).collect();
@@ -537,7 +569,7 @@ impl Source for FilesSource {
                         "is not a folder",
                     ))
                 }
-                Err(e) => return Err(Error::source_err(p.display().to_string(), e)),
+                Err(e) => return Err(Error::source_from(p.display().to_string(), e)),
             }
         }
         let excludes = Excludes::new(&self.spec.exclude)?;
@@ -573,8 +605,8 @@ impl Source for FilesSource {
         let finish = async move {
             let stats = match task.await {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(Error::source_err(format!("job {job}"), e)),
-                Err(e) => return Err(Error::source_err(format!("job {job}"), e)),
+                Ok(Err(e)) => return Err(Error::source_from(format!("job {job}"), e)),
+                Err(e) => return Err(Error::source_from(format!("job {job}"), e)),
             };
             let warnings = std::mem::take(&mut *warnings.lock().unwrap());
             Ok(Report {
@@ -1043,7 +1075,7 @@ pub async fn validate(stream: ByteStream) -> Result<(u64, Vec<String>)> {
         ))
     })
     .await
-    .map_err(|e| Error::source_err("tar", e))?
+    .map_err(|e| Error::source_from("tar", e))?
 }
 
 struct CountingReader<R> {

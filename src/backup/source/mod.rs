@@ -18,10 +18,13 @@ use redis::RedisSpec;
 /// The one list of sources: each line is `Variant(SpecType) => "kind name",
 /// SourceType, KindOps;`. It derives `SourceSpec` (one variant per line),
 /// `Kind` (serialised as the kind name in manifests and `kind = "…"` in
-/// policies), `Kind::ALL`, `Kind::name`, `Kind::ops` and [`build`], so that
-/// a new source is its file plus one line here. `SourceType::new(job,
-/// spec)` opens backups (`Source`); `KindOps` (a unit struct implementing
-/// `SourceKind`) validates, restores and restore-tests them.
+/// policies), `Kind::ALL`, `Kind::name`, `Kind::ops`, the policy keys of
+/// each kind (`Kind::policy_keys`, `Kind::read_keys`, [`PolicyKeys`]) and
+/// [`build`], so that a new source is its file plus one line here.
+/// `SourceType::new(job, spec)` opens backups (`Source`); `KindOps` (a unit
+/// struct implementing `SourceKind`) validates, restores and restore-tests
+/// them; `SpecType` implements [`FromPolicy`] (its keys of a `[[job]]`
+/// table) and [`SpecInfo`].
 macro_rules! sources {
     ($($variant:ident($spec:ty) => $name:literal, $source:ty, $ops:expr;)+) => {
         #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +72,53 @@ macro_rules! sources {
             }
         }
 
+        impl Kind {
+            /// The keys of a `[[job]]` table this kind reads beside the
+            /// common ones (kebab-case, in its `FromPolicy::Keys` order).
+            pub fn policy_keys(self) -> &'static [&'static str] {
+                match self {
+                    $(Kind::$variant => crate::base::toml_loc::struct_keys::<<$spec as FromPolicy>::Keys>(),)+
+                }
+            }
+
+            /// The drill keys this kind reads ([`FromPolicy::DRILL_KEYS`]).
+            pub fn drill_keys(self) -> &'static [&'static str] {
+                match self {
+                    $(Kind::$variant => <$spec as FromPolicy>::DRILL_KEYS,)+
+                }
+            }
+
+            /// [`FromPolicy::DRILL_TARGET_SCHEME`] of this kind.
+            pub fn drill_target_scheme(self) -> Option<&'static str> {
+                match self {
+                    $(Kind::$variant => <$spec as FromPolicy>::DRILL_TARGET_SCHEME,)+
+                }
+            }
+
+            /// Deserialises this kind's keys of a job table (strict: a key
+            /// it does not read is an error).
+            pub fn read_keys(self, keys: toml::Table) -> std::result::Result<PolicyKeys, toml::de::Error> {
+                match self {
+                    $(Kind::$variant => toml::Value::Table(keys).try_into().map(PolicyKeys::$variant),)+
+                }
+            }
+        }
+
+        /// A job's source keys as read by [`Kind::read_keys`], before
+        /// they are checked ([`PolicyKeys::into_spec`]).
+        #[derive(Debug)]
+        pub enum PolicyKeys {
+            $($variant(<$spec as FromPolicy>::Keys),)+
+        }
+
+        impl PolicyKeys {
+            pub fn into_spec(self, input: &PolicyInput<'_>) -> Result<SourceSpec> {
+                match self {
+                    $(PolicyKeys::$variant(keys) => <$spec as FromPolicy>::from_policy(keys, input).map(SourceSpec::$variant),)+
+                }
+            }
+        }
+
         /// The one place that chooses a source implementation.
         pub fn build(job: &str, spec: &SourceSpec) -> Box<dyn Source> {
             let job = job.to_owned();
@@ -88,6 +138,127 @@ sources! {
 impl Kind {
     pub fn from_name(s: &str) -> Option<Kind> {
         Kind::ALL.iter().copied().find(|k| k.name() == s)
+    }
+
+    /// The kind names as a sentence: `files, mysql or redis`.
+    pub fn names_sentence() -> String {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        match names.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+
+    /// Every source key of any kind, each once, in the order of the
+    /// `sources!` list and of each kind's keys.
+    pub fn all_policy_keys() -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for k in Kind::ALL {
+            for key in k.policy_keys() {
+                if !out.contains(key) {
+                    out.push(key);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// How a source spec is read from its job's `[[job]]` table. The policy
+/// parser (`backup/policy.rs`) reads the keys common to every job and hands
+/// the rest, split off by kind, to the kind's `Keys` (a strict serde struct:
+/// its fields are the kind's keys); `from_policy` checks them and builds the
+/// spec. Errors name the key through [`PolicyInput::err`].
+pub trait FromPolicy: Sized {
+    type Keys: serde::de::DeserializeOwned + std::fmt::Debug;
+    /// The keys of the job's `drill = { … }` table this kind reads beside
+    /// `schedule` and `timeout` (the policy refuses the others).
+    const DRILL_KEYS: &'static [&'static str] = &[];
+    /// The URL scheme of the scratch server a drill restores into, when
+    /// the kind's drills need one (`target`, then required).
+    const DRILL_TARGET_SCHEME: Option<&'static str> = None;
+    fn from_policy(keys: Self::Keys, input: &PolicyInput<'_>) -> Result<Self>;
+}
+
+/// What a source spec gets from the policy parser beside its keys: the job,
+/// its kind, the folder relative paths are taken from, and the way to make
+/// an error located at the key (file, line, key), which the parser owns.
+pub struct PolicyInput<'a> {
+    pub job: &'a str,
+    pub kind: Kind,
+    /// The policy file's folder.
+    pub base: &'a std::path::Path,
+    err: &'a dyn Fn(&str, String) -> Error,
+}
+
+impl<'a> PolicyInput<'a> {
+    pub fn new(
+        job: &'a str,
+        kind: Kind,
+        base: &'a std::path::Path,
+        err: &'a dyn Fn(&str, String) -> Error,
+    ) -> Self {
+        PolicyInput {
+            job,
+            kind,
+            base,
+            err,
+        }
+    }
+
+    /// The config error at `key` of the job (`job "x": key `k`: msg`).
+    pub fn err(&self, key: &str, msg: impl Into<String>) -> Error {
+        (self.err)(key, msg.into())
+    }
+
+    /// A path of the policy, absolute and normalised.
+    pub fn resolve(&self, p: &std::path::Path) -> std::path::PathBuf {
+        crate::base::resolve_path(self.base, p)
+    }
+
+    /// `password-env` / `password-file` (at most one of them).
+    pub fn secret(
+        &self,
+        env: &Option<String>,
+        file: &Option<std::path::PathBuf>,
+    ) -> Result<crate::base::Secret> {
+        use crate::base::Secret;
+        match (env, file) {
+            (Some(_), Some(_)) => Err(self.err(
+                "password-file",
+                "set password-env or password-file, not both",
+            )),
+            (Some(v), None) => Ok(Secret::Env(v.clone())),
+            (None, Some(f)) => Ok(Secret::File(self.resolve(f))),
+            (None, None) => Ok(Secret::None),
+        }
+    }
+
+    /// The required `url`, with one of `schemes` and without a password.
+    pub fn url(&self, url: &Option<String>, schemes: &[&str]) -> Result<String> {
+        let u = url
+            .clone()
+            .ok_or_else(|| self.err("url", format!("required for kind = \"{}\"", self.kind)))?;
+        if !schemes.iter().any(|s| u.starts_with(&format!("{s}://"))) {
+            return Err(self.err(
+                "url",
+                format!("must start with {}://", schemes.join(":// or ")),
+            ));
+        }
+        let rest = u.split_once("://").map(|x| x.1).unwrap_or("");
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.contains(':')
+            && authority.contains('@')
+            && authority.split('@').next().unwrap_or("").contains(':')
+        {
+            // Never accept a password inside the URL: it would end up in logs and ps.
+            return Err(self.err(
+                "url",
+                "must not contain a password; use password-env or password-file",
+            ));
+        }
+        Ok(u)
     }
 }
 
@@ -121,6 +292,16 @@ pub trait SpecInfo {
     /// unless allowed); None for a source that is not a server.
     fn server_url(&self) -> Option<&str> {
         None
+    }
+    /// The gzip level when the job sets neither `compression-level` nor
+    /// another compression.
+    fn default_gzip_level(&self) -> u32 {
+        6
+    }
+    /// True when the job keeps a continuous archive beside its backups
+    /// (mysql's binlog archive), which point-in-time drills need.
+    fn has_archive(&self) -> bool {
+        false
     }
 }
 

@@ -91,7 +91,7 @@ impl Spec {
         for r in h.into_iter().chain(m) {
             match r {
                 Ok(s) => up.push(s),
-                Err(e) => down.push(e),
+                Err(e) => down.push(e.to_string()),
             }
         }
         Ok((up, down))

@@ -193,6 +193,54 @@ struct Current {
     ttl: i64,
 }
 
+/// Why a Route 53 call of the step failed; the text is the step error's.
+#[derive(Debug, thiserror::Error)]
+enum DnsError {
+    /// `op` failed: `said` is Route 53's code and message (or the SDK
+    /// error's whole text); `tries` when busy answers were retried until the
+    /// time ran out. `error` is the SDK error itself, kept for a caller but
+    /// not reported as a source: `said` already words it.
+    #[error("{op}: {said}{}", tries.map(|n| format!(" (gave up after {n} tries)")).unwrap_or_default())]
+    Call {
+        op: String,
+        said: String,
+        code: Option<String>,
+        tries: Option<u32>,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{0}")]
+    Build(#[from] aws_sdk_route53::error::BuildError),
+    #[error("ChangeResourceRecordSets: no ChangeInfo in the answer")]
+    NoChangeInfo,
+    #[error("change {id} is still {status:?} after {polls} polls")]
+    NotInsync {
+        id: String,
+        status: Option<ChangeStatus>,
+        polls: u32,
+    },
+}
+
+impl DnsError {
+    fn call<E, R>(op: &str, e: SdkError<E, R>, tries: Option<u32>) -> DnsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        DnsError::Call {
+            op: op.to_owned(),
+            said: describe_err(&e),
+            code: e.code().map(str::to_owned),
+            tries,
+            error: Box::new(e),
+        }
+    }
+
+    /// Route 53 said something retrying cannot change.
+    fn is_permanent(&self) -> bool {
+        matches!(self, DnsError::Call { code: Some(c), .. } if PERMANENT.contains(&c.as_str()))
+    }
+}
+
 impl Spec {
     /// Calls `f` until it succeeds, retrying transient errors with doubling waits.
     async fn retrying<T, E, R, F, Fut>(
@@ -200,10 +248,10 @@ impl Spec {
         ctx: Option<&Ctx<'_>>,
         op: &str,
         mut f: F,
-    ) -> std::result::Result<T, String>
+    ) -> std::result::Result<T, DnsError>
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, R>>>,
     {
@@ -214,19 +262,19 @@ impl Spec {
             match f().await {
                 Ok(v) => return Ok(v),
                 Err(e) if transient(&e) => {
-                    let msg = describe_err(&e);
                     let late = match ctx {
                         Some(c) => c.out_of_time(wait),
                         None => tries >= 3,
                     };
                     if late {
-                        return Err(format!("{op}: {msg} (gave up after {tries} tries)"));
+                        return Err(DnsError::call(op, e, Some(tries)));
                     }
+                    let msg = describe_err(&e);
                     tracing::info!(op, error = %msg, wait = %human_duration(wait), "Route 53 busy; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(MAX_BACKOFF);
                 }
-                Err(e) => return Err(format!("{op}: {}", describe_err(&e))),
+                Err(e) => return Err(DnsError::call(op, e, None)),
             }
         }
     }
@@ -235,7 +283,7 @@ impl Spec {
         &self,
         c: &aws_sdk_route53::Client,
         ctx: Option<&Ctx<'_>>,
-    ) -> std::result::Result<Option<Current>, String> {
+    ) -> std::result::Result<Option<Current>, DnsError> {
         let s = self;
         let name = fqdn(&s.record);
         let out = self
@@ -268,31 +316,24 @@ impl Spec {
         &self,
         c: &aws_sdk_route53::Client,
         ctx: &Ctx<'_>,
-    ) -> std::result::Result<(String, bool), String> {
+    ) -> std::result::Result<(String, bool), DnsError> {
         let s = self;
         let mut rrs = ResourceRecordSet::builder()
             .name(fqdn(&s.record))
             .r#type(s.rr_type())
             .ttl(s.ttl);
         for v in &s.values {
-            rrs = rrs.resource_records(
-                ResourceRecord::builder()
-                    .value(v)
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            );
+            rrs = rrs.resource_records(ResourceRecord::builder().value(v).build()?);
         }
         let batch = ChangeBatch::builder()
             .comment(format!("cexdr failover run {} step {}", ctx.run, ctx.step))
             .changes(
                 Change::builder()
                     .action(ChangeAction::Upsert)
-                    .resource_record_set(rrs.build().map_err(|e| e.to_string())?)
-                    .build()
-                    .map_err(|e| e.to_string())?,
+                    .resource_record_set(rrs.build()?)
+                    .build()?,
             )
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         let out = self
             .retrying(Some(ctx), "ChangeResourceRecordSets", || {
                 c.change_resource_record_sets()
@@ -301,9 +342,7 @@ impl Spec {
                     .send()
             })
             .await?;
-        let info = out
-            .change_info()
-            .ok_or("ChangeResourceRecordSets: no ChangeInfo in the answer")?;
+        let info = out.change_info().ok_or(DnsError::NoChangeInfo)?;
         Ok((change_id(info.id()), *info.status() == ChangeStatus::Insync))
     }
 
@@ -312,7 +351,7 @@ impl Spec {
         c: &aws_sdk_route53::Client,
         ctx: &Ctx<'_>,
         id: &str,
-    ) -> std::result::Result<u32, String> {
+    ) -> std::result::Result<u32, DnsError> {
         let mut wait = self.first_wait();
         let mut polls = 0;
         loop {
@@ -325,9 +364,11 @@ impl Spec {
                 return Ok(polls);
             }
             if ctx.out_of_time(wait) {
-                return Err(format!(
-                    "change {id} is still {status:?} after {polls} polls"
-                ));
+                return Err(DnsError::NotInsync {
+                    id: id.to_owned(),
+                    status,
+                    polls,
+                });
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_BACKOFF);
@@ -339,8 +380,8 @@ fn change_id(raw: &str) -> String {
     raw.trim_start_matches("/change/").to_owned()
 }
 
-/// Route 53 answers that retrying cannot change (`describe_err` puts the
-/// code right after the operation: `ListResourceRecordSets: NoSuchHostedZone: …`).
+/// Route 53 answers that retrying cannot change (`ListResourceRecordSets:
+/// NoSuchHostedZone: …`).
 const PERMANENT: [&str; 7] = [
     "NoSuchHostedZone",
     "AccessDenied",
@@ -351,13 +392,18 @@ const PERMANENT: [&str; 7] = [
     "UnrecognizedClientException",
 ];
 
-fn fail(ctx: &Ctx<'_>, m: String) -> crate::error::Error {
-    let code = m.split(": ").nth(1).unwrap_or_default();
-    if PERMANENT.contains(&code) {
-        ctx.fail_permanently(m)
-    } else {
-        ctx.fail(m)
+impl From<DnsError> for super::Failure {
+    fn from(e: DnsError) -> super::Failure {
+        super::Failure {
+            msg: e.to_string(),
+            cause: Some(Box::new(e)),
+        }
     }
+}
+
+fn fail(ctx: &Ctx<'_>, e: DnsError) -> crate::error::Error {
+    let permanent = e.is_permanent();
+    super::failed_with(ctx.step, e.into(), permanent)
 }
 
 #[async_trait]
@@ -378,7 +424,7 @@ impl Step for Spec {
         let cur = self
             .current(&c, None)
             .await
-            .map_err(|m| super::step_error(step, m))?;
+            .map_err(|e| super::failed_with(step, e.into(), false))?;
         let target = self.target();
         Ok(json!({
             "record": fqdn(&self.record),

@@ -300,7 +300,7 @@ async fn fence_one(ctx: &mut Ctx<'_>, s: &Spec, m: &MysqlTarget) -> Result<Value
         Ok(c) => c,
         Err(e) => {
             return Ok(
-                json!({ "server": m.label(), "fenced": false, "reachable": false, "error": e }),
+                json!({ "server": m.label(), "fenced": false, "reachable": false, "error": e.to_string() }),
             )
         }
     };
@@ -325,9 +325,16 @@ async fn fence_one(ctx: &mut Ctx<'_>, s: &Spec, m: &MysqlTarget) -> Result<Value
     Ok(v)
 }
 
+/// A probe write that went through: the fence does not hold.
+#[derive(Debug, thiserror::Error)]
+#[error("{who}: INSERT INTO {PROBE_TABLE} succeeded: the old primary still takes writes")]
+struct Leak {
+    who: String,
+}
+
 /// The probe's verdict: `Ok(proof)` when the write was refused (or the
-/// server is down), `Err(what happened)` when it went through.
-async fn probe_write(p: &MysqlTarget, t: Duration) -> std::result::Result<String, String> {
+/// server is down), `Err(Leak)` when it went through.
+async fn probe_write(p: &MysqlTarget, t: Duration) -> std::result::Result<String, Leak> {
     let who = account_label(p);
     let mut c = match p.connect(t).await {
         Ok(c) => c,
@@ -350,9 +357,7 @@ async fn probe_write(p: &MysqlTarget, t: Duration) -> std::result::Result<String
             se.code, se.message
         )),
         Err(e) => Ok(format!("{who}: write failed ({})", one_line(&e))),
-        Ok(()) => Err(format!(
-            "{who}: INSERT INTO {PROBE_TABLE} succeeded: the old primary still takes writes"
-        )),
+        Ok(()) => Err(Leak { who }),
     }
 }
 
@@ -379,7 +384,9 @@ impl Step for Spec {
         let mut out = Vec::new();
         for m in &self.mysql {
             let v = match m.connect(self.timeout()).await {
-                Err(e) => json!({ "server": m.label(), "reachable": false, "error": e }),
+                Err(e) => {
+                    json!({ "server": m.label(), "reachable": false, "error": e.to_string() })
+                }
                 Ok(mut c) => {
                     let ro: std::result::Result<Option<i64>, _> =
                         c.query_first("SELECT @@global.read_only").await;
@@ -434,7 +441,7 @@ impl Step for Spec {
         for p in &self.probe {
             match probe_write(p, self.timeout()).await {
                 Ok(proof) => proofs.push(proof),
-                Err(leak) => leaks.push(leak),
+                Err(leak) => leaks.push(leak.to_string()),
             }
         }
         if !leaks.is_empty() {

@@ -154,6 +154,11 @@ impl Ctx<'_> {
         permanent_error(self.step, msg)
     }
 
+    /// The step error of a failure, its cause kept.
+    pub fn fail_with(&self, f: impl Into<Failure>) -> Error {
+        failed_with(self.step, f.into(), false)
+    }
+
     /// True when there is no time left for another wait of `d`.
     pub fn out_of_time(&self, d: Duration) -> bool {
         crate::base::duration::deadline(Instant::now(), d) >= self.deadline
@@ -165,6 +170,7 @@ pub fn step_error(step: &str, msg: impl Into<String>) -> Error {
         step: step.to_owned(),
         msg: msg.into(),
         permanent: false,
+        cause: None,
     }
 }
 
@@ -174,6 +180,82 @@ pub fn permanent_error(step: &str, msg: impl Into<String>) -> Error {
         step: step.to_owned(),
         msg: msg.into(),
         permanent: true,
+        cause: None,
+    }
+}
+
+/// The step error of a failure: its text, and its cause as the source.
+pub fn failed_with(step: &str, f: Failure, permanent: bool) -> Error {
+    Error::StepFailed {
+        step: step.to_owned(),
+        msg: f.msg,
+        permanent,
+        cause: f.cause,
+    }
+}
+
+/// Why a probe, a connection or a call made by a step failed, in the words
+/// the step error and the journal show (`msg`). When an underlying error
+/// (HTTP client, MySQL driver, Kubernetes client, a secret) is behind it,
+/// it stays the source; `msg` already holds its text, so that
+/// `error::one_line` reads as the message alone.
+#[derive(Debug, thiserror::Error)]
+#[error("{msg}")]
+pub struct Failure {
+    pub msg: String,
+    #[source]
+    pub cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Failure {
+    /// A failure with nothing underneath: the other side answered, but
+    /// not as required, or not in time.
+    pub fn new(msg: impl Into<String>) -> Failure {
+        Failure {
+            msg: msg.into(),
+            cause: None,
+        }
+    }
+
+    /// `context: cause` (the cause's whole chain on one line), the cause kept.
+    pub fn caused(
+        context: impl std::fmt::Display,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Failure {
+        let cause = cause.into();
+        Failure {
+            msg: format!("{context}: {}", crate::error::one_line(cause.as_ref())),
+            cause: Some(cause),
+        }
+    }
+
+    /// The cause's whole chain on one line as the message, the cause kept.
+    pub fn of(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Failure {
+        let cause = cause.into();
+        Failure {
+            msg: crate::error::one_line(cause.as_ref()),
+            cause: Some(cause),
+        }
+    }
+
+    /// The same failure, its message preceded by `context: `.
+    pub fn context(self, context: impl std::fmt::Display) -> Failure {
+        Failure {
+            msg: format!("{context}: {}", self.msg),
+            cause: self.cause,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(msg: String) -> Failure {
+        Failure::new(msg)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(msg: &str) -> Failure {
+        Failure::new(msg)
     }
 }
 
@@ -256,32 +338,33 @@ impl HttpCheck {
     }
 
     /// `Ok(what answered)` or `Err(why not)`.
-    pub async fn probe(&self, client: &reqwest::Client) -> std::result::Result<String, String> {
+    pub async fn probe(&self, client: &reqwest::Client) -> std::result::Result<String, Failure> {
         let resp = client
             .get(&self.url)
             .send()
             .await
-            .map_err(|e| format!("GET {}: {}", self.url, crate::error::one_line(&e)))?;
+            .map_err(|e| Failure::caused(format_args!("GET {}", self.url), e))?;
         let status = resp.status().as_u16();
         let ok = match self.expect_status {
             Some(s) => status == s,
             None => (200..300).contains(&status),
         };
         if !ok {
-            return Err(format!("GET {}: HTTP {status}", self.url));
+            return Err(format!("GET {}: HTTP {status}", self.url).into());
         }
         if self.body_contains.is_some() || self.expect_json.is_some() {
             let body = resp
                 .text()
                 .await
-                .map_err(|e| format!("GET {}: {}", self.url, crate::error::one_line(&e)))?;
+                .map_err(|e| Failure::caused(format_args!("GET {}", self.url), e))?;
             if let Some(needle) = &self.body_contains {
                 if !body.contains(needle.as_str()) {
                     return Err(format!(
                         "GET {}: HTTP {status} but the body lacks {needle:?}; body: {}",
                         self.url,
                         body_excerpt(&body)
-                    ));
+                    )
+                    .into());
                 }
             }
             if let Some(want) = &self.expect_json {
@@ -294,14 +377,18 @@ impl HttpCheck {
                             self.url,
                             serde_json::to_string(&want).unwrap_or_default(),
                             body_excerpt(&body)
-                        ))
+                        )
+                        .into())
                     }
                     Err(e) => {
-                        return Err(format!(
-                            "GET {}: HTTP {status} but the body is not JSON ({e}); body: {}",
-                            self.url,
-                            body_excerpt(&body)
-                        ))
+                        return Err(Failure {
+                            msg: format!(
+                                "GET {}: HTTP {status} but the body is not JSON ({e}); body: {}",
+                                self.url,
+                                body_excerpt(&body)
+                            ),
+                            cause: Some(e.into()),
+                        })
                     }
                 }
             }
@@ -368,29 +455,29 @@ impl MysqlTarget {
     pub async fn connect(
         &self,
         timeout: Duration,
-    ) -> std::result::Result<mysql_async::Conn, String> {
-        let opts = mysql_async::Opts::from_url(&self.url).map_err(|e| e.to_string())?;
+    ) -> std::result::Result<mysql_async::Conn, Failure> {
+        let opts = mysql_async::Opts::from_url(&self.url).map_err(|e| Failure {
+            msg: e.to_string(),
+            cause: Some(e.into()),
+        })?;
         let mut b = mysql_async::OptsBuilder::from_opts(opts);
-        if let Some(p) = self
-            .secret()
-            .read()
-            .map_err(|e| crate::error::one_line(&e))?
-        {
+        if let Some(p) = self.secret().read().map_err(Failure::of)? {
             b = b.pass(Some(p));
         }
         match tokio::time::timeout(timeout, mysql_async::Conn::new(b)).await {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(format!("{}: {}", self.label(), crate::error::one_line(&e))),
+            Ok(Err(e)) => Err(Failure::caused(self.label(), e)),
             Err(_) => Err(format!(
                 "{}: no answer within {}",
                 self.label(),
                 crate::base::human_duration(timeout)
-            )),
+            )
+            .into()),
         }
     }
 
     /// `SELECT 1` (or the verify query, which must return rows).
-    pub async fn probe(&self, timeout: Duration) -> std::result::Result<String, String> {
+    pub async fn probe(&self, timeout: Duration) -> std::result::Result<String, Failure> {
         use mysql_async::prelude::Queryable;
         let fut = async {
             let mut c = self.connect(timeout).await?;
@@ -398,10 +485,10 @@ impl MysqlTarget {
             let rows: Vec<mysql_async::Row> = c
                 .query(q)
                 .await
-                .map_err(|e| format!("{}: {q}: {}", self.label(), crate::error::one_line(&e)))?;
+                .map_err(|e| Failure::caused(format_args!("{}: {q}", self.label()), e))?;
             let _ = c.disconnect().await;
             if rows.is_empty() {
-                return Err(format!("{}: {q} returned no rows", self.label()));
+                return Err(format!("{}: {q} returned no rows", self.label()).into());
             }
             Ok(format!("{} answered {q}", self.label()))
         };
@@ -411,7 +498,8 @@ impl MysqlTarget {
                 "{}: no answer within {}",
                 self.label(),
                 crate::base::human_duration(timeout)
-            )),
+            )
+            .into()),
         }
     }
 }

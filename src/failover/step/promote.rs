@@ -76,7 +76,20 @@ enum Budget {
     Transactions(u64),
 }
 
-fn parse_budget(s: &str) -> std::result::Result<Budget, String> {
+/// A `max-data-loss` that is neither a duration nor a count.
+#[derive(Debug, thiserror::Error)]
+enum BudgetError {
+    #[error("{0:?}: expected a count like \"100 transactions\"")]
+    Count(String),
+    #[error("{text:?}: a duration (\"30s\") or a count (\"100 transactions\"): {source}")]
+    Neither {
+        text: String,
+        #[source]
+        source: crate::base::DurationError,
+    },
+}
+
+fn parse_budget(s: &str) -> std::result::Result<Budget, BudgetError> {
     let t = s.trim();
     for suffix in [" transactions", " transaction", " tx", "tx"] {
         if let Some(n) = t.strip_suffix(suffix) {
@@ -84,12 +97,15 @@ fn parse_budget(s: &str) -> std::result::Result<Budget, String> {
                 .trim()
                 .parse::<u64>()
                 .map(Budget::Transactions)
-                .map_err(|_| format!("{s:?}: expected a count like \"100 transactions\""));
+                .map_err(|_| BudgetError::Count(s.to_owned()));
         }
     }
     parse_duration(t)
         .map(Budget::Time)
-        .map_err(|e| format!("{s:?}: a duration (\"30s\") or a count (\"100 transactions\"): {e}"))
+        .map_err(|source| BudgetError::Neither {
+            text: s.to_owned(),
+            source,
+        })
 }
 
 /// MariaDB GTID positions: `domain-server-seq,...` → domain → (server, seq).
@@ -168,10 +184,10 @@ impl Spec {
             p.validate(false).map_err(|(_, m)| ("old-primary", m))?;
         }
         if let Some(b) = &self.max_data_loss {
-            parse_budget(b).map_err(|m| ("max-data-loss", m))?;
+            parse_budget(b).map_err(|m| ("max-data-loss", m.to_string()))?;
         }
         if let Some(a) = &self.archive {
-            a.validate().map_err(|m| ("archive", m))?;
+            a.validate().map_err(|m| ("archive", m.to_string()))?;
         }
         Ok(())
     }
@@ -218,14 +234,14 @@ impl Spec {
     }
 
     /// The old primary's `@@gtid_binlog_pos`, or why it is unknown.
-    async fn old_position(&self) -> std::result::Result<String, String> {
+    async fn old_position(&self) -> std::result::Result<String, super::Failure> {
         let Some(p) = &self.old_primary else {
             return Err("no old-primary in the runbook".into());
         };
         let mut c = p.connect(self.timeout()).await?;
         let pos = one(&mut c, "SELECT @@global.gtid_binlog_pos")
             .await
-            .map_err(|e| format!("{}: {}", p.label(), one_line(&e)));
+            .map_err(|e| super::Failure::caused(p.label(), e));
         let _ = c.disconnect().await;
         pos
     }
@@ -245,7 +261,7 @@ struct Opened {
 async fn open_archive(
     spec: &Spec,
     info: &super::RunInfo,
-) -> std::result::Result<Option<Opened>, String> {
+) -> std::result::Result<Option<Opened>, super::Failure> {
     let Some(r) = &spec.archive else {
         return Ok(None);
     };
@@ -253,17 +269,18 @@ async fn open_archive(
         return Err(format!(
             "archive: this cexdr run has no access to the {} (only `cexdr failover` provides it)",
             r.label()
-        ));
+        )
+        .into());
     };
     let archive = opener
         .0
         .open(r)
         .await
-        .map_err(|e| format!("{}: {e}", r.label()))?;
+        .map_err(|e| super::Failure::caused(r.label(), e))?;
     let head = archive
         .head()
         .await
-        .map_err(|e| format!("{}: {e}", r.label()))?;
+        .map_err(|e| super::Failure::caused(r.label(), e))?;
     Ok(Some(Opened {
         label: r.label(),
         archive,
@@ -472,7 +489,7 @@ impl Step for Spec {
             .replica
             .connect(self.timeout())
             .await
-            .map_err(|m| super::step_error(ctx.step, m))?;
+            .map_err(|m| super::failed_with(ctx.step, m, false))?;
         let st = slave_status(&mut c).await;
         let applied = one(&mut c, "SELECT @@global.gtid_slave_pos").await;
         let binlog_pos = one(&mut c, "SELECT @@global.gtid_binlog_pos").await;
@@ -557,7 +574,7 @@ impl Step for Spec {
             .replica
             .connect(self.timeout())
             .await
-            .map_err(|m| ctx.fail(m))?;
+            .map_err(|m| ctx.fail_with(m))?;
         let r = promote(self, ctx, &mut c).await;
         let _ = c.disconnect().await;
         r.map(|mut v| {
@@ -730,7 +747,7 @@ async fn promote(spec: &Spec, ctx: &mut Ctx<'_>, c: &mut mysql_async::Conn) -> R
     } else {
         open_archive(spec, ctx.info)
             .await
-            .map_err(|m| ctx.fail(m))?
+            .map_err(|m| ctx.fail_with(m))?
     };
     if let Some(o) = &archive {
         if ctx.last("top-up-done").is_none() {
@@ -905,11 +922,12 @@ async fn top_up(
         lock: TOPUP_LOCK.into(),
     };
     let t0 = std::time::Instant::now();
-    let applied = o
-        .archive
-        .apply(&from, &target)
-        .await
-        .map_err(|e| ctx.fail(format!("top-up of {label} from the {}: {e}", o.label)))?;
+    let applied = o.archive.apply(&from, &target).await.map_err(|e| {
+        ctx.fail_with(super::Failure::caused(
+            format_args!("top-up of {label} from the {}", o.label),
+            e,
+        ))
+    })?;
     let binlog = one(c, "SELECT @@global.gtid_binlog_pos")
         .await
         .map_err(|e| sql(ctx, "reading gtid_binlog_pos", e))?;
@@ -996,13 +1014,18 @@ mod tests {
 
     #[async_trait]
     impl ArchiveTopUp for Stamps {
-        async fn head(&self) -> std::result::Result<Option<Head>, String> {
+        async fn head(
+            &self,
+        ) -> std::result::Result<Option<Head>, crate::failover::archive::ArchiveError> {
             Ok(self.1.clone())
         }
         async fn commit_time(
             &self,
             gtid: &str,
-        ) -> std::result::Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+        ) -> std::result::Result<
+            Option<chrono::DateTime<chrono::Utc>>,
+            crate::failover::archive::ArchiveError,
+        > {
             let (_, (_, seq)) = parse_gtids(gtid).into_iter().next().unwrap();
             Ok(self
                 .0
@@ -1013,7 +1036,10 @@ mod tests {
             &self,
             _: &str,
             _: &crate::failover::archive::Target,
-        ) -> std::result::Result<crate::failover::archive::Applied, String> {
+        ) -> std::result::Result<
+            crate::failover::archive::Applied,
+            crate::failover::archive::ArchiveError,
+        > {
             unreachable!()
         }
     }

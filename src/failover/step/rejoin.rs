@@ -143,7 +143,7 @@ impl Spec {
     async fn positions(
         &self,
         old: &mut mysql_async::Conn,
-    ) -> std::result::Result<(String, String, String, String), String> {
+    ) -> std::result::Result<(String, String, String, String), super::Failure> {
         let mut n = self.new_primary.connect(self.timeout()).await?;
         let label = self.new_primary.label();
         let r = async {
@@ -154,12 +154,12 @@ impl Spec {
             ))
         }
         .await
-        .map_err(|e| format!("{label}: {}", one_line(&e)));
+        .map_err(|e| super::Failure::caused(&label, e));
         let _ = n.disconnect().await;
         let (ns, nsp, nbp) = r?;
         let os = one(old, "SELECT @@global.gtid_binlog_state")
             .await
-            .map_err(|e| format!("{}: {}", self.old_primary.label(), one_line(&e)))?;
+            .map_err(|e| super::Failure::caused(self.old_primary.label(), e))?;
         Ok((os, ns, nsp, nbp))
     }
 }
@@ -195,10 +195,10 @@ impl Step for Spec {
             .old_primary
             .connect(self.timeout())
             .await
-            .map_err(|m| super::step_error(ctx.step, m))?;
+            .map_err(|m| super::failed_with(ctx.step, m, false))?;
         let p = self.positions(&mut old).await;
         let _ = old.disconnect().await;
-        let (os, ns, nsp, nbp) = p.map_err(|m| super::step_error(ctx.step, m))?;
+        let (os, ns, nsp, nbp) = p.map_err(|m| super::failed_with(ctx.step, m, false))?;
         let e = errant(&os, &ns, &nsp);
         Ok(json!({
             "old-primary": { "gtid-binlog-state": os },
@@ -213,7 +213,7 @@ impl Step for Spec {
             .old_primary
             .connect(self.timeout())
             .await
-            .map_err(|m| ctx.fail(m))?;
+            .map_err(|m| ctx.fail_with(m))?;
         let r = rejoin(self, ctx, &mut old).await;
         let _ = old.disconnect().await;
         r
@@ -267,7 +267,7 @@ async fn rejoin(spec: &Spec, ctx: &mut Ctx<'_>, old: &mut mysql_async::Conn) -> 
     let (host, port) = spec.source();
     let already = ctx.last("repointed").is_some();
     if !already {
-        let (os, ns, nsp, _) = spec.positions(old).await.map_err(|m| ctx.fail(m))?;
+        let (os, ns, nsp, _) = spec.positions(old).await.map_err(|m| ctx.fail_with(m))?;
         let e = errant(&os, &ns, &nsp);
         if !e.is_empty() {
             ctx.record(
@@ -308,7 +308,7 @@ async fn rejoin(spec: &Spec, ctx: &mut Ctx<'_>, old: &mut mysql_async::Conn) -> 
         ctx.record(json!({ "repointed": format!("{host}:{port}"), "from-gtid": slave_pos }))?;
     }
     // Wait until it has what the new primary had when we looked.
-    let (_, _, _, target) = spec.positions(old).await.map_err(|m| ctx.fail(m))?;
+    let (_, _, _, target) = spec.positions(old).await.map_err(|m| ctx.fail_with(m))?;
     let t0 = std::time::Instant::now();
     loop {
         let r: Option<i64> = old

@@ -94,7 +94,8 @@ impl Spec {
 
     /// The client and where it points (`Kubernetes API URL (context C)`),
     /// so that an unreachable API is named in errors.
-    async fn client(&self) -> std::result::Result<(Client, String), String> {
+    async fn client(&self) -> std::result::Result<(Client, String), super::Failure> {
+        use super::Failure;
         crate::base::http::ensure_crypto_provider();
         let opts = KubeConfigOptions {
             context: self.context.clone(),
@@ -103,31 +104,20 @@ impl Spec {
         let mut cfg = match &self.kubeconfig {
             Some(path) => {
                 let kc = Kubeconfig::read_from(path).map_err(|e| {
-                    format!(
-                        "kubeconfig {}: {}",
-                        path.display(),
-                        crate::error::one_line(&e)
-                    )
+                    Failure::caused(format_args!("kubeconfig {}", path.display()), e)
                 })?;
                 Config::from_custom_kubeconfig(kc, &opts)
                     .await
                     .map_err(|e| {
-                        format!(
-                            "kubeconfig {}: {}",
-                            path.display(),
-                            crate::error::one_line(&e)
-                        )
+                        Failure::caused(format_args!("kubeconfig {}", path.display()), e)
                     })?
             }
             None if self.context.is_some() => Config::from_kubeconfig(&opts)
                 .await
-                .map_err(|e| format!("kubeconfig: {}", crate::error::one_line(&e)))?,
-            None => Config::infer().await.map_err(|e| {
-                format!(
-                    "no Kubernetes configuration: {}",
-                    crate::error::one_line(&e)
-                )
-            })?,
+                .map_err(|e| Failure::caused("kubeconfig", e))?,
+            None => Config::infer()
+                .await
+                .map_err(|e| Failure::caused("no Kubernetes configuration", e))?,
         };
         cfg.connect_timeout = Some(Duration::from_secs(5));
         cfg.read_timeout = Some(Duration::from_secs(20));
@@ -138,7 +128,7 @@ impl Spec {
         );
         Client::try_from(cfg)
             .map(|c| (c, at.clone()))
-            .map_err(|e| format!("{at}: client: {}", crate::error::one_line(&e)))
+            .map_err(|e| Failure::caused(format_args!("{at}: client"), e))
     }
 }
 
@@ -173,10 +163,6 @@ fn permanent(e: &kube::Error) -> bool {
 
 /// A step failure message and whether a retry could help.
 type Fail = (String, bool);
-
-fn transient(m: String) -> Fail {
-    (m, false)
-}
 
 /// Ready = the controller saw the latest spec and N replicas are updated, available and ready.
 fn deployment_ready(d: &Deployment, n: i32) -> (bool, String) {
@@ -384,7 +370,10 @@ impl Step for Spec {
     async fn preview(&self, ctx: &PreviewCtx<'_>) -> Result<Value> {
         let step = ctx.step;
         let e = |m: String| super::step_error(step, m);
-        let (client, at) = self.client().await.map_err(e)?;
+        let (client, at) = self
+            .client()
+            .await
+            .map_err(|f| super::failed_with(step, f, false))?;
         let ws = self.list(&client, &at).await.map_err(|(m, _)| e(m))?;
         let warnings = self.hpa_warnings(&client, &ws).await;
         Ok(json!({
@@ -402,7 +391,7 @@ impl Step for Spec {
                 ctx.fail(m)
             }
         };
-        let (client, at) = self.client().await.map_err(|m| fail(ctx, transient(m)))?;
+        let (client, at) = self.client().await.map_err(|f| ctx.fail_with(f))?;
         let ws = self.list(&client, &at).await.map_err(|f| fail(ctx, f))?;
         // The counts before the first attempt are the ones failback needs: keep them.
         if ctx.last("previous").is_none() {

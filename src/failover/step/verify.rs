@@ -107,7 +107,7 @@ impl Spec {
         for r in h.into_iter().chain(m) {
             match r {
                 Ok(s) => ok.push(s),
-                Err(e) => bad.push(e),
+                Err(e) => bad.push(e.to_string()),
             }
         }
         Ok(if bad.is_empty() { Ok(ok) } else { Err(bad) })

@@ -143,7 +143,7 @@ impl Server {
                 what,
                 "no answer within 15 s (server down, firewalled or unreachable?)",
             )),
-            Ok(Err(e)) => Err(Error::source_err(what, explain(&e))),
+            Ok(Err(e)) => Err(Error::source_from(what, MysqlError(e))),
             Ok(Ok(c)) => Ok(c),
         }
     }
@@ -192,7 +192,7 @@ impl std::error::Error for MysqlError {}
 pub async fn exec(conn: &mut Conn, what: &str, sql: &str) -> Result<()> {
     conn.query_drop(sql)
         .await
-        .map_err(|e| Error::source_err(what.to_owned(), explain(&e)))
+        .map_err(|e| Error::source_from(what, MysqlError(e)))
 }
 
 /// All rows of a small catalog query as strings (NULL → None).
@@ -200,7 +200,7 @@ pub async fn rows(conn: &mut Conn, what: &str, sql: &str) -> Result<Vec<Vec<Opti
     let rows: Vec<mysql_async::Row> = conn
         .query(sql)
         .await
-        .map_err(|e| Error::source_err(what.to_owned(), explain(&e)))?;
+        .map_err(|e| Error::source_from(what, MysqlError(e)))?;
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -224,7 +224,7 @@ pub async fn raw_rows(conn: &mut Conn, what: &str, sql: &str) -> Result<Vec<Vec<
     let rows: Vec<mysql_async::Row> = conn
         .query(sql)
         .await
-        .map_err(|e| Error::source_err(what.to_owned(), explain(&e)))?;
+        .map_err(|e| Error::source_from(what, MysqlError(e)))?;
     Ok(rows
         .into_iter()
         .map(|r| {

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{exec, explain, raw_rows, rows};
+use super::conn::{exec, raw_rows, rows, MysqlError};
 use super::sql::{ident, push_hex, push_quoted, row_hash, string_literal};
 use crate::error::{Error, Result};
 
@@ -738,7 +738,7 @@ pub async fn worker(shared: Arc<Shared>, mut conn: Conn) -> Result<Conn> {
 }
 
 fn src_err(what: String, e: mysql_async::Error) -> Stop {
-    Stop::Failed(Error::source_err(what, explain(&e)))
+    Stop::Failed(Error::source_from(what, MysqlError(e)))
 }
 
 async fn produce(
@@ -1194,13 +1194,13 @@ pub async fn table_digest(conn: &mut Conn, t: &Table) -> Result<TableStats> {
             ident(&t.name)
         ))
         .await
-        .map_err(|e| Error::source_err(what.clone(), explain(&e)))?;
+        .map_err(|e| Error::source_from(what.clone(), MysqlError(e)))?;
     let kinds = kinds(res.columns_ref());
     let mut buf = Vec::with_capacity(4096);
     while let Some(row) = res
         .next()
         .await
-        .map_err(|e| Error::source_err(what.clone(), explain(&e)))?
+        .map_err(|e| Error::source_from(what.clone(), MysqlError(e)))?
     {
         buf.clear();
         push_row(&mut buf, &kinds, &row);

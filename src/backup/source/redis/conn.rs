@@ -135,6 +135,11 @@ impl Conn {
         Error::source_err(format!("redis {}", self.addr), msg)
     }
 
+    /// `context: cause`, the cause kept as the source.
+    pub fn err_with(&self, context: &str, cause: std::io::Error) -> Error {
+        Error::source_with(format!("redis {}", self.addr), context, cause)
+    }
+
     pub async fn connect(addr: &Addr, tls: Option<&super::tls::Tls>) -> Result<Conn> {
         let what = format!("redis {addr}");
         let tcp = tokio::time::timeout(
@@ -143,13 +148,13 @@ impl Conn {
         )
         .await
         .map_err(|_| Error::source_err(&what, format!("no connection within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| Error::source_err(&what, format!("cannot connect: {e}")))?;
+        .map_err(|e| Error::source_with(&what, "cannot connect", e))?;
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Io> = match (addr.tls, tls) {
             (true, Some(t)) => Box::new(
                 t.connect(&addr.host, tcp)
                     .await
-                    .map_err(|e| Error::source_err(&what, format!("TLS handshake failed: {e}")))?,
+                    .map_err(|e| Error::source_with(&what, "TLS handshake failed", e))?,
             ),
             (true, None) => return Err(Error::source_err(&what, "rediss:// needs a TLS context")),
             (false, _) => Box::new(tcp),
@@ -177,7 +182,7 @@ impl Conn {
             Ok(()) => w.flush().await,
             Err(e) => Err(e),
         };
-        res.map_err(|e| Error::source_err(what, format!("write: {e}")))
+        res.map_err(|e| Error::source_with(what, "write", e))
     }
 
     pub async fn cmd(&mut self, args: &[&[u8]]) -> Result<Reply> {
@@ -200,7 +205,7 @@ impl Conn {
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 Err(self.err("the server closed the connection"))
             }
-            Ok(Err(e)) => Err(self.err(format!("read: {e}"))),
+            Ok(Err(e)) => Err(self.err_with("read", e)),
         }
     }
 
@@ -211,7 +216,7 @@ impl Conn {
         let res = tokio::time::timeout(IDLE_TIMEOUT, limited.read_until(b'\n', &mut line)).await;
         let n = match res {
             Err(_) => return Err(self.err(format!("no reply for {IDLE_TIMEOUT:?}"))),
-            Ok(r) => r.map_err(|e| self.err(format!("read: {e}")))?,
+            Ok(r) => r.map_err(|e| self.err_with("read", e))?,
         };
         if n == 0 || !line.ends_with(b"\n") {
             if n >= LINE_MAX {
@@ -255,7 +260,7 @@ impl Conn {
                     tokio::time::timeout(IDLE_TIMEOUT, self.io.read_exact(&mut b))
                         .await
                         .map_err(|_| self.err("reply timed out"))?
-                        .map_err(|e| self.err(format!("read: {e}")))?;
+                        .map_err(|e| self.err_with("read", e))?;
                     b.truncate(n as usize);
                     Reply::Bulk(Some(b))
                 }

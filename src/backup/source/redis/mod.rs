@@ -27,6 +27,30 @@ pub struct RedisSpec {
     pub cluster: Option<bool>,
 }
 
+/// The keys of a redis job.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RedisKeys {
+    url: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<std::path::PathBuf>,
+    username: Option<String>,
+    cluster: Option<bool>,
+}
+
+impl super::FromPolicy for RedisSpec {
+    type Keys = RedisKeys;
+
+    fn from_policy(k: RedisKeys, input: &super::PolicyInput<'_>) -> Result<RedisSpec> {
+        Ok(RedisSpec {
+            url: input.url(&k.url, &["redis", "rediss"])?,
+            username: k.username,
+            password: input.secret(&k.password_env, &k.password_file)?,
+            cluster: k.cluster,
+        })
+    }
+}
+
 impl super::SpecInfo for RedisSpec {
     fn describe(&self) -> String {
         format!(
@@ -296,9 +320,19 @@ async fn pump(
     let what = format!("redis {}", c.addr);
     // The error also goes down the stream, so the store never finishes
     // the object.
-    async fn fail(tx: &mpsc::Sender<io::Result<Bytes>>, what: &str, msg: String) -> Error {
+    // The stream gets the text; the error returned keeps the cause.
+    async fn fail(
+        tx: &mpsc::Sender<io::Result<Bytes>>,
+        what: &str,
+        msg: String,
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
         let _ = tx.send(Err(Error::source_err(what, &msg).into_io())).await;
-        Error::source_err(what, msg)
+        Error::Source {
+            what: what.to_owned(),
+            msg,
+            cause,
+        }
     }
     let mut checker = rdb::Checker::new();
     let mut pending: Option<Bytes> = None;
@@ -325,6 +359,7 @@ async fn pump(
                     &tx,
                     &what,
                     format!("no data for {IDLE_TIMEOUT:?} after {got} snapshot bytes"),
+                    None,
                 )
                 .await)
             }
@@ -333,6 +368,7 @@ async fn pump(
                     &tx,
                     &what,
                     format!("connection lost after {got} snapshot bytes: {e}"),
+                    Some(e.into()),
                 )
                 .await)
             }
@@ -347,7 +383,7 @@ async fn pump(
                     "the server closed the connection after {got} snapshot bytes, before the end-of-payload mark (truncated transfer)"
                 ),
             };
-            return Err(fail(&tx, &what, msg).await);
+            return Err(fail(&tx, &what, msg, None).await);
         }
         got += n as u64;
         let mut ended = false;
@@ -372,7 +408,7 @@ async fn pump(
         };
         if !data.is_empty() {
             if let Err(m) = checker.feed(&data) {
-                return Err(fail(&tx, &what, m.to_string()).await);
+                return Err(fail(&tx, &what, m.to_string(), Some(m.into())).await);
             }
             if let Some(p) = pending.replace(data) {
                 if tx.send(Ok(p)).await.is_err() {
@@ -393,7 +429,7 @@ async fn pump(
             }
             Ok(sum)
         }
-        Err(m) => Err(fail(&tx, &what, m.to_string()).await),
+        Err(m) => Err(fail(&tx, &what, m.to_string(), Some(m.into())).await),
     }
 }
 
@@ -410,7 +446,7 @@ fn extract(name: String, s: Started) -> Extract {
     let finish = async move {
         let sum = task
             .await
-            .map_err(|e| Error::source_err("redis snapshot", format!("task failed: {e}")))??;
+            .map_err(|e| Error::source_with("redis snapshot", "task failed", e))??;
         let mut warnings = Vec::new();
         if sum.crc64.is_none() {
             warnings.push(format!(
@@ -537,7 +573,7 @@ fn slot_count(slots: &[String]) -> u32 {
 impl Source for RedisSource {
     async fn open(&self) -> Result<Opened> {
         let what = format!("redis {}", self.spec.url);
-        let addr = Addr::parse(&self.spec.url).map_err(|m| Error::source_err(&what, m))?;
+        let addr = Addr::parse(&self.spec.url).map_err(|m| Error::source_from(&what, m))?;
         let user = self.spec.username.clone().or(addr.user.clone());
         let pass = self.spec.password.read()?;
         if user.is_some() && pass.is_none() {
@@ -584,7 +620,7 @@ impl Source for RedisSource {
         let nodes = seed.ok(&[b"CLUSTER", b"NODES"]).await?.text();
         drop(seed);
         let shards =
-            parse_cluster_nodes(&nodes, &addr.host).map_err(|m| Error::source_err(&what, m))?;
+            parse_cluster_nodes(&nodes, &addr.host).map_err(|m| Error::source_from(&what, m))?;
         if shards.is_empty() {
             return Err(Error::source_err(
                 &what,
@@ -639,9 +675,9 @@ pub async fn validate(mut stream: ByteStream) -> Result<(u64, Vec<String>)> {
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| Error::io("reading artifact", e))?;
         c.feed(&chunk)
-            .map_err(|m| Error::source_err("RDB check", m))?;
+            .map_err(|m| Error::source_from("RDB check", m))?;
     }
-    let sum = c.finish().map_err(|m| Error::source_err("RDB check", m))?;
+    let sum = c.finish().map_err(|m| Error::source_from("RDB check", m))?;
     Ok((sum.bytes, sum.checks()))
 }
 

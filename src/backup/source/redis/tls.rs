@@ -28,7 +28,7 @@ impl Tls {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::source_err(what, format!("TLS setup: {e}")))?
+            .map_err(|e| Error::source_with(what, "TLS setup", e))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Tls(TlsConnector::from(Arc::new(config))))
