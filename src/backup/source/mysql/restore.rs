@@ -470,47 +470,50 @@ impl Executor {
         // One job queued while one loads: at most two batches in memory.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Op>(1);
         let task = tokio::spawn(async move {
-            let mysql = |what: &str, e: mysql_async::Error| Error::restore_failed(what, MysqlError(e));
+            let mysql =
+                |what: &str, e: mysql_async::Error| Error::restore_failed(what, MysqlError(e));
             let shared2 = shared.clone();
             let body = async move {
-            loop {
-                let op = tokio::select! {
-                    op = rx.recv() => op,
-                    _ = shared.failed.cancelled() => return Err(Error::RestoreRefused(
-                        "stopped: another restore connection failed".into(),
-                    )),
-                };
-                let Some(op) = op else { break };
-                let step = async {
-                    match op {
-                        Op::Data(steps) => run_steps(&mut conn, steps, &shared.loaded_rows)
-                            .await
-                            .map_err(|e| mysql("loading data", e)),
-                        Op::Sql(sql, what) => conn.query_drop(sql).await.map_err(|e| mysql(what, e)),
-                        Op::Leave(key) => {
-                            let last = {
-                                let mut passed = shared.passed.lock().unwrap();
-                                let n = passed.entry(key.clone()).or_insert(0);
-                                *n += 1;
-                                *n == shared.lanes
-                            };
-                            if last {
-                                add_deferred(&mut conn, &shared, &key, &map).await
-                            } else {
-                                Ok(())
+                loop {
+                    let op = tokio::select! {
+                        op = rx.recv() => op,
+                        _ = shared.failed.cancelled() => return Err(Error::RestoreRefused(
+                            "stopped: another restore connection failed".into(),
+                        )),
+                    };
+                    let Some(op) = op else { break };
+                    let step = async {
+                        match op {
+                            Op::Data(steps) => run_steps(&mut conn, steps, &shared.loaded_rows)
+                                .await
+                                .map_err(|e| mysql("loading data", e)),
+                            Op::Sql(sql, what) => {
+                                conn.query_drop(sql).await.map_err(|e| mysql(what, e))
+                            }
+                            Op::Leave(key) => {
+                                let last = {
+                                    let mut passed = shared.passed.lock().unwrap();
+                                    let n = passed.entry(key.clone()).or_insert(0);
+                                    *n += 1;
+                                    *n == shared.lanes
+                                };
+                                if last {
+                                    add_deferred(&mut conn, &shared, &key, &map).await
+                                } else {
+                                    Ok(())
+                                }
                             }
                         }
+                    };
+                    tokio::select! {
+                        r = step => r?,
+                        _ = shared.failed.cancelled() => return Err(Error::RestoreRefused(
+                            "stopped: another restore connection failed".into(),
+                        )),
                     }
-                };
-                tokio::select! {
-                    r = step => r?,
-                    _ = shared.failed.cancelled() => return Err(Error::RestoreRefused(
-                        "stopped: another restore connection failed".into(),
-                    )),
                 }
-            }
-            let _ = conn.disconnect().await;
-            Ok(())
+                let _ = conn.disconnect().await;
+                Ok(())
             };
             // The first failure is kept where `run` finds it, at once, and
             // stops the other lanes (this lane may be skipping others' data).
@@ -540,9 +543,9 @@ impl Executor {
     async fn finish(&mut self) -> Result<()> {
         self.tx = None;
         match self.task.take() {
-            Some(t) => t
-                .await
-                .map_err(|e| Error::RestoreRefused(format!("a restore connection task failed: {e}")))?,
+            Some(t) => t.await.map_err(|e| {
+                Error::RestoreRefused(format!("a restore connection task failed: {e}"))
+            })?,
             None => Ok(()),
         }
     }
