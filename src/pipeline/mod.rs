@@ -159,15 +159,44 @@ fn compress_block(block: &[u8], c: Compression) -> io::Result<Bytes> {
     match c {
         Compression::None => Ok(Bytes::copy_from_slice(block)),
         Compression::Gzip { level } => {
-            let mut enc = flate2::write::GzEncoder::new(
+            // The header's extra field carries the member's own length
+            // (filled in below), so a reader can find the next member
+            // without inflating this one: members then inflate in parallel.
+            let mut enc = flate2::GzBuilder::new().extra(MEMBER_EXTRA.to_vec()).write(
                 Vec::with_capacity(block.len() / 3 + 64),
                 flate2::Compression::new(level),
             );
             enc.write_all(block)?;
-            Ok(Bytes::from(enc.finish()?))
+            let mut member = enc.finish()?;
+            let len = u32::try_from(member.len())
+                .map_err(|_| io::Error::other("gzip member over 4 GiB"))?;
+            member[MEMBER_LEN_AT..MEMBER_LEN_AT + 4].copy_from_slice(&len.to_le_bytes());
+            Ok(Bytes::from(member))
         }
         Compression::Zstd { level } => Ok(Bytes::from(zstd::bulk::compress(block, level)?)),
     }
+}
+
+/// The extra field of every gzip member cexdr writes (RFC 1952 2.3.1.1):
+/// subfield `cx`, 4 bytes: the member's total length, little-endian. gzip
+/// and every other reader skip it; `decompress` uses it to split the stream
+/// into members and inflate several at once.
+const MEMBER_EXTRA: [u8; 8] = [b'c', b'x', 4, 0, 0, 0, 0, 0];
+/// Where the length sits: after the 10-byte fixed header, XLEN (2), SI1
+/// SI2 (2) and LEN (2).
+const MEMBER_LEN_AT: usize = 16;
+/// The fixed header of such a member: magic, deflate, FEXTRA only; mtime,
+/// XFL and OS vary; XLEN 8 and the `cx` subfield of length 4.
+fn member_len(h: &[u8]) -> Option<usize> {
+    if h.len() < MEMBER_LEN_AT + 4
+        || h[..4] != [0x1f, 0x8b, 8, 4]
+        || h[10..16] != [8, 0, b'c', b'x', 4, 0]
+    {
+        return None;
+    }
+    let n = u32::from_le_bytes(h[16..20].try_into().unwrap()) as usize;
+    // A member is at least header + empty deflate block + trailer.
+    (n >= 20 + 2 + 8).then_some(n)
 }
 
 /// Compresses with `threads` blocks in flight, keeping their order.
@@ -301,8 +330,89 @@ pub fn blocking_reader(input: ByteStream) -> impl Read + Send {
     tokio_util::io::SyncIoBridge::new(reader)
 }
 
-/// Decompresses a stored stream (all gzip members / zstd frames).
+/// Decompresses a stored stream (all gzip members / zstd frames). cexdr's
+/// own gzip members say their length, so they inflate on every core (as
+/// pigz compresses); any other gzip stream is read by one decoder.
 pub fn decompress(input: ByteStream, c: Compression) -> ByteStream {
+    if let Compression::Gzip { .. } = c {
+        return gunzip_members(input, crate::base::parallelism());
+    }
+    serial_decompress(input, c)
+}
+
+/// Splits the stream at the lengths in the members' headers and inflates
+/// `threads` members at once, in order; from the first member without
+/// that header on (an artifact of an older version, or gzip's own), the
+/// rest goes through one multi-member decoder.
+fn gunzip_members(input: ByteStream, threads: usize) -> ByteStream {
+    enum Next {
+        Member(Bytes),
+        Rest(ByteStream),
+    }
+    let members =
+        futures::stream::unfold(Some((input, BytesMut::new(), false)), |state| async move {
+            let (mut input, mut buf, started) = state?;
+            loop {
+                if let Some(n) = member_len(&buf) {
+                    if buf.len() >= n {
+                        let m = buf.split_to(n).freeze();
+                        return Some((Ok(Next::Member(m)), Some((input, buf, true))));
+                    }
+                } else if buf.len() >= MEMBER_LEN_AT + 4 {
+                    // Not one of ours: one decoder reads what is left.
+                    let head = from_bytes(buf.freeze());
+                    let rest: ByteStream = Box::pin(head.chain(input));
+                    return Some((Ok(Next::Rest(rest)), None));
+                }
+                match input.next().await {
+                    Some(Ok(c)) => buf.extend_from_slice(&c),
+                    Some(Err(e)) => return Some((Err(e), None)),
+                    None if buf.is_empty() && started => return None,
+                    // A short tail: the decoder reports what is wrong with it.
+                    None => {
+                        let rest = from_bytes(buf.freeze());
+                        return Some((Ok(Next::Rest(rest)), None));
+                    }
+                }
+            }
+        });
+    let s = members
+        .map(move |next| async move {
+            match next? {
+                Next::Member(m) => {
+                    let out = tokio::task::spawn_blocking(move || inflate_member(&m))
+                        .await
+                        .map_err(io::Error::other)??;
+                    Ok(futures::stream::once(async move { Ok(out) }).boxed())
+                }
+                Next::Rest(rest) => Ok(serial_decompress(rest, Compression::Gzip { level: 6 })),
+            }
+        })
+        .buffered(threads.max(1))
+        .map(|r: io::Result<ByteStream>| match r {
+            Ok(s) => s,
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        })
+        .flatten();
+    Box::pin(s)
+}
+
+/// One whole member (its CRC-32 and length checked by the decoder), and
+/// nothing after it.
+fn inflate_member(m: &[u8]) -> io::Result<Bytes> {
+    let mut d = flate2::bufread::GzDecoder::new(m);
+    let mut out = Vec::with_capacity(BLOCK);
+    d.read_to_end(&mut out)?;
+    if !d.into_inner().is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "gzip member shorter than its header says",
+        ));
+    }
+    Ok(Bytes::from(out))
+}
+
+fn serial_decompress(input: ByteStream, c: Compression) -> ByteStream {
     if c == Compression::None {
         return input;
     }
@@ -425,5 +535,57 @@ mod tests {
         ))
         .await
         .is_err());
+    }
+
+    /// Members that say their length inflate in parallel; members from gzip
+    /// or an older cexdr (no length) after them are still read, in order;
+    /// a member cut short or a wrong length is an error, not fewer bytes.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn members_with_and_without_their_length() {
+        let data = sample(5 * BLOCK + 12_345);
+        let gz = Compression::Gzip { level: 3 };
+        let ours = collect(compress(chunks(&data, 70_000), gz, 2))
+            .await
+            .unwrap();
+        assert!(member_len(&ours).unwrap() < ours.len(), "several members");
+        let mut plain = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        plain.write_all(b"and a plain member").unwrap();
+        let plain = plain.finish().unwrap();
+        assert_eq!(member_len(&plain), None);
+        let mut mixed = ours.clone();
+        mixed.extend_from_slice(&plain);
+        mixed.extend_from_slice(&ours);
+        let mut want = data.clone();
+        want.extend_from_slice(b"and a plain member");
+        want.extend_from_slice(&data);
+        for stream in [chunks(&mixed, 4096), chunks(&mixed, 3 << 20)] {
+            assert_eq!(collect(decompress(stream, gz)).await.unwrap(), want);
+        }
+        let got = collect(decompress(chunks(&plain, 5), gz)).await.unwrap();
+        assert_eq!(got, b"and a plain member");
+        // No bytes at all is not a gzip stream (as for gzip -d), as before.
+        assert!(collect(decompress(from_bytes(Vec::new()), gz))
+            .await
+            .is_err());
+        // Truncated inside a member, and a member whose length was altered.
+        let cut = &ours[..ours.len() - 3];
+        assert!(collect(decompress(chunks(cut, 4096), gz)).await.is_err());
+        let mut bad = ours.clone();
+        bad[MEMBER_LEN_AT] = bad[MEMBER_LEN_AT].wrapping_sub(1);
+        assert!(collect(decompress(chunks(&bad, 4096), gz)).await.is_err());
+        // gzip itself reads them (the extra field is skipped).
+        let mut child = std::process::Command::new("gzip")
+            .arg("-dc")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let feed = mixed.clone();
+        let writer = std::thread::spawn(move || stdin.write_all(&feed).unwrap());
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, want);
     }
 }

@@ -8,7 +8,7 @@
 //! and events. Memory stays flat: a lane holds at most one 8 MiB batch.
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
@@ -344,29 +344,72 @@ async fn restore_into(
     })
 }
 
-/// Runs data statements of one table (no transaction control): consecutive
-/// INSERTs go in as one LOAD DATA stream; anything else runs as written.
-async fn exec_data(
+/// Consecutive INSERTs of one table, turned into one LOAD DATA stream.
+struct Batch {
+    head: load::Head,
+    tsv: Vec<u8>,
+    hex: Vec<bool>,
+    rows: u64,
+    /// The INSERTs it replaces (run as written if the server refuses
+    /// LOAD DATA LOCAL).
+    stmts: Vec<Vec<u8>>,
+}
+
+/// A data job made ready away from the connection.
+enum Step {
+    Load(Batch),
+    Stmt(Vec<u8>),
+}
+
+/// Turns data statements of one table (no transaction control) into steps:
+/// consecutive INSERTs become one LOAD DATA stream, anything else runs as
+/// written. Pure client CPU, done while the server loads the previous job.
+fn prepare(job: Vec<Vec<u8>>) -> Vec<Step> {
+    let mut out = Vec::new();
+    let mut batch: Option<Batch> = None;
+    for s in job {
+        if let Some((head, at)) = load::head(&s) {
+            if batch.as_ref().is_some_and(|b| b.head != head) {
+                out.extend(batch.take().map(Step::Load));
+            }
+            let b = batch.get_or_insert_with(|| Batch {
+                hex: vec![false; head.columns.len()],
+                head,
+                tsv: Vec::with_capacity(JOB_BYTES + (1 << 20)),
+                rows: 0,
+                stmts: Vec::new(),
+            });
+            let mark = b.tsv.len();
+            let mut hex = b.hex.clone();
+            if let Some(n) = load::rows(&s, at, b.head.columns.len(), &mut b.tsv, &mut hex) {
+                b.hex = hex;
+                b.rows += n;
+                b.stmts.push(s);
+                continue;
+            }
+            b.tsv.truncate(mark);
+        }
+        out.extend(batch.take().map(Step::Load));
+        out.push(Step::Stmt(s));
+    }
+    out.extend(batch.take().map(Step::Load));
+    out
+}
+
+/// Runs prepared steps on the connection.
+async fn run_steps(
     conn: &mut Conn,
-    job: &[Vec<u8>],
+    steps: Vec<Step>,
     loaded_rows: &AtomicU64,
 ) -> std::result::Result<(), mysql_async::Error> {
-    struct Batch {
-        head: load::Head,
-        tsv: Vec<u8>,
-        hex: Vec<bool>,
-        rows: u64,
-        /// The INSERTs it replaces (run as written if the server refuses
-        /// LOAD DATA LOCAL).
-        stmts: Vec<usize>,
-    }
-    async fn flush(
-        conn: &mut Conn,
-        b: Option<Batch>,
-        job: &[Vec<u8>],
-        loaded_rows: &AtomicU64,
-    ) -> std::result::Result<(), mysql_async::Error> {
-        let Some(b) = b else { return Ok(()) };
+    for step in steps {
+        let b = match step {
+            Step::Stmt(s) => {
+                conn.query_drop(s.as_slice()).await?;
+                continue;
+            }
+            Step::Load(b) => b,
+        };
         let sql = load::load_statement(&b.head, &b.hex);
         let data = bytes::Bytes::from(b.tsv);
         conn.set_infile_handler(async move {
@@ -381,10 +424,10 @@ async fn exec_data(
                     code = e.code,
                     "LOAD DATA LOCAL refused; running the INSERTs"
                 );
-                for &i in &b.stmts {
-                    conn.query_drop(job[i].as_slice()).await?;
+                for s in &b.stmts {
+                    conn.query_drop(s.as_slice()).await?;
                 }
-                return Ok(());
+                continue;
             }
             Err(e) => return Err(e),
         }
@@ -400,61 +443,112 @@ async fn exec_data(
             ));
         }
         loaded_rows.fetch_add(loaded, Ordering::Relaxed);
-        Ok(())
     }
-    let mut batch: Option<Batch> = None;
-    for (idx, s) in job.iter().enumerate() {
-        if let Some((head, at)) = load::head(s) {
-            if batch.as_ref().map(|b| b.head != head).unwrap_or(false) {
-                flush(conn, batch.take(), job, loaded_rows).await?;
-            }
-            let b = batch.get_or_insert_with(|| Batch {
-                hex: vec![false; head.columns.len()],
-                head,
-                tsv: Vec::with_capacity(JOB_BYTES + (1 << 20)),
-                rows: 0,
-                stmts: Vec::new(),
-            });
-            let mark = b.tsv.len();
-            let mut hex = b.hex.clone();
-            if let Some(n) = load::rows(s, at, b.head.columns.len(), &mut b.tsv, &mut hex) {
-                b.hex = hex;
-                b.rows += n;
-                b.stmts.push(idx);
-                continue;
-            }
-            b.tsv.truncate(mark);
-        }
-        flush(conn, batch.take(), job, loaded_rows).await?;
-        conn.query_drop(s.as_slice()).await?;
-    }
-    flush(conn, batch.take(), job, loaded_rows).await
+    Ok(())
 }
 
-/// Splits tables over `lanes` by recorded row count (largest first onto the
-/// least loaded lane).
-fn assign(m: &Manifest, lanes: usize) -> HashMap<(String, String), usize> {
-    let mut tables: Vec<(String, String, u64)> = Vec::new();
-    if let Some(dbs) = m.details["tables"].as_object() {
-        for (db, ts) in dbs {
-            for (t, v) in ts.as_object().into_iter().flatten() {
-                tables.push((db.clone(), t.clone(), v["rows"].as_u64().unwrap_or(0)));
-            }
+/// What a lane asks of its connection, in order.
+enum Op {
+    Data(Vec<Step>),
+    /// A statement and what it does (for the error).
+    Sql(&'static str, &'static str),
+    /// This lane is past the table's sections (its rows committed): the
+    /// last lane past it adds the held-back keys.
+    Leave(TableKey),
+}
+
+/// A lane's connection, driven by its own task: the lane reads, splits and
+/// converts the next job while the server loads the previous one, so the
+/// client's work and the server's overlap instead of taking turns.
+struct Executor {
+    tx: Option<tokio::sync::mpsc::Sender<Op>>,
+    task: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl Executor {
+    fn start(mut conn: Conn, shared: Arc<Shared>, map: Arc<Vec<(String, String)>>) -> Executor {
+        // One job queued while one loads: at most two batches in memory.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Op>(1);
+        let task = tokio::spawn(async move {
+            let mysql =
+                |what: &str, e: mysql_async::Error| Error::restore_failed(what, MysqlError(e));
+            let shared2 = shared.clone();
+            let body = async move {
+                loop {
+                    let op = tokio::select! {
+                        op = rx.recv() => op,
+                        _ = shared.failed.cancelled() => return Err(Error::RestoreRefused(
+                            "stopped: another restore connection failed".into(),
+                        )),
+                    };
+                    let Some(op) = op else { break };
+                    let step = async {
+                        match op {
+                            Op::Data(steps) => run_steps(&mut conn, steps, &shared.loaded_rows)
+                                .await
+                                .map_err(|e| mysql("loading data", e)),
+                            Op::Sql(sql, what) => {
+                                conn.query_drop(sql).await.map_err(|e| mysql(what, e))
+                            }
+                            Op::Leave(key) => {
+                                let last = {
+                                    let mut passed = shared.passed.lock().unwrap();
+                                    let n = passed.entry(key.clone()).or_insert(0);
+                                    *n += 1;
+                                    *n == shared.lanes
+                                };
+                                if last {
+                                    add_deferred(&mut conn, &shared, &key, &map).await
+                                } else {
+                                    Ok(())
+                                }
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        r = step => r?,
+                        _ = shared.failed.cancelled() => return Err(Error::RestoreRefused(
+                            "stopped: another restore connection failed".into(),
+                        )),
+                    }
+                }
+                let _ = conn.disconnect().await;
+                Ok(())
+            };
+            // The first failure is kept where `run` finds it, at once, and
+            // stops the other lanes (this lane may be skipping others' data).
+            body.await.map_err(|e| shared2.fail(e))
+        });
+        Executor {
+            tx: Some(tx),
+            task: Some(task),
         }
     }
-    tables.sort_by(|a, b| {
-        b.2.cmp(&a.2)
-            .then_with(|| a.0.cmp(&b.0))
-            .then_with(|| a.1.cmp(&b.1))
-    });
-    let mut load = vec![0u64; lanes];
-    let mut out = HashMap::new();
-    for (db, t, rows) in tables {
-        let lane = (0..lanes).min_by_key(|&l| load[l]).unwrap_or(0);
-        load[lane] += rows.max(1);
-        out.insert((db, t), lane);
+
+    /// Queues `op`; if the connection failed, returns its error.
+    async fn send(&mut self, op: Op) -> Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(op).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        Err(self.finish().await.err().unwrap_or_else(|| {
+            Error::RestoreRefused("stopped: the restore connection ended".into())
+        }))
     }
-    out
+
+    /// Waits until every queued op ran.
+    async fn finish(&mut self) -> Result<()> {
+        self.tx = None;
+        match self.task.take() {
+            Some(t) => t.await.map_err(|e| {
+                Error::RestoreRefused(format!("a restore connection task failed: {e}"))
+            })?,
+            None => Ok(()),
+        }
+    }
 }
 
 /// (database as in the backup, table).
@@ -469,6 +563,9 @@ struct Shared {
     /// the keys and the original CREATE TABLE.
     deferred: Mutex<HashMap<TableKey, (Deferred, Vec<u8>)>>,
     keys_added: AtomicU64,
+    /// Lanes past each table's data sections, and how many lanes there are.
+    passed: Mutex<HashMap<TableKey, usize>>,
+    lanes: usize,
     /// Diagnostics for measuring the levers (docs/mysql.md): secondary keys
     /// after the rows (default on), and a commit every `txn_bytes` of SQL
     /// instead of one transaction per table (0, the default).
@@ -506,10 +603,32 @@ async fn lane(
     k: usize,
     catalog: &Catalog,
     m: &Manifest,
-    mut conn: Conn,
+    conn: Conn,
+    ctl: Option<&mut Conn>,
+    map: &Arc<Vec<(String, String)>>,
+    shared: &Arc<Shared>,
+) -> Result<LaneOut> {
+    let mut exec = Executor::start(conn, shared.clone(), map.clone());
+    match lane_body(k, catalog, m, &mut exec, ctl, map, shared).await {
+        Ok(out) => Ok(out),
+        Err(e) => {
+            // Keep this error (not the executor's "stopped"), then let the
+            // connection stop before the caller drops what was created.
+            let e = shared.fail(e);
+            let _ = exec.finish().await;
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn lane_body(
+    k: usize,
+    catalog: &Catalog,
+    m: &Manifest,
+    exec: &mut Executor,
     mut ctl: Option<&mut Conn>,
     map: &[(String, String)],
-    owners: &HashMap<(String, String), usize>,
     shared: &Shared,
 ) -> Result<LaneOut> {
     let a = m
@@ -520,19 +639,18 @@ async fn lane(
     let mut stream =
         std::mem::replace(&mut reading.stream, crate::pipeline::from_bytes(Vec::new()));
     let mut out = LaneOut::default();
-    // Other lanes' data sections are jumped over, not parsed.
-    let lane_owners = owners.clone();
+    // Data sections (one primary-key range of a table each, in dump order)
+    // are dealt round the lanes: every lane loads part of every big table,
+    // so the lanes stay even whatever the table sizes. Other lanes'
+    // sections are jumped over, not parsed.
+    let lanes = shared.lanes;
+    let seen = std::sync::atomic::AtomicUsize::new(0);
     let mut splitter = Splitter::skipping(Box::new(move |mk: &str| {
-        let Some(json) = mk.strip_prefix("data ") else {
-            return false;
-        };
-        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-        let key = (
-            v["db"].as_str().unwrap_or("").to_owned(),
-            v["table"].as_str().unwrap_or("").to_owned(),
-        );
-        lane_owners.get(&key).copied().unwrap_or(0) != k
+        mk.starts_with("data ") && seen.fetch_add(1, Ordering::Relaxed) % lanes != k
     }));
+    // Tables this lane has passed (counted once, even if a table's
+    // sections came in two runs).
+    let mut passed: std::collections::HashSet<TableKey> = Default::default();
     let mut phase = Phase::Start;
     let mut mine = false;
     let mut current: Option<(String, String)> = None;
@@ -543,10 +661,7 @@ async fn lane(
     let mut schema_rx = shared.schema_done.subscribe();
     let mut schema_db = String::new();
     let mut txn_bytes = 0usize;
-    // This lane loaded rows of `current` (its keys are then added here).
-    let mut loaded = false;
     let mut ended = false;
-    let mysql = |what: &str, e: mysql_async::Error| Error::restore_failed(what, MysqlError(e));
     while !ended {
         if shared.failed.is_cancelled() {
             return Err(Error::RestoreRefused(
@@ -591,8 +706,7 @@ async fn lane(
                         return Err(Error::RestoreRefused(format!("{}: section {kind:?} after a later section; not a cexdr dump?", a.key)));
                     }
                     if !job.is_empty() {
-                        exec_data(&mut conn, &job, &shared.loaded_rows).await.map_err(|e| mysql("loading data", e))?;
-                        job.clear();
+                        exec.send(Op::Data(prepare(std::mem::take(&mut job)))).await?;
                         job_bytes = 0;
                     }
                     if next > Phase::Schema && phase <= Phase::Schema {
@@ -612,14 +726,15 @@ async fn lane(
                         None
                     };
                     if table != current && in_txn {
-                        conn.query_drop("COMMIT").await.map_err(|e| mysql("committing", e))?;
+                        exec.send(Op::Sql("COMMIT", "committing")).await?;
                         in_txn = false;
                     }
-                    if table != current && loaded {
-                        loaded = false;
+                    if table != current {
                         txn_bytes = 0;
-                        if let Some(done) = &current {
-                            add_deferred(&mut conn, shared, done, map).await?;
+                        if let Some(done) = current.take() {
+                            if passed.insert(done.clone()) {
+                                exec.send(Op::Leave(done)).await?;
+                            }
                         }
                     }
                     if kind == "schema" {
@@ -627,8 +742,8 @@ async fn lane(
                         schema_db = v["db"].as_str().unwrap_or("").to_owned();
                     }
                     if kind == "data" {
+                        mine = out.counts.data_sections as usize % lanes == k;
                         out.counts.data_sections += 1;
-                        mine = owners.get(table.as_ref().unwrap()).copied().unwrap_or(0) == k;
                         if table != current {
                             current_use = None;
                         }
@@ -668,9 +783,8 @@ async fn lane(
                         Phase::Data if mine => {
                             let s = rewrite_db(&s, map).unwrap_or(s);
                             out.counts.statements += 1;
-                            loaded = true;
                             if !in_txn {
-                                conn.query_drop("START TRANSACTION").await.map_err(|e| mysql("starting a transaction", e))?;
+                                exec.send(Op::Sql("START TRANSACTION", "starting a transaction")).await?;
                                 in_txn = true;
                                 if let Some(u) = &current_use {
                                     job.push(u.clone());
@@ -682,12 +796,11 @@ async fn lane(
                             job_bytes += s.len();
                             job.push(s);
                             if job_bytes >= JOB_BYTES {
-                                exec_data(&mut conn, &job, &shared.loaded_rows).await.map_err(|e| mysql("loading data", e))?;
-                                job.clear();
+                                exec.send(Op::Data(prepare(std::mem::take(&mut job)))).await?;
                                 txn_bytes += job_bytes;
                                 job_bytes = 0;
                                 if shared.txn_bytes > 0 && txn_bytes >= shared.txn_bytes {
-                                    conn.query_drop("COMMIT").await.map_err(|e| mysql("committing", e))?;
+                                    exec.send(Op::Sql("COMMIT", "committing")).await?;
                                     in_txn = false;
                                     txn_bytes = 0;
                                 } else if let Some(u) = &current_use {
@@ -712,24 +825,20 @@ async fn lane(
         }
     }
     if !job.is_empty() {
-        exec_data(&mut conn, &job, &shared.loaded_rows)
-            .await
-            .map_err(|e| mysql("loading data", e))?;
+        exec.send(Op::Data(prepare(job))).await?;
     }
     if in_txn {
-        conn.query_drop("COMMIT")
-            .await
-            .map_err(|e| mysql("committing", e))?;
+        exec.send(Op::Sql("COMMIT", "committing")).await?;
     }
-    if loaded {
-        if let Some(done) = &current {
-            add_deferred(&mut conn, shared, done, map).await?;
+    if let Some(done) = current.take() {
+        if passed.insert(done.clone()) {
+            exec.send(Op::Leave(done)).await?;
         }
     }
     if k == 0 {
         let _ = shared.schema_done.send(true);
     }
-    let _ = conn.disconnect().await;
+    exec.finish().await?;
     // Every byte read: the checksum decides before anything is declared done.
     reading.check()?;
     if phase != Phase::End {
@@ -753,7 +862,6 @@ async fn run(
     scratch: bool,
 ) -> Result<Counts> {
     session(ctl, scratch).await?;
-    let owners = assign(m, threads);
     // Every lane reads the whole artifact: that is what the progress counts.
     if let Some(a) = m.artifacts.first() {
         catalog
@@ -763,20 +871,23 @@ async fn run(
             ));
     }
     let (schema_done, _) = tokio::sync::watch::channel(false);
-    let shared = Shared {
+    let map = &Arc::new(map.to_vec());
+    let shared = Arc::new(Shared {
         failed: CancellationToken::new(),
         error: Mutex::new(None),
         schema_done,
         loaded_rows: AtomicU64::new(0),
         deferred: Mutex::new(HashMap::new()),
         keys_added: AtomicU64::new(0),
+        passed: Mutex::new(HashMap::new()),
+        lanes: threads,
         keys_after: std::env::var("CEXDR_MYSQL_RESTORE_KEYS_AFTER").as_deref() != Ok("0"),
         txn_bytes: std::env::var("CEXDR_MYSQL_RESTORE_TXN_MIB")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
             .and_then(|m| m.checked_mul(1 << 20))
             .unwrap_or(0),
-    };
+    });
     let mut conns = Vec::new();
     for _ in 0..threads {
         let mut c = server.connect().await?;
@@ -786,14 +897,14 @@ async fn run(
     let mut conns = conns.into_iter();
     let first = conns.next().expect("at least one lane");
     let lane0 = async {
-        lane(0, catalog, m, first, Some(ctl), map, &owners, &shared)
+        lane(0, catalog, m, first, Some(ctl), map, &shared)
             .await
             .map_err(|e| shared.fail(e))
     };
     let others = futures::future::join_all(conns.enumerate().map(|(i, c)| {
-        let (owners, shared) = (&owners, &shared);
+        let shared = &shared;
         async move {
-            lane(i + 1, catalog, m, c, None, map, owners, shared)
+            lane(i + 1, catalog, m, c, None, map, shared)
                 .await
                 .map_err(|e| shared.fail(e))
         }
