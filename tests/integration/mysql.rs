@@ -343,6 +343,77 @@ fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
     sql(&format!("DROP DATABASE `{db}`; DROP DATABASE `{copy}`"));
 }
 
+/// Big tables are split into primary-key ranges by the dump and the
+/// ranges dealt round the restore's connections: with 3 lanes and tables
+/// of several sections each (one with a secondary and a unique key, which
+/// the last lane past it adds back), every row and definition is the
+/// source's, and a duplicate that a unique key must refuse is still refused.
+#[test]
+fn tables_split_over_several_restore_connections_come_back_exact() {
+    let db = unique("cexdr_lanes");
+    sql(&format!(
+        "DROP DATABASE IF EXISTS `{db}`; CREATE DATABASE `{db}`; USE `{db}`;
+         CREATE TABLE big (id BIGINT PRIMARY KEY, acct INT NOT NULL, ref CHAR(12) NOT NULL,
+           pad VARCHAR(300) NOT NULL, KEY by_acct (acct, id), UNIQUE KEY by_ref (ref));
+         CREATE TABLE other (id INT PRIMARY KEY, v DOUBLE, note TEXT);
+         CREATE TABLE tiny (id INT PRIMARY KEY, k INT, KEY k (k));
+         INSERT INTO big SELECT seq, seq % 977, CONCAT('r', seq), REPEAT(CHAR(65 + seq % 26), 200 + seq % 90) FROM seq_1_to_40000;
+         INSERT INTO other SELECT seq, seq / 7, IF(seq % 5 = 0, NULL, REPEAT('n\\t\\\\', seq % 40)) FROM seq_1_to_40000;
+         INSERT INTO tiny VALUES (1, 10), (2, 20);
+         ANALYZE TABLE big, other, tiny;"
+    ));
+    let before = checksums(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), &format!("databases = [\"{db}\"]\nthreads = 2"));
+    let o = cexdr(&["--policy", p(&pol), "backup", "db"]);
+    assert_code(&o, 0);
+    let b = only_backup(&pol);
+    let copy = format!("{db}_r");
+    let o = cexdr(&[
+        "--policy",
+        p(&pol),
+        "restore",
+        b["id"].as_str().unwrap(),
+        "--to",
+        &mysql_url(),
+        "--database-map",
+        &format!("{db}={copy}"),
+        "--threads",
+        "3",
+    ]);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains(" 80002 rows bulk-loaded, secondary keys of 2 tables built after their rows"),
+        "{out}"
+    );
+    // More sections than lanes: every lane had some of the big tables.
+    let sections: u64 = out
+        .split(" data sections on 3 connections")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no section count in {out}"));
+    assert!(sections >= 5, "{out}");
+    assert_eq!(checksums(&copy), before, "cexdr restore changed data");
+    assert_eq!(creates(&copy), creates(&db));
+    let dup = std::process::Command::new("mariadb")
+        .args(client_args())
+        .arg("-e")
+        .arg(format!(
+            "INSERT INTO `{copy}`.big VALUES (50001, 1, 'r7', 'x')"
+        ))
+        .output()
+        .unwrap();
+    assert!(!dup.status.success(), "the unique key was not rebuilt");
+    assert!(
+        String::from_utf8_lossy(&dup.stderr).contains("Duplicate entry 'r7'"),
+        "{}",
+        String::from_utf8_lossy(&dup.stderr)
+    );
+    sql(&format!("DROP DATABASE `{db}`; DROP DATABASE `{copy}`"));
+}
+
 #[test]
 fn restore_test_fails_when_a_table_differs() {
     let _scratch = common::scratch_databases();

@@ -1,11 +1,16 @@
 //! `cexdr restore ID --to mysql://…` and `cexdr verify ID --restore-test
-//! mysql://…`. Tables are spread over `threads` lanes; each lane reads the
-//! artifact itself (checking its SHA-256 and size), jumps over the other
-//! lanes' sections, and loads its own tables, each in one transaction so
-//! InnoDB bulk-loads the empty table, with the INSERTs turned into LOAD DATA
-//! streams. Lane 0 also creates the schema first and, once every lane has
-//! read every byte and the checksums matched, the routines, views, triggers
-//! and events. Memory stays flat: a lane holds at most one 8 MiB batch.
+//! mysql://…`. The dump's data sections (one primary-key range of a table
+//! each) are dealt round `threads` lanes, so every lane loads part of every
+//! big table and the lanes stay even whatever the table sizes. Each lane
+//! reads the artifact itself (checking its SHA-256 and size), jumps over the
+//! other lanes' sections, and turns its INSERTs into LOAD DATA streams while
+//! its connection, on a task of its own, loads the previous batch: the
+//! client's work and the server's overlap. A lane keeps one transaction per
+//! table; the last lane past a table adds the secondary keys held back from
+//! its CREATE TABLE. Lane 0 also creates the schema first and, once every
+//! lane has read every byte and the checksums matched, the routines, views,
+//! triggers and events. Memory stays flat: a lane holds at most three 8 MiB
+//! batches (one being filled, one queued, one loading).
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -595,9 +600,9 @@ struct LaneOut {
 }
 
 /// One lane: its own read of the artifact (checked against the manifest),
-/// its own connection, the data of its tables — each table in one
-/// transaction, so InnoDB bulk-loads the empty table. Lane 0 also creates
-/// the schema (on `ctl`) and collects the views/routines/triggers/events.
+/// its own connection (driven by an `Executor`), every `lanes`-th data
+/// section, one transaction per table. Lane 0 also creates the schema (on
+/// `ctl`) and collects the views/routines/triggers/events.
 #[allow(clippy::too_many_arguments)]
 async fn lane(
     k: usize,
