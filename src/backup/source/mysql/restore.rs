@@ -901,6 +901,9 @@ async fn run(
             .and_then(|m| m.checked_mul(1 << 20))
             .unwrap_or(0),
     });
+    // If this restore is dropped half-way (interrupt, drill timeout), the
+    // connection tasks stop too instead of loading on or waiting forever.
+    let _stop_tasks = shared.failed.clone().drop_guard();
     let mut conns = Vec::new();
     for _ in 0..threads {
         let mut c = server.connect().await?;
