@@ -6,8 +6,8 @@
 //! other lanes' sections, and turns its INSERTs into LOAD DATA streams while
 //! its connection, on a task of its own, loads the previous batch: the
 //! client's work and the server's overlap. A lane keeps one transaction per
-//! table; the last lane past a table adds the secondary keys held back from
-//! its CREATE TABLE. Lane 0 also creates the schema first and, once every
+//! table; once the last lane is past a table, a connection of its own adds
+//! the secondary keys held back from its CREATE TABLE while the lanes load on. Lane 0 also creates the schema first and, once every
 //! lane has read every byte and the checksums matched, the routines, views,
 //! triggers and events. Memory stays flat: a lane holds at most three 8 MiB
 //! batches (one being filled, one queued, one loading).
@@ -457,8 +457,8 @@ enum Op {
     Data(Vec<Step>),
     /// A statement and what it does (for the error).
     Sql(&'static str, &'static str),
-    /// This lane is past the table's sections (its rows committed): the
-    /// last lane past it adds the held-back keys.
+    /// This lane is past the table's sections (its rows committed): once
+    /// every lane is, the key-building connection adds the held-back keys.
     Leave(TableKey),
 }
 
@@ -471,7 +471,7 @@ struct Executor {
 }
 
 impl Executor {
-    fn start(mut conn: Conn, shared: Arc<Shared>, map: Arc<Vec<(String, String)>>) -> Executor {
+    fn start(mut conn: Conn, shared: Arc<Shared>) -> Executor {
         // One job queued while one loads: at most two batches in memory.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Op>(1);
         let task = tokio::spawn(async move {
@@ -502,11 +502,14 @@ impl Executor {
                                     *n += 1;
                                     *n == shared.lanes
                                 };
+                                // The key build runs on its own connection:
+                                // this lane goes on loading meanwhile.
                                 if last {
-                                    add_deferred(&mut conn, &shared, &key, &map).await
-                                } else {
-                                    Ok(())
+                                    if let Some(tx) = shared.keys.lock().unwrap().as_ref() {
+                                        let _ = tx.send(key);
+                                    }
                                 }
+                                Ok(())
                             }
                         }
                     };
@@ -571,6 +574,9 @@ struct Shared {
     /// Lanes past each table's data sections, and how many lanes there are.
     passed: Mutex<HashMap<TableKey, usize>>,
     lanes: usize,
+    /// Tables whose rows are all in, for the key-building connection
+    /// (closed once every lane is done).
+    keys: Mutex<Option<tokio::sync::mpsc::UnboundedSender<TableKey>>>,
     /// Diagnostics for measuring the levers (docs/mysql.md): secondary keys
     /// after the rows (default on), and a commit every `txn_bytes` of SQL
     /// instead of one transaction per table (0, the default).
@@ -613,7 +619,7 @@ async fn lane(
     map: &Arc<Vec<(String, String)>>,
     shared: &Arc<Shared>,
 ) -> Result<LaneOut> {
-    let mut exec = Executor::start(conn, shared.clone(), map.clone());
+    let mut exec = Executor::start(conn, shared.clone());
     match lane_body(k, catalog, m, &mut exec, ctl, map, shared).await {
         Ok(out) => Ok(out),
         Err(e) => {
@@ -876,6 +882,7 @@ async fn run(
             ));
     }
     let (schema_done, _) = tokio::sync::watch::channel(false);
+    let (keys_tx, mut keys_rx) = tokio::sync::mpsc::unbounded_channel::<TableKey>();
     let map = &Arc::new(map.to_vec());
     let shared = Arc::new(Shared {
         failed: CancellationToken::new(),
@@ -886,6 +893,7 @@ async fn run(
         keys_added: AtomicU64::new(0),
         passed: Mutex::new(HashMap::new()),
         lanes: threads,
+        keys: Mutex::new(Some(keys_tx)),
         keys_after: std::env::var("CEXDR_MYSQL_RESTORE_KEYS_AFTER").as_deref() != Ok("0"),
         txn_bytes: std::env::var("CEXDR_MYSQL_RESTORE_TXN_MIB")
             .ok()
@@ -893,12 +901,36 @@ async fn run(
             .and_then(|m| m.checked_mul(1 << 20))
             .unwrap_or(0),
     });
+    // If this restore is dropped half-way (interrupt, drill timeout), the
+    // connection tasks stop too instead of loading on or waiting forever.
+    let _stop_tasks = shared.failed.clone().drop_guard();
     let mut conns = Vec::new();
     for _ in 0..threads {
         let mut c = server.connect().await?;
         session(&mut c, scratch).await?;
         conns.push(c);
     }
+    // Secondary keys are added back on a connection of their own, so the
+    // lane that finished a table last keeps loading while they build.
+    let mut kc = server.connect().await?;
+    session(&mut kc, scratch).await?;
+    let keys = {
+        let (shared, map) = (shared.clone(), map.clone());
+        tokio::spawn(async move {
+            while let Some(key) = keys_rx.recv().await {
+                tokio::select! {
+                    r = add_deferred(&mut kc, &shared, &key, &map) => {
+                        if let Err(e) = r {
+                            shared.fail(e);
+                            return;
+                        }
+                    }
+                    _ = shared.failed.cancelled() => return,
+                }
+            }
+            let _ = kc.disconnect().await;
+        })
+    };
     let mut conns = conns.into_iter();
     let first = conns.next().expect("at least one lane");
     let lane0 = async {
@@ -915,6 +947,12 @@ async fn run(
         }
     }));
     let (r0, rest) = futures::join!(lane0, others);
+    shared.keys.lock().unwrap().take();
+    if let Err(e) = keys.await {
+        shared.fail(Error::RestoreRefused(format!(
+            "the key-building task failed: {e}"
+        )));
+    }
     if let Some(e) = shared.error.lock().unwrap().take() {
         return Err(e.in_restore());
     }
