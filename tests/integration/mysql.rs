@@ -85,6 +85,24 @@ fn no_backup(policy: &Path) {
     assert_eq!(list.as_array().unwrap().len(), 0, "{list:#}");
 }
 
+/// `cexdr restore ID --to <server> --database-map DB=COPY [EXTRA…]`.
+fn restore_as(pol: &Path, id: &str, db: &str, copy: &str, extra: &[&str]) -> std::process::Output {
+    let map = format!("{db}={copy}");
+    let url = mysql_url();
+    let mut args = vec![
+        "--policy",
+        p(pol),
+        "restore",
+        id,
+        "--to",
+        &url,
+        "--database-map",
+        &map,
+    ];
+    args.extend_from_slice(extra);
+    cexdr(&args)
+}
+
 /// `CHECKSUM TABLE` of every base table of `db`, by table name.
 fn checksums(db: &str) -> Vec<(String, String)> {
     let tables = sql(&format!(
@@ -241,18 +259,7 @@ fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
 
     // 1. cexdr restore, renamed.
     let copy = format!("{db}_r");
-    let o = cexdr(&[
-        "--policy",
-        p(&pol),
-        "restore",
-        &id,
-        "--to",
-        &mysql_url(),
-        "--database-map",
-        &format!("{db}={copy}"),
-        "--threads",
-        "3",
-    ]);
+    let o = restore_as(&pol, &id, &db, &copy, &["--threads", "3"]);
     assert_code(&o, 0);
     // Every row went in through the LOAD DATA fast path.
     assert!(
@@ -281,33 +288,14 @@ fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
     assert_eq!(sql(&format!("SELECT COUNT(*) FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA='{copy}' AND TABLE_NAME='order'")), "2\n");
 
     // 2. Into an existing database without --force: refused, untouched.
-    let o = cexdr(&[
-        "--policy",
-        p(&pol),
-        "restore",
-        &id,
-        "--to",
-        &mysql_url(),
-        "--database-map",
-        &format!("{db}={copy}"),
-    ]);
+    let o = restore_as(&pol, &id, &db, &copy, &[]);
     assert_code(&o, 1);
     assert!(
         stderr(&o).contains("already exist") && stderr(&o).contains("--force"),
         "{}",
         stderr(&o)
     );
-    let o = cexdr(&[
-        "--policy",
-        p(&pol),
-        "restore",
-        &id,
-        "--to",
-        &mysql_url(),
-        "--database-map",
-        &format!("{db}={copy}"),
-        "--force",
-    ]);
+    let o = restore_as(&pol, &id, &db, &copy, &["--force"]);
     assert_code(&o, 0);
     assert_eq!(checksums(&copy), before);
 
@@ -369,18 +357,13 @@ fn tables_split_over_several_restore_connections_come_back_exact() {
     assert_code(&o, 0);
     let b = only_backup(&pol);
     let copy = format!("{db}_r");
-    let o = cexdr(&[
-        "--policy",
-        p(&pol),
-        "restore",
+    let o = restore_as(
+        &pol,
         b["id"].as_str().unwrap(),
-        "--to",
-        &mysql_url(),
-        "--database-map",
-        &format!("{db}={copy}"),
-        "--threads",
-        "3",
-    ]);
+        &db,
+        &copy,
+        &["--threads", "3"],
+    );
     assert_code(&o, 0);
     let out = stdout(&o);
     assert!(
@@ -502,16 +485,7 @@ async fn a_backup_during_concurrent_transfers_is_consistent() {
     let b = only_backup(&pol);
     assert_eq!(b["details"]["tables"][&db]["a"]["rows"], ROWS);
     let copy = format!("{db}_r");
-    let o = cexdr(&[
-        "--policy",
-        p(&pol),
-        "restore",
-        b["id"].as_str().unwrap(),
-        "--to",
-        &mysql_url(),
-        "--database-map",
-        &format!("{db}={copy}"),
-    ]);
+    let o = restore_as(&pol, b["id"].as_str().unwrap(), &db, &copy, &[]);
     assert_code(&o, 0);
     let sum = sql(&format!(
         "SELECT (SELECT SUM(bal) FROM `{copy}`.a) + (SELECT SUM(bal) FROM `{copy}`.b)"
@@ -750,16 +724,7 @@ fn a_damaged_artifact_is_refused_and_the_partial_restore_removed() {
     let original = std::fs::read_to_string(&manifest).unwrap();
     let sha = b["artifacts"][0]["sha256"].as_str().unwrap();
     std::fs::write(&manifest, original.replace(sha, &"0".repeat(64))).unwrap();
-    let o = cexdr(&[
-        "--policy",
-        p(&pol),
-        "restore",
-        id,
-        "--to",
-        &mysql_url(),
-        "--database-map",
-        &format!("{db}={copy}"),
-    ]);
+    let o = restore_as(&pol, id, &db, &copy, &[]);
     assert_code(&o, 1);
     assert!(
         stderr(&o).contains("damaged") && stderr(&o).contains("dropped"),
@@ -777,16 +742,7 @@ fn a_damaged_artifact_is_refused_and_the_partial_restore_removed() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
     std::fs::write(&art, bytes).unwrap();
-    let o = cexdr(&[
-        "--policy",
-        p(&pol),
-        "restore",
-        id,
-        "--to",
-        &mysql_url(),
-        "--database-map",
-        &format!("{db}={copy}"),
-    ]);
+    let o = restore_as(&pol, id, &db, &copy, &[]);
     assert_code(&o, 1);
     assert!(
         stderr(&o).contains("damaged")
@@ -978,31 +934,12 @@ fn objects_keep_their_context_and_sequences_their_position_through_both_restores
 
     // 1. cexdr restore, renamed: same results, same recorded contexts.
     let copy = format!("{db}_r");
-    let o = cexdr(&[
-        "--policy",
-        p(&pol),
-        "restore",
-        &id,
-        "--to",
-        &mysql_url(),
-        "--database-map",
-        &format!("{db}={copy}"),
-    ]);
+    let o = restore_as(&pol, &id, &db, &copy, &[]);
     assert_code(&o, 0);
     assert_eq!(behaviour(&copy), before, "cexdr restore changed an object");
     assert_eq!(checksums(&copy), sums);
     // A restore over it (--force) drops and re-creates every object kind.
-    let o = cexdr(&[
-        "--policy",
-        p(&pol),
-        "restore",
-        &id,
-        "--to",
-        &mysql_url(),
-        "--database-map",
-        &format!("{db}={copy}"),
-        "--force",
-    ]);
+    let o = restore_as(&pol, &id, &db, &copy, &["--force"]);
     assert_code(&o, 0);
     assert_eq!(
         behaviour(&copy),
