@@ -331,41 +331,80 @@ pub fn blocking_reader(input: ByteStream) -> impl Read + Send {
 }
 
 /// Decompresses a stored stream (all gzip members / zstd frames). cexdr's
-/// own gzip members say their length, so they inflate on every core (as
-/// pigz compresses); any other gzip stream is read by one decoder.
+/// own gzip members say their length and its zstd frames their content
+/// size, so they decompress on every core (as pigz compresses); any other
+/// stream is read by one decoder.
 pub fn decompress(input: ByteStream, c: Compression) -> ByteStream {
-    if let Compression::Gzip { .. } = c {
-        return gunzip_members(input, crate::base::parallelism());
+    match c {
+        Compression::Gzip { .. } => units(input, c, crate::base::parallelism()),
+        Compression::Zstd { .. } => units(input, c, crate::base::parallelism()),
+        Compression::None => input,
     }
-    serial_decompress(input, c)
 }
 
-/// Splits the stream at the lengths in the members' headers and inflates
-/// `threads` members at once, in order; from the first member without
-/// that header on (an artifact of an older version, or gzip's own), the
-/// rest goes through one multi-member decoder.
-fn gunzip_members(input: ByteStream, threads: usize) -> ByteStream {
+/// The largest zstd frame decoded whole: cexdr writes frames of `BLOCK`
+/// bytes; a foreign stream with bigger frames (`zstd` itself writes one
+/// frame per file) goes through the streaming decoder, in bounded memory.
+const MAX_FRAME: usize = 4 * BLOCK;
+
+/// Where the first unit (gzip member, zstd frame) in `buf` ends, if `buf`
+/// holds it whole; `Err(())` when the stream is not one cexdr wrote in
+/// units, or a unit is too big to hold in memory.
+fn unit_len(buf: &[u8], c: Compression) -> Result<Option<usize>, ()> {
+    match c {
+        Compression::Gzip { .. } => match member_len(buf) {
+            Some(n) => Ok((buf.len() >= n).then_some(n)),
+            None if buf.len() >= MEMBER_LEN_AT + 4 => Err(()),
+            None => Ok(None),
+        },
+        Compression::Zstd { .. } => {
+            // The header says the content size (cexdr's frames always do).
+            match zstd::zstd_safe::get_frame_content_size(buf) {
+                Ok(Some(n)) if n <= MAX_FRAME as u64 => {}
+                Ok(_) => return Err(()),
+                // Too short to say yet, or not a frame: the decoder decides.
+                Err(_) if buf.len() < 18 => return Ok(None),
+                Err(_) => return Err(()),
+            }
+            match zstd::zstd_safe::find_frame_compressed_size(buf) {
+                Ok(n) => Ok(Some(n)),
+                Err(_) if buf.len() <= MAX_FRAME + (64 << 10) => Ok(None),
+                Err(_) => Err(()),
+            }
+        }
+        Compression::None => Err(()),
+    }
+}
+
+/// Splits the stream into whole units and decompresses `threads` of them
+/// at once, in order; from the first unit that does not say its length
+/// (an artifact of an older version, or gzip's or zstd's own), the rest
+/// goes through one streaming decoder.
+fn units(input: ByteStream, c: Compression, threads: usize) -> ByteStream {
     enum Next {
-        Member(Bytes),
+        Unit(Bytes),
         Rest(ByteStream),
     }
-    let members =
-        futures::stream::unfold(Some((input, BytesMut::new(), false)), |state| async move {
+    let units = futures::stream::unfold(
+        Some((input, BytesMut::new(), false)),
+        move |state| async move {
             let (mut input, mut buf, started) = state?;
             loop {
-                if let Some(n) = member_len(&buf) {
-                    if buf.len() >= n {
+                match unit_len(&buf, c) {
+                    Ok(Some(n)) => {
                         let m = buf.split_to(n).freeze();
-                        return Some((Ok(Next::Member(m)), Some((input, buf, true))));
+                        return Some((Ok(Next::Unit(m)), Some((input, buf, true))));
                     }
-                } else if buf.len() >= MEMBER_LEN_AT + 4 {
-                    // Not one of ours: one decoder reads what is left.
-                    let head = from_bytes(buf.freeze());
-                    let rest: ByteStream = Box::pin(head.chain(input));
-                    return Some((Ok(Next::Rest(rest)), None));
+                    Ok(None) => {}
+                    Err(()) => {
+                        // Not one of ours: one decoder reads what is left.
+                        let head = from_bytes(buf.freeze());
+                        let rest: ByteStream = Box::pin(head.chain(input));
+                        return Some((Ok(Next::Rest(rest)), None));
+                    }
                 }
                 match input.next().await {
-                    Some(Ok(c)) => buf.extend_from_slice(&c),
+                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
                     Some(Err(e)) => return Some((Err(e), None)),
                     None if buf.is_empty() && started => return None,
                     // A short tail: the decoder reports what is wrong with it.
@@ -375,17 +414,18 @@ fn gunzip_members(input: ByteStream, threads: usize) -> ByteStream {
                     }
                 }
             }
-        });
-    let s = members
+        },
+    );
+    let s = units
         .map(move |next| async move {
             match next? {
-                Next::Member(m) => {
-                    let out = tokio::task::spawn_blocking(move || inflate_member(&m))
+                Next::Unit(m) => {
+                    let out = tokio::task::spawn_blocking(move || decode_unit(&m, c))
                         .await
                         .map_err(io::Error::other)??;
                     Ok(futures::stream::once(async move { Ok(out) }).boxed())
                 }
-                Next::Rest(rest) => Ok(serial_decompress(rest, Compression::Gzip { level: 6 })),
+                Next::Rest(rest) => Ok(serial_decompress(rest, c)),
             }
         })
         .buffered(threads.max(1))
@@ -397,19 +437,44 @@ fn gunzip_members(input: ByteStream, threads: usize) -> ByteStream {
     Box::pin(s)
 }
 
-/// One whole member (its CRC-32 and length checked by the decoder), and
-/// nothing after it.
-fn inflate_member(m: &[u8]) -> io::Result<Bytes> {
-    let mut d = flate2::bufread::GzDecoder::new(m);
-    let mut out = Vec::with_capacity(BLOCK);
-    d.read_to_end(&mut out)?;
-    if !d.into_inner().is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "gzip member shorter than its header says",
-        ));
+/// One whole unit, checked by its decoder (gzip: CRC-32 and length; zstd:
+/// the content size, and the checksum when the frame has one), and nothing
+/// after it.
+fn decode_unit(m: &[u8], c: Compression) -> io::Result<Bytes> {
+    match c {
+        Compression::Gzip { .. } => {
+            let mut d = flate2::bufread::GzDecoder::new(m);
+            let mut out = Vec::with_capacity(BLOCK);
+            d.read_to_end(&mut out)?;
+            if !d.into_inner().is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "gzip member shorter than its header says",
+                ));
+            }
+            Ok(Bytes::from(out))
+        }
+        Compression::Zstd { .. } => {
+            let n = zstd::zstd_safe::get_frame_content_size(m)
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "zstd frame without its content size",
+                    )
+                })?;
+            let out = zstd::bulk::decompress(m, n as usize)?;
+            if out.len() as u64 != n {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "zstd frame shorter than its header says",
+                ));
+            }
+            Ok(Bytes::from(out))
+        }
+        Compression::None => Ok(Bytes::copy_from_slice(m)),
     }
-    Ok(Bytes::from(out))
 }
 
 fn serial_decompress(input: ByteStream, c: Compression) -> ByteStream {
@@ -575,6 +640,56 @@ mod tests {
         assert!(collect(decompress(chunks(&bad, 4096), gz)).await.is_err());
         // gzip itself reads them (the extra field is skipped).
         let mut child = std::process::Command::new("gzip")
+            .arg("-dc")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let feed = mixed.clone();
+        let writer = std::thread::spawn(move || stdin.write_all(&feed).unwrap());
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, want);
+    }
+
+    #[tokio::test]
+    async fn zstd_frames_with_and_without_their_content_size() {
+        let data = sample(5 * BLOCK + 12_345);
+        let zs = Compression::Zstd { level: 1 };
+        let ours = collect(compress(chunks(&data, 70_000), zs, 2))
+            .await
+            .unwrap();
+        let first = unit_len(&ours, zs).unwrap().unwrap();
+        assert!(first < ours.len(), "several frames");
+        // zstd's own streaming output: one frame, no content size.
+        let plain = zstd::stream::encode_all(&b"and a plain frame"[..], 3).unwrap();
+        assert_eq!(unit_len(&plain, zs), Err(()));
+        let mut mixed = ours.clone();
+        mixed.extend_from_slice(&plain);
+        mixed.extend_from_slice(&ours);
+        let mut want = data.clone();
+        want.extend_from_slice(b"and a plain frame");
+        want.extend_from_slice(&data);
+        for stream in [
+            chunks(&mixed, 4096),
+            chunks(&mixed, 3 << 20),
+            chunks(&mixed, 7),
+        ] {
+            assert_eq!(collect(decompress(stream, zs)).await.unwrap(), want);
+        }
+        // Truncated inside a frame, and a frame whose content size lies.
+        let cut = &ours[..ours.len() - 3];
+        assert!(collect(decompress(chunks(cut, 4096), zs)).await.is_err());
+        let mut bad = ours.clone();
+        bad[first + 40] ^= 0x55;
+        assert!(
+            collect(decompress(chunks(&bad, 4096), zs)).await.is_err()
+                || collect(decompress(chunks(&bad, 4096), zs)).await.unwrap() != data
+        );
+        // zstd itself reads them.
+        let mut child = std::process::Command::new("zstd")
             .arg("-dc")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
