@@ -11,8 +11,8 @@
 # DB_PREFIX (cexb_mysql: databases ${DB_PREFIX}_s${SCALE}[_stock|_myloader|_cexdr]),
 # SKIP_SEED=1 to reuse an existing source database of the same scale,
 # KEEP=1 to keep the restored databases, RUNS (timed runs of each command,
-# default 1: the median is used, min-max printed), LEVEL (gzip level for
-# cexdr, default 3), THREADS (dump connections; default: one per core),
+# default 1: the median is used, min-max printed), COMPRESSION and LEVEL
+# (cexdr's compression and level; default: the job's default, zstd 1), THREADS (dump connections; default: one per core),
 # RESTORE_THREADS (cexdr restore --threads; default: one per core).
 # Prints wall time, peak RSS and size of each, the ratios to the targets,
 # seconds per GB of table data, and the cross-scale ratios.
@@ -25,7 +25,6 @@ CEXDR=${CEXDR:-$TARGET_DIR/release/cexdr}
 HOST=${MYSQL_HOST:-127.0.0.1}
 PORT=${MYSQL_PORT:-3306}
 USER_=${MYSQL_USER:-root}
-LEVEL=${LEVEL:-3}
 RUNS=${RUNS:-1}
 PREFIX=${DB_PREFIX:-cexb_mysql}
 OPTS="--protocol=tcp -h $HOST -P $PORT -u $USER_"
@@ -135,7 +134,8 @@ name = "bench"
 kind = "mysql"
 url = "mysql://$USER_@$HOST:$PORT"
 databases = ["$DB"]
-compression-level = $LEVEL
+${COMPRESSION:+compression = \"$COMPRESSION\"}
+${LEVEL:+compression-level = $LEVEL}
 ${THREADS:+threads = $THREADS}
 POLICY
 
@@ -144,7 +144,7 @@ POLICY
   timed mysqldump_gzip "rm -f $W/mysqldump.sql.gz" "$DUMP $OPTS --single-transaction --routines --triggers --events $DB | gzip > $W/mysqldump.sql.gz"
   timed mydumper "rm -rf $W/mydumper" "mydumper -h $HOST -P $PORT -u $USER_ -B $DB -t 2 -c -o $W/mydumper >/dev/null"
   timed cexdr_backup "rm -rf $W/store" "$CEXDR -q --policy $W/policy.toml backup bench >/dev/null"
-  ART=$(find "$W/store" -name 'dump.sql.gz')
+  ART=$(find "$W/store" -name 'dump.sql.*')
   ID=$("$CEXDR" --policy "$W/policy.toml" catalog list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
   eval "S_gzip_$SCALE=$(size "$W/mysqldump.sql.gz") S_mydumper_$SCALE=$(size "$W/mydumper") S_cexdr_$SCALE=$(size "$ART")"
   printf '%-18s %12d bytes\n' "mysqldump|gzip" "$(size "$W/mysqldump.sql.gz")" "mydumper -c" "$(size "$W/mydumper")" "cexdr" "$(size "$ART")"

@@ -862,31 +862,13 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob)
         Some(s) => Some(Schedule::parse(s).map_err(|m| err("schedule", m.to_string()))?),
         None => None,
     };
-    let mut compression = match &j.compression {
-        Some(c) => Compression::from_name(c)
-            .ok_or_else(|| err("compression", format!("{c:?} is not gzip, zstd or none")))?,
-        None => Compression::Gzip { level: 6 },
+    let named = match &j.compression {
+        Some(c) => Some(
+            Compression::from_name(c)
+                .ok_or_else(|| err("compression", format!("{c:?} is not gzip, zstd or none")))?,
+        ),
+        None => None,
     };
-    if let Some(level) = j.compression_level {
-        compression = match compression {
-            Compression::Gzip { .. } if (1..=9).contains(&level) => Compression::Gzip { level },
-            Compression::Zstd { .. } if (1..=19).contains(&level) => Compression::Zstd {
-                level: level as i32,
-            },
-            Compression::None => {
-                return Err(err(
-                    "compression-level",
-                    "no level applies to compression = \"none\"".into(),
-                ))
-            }
-            _ => {
-                return Err(err(
-                    "compression-level",
-                    format!("{level} is out of range (gzip 1-9, zstd 1-19)"),
-                ))
-            }
-        };
-    }
     let keep = j.keep.clone().unwrap_or_default();
     for (k, v) in [
         ("last", keep.last),
@@ -925,10 +907,29 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob)
         return Err(err(k, format!("does not apply to kind = \"{}\"", j.kind)));
     }
     let source = keys.into_spec(&PolicyInput::new(&j.name, kind, base, err))?;
-    // The kind's own default level (mysql: 3) for a plain gzip.
-    if j.compression_level.is_none() && compression == (Compression::Gzip { level: 6 }) {
-        compression = Compression::Gzip {
-            level: source.info().default_gzip_level(),
+    // The kind's own default (mysql: zstd level 1), then the job's level.
+    let mut compression = source.info().default_compression(named);
+    if let Some(level) = j.compression_level {
+        compression = match compression {
+            Compression::Gzip { .. } if (1..=9).contains(&level) => Compression::Gzip { level },
+            Compression::Zstd { .. } if (1..=19).contains(&level) => Compression::Zstd {
+                level: level as i32,
+            },
+            Compression::None => {
+                return Err(err(
+                    "compression-level",
+                    "no level applies to compression = \"none\"".into(),
+                ))
+            }
+            c => {
+                return Err(err(
+                    "compression-level",
+                    format!(
+                        "{level} is out of range for {} (gzip 1-9, zstd 1-19)",
+                        c.name()
+                    ),
+                ))
+            }
         };
     }
     let encryption = match &j.encryption {
@@ -1218,7 +1219,30 @@ keep = { within = "30d", last = 3 }
             "{s}"
         );
         let p = parse(&mysql.replace("threads = \"four\"", "threads = 4")).unwrap();
-        assert_eq!(p.jobs[0].compression, Compression::Gzip { level: 3 });
+        assert_eq!(p.jobs[0].compression, Compression::Zstd { level: 1 });
+        for (keys, want) in [
+            ("compression = \"gzip\"", Compression::Gzip { level: 3 }),
+            (
+                "compression = \"gzip\"\ncompression-level = 6",
+                Compression::Gzip { level: 6 },
+            ),
+            ("compression = \"zstd\"", Compression::Zstd { level: 1 }),
+            ("compression-level = 5", Compression::Zstd { level: 5 }),
+            ("compression = \"none\"", Compression::None),
+        ] {
+            let p = parse(&mysql.replace("threads = \"four\"", keys)).unwrap();
+            assert_eq!(p.jobs[0].compression, want, "{keys}");
+        }
+        let s = parse(&mysql.replace(
+            "threads = \"four\"",
+            "compression = \"gzip\"\ncompression-level = 12",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            s.ends_with("12 is out of range for gzip (gzip 1-9, zstd 1-19)"),
+            "{s}"
+        );
     }
 
     #[test]

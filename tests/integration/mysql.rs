@@ -217,11 +217,20 @@ CREATE VIEW v_top AS SELECT * FROM v_mid WHERE id > 0;
     )
 }
 
-fn gunzip_into_client(artifact: &Path) {
+/// The stock tools: `gunzip` or `zstd -dc` (by the artifact's suffix)
+/// into `mariadb`.
+fn stock_client(artifact: &Path) {
+    let name = artifact.to_string_lossy();
+    let decompress = if name.ends_with(".zst") {
+        "zstd -dc"
+    } else {
+        assert!(name.ends_with(".gz"), "{name}");
+        "gunzip"
+    };
     let o = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "gunzip < '{}' | mariadb {}",
+            "{decompress} < '{}' | mariadb {}",
             artifact.display(),
             client_args().join(" ")
         ))
@@ -229,7 +238,7 @@ fn gunzip_into_client(artifact: &Path) {
         .unwrap();
     assert!(
         o.status.success(),
-        "gunzip | mariadb: {}",
+        "{decompress} | mariadb: {}",
         String::from_utf8_lossy(&o.stderr)
     );
 }
@@ -251,6 +260,8 @@ fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
     let o = cexdr(&["--policy", p(&pol), "backup", "db"]);
     assert_code(&o, 0);
     let b = only_backup(&pol);
+    // The default for mysql jobs; the stock client below reads it with zstd -dc.
+    assert_eq!(b["compression"], "zstd");
     let id = b["id"].as_str().unwrap().to_owned();
     assert_eq!(b["details"]["tables"][&db]["everything"]["rows"], 3);
     assert_eq!(b["details"]["tables"][&db]["nopk"]["rows"], 3);
@@ -301,8 +312,8 @@ fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
 
     // 3. The stock client, into the original name.
     sql(&format!("DROP DATABASE `{db}`"));
-    gunzip_into_client(&artifact_path(&dir.path().join("store"), &b));
-    assert_eq!(checksums(&db), before, "gunzip | mariadb changed data");
+    stock_client(&artifact_path(&dir.path().join("store"), &b));
+    assert_eq!(checksums(&db), before, "zstd -dc | mariadb changed data");
     assert_eq!(objects(&db), objs);
 
     // 4. Restore test and stream verify record their results.
@@ -893,10 +904,15 @@ fn objects_keep_their_context_and_sequences_their_position_through_both_restores
     assert!(before.contains("utf8mb4_bin/"), "{before}");
     let sums = checksums(&db);
     let dir = tempfile::tempdir().unwrap();
-    let pol = policy(dir.path(), &format!("databases = [\"{db}\"]\nthreads = 2"));
+    // gzip, named: the stock client below reads it with gunzip.
+    let pol = policy(
+        dir.path(),
+        &format!("databases = [\"{db}\"]\nthreads = 2\ncompression = \"gzip\""),
+    );
     let o = cexdr(&["--policy", p(&pol), "backup", "db"]);
     assert_code(&o, 0);
     let b = only_backup(&pol);
+    assert_eq!(b["compression"], "gzip");
     let id = b["id"].as_str().unwrap().to_owned();
     let warnings = b["warnings"].to_string();
     for t in ["my (engine MyISAM)", "ar (engine Aria)"] {
@@ -970,7 +986,7 @@ fn objects_keep_their_context_and_sequences_their_position_through_both_restores
     // 3. The stock client, into the original name.
     let source_next = next_values(&db);
     sql(&format!("DROP DATABASE `{db}`"));
-    gunzip_into_client(&artifact_path(&dir.path().join("store"), &b));
+    stock_client(&artifact_path(&dir.path().join("store"), &b));
     assert_eq!(behaviour(&db), before, "gunzip | mariadb changed an object");
     assert_eq!(checksums(&db), sums);
     // The next value equals the source's stored position (values cached by

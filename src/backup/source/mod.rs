@@ -11,6 +11,7 @@ pub use artifact::RestoreOptions;
 
 use crate::base::ByteStream;
 use crate::error::{Error, Result};
+use crate::pipeline::Compression;
 use files::FilesSpec;
 use mysql::MysqlSpec;
 use redis::RedisSpec;
@@ -293,10 +294,10 @@ pub trait SpecInfo {
     fn server_url(&self) -> Option<&str> {
         None
     }
-    /// The gzip level when the job sets neither `compression-level` nor
-    /// another compression.
-    fn default_gzip_level(&self) -> u32 {
-        6
+    /// The compression of a job that names none, and the level of one
+    /// named without `compression-level`.
+    fn default_compression(&self, named: Option<Compression>) -> Compression {
+        named.unwrap_or(Compression::Gzip { level: 6 })
     }
     /// True when the job keeps a continuous archive beside its backups
     /// (mysql's binlog archive), which point-in-time drills need.
