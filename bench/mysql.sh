@@ -81,7 +81,8 @@ room() {
     fi
   done
 }
-ratio() { py "print(f'{$1/$2:.2f}')"; }
+# Rounded up, so that a ratio printed within its target is within it.
+ratio() { py "import math; print(f'{math.ceil($1/$2*1000)/1000:.3f}')"; }
 RESULTS=()
 check() { # check LABEL VALUE LIMIT
   local ok; ok=$(py "print('ok' if $2 <= $3 else 'MISSED')")
@@ -177,7 +178,7 @@ done
 if [ ${#SCALES[@]} -gt 1 ]; then
   a=${SCALES[0]}; b=${SCALES[-1]}
   echo "== growth (scale $a -> $b) =="
-  pg() { py "print(f'{($(eval "echo \$${1}_$b") / $(eval "echo \$GB_$b")) / ($(eval "echo \$${1}_$a") / $(eval "echo \$GB_$a")):.2f}')"; }
+  pg() { py "import math; print(f'{math.ceil(($(eval "echo \$${1}_$b") / $(eval "echo \$GB_$b")) / ($(eval "echo \$${1}_$a") / $(eval "echo \$GB_$a")) * 1000) / 1000:.3f}')"; }
   check "restore s/GB, scale $b / scale $a" "$(pg T_cexdr_restore)" 1.15
   check "backup s/GB, scale $b / scale $a" "$(pg T_cexdr_backup)" 1.15
   printf '%-52s %6s\n' "(gunzip|mariadb s/GB, scale $b / scale $a)" "$(pg T_gunzip_mariadb)" "(myloader s/GB, scale $b / scale $a)" "$(pg T_myloader)"

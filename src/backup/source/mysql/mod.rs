@@ -137,7 +137,7 @@ impl super::SpecInfo for MysqlSpec {
     }
 
     /// Dumps are CPU-bound on the client, so the cheapest codec that keeps
-    /// the artifact small: zstd level 1 (bench/mysql.sh, scale 1: 0.70x the
+    /// the artifact small: zstd level 1 (bench/mysql.sh, scale 1: 0.74x the
     /// size of `mysqldump | gzip`, smaller and faster than level 3 on SQL
     /// text in 1 MiB frames). gzip, when named, at level 3 (1.05x the size
     /// of gzip -6 in about 0.6x the time).
