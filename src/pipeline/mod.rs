@@ -534,6 +534,23 @@ mod tests {
         Box::pin(futures::stream::iter(v))
     }
 
+    /// What `tool -dc` (gzip, zstd) makes of `bytes`: our streams must read
+    /// with the stock tools.
+    fn stock_decode(tool: &str, bytes: Vec<u8>) -> Vec<u8> {
+        let mut child = std::process::Command::new(tool)
+            .arg("-dc")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(out.status.success(), "{tool} -dc failed");
+        out.stdout
+    }
+
     #[tokio::test]
     async fn gzip_members_round_trip_and_match_the_tallies() {
         let data = sample(3 * BLOCK + 12345);
@@ -553,17 +570,7 @@ mod tests {
             assert_eq!(back, data, "{c:?}");
             if let Compression::Gzip { .. } = c {
                 // The stock tool reads the multi-member file as one.
-                let mut child = std::process::Command::new("gzip")
-                    .arg("-dc")
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                let mut stdin = child.stdin.take().unwrap();
-                let writer = std::thread::spawn(move || stdin.write_all(&stored));
-                let out = child.wait_with_output().unwrap();
-                writer.join().unwrap().unwrap();
-                assert_eq!(out.stdout, data);
+                assert_eq!(stock_decode("gzip", stored), data);
             }
         }
     }
@@ -639,19 +646,7 @@ mod tests {
         bad[MEMBER_LEN_AT] = bad[MEMBER_LEN_AT].wrapping_sub(1);
         assert!(collect(decompress(chunks(&bad, 4096), gz)).await.is_err());
         // gzip itself reads them (the extra field is skipped).
-        let mut child = std::process::Command::new("gzip")
-            .arg("-dc")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let feed = mixed.clone();
-        let writer = std::thread::spawn(move || stdin.write_all(&feed).unwrap());
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        assert!(out.status.success());
-        assert_eq!(out.stdout, want);
+        assert_eq!(stock_decode("gzip", mixed), want);
     }
 
     #[tokio::test]
@@ -689,18 +684,6 @@ mod tests {
                 || collect(decompress(chunks(&bad, 4096), zs)).await.unwrap() != data
         );
         // zstd itself reads them.
-        let mut child = std::process::Command::new("zstd")
-            .arg("-dc")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let feed = mixed.clone();
-        let writer = std::thread::spawn(move || stdin.write_all(&feed).unwrap());
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        assert!(out.status.success());
-        assert_eq!(out.stdout, want);
+        assert_eq!(stock_decode("zstd", mixed), want);
     }
 }
