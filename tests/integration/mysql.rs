@@ -198,6 +198,10 @@ CREATE TABLE auto_second (id INT NOT NULL, n INT AUTO_INCREMENT, PRIMARY KEY (id
 INSERT INTO auto_second (id) VALUES (10), (20);
 CREATE TABLE myisam_one (id INT PRIMARY KEY, v VARCHAR(5)) ENGINE=MyISAM;
 INSERT INTO myisam_one VALUES (1, 'm');
+CREATE TABLE recalc_on (id INT PRIMARY KEY, k INT, KEY k (k)) ENGINE=InnoDB STATS_AUTO_RECALC=1;
+INSERT INTO recalc_on VALUES (1, 1), (2, 2);
+CREATE TABLE recalc_off (id INT PRIMARY KEY, v INT) ENGINE=InnoDB STATS_AUTO_RECALC=0 STATS_PERSISTENT=1;
+INSERT INTO recalc_off VALUES (1, 1);
 CREATE VIEW v_top AS SELECT * FROM v_mid WHERE id > 0;
 "#
     )
@@ -275,14 +279,24 @@ fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
     // Every row went in through the LOAD DATA fast path.
     assert!(
         stdout(&o)
-            .contains(" 16 rows bulk-loaded, secondary keys of 3 tables built after their rows"),
+            .contains(" 19 rows bulk-loaded, secondary keys of 4 tables built after their rows"),
         "{}",
         stdout(&o)
     );
     assert_eq!(checksums(&copy), before, "cexdr restore changed data");
     assert_eq!(objects(&copy), objs);
-    // Secondary keys added after the rows: the definitions are the same.
+    // Secondary keys added after the rows and the statistics
+    // recalculation put back (DEFAULT, =1, and =0 left alone): the
+    // definitions are the same.
     assert_eq!(creates(&copy), creates(&db));
+    assert!(creates(&db).contains("STATS_AUTO_RECALC=1"));
+    // The statistics paused during the load were computed after it.
+    assert_eq!(
+        sql(&format!(
+            "SELECT table_name, n_rows FROM mysql.innodb_table_stats WHERE database_name = '{copy}' AND table_name IN ('keyed', 'nopk', 'recalc_on') ORDER BY 1"
+        )),
+        "keyed\t3\nnopk\t3\nrecalc_on\t2\n"
+    );
     assert!(creates(&db).contains("KEY `by_u` (`u` DESC,`id`) COMMENT 'k, ey'"));
     assert_eq!(
         sql(&format!(
@@ -342,11 +356,13 @@ fn edge_case_schema_round_trips_through_cexdr_restore_and_the_stock_client() {
     sql(&format!("DROP DATABASE `{db}`; DROP DATABASE `{copy}`"));
 }
 
-/// Big tables are split into primary-key ranges by the dump and the
-/// ranges dealt round the restore's connections: with 3 lanes and tables
-/// of several sections each (one with a secondary and a unique key, which
-/// the last lane past it adds back), every row and definition is the
-/// source's, and a duplicate that a unique key must refuse is still refused.
+/// Big tables are split into primary-key ranges by the dump. With 3 lanes
+/// and tables of several sections each (one with a secondary and a unique
+/// key, added back once the last lane is past it), both schedules give
+/// every row and definition of the source, and a duplicate that a unique
+/// key must refuse is still refused: bulk loading (the default: each table
+/// whole on the lane that reaches it first, unique_checks off) and the
+/// sections dealt round the lanes (`CEXDR_MYSQL_RESTORE_BULK=0`).
 #[test]
 fn tables_split_over_several_restore_connections_come_back_exact() {
     let db = unique("cexdr_lanes");
@@ -367,45 +383,71 @@ fn tables_split_over_several_restore_connections_come_back_exact() {
     let o = cexdr(&["--policy", p(&pol), "backup", "db"]);
     assert_code(&o, 0);
     let b = only_backup(&pol);
-    let copy = format!("{db}_r");
-    let o = restore_as(
-        &pol,
-        b["id"].as_str().unwrap(),
-        &db,
-        &copy,
-        &["--threads", "3"],
-    );
-    assert_code(&o, 0);
-    let out = stdout(&o);
-    assert!(
-        out.contains(" 80002 rows bulk-loaded, secondary keys of 2 tables built after their rows"),
-        "{out}"
-    );
-    // More sections than lanes: every lane had some of the big tables.
-    let sections: u64 = out
-        .split(" data sections on 3 connections")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no section count in {out}"));
-    assert!(sections >= 5, "{out}");
-    assert_eq!(checksums(&copy), before, "cexdr restore changed data");
-    assert_eq!(creates(&copy), creates(&db));
-    let dup = std::process::Command::new("mariadb")
-        .args(client_args())
-        .arg("-e")
-        .arg(format!(
-            "INSERT INTO `{copy}`.big VALUES (50001, 1, 'r7', 'x')"
+    let id = b["id"].as_str().unwrap();
+    for bulk in ["1", "0"] {
+        let copy = format!("{db}_r{bulk}");
+        let map = format!("{db}={copy}");
+        let url = mysql_url();
+        let args = [
+            "--policy",
+            p(&pol),
+            "restore",
+            id,
+            "--to",
+            &url,
+            "--database-map",
+            &map,
+            "--threads",
+            "3",
+        ];
+        let o = cexdr_env(&args, &[("CEXDR_MYSQL_RESTORE_BULK", bulk)]);
+        assert_code(&o, 0);
+        let out = stdout(&o);
+        assert!(
+            out.contains(
+                " 80002 rows bulk-loaded, secondary keys of 2 tables built after their rows"
+            ),
+            "{out}"
+        );
+        // More sections than lanes.
+        let sections: u64 = out
+            .split(" data sections on 3 connections")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no section count in {out}"));
+        assert!(sections >= 5, "{out}");
+        assert_eq!(
+            checksums(&copy),
+            before,
+            "cexdr restore (bulk={bulk}) changed data"
+        );
+        assert_eq!(creates(&copy), creates(&db));
+        // Statistics computed after the load (sampled: an estimate).
+        let n: u64 = sql(&format!(
+            "SELECT n_rows FROM mysql.innodb_table_stats WHERE database_name = '{copy}' AND table_name = 'big'"
         ))
-        .output()
+        .trim()
+        .parse()
         .unwrap();
-    assert!(!dup.status.success(), "the unique key was not rebuilt");
-    assert!(
-        String::from_utf8_lossy(&dup.stderr).contains("Duplicate entry 'r7'"),
-        "{}",
-        String::from_utf8_lossy(&dup.stderr)
-    );
-    sql(&format!("DROP DATABASE `{db}`; DROP DATABASE `{copy}`"));
+        assert!(n > 20_000, "n_rows {n} after the restore (bulk={bulk})");
+        let dup = std::process::Command::new("mariadb")
+            .args(client_args())
+            .arg("-e")
+            .arg(format!(
+                "INSERT INTO `{copy}`.big VALUES (50001, 1, 'r7', 'x')"
+            ))
+            .output()
+            .unwrap();
+        assert!(!dup.status.success(), "the unique key was not rebuilt");
+        assert!(
+            String::from_utf8_lossy(&dup.stderr).contains("Duplicate entry 'r7'"),
+            "{}",
+            String::from_utf8_lossy(&dup.stderr)
+        );
+        sql(&format!("DROP DATABASE `{copy}`"));
+    }
+    sql(&format!("DROP DATABASE `{db}`"));
 }
 
 #[test]
@@ -1025,4 +1067,149 @@ fn objects_keep_their_context_and_sequences_their_position_through_both_restores
     assert!(out.contains("SEQUENCE s_nocache differs"), "{out}");
 
     sql(&format!("DROP DATABASE `{db}`; DROP DATABASE `{copy}`"));
+}
+
+/// With local_infile off on the server (a private one: the shared server's
+/// settings are not ours to change), there is no LOAD DATA: the restore
+/// runs the dump's INSERTs as written, on both schedules, and is as exact.
+#[test]
+fn a_server_without_local_infile_gets_the_dumps_inserts() {
+    use crate::mariadb_server::{MariaDb, Options};
+    let srv = MariaDb::start(Options {
+        binlog: false,
+        extra: vec!["--local-infile=0".into()],
+        ..Options::default()
+    });
+    srv.sql(
+        "CREATE DATABASE src; USE src;
+         CREATE TABLE t (id INT PRIMARY KEY, b VARBINARY(8), s VARCHAR(20), KEY s (s));
+         INSERT INTO t SELECT seq, IF(seq % 3 = 0, NULL, UNHEX(HEX(seq))), CONCAT('v\\t', seq) FROM seq_1_to_5000;
+         CREATE TABLE u (id INT PRIMARY KEY, v INT);
+         INSERT INTO u SELECT seq, seq FROM seq_1_to_300;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pol = write_policy(
+        dir.path(),
+        &format!(
+            "{}\n[[job]]\nname = \"db\"\nkind = \"mysql\"\nurl = \"{}\"\ndatabases = [\"src\"]\n",
+            local_store(&dir.path().join("store")),
+            srv.url()
+        ),
+    );
+    let o = cexdr(&["--policy", p(&pol), "backup", "db"]);
+    assert_code(&o, 0);
+    let b = only_backup(&pol);
+    let id = b["id"].as_str().unwrap();
+    let sums = |db: &str| srv.sql(&format!("CHECKSUM TABLE {db}.t, {db}.u"));
+    let defs = |db: &str| {
+        srv.sql(&format!(
+            "SHOW CREATE TABLE {db}.t; SHOW CREATE TABLE {db}.u"
+        ))
+        .replace(db, "DB")
+    };
+    for bulk in ["1", "0"] {
+        let copy = format!("dst{bulk}");
+        let map = format!("src={copy}");
+        let url = srv.url();
+        let args = [
+            "--policy",
+            p(&pol),
+            "restore",
+            id,
+            "--to",
+            &url,
+            "--database-map",
+            &map,
+            "--threads",
+            "2",
+        ];
+        let o = cexdr_env(&args, &[("CEXDR_MYSQL_RESTORE_BULK", bulk)]);
+        assert_code(&o, 0);
+        assert!(stdout(&o).contains(" 0 rows bulk-loaded"), "{}", stdout(&o));
+        assert_eq!(sums(&copy).replace(&copy, "src"), sums("src"));
+        assert_eq!(defs(&copy), defs("src"));
+    }
+}
+
+/// A dump whose rows break the primary key (an artifact altered and its
+/// manifest checksum and size rewritten to match, so only the load can
+/// tell): LOAD DATA LOCAL only warns about the duplicate, and InnoDB's bulk
+/// load then leaves the table empty; the restore fails naming the table and
+/// drops what it created, on both schedules.
+#[test]
+fn a_duplicate_key_in_the_dump_fails_the_restore_instead_of_emptying_the_table() {
+    let db = unique("cexdr_dup");
+    sql(&format!(
+        "DROP DATABASE IF EXISTS `{db}`; CREATE DATABASE `{db}`; USE `{db}`;
+         CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_3000;"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), &format!("databases = [\"{db}\"]"));
+    assert_code(&cexdr(&["--policy", p(&pol), "backup", "db"]), 0);
+    let b = only_backup(&pol);
+    let id = b["id"].as_str().unwrap();
+    let store = dir.path().join("store");
+    let key = b["artifacts"][0]["key"].as_str().unwrap();
+    assert!(key.ends_with(".zst"), "{key}");
+    let art = store.join(key);
+    let plain = Command::new("zstd")
+        .args(["-dc", art.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(plain.status.success());
+    let text = String::from_utf8(plain.stdout).unwrap();
+    // Row 2 becomes a second row 1 (same length, so only the rows differ).
+    let altered = text.replacen("),(2,'", "),(1,'", 1);
+    assert_ne!(altered, text);
+    let mut z = Command::new("zstd")
+        .args(["-q", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = z.stdin.take().unwrap();
+    let feed = altered.into_bytes();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(&feed).unwrap()
+    });
+    let out = z.wait_with_output().unwrap();
+    writer.join().unwrap();
+    std::fs::write(&art, &out.stdout).unwrap();
+    let manifest = store
+        .join(Path::new(key).parent().unwrap())
+        .join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    use sha2::Digest;
+    m["artifacts"][0]["sha256"] = hex::encode(sha2::Sha256::digest(&out.stdout)).into();
+    m["artifacts"][0]["stored_bytes"] = (out.stdout.len() as u64).into();
+    std::fs::write(&manifest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    for bulk in ["1", "0"] {
+        let copy = format!("{db}_r{bulk}");
+        let map = format!("{db}={copy}");
+        let url = mysql_url();
+        let args = [
+            "--policy",
+            p(&pol),
+            "restore",
+            id,
+            "--to",
+            &url,
+            "--database-map",
+            &map,
+        ];
+        let o = cexdr_env(&args, &[("CEXDR_MYSQL_RESTORE_BULK", bulk)]);
+        assert_code(&o, 1);
+        let err = stderr(&o);
+        assert!(
+            err.contains("`t`") && err.contains("Duplicate entry '1'") && err.contains("dropped"),
+            "bulk={bulk}: {err}"
+        );
+        assert!(
+            sql(&format!("SHOW DATABASES LIKE '{copy}'")).is_empty(),
+            "partial restore left behind"
+        );
+    }
+    sql(&format!("DROP DATABASE `{db}`"));
 }

@@ -204,9 +204,17 @@ pub enum Item {
 /// Splits big tables into primary-key ranges of about `PART_BYTES` each.
 /// Ranges are open at both ends, so rows outside min..max (inserted after
 /// planning) are still dumped.
+///
+/// Tables are dumped largest first (by the server's DATA_LENGTH estimate):
+/// the restore loads each table whole on one connection, so the longest
+/// loads start first and the others fill in around them (and the dump's
+/// connections, taking ranges in order, end together the same way).
 pub async fn plan_data(conn: &mut Conn, tables: &[Table]) -> Result<Vec<Item>> {
     let mut items = Vec::new();
-    for (i, t) in tables.iter().enumerate() {
+    let mut order: Vec<usize> = (0..tables.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(tables[i].data_length), i));
+    for i in order {
+        let t = &tables[i];
         if !t.has_data() {
             continue;
         }

@@ -63,15 +63,36 @@ pub fn head(stmt: &[u8]) -> Option<(Head, usize)> {
     ))
 }
 
-/// Appends the rows starting at `at` as tab-separated lines; marks columns
-/// that hold hex literals. Returns the row count, or None if the text is
-/// not exactly in cexdr's format (then nothing useful was appended).
+/// What a column's values were written as (NULL and `''` say nothing: an
+/// empty binary string is written `''`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Col {
+    #[default]
+    Unseen,
+    /// Hex literals (`0x…`): loaded through UNHEX.
+    Hex,
+    /// Non-empty quoted strings.
+    Text,
+}
+
+impl Col {
+    /// Whether rows whose column was `self` can go into a LOAD DATA opened
+    /// for `open` (whose UNHEX columns are fixed).
+    pub fn fits(self, open: Col) -> bool {
+        self == Col::Unseen || (self == Col::Hex) == (open == Col::Hex)
+    }
+}
+
+/// Appends the rows starting at `at` as tab-separated lines; marks what
+/// each column holds. Returns the row count, or None if the text is not
+/// exactly in cexdr's format or a column would hold both hex literals and
+/// quoted strings (then nothing useful was appended).
 pub fn rows(
     stmt: &[u8],
     at: usize,
     ncols: usize,
     out: &mut Vec<u8>,
-    hex: &mut [bool],
+    hex: &mut [Col],
 ) -> Option<u64> {
     let s = stmt;
     let n = s.len();
@@ -89,6 +110,12 @@ pub fn rows(
             match *s.get(i)? {
                 b'\'' => {
                     i += 1;
+                    if s.get(i) != Some(&b'\'') || s.get(i + 1) == Some(&b'\'') {
+                        match *is_hex {
+                            Col::Hex => return None,
+                            _ => *is_hex = Col::Text,
+                        }
+                    }
                     // Copy up to the closing quote; our escapes mean the
                     // same in LOAD DATA, a raw tab must be escaped.
                     loop {
@@ -123,7 +150,10 @@ pub fn rows(
                     if v == b"NULL" {
                         out.extend_from_slice(b"\\N");
                     } else if let Some(h) = v.strip_prefix(b"0x") {
-                        *is_hex = true;
+                        match *is_hex {
+                            Col::Text => return None,
+                            _ => *is_hex = Col::Hex,
+                        }
                         out.extend_from_slice(h);
                     } else if v
                         .iter()
@@ -154,12 +184,12 @@ pub fn rows(
 }
 
 /// The LOAD DATA statement for `head`, with hex columns decoded by UNHEX.
-pub fn load_statement(head: &Head, hex: &[bool]) -> String {
+pub fn load_statement(head: &Head, hex: &[Col]) -> String {
     let mut cols = Vec::new();
     let mut sets = Vec::new();
     for (i, c) in head.columns.iter().enumerate() {
         let c = String::from_utf8_lossy(c);
-        if hex[i] {
+        if hex[i] == Col::Hex {
             cols.push(format!("@cexdr_h{i}"));
             sets.push(format!("{c} = UNHEX(@cexdr_h{i})"));
         } else {
@@ -198,20 +228,40 @@ mod tests {
             ]
         );
         let mut out = Vec::new();
-        let mut hex = vec![false; 4];
+        let mut hex = vec![Col::default(); 4];
         assert_eq!(rows(stmt, at, 4, &mut out, &mut hex), Some(2));
         assert_eq!(
             out,
             b"1\tx\\'y\\\\z\\n\\tq\t00FF\t\\N\n-2.5e3\tit's\t\t\\N\n".to_vec()
         );
-        assert_eq!(hex, [false, false, true, false]);
+        assert_eq!(hex, [Col::Unseen, Col::Text, Col::Hex, Col::Unseen]);
         let sql = load_statement(&h, &hex);
         assert!(
             sql.ends_with("(`a`,`b c`,@cexdr_h2,`e`) SET `d` = UNHEX(@cexdr_h2)"),
             "{sql}"
         );
+        // A column of hex literals and quoted strings cannot go through one
+        // UNHEX: refused, whichever comes first.
+        let one = |stmt: &[u8]| {
+            let (_, at) = head(stmt).unwrap();
+            let mut hex = vec![Col::default(); 1];
+            rows(stmt, at, 1, &mut Vec::new(), &mut hex).map(|n| (n, hex[0]))
+        };
+        assert_eq!(one(b"INSERT INTO `t` (`a`) VALUES (0x41),('B')"), None);
+        assert_eq!(one(b"INSERT INTO `t` (`a`) VALUES ('B'),(0x41)"), None);
+        assert_eq!(one(b"INSERT INTO `t` (`a`) VALUES ('''B'),(0x41)"), None);
+        assert_eq!(
+            one(b"INSERT INTO `t` (`a`) VALUES (0x41),(''),(NULL)"),
+            Some((3, Col::Hex))
+        );
+        assert_eq!(
+            one(b"INSERT INTO `t` (`a`) VALUES (''),(NULL)"),
+            Some((2, Col::Unseen))
+        );
+        assert!(Col::Unseen.fits(Col::Hex) && Col::Text.fits(Col::Unseen));
+        assert!(!Col::Hex.fits(Col::Unseen) && !Col::Text.fits(Col::Hex));
         // Not our format: refused, the statement runs as it is.
-        let mut hex = vec![false; 1];
+        let mut hex = vec![Col::default(); 1];
         assert_eq!(
             rows(
                 b"INSERT INTO `t` (`a`) VALUES (NOW())",

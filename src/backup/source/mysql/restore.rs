@@ -1,13 +1,18 @@
 //! `cexdr restore ID --to mysql://…` and `cexdr verify ID --restore-test
-//! mysql://…`. The dump's data sections (one primary-key range of a table
-//! each) are dealt round `threads` lanes, so every lane loads part of every
-//! big table and the lanes stay even whatever the table sizes. Each lane
-//! reads the artifact itself (checking its SHA-256 and size), jumps over the
-//! other lanes' sections, and turns its INSERTs into LOAD DATA streams while
-//! its connection, on a task of its own, loads the previous batch: the
-//! client's work and the server's overlap. A lane keeps one transaction per
-//! table; once the last lane is past a table, a connection of its own adds
-//! the secondary keys held back from its CREATE TABLE while the lanes load on. Lane 0 also creates the schema first and, once every
+//! mysql://…`. `threads` lanes each read the artifact themselves (checking
+//! its SHA-256 and size). Bulk loading (the default): each table goes whole
+//! to the first lane that is idle when it reaches the table's data (the
+//! dump writes the largest tables first), in one transaction and one
+//! LOAD DATA LOCAL statement that the lane feeds batch by batch, so InnoDB
+//! bulk-loads it (no undo per row) and two lanes do not fight over a small
+//! buffer pool; the other lanes jump over the table. The lane turns INSERTs
+//! into the next batch while its connection, on a task of its own, loads
+//! the previous one: the client's work and the server's overlap. (Without
+//! bulk loading, the data sections, one primary-key range each, are dealt
+//! round the lanes, one LOAD DATA per batch.) Once the last lane is past a
+//! table, a connection of its own adds the secondary keys held back from
+//! its CREATE TABLE and puts back its statistics recalculation, while the
+//! lanes load on. Lane 0 also creates the schema first and, once every
 //! lane has read every byte and the checksums matched, the routines, views,
 //! triggers and events. Memory stays flat: a lane holds at most three 8 MiB
 //! batches (one being filled, one queued, one loading).
@@ -196,7 +201,53 @@ pub fn defer_keys(stmt: &[u8]) -> Option<Deferred> {
     })
 }
 
-/// Adds the held-back keys of `key` (if any) and checks that the table's
+/// For a plain InnoDB table (not partitioned, not system-versioned), the
+/// `STATS_AUTO_RECALC` value its `SHOW CREATE TABLE` gives (`DEFAULT` when
+/// it names none): the restore pauses the background statistics
+/// recalculation while the table loads and puts this back after. None: left
+/// alone (another engine, or the recalculation is off already).
+///
+/// Why: on MariaDB 10.11 the statistics task spins on a table that is being
+/// bulk-loaded (one core busy for as long as the load's transaction is
+/// open; docs/mysql.md, "Bulk loading").
+pub fn recalc_after(stmt: &[u8]) -> Option<&'static str> {
+    let text = std::str::from_utf8(stmt).ok()?;
+    if !text.starts_with("CREATE TABLE `") {
+        return None;
+    }
+    let tail = text.rsplit('\n').next()?;
+    if !tail.starts_with(") ENGINE=InnoDB")
+        || tail.contains("PARTITION BY")
+        || tail.contains("WITH SYSTEM VERSIONING")
+    {
+        return None;
+    }
+    // The server writes the statistics options before the COMMENT (whose
+    // text could say anything).
+    let options = tail.split(" COMMENT='").next().unwrap_or(tail);
+    if options.contains(" STATS_AUTO_RECALC=0") {
+        None
+    } else if options.contains(" STATS_AUTO_RECALC=1") {
+        Some("1")
+    } else {
+        Some("DEFAULT")
+    }
+}
+
+/// What is done to a table once its rows are in: the held-back secondary
+/// keys added and/or its statistics recalculation put back (the server
+/// computes its statistics on that ALTER; a test checks it), and its
+/// definition checked against the backup's.
+struct Finish {
+    /// `ADD KEY …, …` (see `Deferred`).
+    keys: Option<String>,
+    /// `STATS_AUTO_RECALC` to put back (see `recalc_after`).
+    recalc: Option<&'static str>,
+    /// The backup's CREATE TABLE.
+    original: Vec<u8>,
+}
+
+/// Finishes `key` (if anything was held back) and checks that the table's
 /// definition is again exactly the backup's.
 async fn add_deferred(
     conn: &mut Conn,
@@ -204,7 +255,7 @@ async fn add_deferred(
     key: &(String, String),
     map: &[(String, String)],
 ) -> Result<()> {
-    let Some((d, original)) = shared.deferred.lock().unwrap().remove(key) else {
+    let Some(f) = shared.deferred.lock().unwrap().remove(key) else {
         return Ok(());
     };
     let db = map
@@ -213,12 +264,16 @@ async fn add_deferred(
         .map(|(_, n)| n.as_str())
         .unwrap_or(&key.0);
     let table = format!("{}.{}", ident(db), ident(&key.1));
-    conn.query_drop(format!("ALTER TABLE {table} {}", d.add))
+    let mut clauses: Vec<String> = f.keys.iter().cloned().collect();
+    if let Some(v) = f.recalc {
+        clauses.push(format!("STATS_AUTO_RECALC={v}"));
+    }
+    conn.query_drop(format!("ALTER TABLE {table} {}", clauses.join(", ")))
         .await
         .map_err(|e| {
             Error::restore_failed(
                 format!(
-                    "adding the secondary keys of {}.{} after its rows",
+                    "finishing {}.{} after its rows (adding its secondary keys, putting its STATS_AUTO_RECALC back)",
                     key.0, key.1
                 ),
                 MysqlError(e),
@@ -234,10 +289,13 @@ async fn add_deferred(
         .first()
         .and_then(|r| r.get(1).cloned().flatten())
         .unwrap_or_default();
-    shared.keys_added.fetch_add(1, Ordering::Relaxed);
+    if f.keys.is_some() {
+        shared.keys_added.fetch_add(1, Ordering::Relaxed);
+    }
+    let original = f.original;
     if now.as_bytes() != original.as_slice() {
         return Err(Error::RestoreRefused(format!(
-            "{}.{}: after its secondary keys were added back, SHOW CREATE TABLE differs from the backup's definition:\n{}\n---\n{}",
+            "{}.{}: after its load was finished (held-back keys, statistics setting), SHOW CREATE TABLE differs from the backup's definition:\n{}\n---\n{}",
             key.0,
             key.1,
             String::from_utf8_lossy(&original),
@@ -247,15 +305,22 @@ async fn add_deferred(
     Ok(())
 }
 
-async fn session(conn: &mut Conn, scratch: bool) -> Result<()> {
+async fn session(conn: &mut Conn, scratch: bool, bulk: bool) -> Result<()> {
     exec(
         conn,
         "preparing the restore session",
-        // unique_checks stays on: with it off, a transaction into an empty
-        // table takes InnoDB's bulk-insert path, which on MariaDB 10.11 cost
-        // twice the server CPU for rows that arrive in primary-key order
-        // (docs/mysql.md, "Where a restore's time goes").
-        "SET SESSION foreign_key_checks = 0",
+        // Both checks off (as in mysqldump's header): a transaction into an
+        // empty table then takes InnoDB's bulk-insert path (MariaDB 10.6+),
+        // which writes no undo per row and lets two connections load two
+        // tables without fighting over a small buffer pool (docs/mysql.md,
+        // "Bulk loading"). The rows come from tables that had these keys;
+        // a duplicate primary key still fails the load, and held-back
+        // unique keys are checked when they are added.
+        if bulk {
+            "SET SESSION foreign_key_checks = 0, unique_checks = 0"
+        } else {
+            "SET SESSION foreign_key_checks = 0"
+        },
     )
     .await?;
     // A scratch copy (restore test) must not reach the binary log and so
@@ -353,7 +418,7 @@ async fn restore_into(
 struct Batch {
     head: load::Head,
     tsv: Vec<u8>,
-    hex: Vec<bool>,
+    hex: Vec<load::Col>,
     rows: u64,
     /// The INSERTs it replaces (run as written if the server refuses
     /// LOAD DATA LOCAL).
@@ -378,7 +443,7 @@ fn prepare(job: Vec<Vec<u8>>) -> Vec<Step> {
                 out.extend(batch.take().map(Step::Load));
             }
             let b = batch.get_or_insert_with(|| Batch {
-                hex: vec![false; head.columns.len()],
+                hex: vec![load::Col::default(); head.columns.len()],
                 head,
                 tsv: Vec::with_capacity(JOB_BYTES + (1 << 20)),
                 rows: 0,
@@ -437,6 +502,7 @@ async fn run_steps(
             Err(e) => return Err(e),
         }
         let loaded = conn.affected_rows();
+        no_warnings(conn, &String::from_utf8_lossy(&b.head.table)).await?;
         if loaded != b.rows {
             return Err(mysql_async::Error::Other(
                 format!(
@@ -460,6 +526,83 @@ enum Op {
     /// This lane is past the table's sections (its rows committed): once
     /// every lane is, the key-building connection adds the held-back keys.
     Leave(TableKey),
+    /// One LOAD DATA for as many batches as come through `rx` (rows
+    /// counted): a whole table in one statement, which InnoDB bulk-loads.
+    Stream {
+        sql: String,
+        rx: tokio::sync::mpsc::Receiver<(bytes::Bytes, u64)>,
+    },
+    /// Answered once every op before it ran.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Fails if the LOAD DATA just run left warnings (a value the server
+/// changed, a duplicate it skipped): LOAD DATA LOCAL turns such errors into
+/// warnings, and InnoDB's bulk load then empties the table while the
+/// statement still succeeds (measured on MariaDB 10.11: a duplicate key
+/// left the table with no rows after COMMIT).
+async fn no_warnings(conn: &mut Conn, table: &str) -> std::result::Result<(), mysql_async::Error> {
+    if conn.get_warnings() == 0 {
+        return Ok(());
+    }
+    let shown: Vec<(String, u32, String)> = conn.query("SHOW WARNINGS LIMIT 5").await?;
+    let bad: Vec<String> = shown
+        .into_iter()
+        .filter(|(level, _, _)| !level.eq_ignore_ascii_case("note"))
+        .map(|(level, code, msg)| format!("{level} {code}: {msg}"))
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(mysql_async::Error::Other(
+        format!("LOAD DATA into {table} left warnings: {}", bad.join("; ")).into(),
+    ))
+}
+
+/// Runs one LOAD DATA fed by `rx` until the sender is dropped, and checks
+/// that the server stored every row sent.
+async fn stream_load(
+    conn: &mut Conn,
+    sql: String,
+    rx: tokio::sync::mpsc::Receiver<(bytes::Bytes, u64)>,
+    loaded_rows: &AtomicU64,
+) -> std::result::Result<(), mysql_async::Error> {
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let data = futures::stream::unfold(rx, move |mut rx| {
+        let counter = counter.clone();
+        async move {
+            let (chunk, rows) = rx.recv().await?;
+            counter.fetch_add(rows, Ordering::Relaxed);
+            Some((Ok(chunk), rx))
+        }
+    });
+    conn.set_infile_handler(async move { Ok(Box::pin(data) as mysql_async::InfileData) });
+    conn.query_drop(sql.as_str()).await?;
+    let table = sql
+        .split(" INTO TABLE ")
+        .nth(1)
+        .and_then(|t| t.split(" CHARACTER SET").next())
+        .unwrap_or("?");
+    let (loaded, want) = (conn.affected_rows(), sent.load(Ordering::Relaxed));
+    no_warnings(conn, table).await?;
+    if loaded != want {
+        return Err(mysql_async::Error::Other(
+            format!(
+                "LOAD DATA into {table} stored {loaded} of {want} rows (duplicates or bad values?)"
+            )
+            .into(),
+        ));
+    }
+    loaded_rows.fetch_add(loaded, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The LOAD DATA a lane is feeding, batch by batch.
+struct OpenLoad {
+    head: load::Head,
+    cols: Vec<load::Col>,
+    tx: tokio::sync::mpsc::Sender<(bytes::Bytes, u64)>,
 }
 
 /// A lane's connection, driven by its own task: the lane reads, splits and
@@ -468,6 +611,12 @@ enum Op {
 struct Executor {
     tx: Option<tokio::sync::mpsc::Sender<Op>>,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
+    /// The LOAD DATA being fed (streaming): every other op ends it first,
+    /// as the connection runs ops in order.
+    open: Option<OpenLoad>,
+    /// The last `USE` sent, so that a batch repeating it does not end the
+    /// open LOAD DATA.
+    used: Option<Vec<u8>>,
 }
 
 impl Executor {
@@ -494,6 +643,15 @@ impl Executor {
                                 .map_err(|e| mysql("loading data", e)),
                             Op::Sql(sql, what) => {
                                 conn.query_drop(sql).await.map_err(|e| mysql(what, e))
+                            }
+                            Op::Barrier(done) => {
+                                let _ = done.send(());
+                                Ok(())
+                            }
+                            Op::Stream { sql, rx } => {
+                                stream_load(&mut conn, sql, rx, &shared.loaded_rows)
+                                    .await
+                                    .map_err(|e| mysql("loading data", e))
                             }
                             Op::Leave(key) => {
                                 let last = {
@@ -530,11 +688,80 @@ impl Executor {
         Executor {
             tx: Some(tx),
             task: Some(task),
+            open: None,
+            used: None,
         }
     }
 
-    /// Queues `op`; if the connection failed, returns its error.
+    /// Sends a job of data statements: as prepared steps, or (`stream`)
+    /// with its batches fed into one LOAD DATA for as long as the table,
+    /// columns and hex columns stay the same.
+    async fn send_job(&mut self, job: Vec<Vec<u8>>, stream: bool) -> Result<()> {
+        let steps = prepare(job);
+        if !stream {
+            return self.send(Op::Data(steps)).await;
+        }
+        for step in steps {
+            let b = match step {
+                Step::Stmt(s) => {
+                    if s.starts_with(b"USE ") {
+                        if self.used.as_deref() == Some(s.as_slice()) {
+                            continue;
+                        }
+                        self.send(Op::Data(vec![Step::Stmt(s.clone())])).await?;
+                        self.used = Some(s);
+                    } else {
+                        self.send(Op::Data(vec![Step::Stmt(s)])).await?;
+                    }
+                    continue;
+                }
+                Step::Load(b) => b,
+            };
+            let fits = self.open.as_ref().is_some_and(|o| {
+                o.head == b.head && b.hex.iter().zip(&o.cols).all(|(c, oc)| c.fits(*oc))
+            });
+            if !fits {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                let sql = load::load_statement(&b.head, &b.hex);
+                self.send(Op::Stream { sql, rx }).await?;
+                self.open = Some(OpenLoad {
+                    head: b.head,
+                    cols: b.hex,
+                    tx,
+                });
+            }
+            let open = self.open.as_ref().expect("opened above");
+            if open
+                .tx
+                .send((bytes::Bytes::from(b.tsv), b.rows))
+                .await
+                .is_err()
+            {
+                self.open = None;
+                return Err(self.finish().await.err().unwrap_or_else(|| {
+                    Error::RestoreRefused("stopped: the restore connection ended".into())
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the connection has run every op sent so far.
+    async fn drain(&mut self) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Op::Barrier(tx)).await?;
+        if rx.await.is_ok() {
+            return Ok(());
+        }
+        Err(self.finish().await.err().unwrap_or_else(|| {
+            Error::RestoreRefused("stopped: the restore connection ended".into())
+        }))
+    }
+
+    /// Queues `op` (ending the open LOAD DATA first); if the connection
+    /// failed, returns its error.
     async fn send(&mut self, op: Op) -> Result<()> {
+        self.open = None;
         let sent = match &self.tx {
             Some(tx) => tx.send(op).await.is_ok(),
             None => false,
@@ -549,6 +776,7 @@ impl Executor {
 
     /// Waits until every queued op ran.
     async fn finish(&mut self) -> Result<()> {
+        self.open = None;
         self.tx = None;
         match self.task.take() {
             Some(t) => t.await.map_err(|e| {
@@ -567,9 +795,8 @@ struct Shared {
     error: Mutex<Option<Error>>,
     schema_done: tokio::sync::watch::Sender<bool>,
     loaded_rows: AtomicU64,
-    /// Tables created without their secondary keys, by (backup db, table):
-    /// the keys and the original CREATE TABLE.
-    deferred: Mutex<HashMap<TableKey, (Deferred, Vec<u8>)>>,
+    /// Tables to finish once their rows are in, by (backup db, table).
+    deferred: Mutex<HashMap<TableKey, Finish>>,
     keys_added: AtomicU64,
     /// Lanes past each table's data sections, and how many lanes there are.
     passed: Mutex<HashMap<TableKey, usize>>,
@@ -582,9 +809,44 @@ struct Shared {
     /// instead of one transaction per table (0, the default).
     keys_after: bool,
     txn_bytes: usize,
+    /// Bulk loading (default on): each table is loaded whole by one lane
+    /// (the first to reach it), in one transaction with unique_checks off.
+    /// Off (`CEXDR_MYSQL_RESTORE_BULK=0`, to measure against): the data
+    /// sections are dealt round the lanes and unique_checks stays on.
+    bulk: bool,
+    /// Which lane loads each table (bulk loading).
+    owners: Mutex<HashMap<TableKey, usize>>,
+    /// Each table's batches go into one LOAD DATA (bulk loading, with
+    /// local_infile on: a refusal half-way could not fall back to the
+    /// INSERTs already sent). InnoDB bulk-loads only a transaction's first
+    /// statement into an empty table.
+    stream: bool,
 }
 
 impl Shared {
+    /// Whether lane `k` may load the data section `n` (counted from 0 in
+    /// dump order) whose marker is `marker` (`data {"db":…,"table":…}`):
+    /// the splitter jumps over the others. Bulk loading: a table no lane
+    /// has claimed yet is read (`claim` decides once the lane is idle).
+    fn may_load(&self, k: usize, n: usize, marker: &str) -> bool {
+        if !self.bulk {
+            return n % self.lanes == k;
+        }
+        let key = section_table(marker).unwrap_or_default();
+        self.owners
+            .lock()
+            .unwrap()
+            .get(&key)
+            .is_none_or(|o| *o == k)
+    }
+
+    /// Bulk loading: whether lane `k` loads `key`, claiming it if no lane
+    /// has. Called once the lane's connection is idle, so that a table goes
+    /// to a lane that is free now, not to one that will be in a while.
+    fn claim(&self, k: usize, key: TableKey) -> bool {
+        *self.owners.lock().unwrap().entry(key).or_insert(k) == k
+    }
+
     /// Keeps the first lane error (`run` returns it) and stops the others.
     fn fail(&self, e: Error) -> Error {
         let mut slot = self.error.lock().unwrap();
@@ -597,6 +859,16 @@ impl Shared {
             e
         }
     }
+}
+
+/// The (database, table) a `data …` marker names.
+fn section_table(marker: &str) -> Option<TableKey> {
+    let json = marker.strip_prefix("data ")?;
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    Some((
+        v["db"].as_str()?.to_owned(),
+        v["table"].as_str()?.to_owned(),
+    ))
 }
 
 #[derive(Default)]
@@ -640,7 +912,7 @@ async fn lane_body(
     exec: &mut Executor,
     mut ctl: Option<&mut Conn>,
     map: &[(String, String)],
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> Result<LaneOut> {
     let a = m
         .artifacts
@@ -651,14 +923,16 @@ async fn lane_body(
         std::mem::replace(&mut reading.stream, crate::pipeline::from_bytes(Vec::new()));
     let mut out = LaneOut::default();
     // Data sections (one primary-key range of a table each, in dump order)
-    // are dealt round the lanes: every lane loads part of every big table,
-    // so the lanes stay even whatever the table sizes. Other lanes'
-    // sections are jumped over, not parsed.
-    let lanes = shared.lanes;
+    // go to the lane that claims their table first (bulk loading), or are
+    // dealt round the lanes. Other lanes' sections are jumped over, not
+    // parsed.
     let seen = std::sync::atomic::AtomicUsize::new(0);
-    let mut splitter = Splitter::skipping(Box::new(move |mk: &str| {
-        mk.starts_with("data ") && seen.fetch_add(1, Ordering::Relaxed) % lanes != k
-    }));
+    let mut splitter = {
+        let shared = shared.clone();
+        Splitter::skipping(Box::new(move |mk: &str| {
+            mk.starts_with("data ") && !shared.may_load(k, seen.fetch_add(1, Ordering::Relaxed), mk)
+        }))
+    };
     // Tables this lane has passed (counted once, even if a table's
     // sections came in two runs).
     let mut passed: std::collections::HashSet<TableKey> = Default::default();
@@ -717,7 +991,7 @@ async fn lane_body(
                         return Err(Error::RestoreRefused(format!("{}: section {kind:?} after a later section; not a cexdr dump?", a.key)));
                     }
                     if !job.is_empty() {
-                        exec.send(Op::Data(prepare(std::mem::take(&mut job)))).await?;
+                        exec.send_job(std::mem::take(&mut job), shared.stream).await?;
                         job_bytes = 0;
                     }
                     if next > Phase::Schema && phase <= Phase::Schema {
@@ -753,7 +1027,15 @@ async fn lane_body(
                         schema_db = v["db"].as_str().unwrap_or("").to_owned();
                     }
                     if kind == "data" {
-                        mine = out.counts.data_sections as usize % lanes == k;
+                        mine = shared.may_load(k, out.counts.data_sections as usize, mk.as_str());
+                        if mine && shared.bulk {
+                            let key = table.clone().unwrap_or_default();
+                            let claimed = shared.owners.lock().unwrap().contains_key(&key);
+                            if !claimed {
+                                exec.drain().await?;
+                            }
+                            mine = shared.claim(k, key);
+                        }
                         out.counts.data_sections += 1;
                         if table != current {
                             current_use = None;
@@ -777,11 +1059,19 @@ async fn lane_body(
                             if let Some(ctl) = ctl.as_deref_mut() {
                                 let mut s = rewrite_db(&s, map).unwrap_or(s);
                                 out.counts.statements += 1;
-                                if let Some(d) = defer_keys(&s).filter(|_| shared.keys_after) {
-                                    if let Some((t, _)) = parse_ident(&s[b"CREATE TABLE ".len()..]) {
-                                        let original = std::mem::replace(&mut s, d.create.clone());
-                                        shared.deferred.lock().unwrap().insert((schema_db.clone(), t), (d, original));
-                                    }
+                                let keys = defer_keys(&s).filter(|_| shared.keys_after);
+                                let recalc = recalc_after(&s).filter(|_| shared.bulk);
+                                let paused = match (&keys, recalc) {
+                                    (None, None) => None,
+                                    _ => parse_ident(&s[b"CREATE TABLE ".len()..]).map(|(t, _)| t),
+                                };
+                                if let Some(t) = &paused {
+                                    let original = match &keys {
+                                        Some(d) => std::mem::replace(&mut s, d.create.clone()),
+                                        None => s.clone(),
+                                    };
+                                    let f = Finish { keys: keys.map(|d| d.add), recalc, original };
+                                    shared.deferred.lock().unwrap().insert((schema_db.clone(), t.clone()), f);
                                 }
                                 ctl.query_drop(s.as_slice()).await.map_err(|e| {
                                     Error::restore_failed(
@@ -789,6 +1079,12 @@ async fn lane_body(
                                         MysqlError(e),
                                     )
                                 })?;
+                                if let (Some(t), Some(_)) = (&paused, recalc) {
+                                    let sql = format!("ALTER TABLE {} STATS_AUTO_RECALC=0", ident(t));
+                                    ctl.query_drop(sql).await.map_err(|e| {
+                                        Error::restore_failed(format!("pausing the statistics recalculation of {schema_db}.{t} for the load"), MysqlError(e))
+                                    })?;
+                                }
                             }
                         }
                         Phase::Data if mine => {
@@ -807,7 +1103,7 @@ async fn lane_body(
                             job_bytes += s.len();
                             job.push(s);
                             if job_bytes >= JOB_BYTES {
-                                exec.send(Op::Data(prepare(std::mem::take(&mut job)))).await?;
+                                exec.send_job(std::mem::take(&mut job), shared.stream).await?;
                                 txn_bytes += job_bytes;
                                 job_bytes = 0;
                                 if shared.txn_bytes > 0 && txn_bytes >= shared.txn_bytes {
@@ -836,7 +1132,7 @@ async fn lane_body(
         }
     }
     if !job.is_empty() {
-        exec.send(Op::Data(prepare(job))).await?;
+        exec.send_job(job, shared.stream).await?;
     }
     if in_txn {
         exec.send(Op::Sql("COMMIT", "committing")).await?;
@@ -872,7 +1168,14 @@ async fn run(
     threads: usize,
     scratch: bool,
 ) -> Result<Counts> {
-    session(ctl, scratch).await?;
+    let bulk = std::env::var("CEXDR_MYSQL_RESTORE_BULK").as_deref() != Ok("0");
+    session(ctl, scratch, bulk).await?;
+    let stream = bulk
+        && rows(ctl, "reading local_infile", "SELECT @@GLOBAL.local_infile")
+            .await?
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("ON"));
     // Every lane reads the whole artifact: that is what the progress counts.
     if let Some(a) = m.artifacts.first() {
         catalog
@@ -894,6 +1197,9 @@ async fn run(
         passed: Mutex::new(HashMap::new()),
         lanes: threads,
         keys: Mutex::new(Some(keys_tx)),
+        bulk,
+        owners: Mutex::new(HashMap::new()),
+        stream,
         keys_after: std::env::var("CEXDR_MYSQL_RESTORE_KEYS_AFTER").as_deref() != Ok("0"),
         txn_bytes: std::env::var("CEXDR_MYSQL_RESTORE_TXN_MIB")
             .ok()
@@ -907,13 +1213,13 @@ async fn run(
     let mut conns = Vec::new();
     for _ in 0..threads {
         let mut c = server.connect().await?;
-        session(&mut c, scratch).await?;
+        session(&mut c, scratch, bulk).await?;
         conns.push(c);
     }
     // Secondary keys are added back on a connection of their own, so the
     // lane that finished a table last keeps loading while they build.
     let mut kc = server.connect().await?;
-    session(&mut kc, scratch).await?;
+    session(&mut kc, scratch, bulk).await?;
     let keys = {
         let (shared, map) = (shared.clone(), map.clone());
         tokio::spawn(async move {
@@ -1320,6 +1626,45 @@ mod tests {
                 .into(),
         ] {
             assert_eq!(defer_keys(odd.as_bytes()), None, "{odd}");
+        }
+    }
+
+    #[test]
+    fn statistics_recalculation_is_paused_only_for_plain_innodb_tables() {
+        let t = "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `note` text DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci COMMENT='a STATS_AUTO_RECALC=0 comment'";
+        let cases = [
+            (t.to_owned(), Some("DEFAULT")),
+            (
+                t.replace(" COMMENT=", " STATS_AUTO_RECALC=1 COMMENT="),
+                Some("1"),
+            ),
+            (
+                t.replace(
+                    " COMMENT=",
+                    " STATS_PERSISTENT=1 STATS_AUTO_RECALC=0 COMMENT=",
+                ),
+                None,
+            ),
+            (t.replace("ENGINE=InnoDB", "ENGINE=MyISAM"), None),
+            (
+                t.replace("ENGINE=InnoDB", "ENGINE=InnoDB WITH SYSTEM VERSIONING"),
+                None,
+            ),
+            (
+                format!("{t}\n PARTITION BY HASH (`id`)\nPARTITIONS 2"),
+                None,
+            ),
+            (
+                "CREATE SEQUENCE `s` start with 1 minvalue 1 ENGINE=InnoDB".into(),
+                None,
+            ),
+            (
+                "CREATE TABLE `t` (\n  `id` int(11) NOT NULL\n) ENGINE=InnoDB".into(),
+                Some("DEFAULT"),
+            ),
+        ];
+        for (stmt, want) in cases {
+            assert_eq!(recalc_after(stmt.as_bytes()), want, "{stmt}");
         }
     }
 
