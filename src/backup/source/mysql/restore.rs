@@ -810,7 +810,8 @@ struct Shared {
     keys_after: bool,
     txn_bytes: usize,
     /// Bulk loading (default on): each table is loaded whole by one lane
-    /// (the first to reach it), in one transaction with unique_checks off.
+    /// (the first idle lane to reach it), in one transaction with
+    /// unique_checks off.
     /// Off (`CEXDR_MYSQL_RESTORE_BULK=0`, to measure against): the data
     /// sections are dealt round the lanes and unique_checks stays on.
     bulk: bool,
