@@ -59,12 +59,16 @@ fn unique(prefix: &str) -> String {
 }
 
 fn policy(dir: &Path, extra: &str) -> PathBuf {
+    policy_at(dir, &mysql_url(), extra)
+}
+
+/// A local store under `dir` and one mysql job `db` reading `url`.
+fn policy_at(dir: &Path, url: &str, extra: &str) -> PathBuf {
     write_policy(
         dir,
         &format!(
-            "{}\n[[job]]\nname = \"db\"\nkind = \"mysql\"\nurl = \"{}\"\n{extra}\n",
-            local_store(&dir.join("store")),
-            mysql_url()
+            "{}\n[[job]]\nname = \"db\"\nkind = \"mysql\"\nurl = \"{url}\"\n{extra}\n",
+            local_store(&dir.join("store"))
         ),
     )
 }
@@ -87,20 +91,31 @@ fn no_backup(policy: &Path) {
 
 /// `cexdr restore ID --to <server> --database-map DB=COPY [EXTRA…]`.
 fn restore_as(pol: &Path, id: &str, db: &str, copy: &str, extra: &[&str]) -> std::process::Output {
-    let map = format!("{db}={copy}");
-    let url = mysql_url();
+    restore_to(pol, id, &mysql_url(), &format!("{db}={copy}"), extra, "1")
+}
+
+/// `cexdr restore ID --to URL --database-map MAP [EXTRA…]` with
+/// `CEXDR_MYSQL_RESTORE_BULK=BULK` ("0": sections dealt round the lanes).
+fn restore_to(
+    pol: &Path,
+    id: &str,
+    url: &str,
+    map: &str,
+    extra: &[&str],
+    bulk: &str,
+) -> std::process::Output {
     let mut args = vec![
         "--policy",
         p(pol),
         "restore",
         id,
         "--to",
-        &url,
+        url,
         "--database-map",
-        &map,
+        map,
     ];
     args.extend_from_slice(extra);
-    cexdr(&args)
+    cexdr_env(&args, &[("CEXDR_MYSQL_RESTORE_BULK", bulk)])
 }
 
 /// `CHECKSUM TABLE` of every base table of `db`, by table name.
@@ -387,20 +402,7 @@ fn tables_split_over_several_restore_connections_come_back_exact() {
     for bulk in ["1", "0"] {
         let copy = format!("{db}_r{bulk}");
         let map = format!("{db}={copy}");
-        let url = mysql_url();
-        let args = [
-            "--policy",
-            p(&pol),
-            "restore",
-            id,
-            "--to",
-            &url,
-            "--database-map",
-            &map,
-            "--threads",
-            "3",
-        ];
-        let o = cexdr_env(&args, &[("CEXDR_MYSQL_RESTORE_BULK", bulk)]);
+        let o = restore_to(&pol, id, &mysql_url(), &map, &["--threads", "3"], bulk);
         assert_code(&o, 0);
         let out = stdout(&o);
         assert!(
@@ -819,13 +821,10 @@ fn lock_consistency_and_a_unix_socket_url() {
     ));
     let socket = sql("SELECT @@socket");
     let dir = tempfile::tempdir().unwrap();
-    let pol = write_policy(
+    let pol = policy_at(
         dir.path(),
-        &format!(
-            "{}\n[[job]]\nname = \"db\"\nkind = \"mysql\"\nurl = \"mysql://root@localhost/?socket={}\"\ndatabases = [\"{db}\"]\nconsistency = \"lock\"\n",
-            local_store(&dir.path().join("store")),
-            socket.trim()
-        ),
+        &format!("mysql://root@localhost/?socket={}", socket.trim()),
+        &format!("databases = [\"{db}\"]\nconsistency = \"lock\""),
     );
     let o = cexdr(&["--policy", p(&pol), "backup", "db"]);
     assert_code(&o, 0);
@@ -1088,14 +1087,7 @@ fn a_server_without_local_infile_gets_the_dumps_inserts() {
          INSERT INTO u SELECT seq, seq FROM seq_1_to_300;",
     );
     let dir = tempfile::tempdir().unwrap();
-    let pol = write_policy(
-        dir.path(),
-        &format!(
-            "{}\n[[job]]\nname = \"db\"\nkind = \"mysql\"\nurl = \"{}\"\ndatabases = [\"src\"]\n",
-            local_store(&dir.path().join("store")),
-            srv.url()
-        ),
-    );
+    let pol = policy_at(dir.path(), &srv.url(), "databases = [\"src\"]");
     let o = cexdr(&["--policy", p(&pol), "backup", "db"]);
     assert_code(&o, 0);
     let b = only_backup(&pol);
@@ -1110,20 +1102,7 @@ fn a_server_without_local_infile_gets_the_dumps_inserts() {
     for bulk in ["1", "0"] {
         let copy = format!("dst{bulk}");
         let map = format!("src={copy}");
-        let url = srv.url();
-        let args = [
-            "--policy",
-            p(&pol),
-            "restore",
-            id,
-            "--to",
-            &url,
-            "--database-map",
-            &map,
-            "--threads",
-            "2",
-        ];
-        let o = cexdr_env(&args, &[("CEXDR_MYSQL_RESTORE_BULK", bulk)]);
+        let o = restore_to(&pol, id, &srv.url(), &map, &["--threads", "2"], bulk);
         assert_code(&o, 0);
         assert!(stdout(&o).contains(" 0 rows bulk-loaded"), "{}", stdout(&o));
         assert_eq!(sums(&copy).replace(&copy, "src"), sums("src"));
@@ -1188,18 +1167,7 @@ fn a_duplicate_key_in_the_dump_fails_the_restore_instead_of_emptying_the_table()
     for bulk in ["1", "0"] {
         let copy = format!("{db}_r{bulk}");
         let map = format!("{db}={copy}");
-        let url = mysql_url();
-        let args = [
-            "--policy",
-            p(&pol),
-            "restore",
-            id,
-            "--to",
-            &url,
-            "--database-map",
-            &map,
-        ];
-        let o = cexdr_env(&args, &[("CEXDR_MYSQL_RESTORE_BULK", bulk)]);
+        let o = restore_to(&pol, id, &mysql_url(), &map, &[], bulk);
         assert_code(&o, 1);
         let err = stderr(&o);
         assert!(
