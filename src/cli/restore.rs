@@ -42,7 +42,8 @@ pub struct RestoreArgs {
     /// MySQL: restore database OLD as NEW (repeatable), as OLD=NEW.
     #[arg(long = "database-map", value_parser = parse_map)]
     pub database_map: Vec<(String, String)>,
-    /// MySQL: parallel connections (default: number of cores).
+    /// MySQL: parallel connections (default: number of cores); each table
+    /// is loaded whole on one of them (docs/mysql.md, "Restore").
     #[arg(long)]
     pub threads: Option<usize>,
     /// Files: restore symlinks that point outside the target (e.g.

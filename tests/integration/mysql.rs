@@ -89,6 +89,16 @@ fn no_backup(policy: &Path) {
     assert_eq!(list.as_array().unwrap().len(), 0, "{list:#}");
 }
 
+/// One backup of `db` into a local store under a new temporary directory:
+/// (the directory, its policy, the backup's manifest).
+fn backed_up(db: &str) -> (tempfile::TempDir, PathBuf, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), &format!("databases = [\"{db}\"]"));
+    assert_code(&cexdr(&["--policy", p(&pol), "backup", "db"]), 0);
+    let b = only_backup(&pol);
+    (dir, pol, b)
+}
+
 /// `cexdr restore ID --to <server> --database-map DB=COPY [EXTRA…]`.
 fn restore_as(pol: &Path, id: &str, db: &str, copy: &str, extra: &[&str]) -> std::process::Output {
     restore_to(pol, id, &mysql_url(), &format!("{db}={copy}"), extra, "1")
@@ -763,10 +773,7 @@ fn a_damaged_artifact_is_refused_and_the_partial_restore_removed() {
          CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_20000;
          CREATE VIEW v AS SELECT id FROM t;"
     ));
-    let dir = tempfile::tempdir().unwrap();
-    let pol = policy(dir.path(), &format!("databases = [\"{db}\"]"));
-    assert_code(&cexdr(&["--policy", p(&pol), "backup", "db"]), 0);
-    let b = only_backup(&pol);
+    let (dir, pol, b) = backed_up(&db);
     let id = b["id"].as_str().unwrap();
     let store = dir.path().join("store");
     let key = b["artifacts"][0]["key"].as_str().unwrap();
@@ -1122,10 +1129,7 @@ fn a_duplicate_key_in_the_dump_fails_the_restore_instead_of_emptying_the_table()
         "DROP DATABASE IF EXISTS `{db}`; CREATE DATABASE `{db}`; USE `{db}`;
          CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_3000;"
     ));
-    let dir = tempfile::tempdir().unwrap();
-    let pol = policy(dir.path(), &format!("databases = [\"{db}\"]"));
-    assert_code(&cexdr(&["--policy", p(&pol), "backup", "db"]), 0);
-    let b = only_backup(&pol);
+    let (dir, pol, b) = backed_up(&db);
     let id = b["id"].as_str().unwrap();
     let store = dir.path().join("store");
     let key = b["artifacts"][0]["key"].as_str().unwrap();
