@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backup::catalog::{Catalog, Entry, Manifest, Status, Verification};
 use crate::backup::metrics::Metrics;
+use crate::backup::plan::prune::{self, JobReport};
+use crate::backup::plan::verify;
 use crate::backup::policy::{Job, Policy};
-use crate::backup::prune::{self, JobReport};
-use crate::backup::{lease, run, verify};
+use crate::backup::{lease, run};
 use crate::error::{exit, one_line, Error, Result};
 use crate::store::DynStore;
 
@@ -70,7 +71,7 @@ pub enum Event {
     /// The job's binlog archive was pruned (after its backups were).
     BinlogPruned {
         job: String,
-        report: Arc<crate::backup::binlog::retention::Report>,
+        report: Arc<crate::backup::plan::binlog_retention::Report>,
     },
     /// A verification (read-back after a backup, a restore test or drill)
     /// failed; the backup is listed as FAILED.
@@ -219,7 +220,7 @@ impl JobEnv {
         // Signs like a one-shot run; the key is read per run, so a rotated
         // key file is picked up by the daemon.
         Ok(Catalog::new(self.store.clone())
-            .with_signer(crate::backup::signing::Signer::for_policy(&self.policy)?)
+            .with_signer(self.policy.signer()?)
             .with_identities(self.identities.clone())
             .with_progress(self.progress.clone()))
     }
@@ -501,7 +502,7 @@ pub async fn refresh(store: &DynStore, metrics: &Metrics) {
 /// on its own.
 type Pruned = (
     JobReport,
-    Option<Result<crate::backup::binlog::retention::Report>>,
+    Option<Result<crate::backup::plan::binlog_retention::Report>>,
 );
 
 /// Prune after a successful backup: retention, incomplete folders and
@@ -520,7 +521,7 @@ async fn prune_after(
         grace: policy.daemon.incomplete_grace,
         now,
     };
-    let report = prune::prune_job(catalog, job, &opts).await?;
+    let report = prune::prune_job(catalog, job.prune_rules(), &opts).await?;
     let uploads = prune::stale_uploads(catalog, &format!("{}/", job.name), &opts).await?;
     if let Some(e) = prune::failure(&report) {
         return Err(e);
@@ -557,8 +558,8 @@ async fn prune_binlog(
     now: DateTime<Utc>,
     dry_run: bool,
     wait_for_archive: Option<&CancellationToken>,
-) -> Result<Option<crate::backup::binlog::retention::Report>> {
-    let crate::backup::source::SourceSpec::Mysql(m) = &job.source else {
+) -> Result<Option<crate::backup::plan::binlog_retention::Report>> {
+    let crate::backup::source::kinds::SourceSpec::Mysql(m) = &job.source else {
         return Ok(None);
     };
     let Some(b) = &m.binlog else {
@@ -566,9 +567,10 @@ async fn prune_binlog(
     };
     let give_up = tokio::time::Instant::now() + b.flush_interval * 3 + Duration::from_secs(10);
     loop {
-        let r = crate::backup::binlog::retention::prune(catalog, &job.name, b.keep, now, dry_run)
-            .await
-            .map_err(|e| e.in_job(&job.name))?;
+        let r =
+            crate::backup::plan::binlog_retention::prune(catalog, &job.name, b.keep, now, dry_run)
+                .await
+                .map_err(|e| e.in_job(&job.name))?;
         let Some(cancel) = wait_for_archive.filter(|_| r.plan.base_ahead) else {
             return Ok(Some(r));
         };
@@ -645,7 +647,9 @@ async fn pitr_drill(
     crate::backup::catalog::Entry,
     crate::backup::catalog::Verification,
 )> {
-    use crate::backup::binlog::{commands, replay::Until, segment};
+    use crate::backup::binlog::replay::Until;
+    use crate::backup::catalog::segment;
+    use crate::backup::pitr;
     let a = segment::load(cat, &job.name, false).await?;
     let newest = a.newest().ok_or_else(|| {
         Error::RestoreRefused(format!(
@@ -655,7 +659,7 @@ async fn pitr_drill(
     })?;
     let until = Until::Gtid(newest.manifest.gtid_end.clone());
     let url = target.url.clone().unwrap_or_default();
-    let req = commands::Request {
+    let req = pitr::Request {
         job: &job.name,
         base_id: None,
         until: &until,
@@ -667,7 +671,7 @@ async fn pitr_drill(
         crate::backup::policy::Secret::Env(v) => Some(v.as_str()),
         _ => None,
     };
-    let v = commands::pitr_drill(cat, &req, password).await?;
+    let v = pitr::pitr_drill(cat, &req, password).await?;
     let e = cat.find(&v.backup_id).await?;
     Ok((e, v))
 }
@@ -781,7 +785,7 @@ pub async fn verify_backups(
                 // databases only, said in the record), as before drills.
                 let mut t = t.clone();
                 if let Some(job) = env.policy.jobs.iter().find(|j| j.name == e.manifest.job) {
-                    if let crate::backup::source::SourceSpec::Mysql(m) = &job.source {
+                    if let crate::backup::source::kinds::SourceSpec::Mysql(m) = &job.source {
                         t.source_url = Some(m.url.clone());
                     }
                 }
@@ -815,7 +819,7 @@ pub struct PruneRun {
     pub uploads: prune::UploadsReport,
     /// The binlog archives of mysql jobs that have one, pruned after their
     /// backups (the kept bases decide which segments stay).
-    pub binlog: Vec<crate::backup::binlog::retention::Report>,
+    pub binlog: Vec<crate::backup::plan::binlog_retention::Report>,
     pub code: i32,
 }
 
@@ -839,14 +843,14 @@ pub async fn prune_jobs(
             return Err(Error::Interrupted);
         }
         let res = if opts.dry_run {
-            prune::prune_job(catalog, job, opts).await
+            prune::prune_job(catalog, job.prune_rules(), opts).await
         } else {
             lease::with_lease(
                 catalog.store().clone(),
                 &job.name,
                 env.lease_ttl,
                 cancel.clone(),
-                |_| async move { prune::prune_job(catalog, job, opts).await },
+                |_| async move { prune::prune_job(catalog, job.prune_rules(), opts).await },
             )
             .await
         };

@@ -80,21 +80,6 @@ pub struct Metrics {
     state: Arc<Mutex<State>>,
 }
 
-/// The longest gap between consecutive runs over the next 50 runs: the
-/// "interval" the missing-backup alert multiplies by 1.5.
-pub fn schedule_interval(
-    policy: &Policy,
-    job: &crate::backup::policy::Job,
-    now: DateTime<Utc>,
-) -> Option<f64> {
-    let s = job.schedule.as_ref()?;
-    let times: Vec<_> = s.after_in(policy.daemon.timezone, now).take(51).collect();
-    times
-        .windows(2)
-        .map(|w| (w[1] - w[0]).num_seconds() as f64)
-        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
-}
-
 impl Metrics {
     pub fn new() -> Self {
         Metrics::default()
@@ -113,7 +98,7 @@ impl Metrics {
                 .retain(|name, _| policy.jobs.iter().any(|j| &j.name == name));
             for j in &policy.jobs {
                 let m = s.jobs.entry(j.name.clone()).or_default();
-                m.interval_seconds = schedule_interval(policy, j, now);
+                m.interval_seconds = policy.schedule_interval(j, now);
                 m.drill_configured = j.drill.is_some();
             }
             s.policy = Some(policy.clone());

@@ -2,21 +2,9 @@
 //! to say and when. Delivery itself is `crate::notify`'s.
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::backup::catalog::Manifest;
-use crate::backup::policy::Policy;
+use crate::backup::policy::{BackupEvent, Policy};
 use crate::notify::{deliver, ChannelSpec, Delivery, Message, Severity};
-
-/// What a backup policy can notify about (`[notify] on = [...]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackupEvent {
-    Failure,
-    Success,
-    VerificationFailure,
-    PruneError,
-}
 
 /// Sends backup events to the policy's channels. Never fails its caller:
 /// a failed delivery is logged and counted in the metrics.

@@ -9,11 +9,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+pub use crate::backup::catalog::signing::Signer;
+use crate::backup::catalog::Kind;
+pub use crate::backup::plan::retention::Keep;
 pub use crate::backup::source::files::FilesSpec;
+use crate::backup::source::kinds::PolicyKeys;
+pub use crate::backup::source::kinds::SourceSpec;
 pub use crate::backup::source::mysql::{Consistency, MysqlSpec, TlsSpec};
 pub use crate::backup::source::redis::RedisSpec;
-pub use crate::backup::source::SourceSpec;
-use crate::backup::source::{Kind, PolicyInput, PolicyKeys};
+use crate::backup::source::PolicyInput;
 use crate::base::toml_loc::{key_of_value_error, struct_keys, toml_line};
 pub use crate::base::{parse_duration, parse_size, Secret};
 use crate::error::{Error, Result};
@@ -21,6 +25,16 @@ pub use crate::pipeline::encrypt::EncryptionSpec;
 pub use crate::pipeline::Compression;
 pub use crate::store::s3::S3Spec;
 pub use crate::store::{ObjectLock, StoreSpec};
+
+/// What a backup policy can notify about (`[notify] on = [...]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupEvent {
+    Failure,
+    Success,
+    VerificationFailure,
+    PruneError,
+}
 
 // ---------------------------------------------------------------- raw TOML
 
@@ -41,14 +55,14 @@ struct RawPolicy {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawNotify {
     channels: Vec<String>,
-    on: Option<Vec<crate::backup::notifier::BackupEvent>>,
+    on: Option<Vec<BackupEvent>>,
 }
 
 /// Validated `[notify]` (empty: nobody is notified).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NotifySpec {
     pub channels: Vec<String>,
-    pub on: std::collections::BTreeSet<crate::backup::notifier::BackupEvent>,
+    pub on: std::collections::BTreeSet<BackupEvent>,
 }
 
 /// `[daemon]`: settings of `cexdr daemon` only (one-shot commands ignore it).
@@ -234,22 +248,13 @@ pub struct Job {
     pub drill: Option<DrillSpec>,
 }
 
-/// Retention rules (restic semantics: a backup is kept if any rule keeps it).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Keep {
-    pub last: Option<u32>,
-    pub hourly: Option<u32>,
-    pub daily: Option<u32>,
-    pub weekly: Option<u32>,
-    pub monthly: Option<u32>,
-    pub yearly: Option<u32>,
-    pub within: Option<String>,
-}
-
-impl Keep {
-    pub fn is_empty(&self) -> bool {
-        *self == Keep::default()
+impl Job {
+    /// What prune needs of the job: its name and retention rules.
+    pub fn prune_rules(&self) -> crate::backup::plan::prune::Rules<'_> {
+        crate::backup::plan::prune::Rules {
+            name: &self.name,
+            keep: &self.keep,
+        }
     }
 }
 
@@ -436,6 +441,25 @@ impl Locator<'_> {
 // ---------------------------------------------------------------- loading
 
 impl Policy {
+    /// The longest gap between consecutive runs of `job` over its next 50
+    /// runs: the "interval" the missing-backup alert multiplies by 1.5.
+    pub fn schedule_interval(&self, job: &Job, now: DateTime<Utc>) -> Option<f64> {
+        let s = job.schedule.as_ref()?;
+        let times: Vec<_> = s.after_in(self.daemon.timezone, now).take(51).collect();
+        times
+            .windows(2)
+            .map(|w| (w[1] - w[0]).num_seconds() as f64)
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+    }
+
+    /// The signer of the policy's `signing-key-file`, if it names one.
+    pub fn signer(&self) -> Result<Option<std::sync::Arc<Signer>>> {
+        match &self.signing_key_file {
+            Some(f) => Ok(Some(std::sync::Arc::new(Signer::load(f)?))),
+            None => Ok(None),
+        }
+    }
+
     pub fn load(file: &Path) -> Result<Policy> {
         let text = std::fs::read_to_string(file).map_err(|e| {
             Error::config(file, None, None, format!("cannot read policy file: {e}"))
@@ -525,7 +549,7 @@ impl Policy {
                         ));
                     }
                 }
-                use crate::backup::notifier::BackupEvent as B;
+                use BackupEvent as B;
                 let on =
                     n.on.unwrap_or_else(|| vec![B::Failure, B::VerificationFailure, B::PruneError]);
                 NotifySpec {
@@ -770,7 +794,12 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
 }
 
 /// Top-level store folders that are not jobs.
-pub const RESERVED_PREFIXES: &[&str] = &["keys", "locks", "leases", crate::backup::binlog::PREFIX];
+pub const RESERVED_PREFIXES: &[&str] = &[
+    "keys",
+    "locks",
+    "leases",
+    crate::backup::catalog::segment::PREFIX,
+];
 
 fn validate_daemon(file: &Path, loc: &Locator, d: RawDaemon) -> Result<DaemonSpec> {
     let err = |key: &str, msg: String| {

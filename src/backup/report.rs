@@ -294,7 +294,7 @@ fn job_card(out: &mut String, policy: &Policy, input: &Input, name: &str, now: D
         .or_else(|| entries.first().map(|e| e.manifest.kind.name()))
         .unwrap_or("?");
     let newest = entries.last();
-    let interval = job.and_then(|j| crate::backup::metrics::schedule_interval(policy, j, now));
+    let interval = job.and_then(|j| policy.schedule_interval(j, now));
     // RPO
     let (rpo, rpo_class, rpo_note) = match newest {
         None => ("none".to_owned(), " bad", "no backup yet".to_owned()),

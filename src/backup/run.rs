@@ -97,7 +97,7 @@ async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Resul
     let dir = catalog::backup_dir(&job.name, &id, started_at);
     tracing::info!(job = %job.name, id = %id, store = %store.describe(), "backup started");
 
-    let src = source::build(&job.name, &job.source);
+    let src = source::kinds::build(&job.name, &job.source);
     let opened = tokio::select! {
         biased;
         _ = cancel.cancelled() => return Err(Error::Interrupted),

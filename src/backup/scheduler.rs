@@ -20,11 +20,11 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::binlog::commands as binlog;
 use crate::backup::catalog::Catalog;
 use crate::backup::job::{self, JobEnv, Sinks};
 use crate::backup::lease;
 use crate::backup::metrics::Metrics;
+use crate::backup::pitr as binlog;
 use crate::backup::policy::{Job, Policy};
 use crate::error::{one_line, Error, Result};
 use crate::store::DynStore;
@@ -426,7 +426,7 @@ struct ArchiverKey {
 
 impl ArchiverKey {
     fn of(policy: &Policy, job: &Job) -> Option<ArchiverKey> {
-        let crate::backup::source::SourceSpec::Mysql(m) = &job.source else {
+        let crate::backup::source::kinds::SourceSpec::Mysql(m) = &job.source else {
             return None;
         };
         m.binlog.as_ref()?;
@@ -540,7 +540,7 @@ impl Supervisor {
         tracing::info!(job = %name, "binlog archiver started");
         while !self.cancel.is_cancelled() {
             let t0 = tokio::time::Instant::now();
-            let res = match crate::backup::signing::Signer::for_policy(&self.policy) {
+            let res = match self.policy.signer() {
                 Ok(signer) => {
                     let cat = Catalog::new(self.store.clone()).with_signer(signer);
                     binlog::archive(

@@ -4,11 +4,12 @@ use std::path::Path;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{human_bytes, print_json, CliKeys};
 use crate::backup::catalog::Status;
 use crate::backup::job;
 use crate::backup::metrics::Metrics;
 use crate::backup::policy::Policy;
+use crate::cli::keys::CliKeys;
+use crate::cli::output::{human_bytes, print_json};
 use crate::error::{one_line, Error, Result};
 
 #[derive(Debug, Args)]
@@ -40,7 +41,7 @@ pub async fn backup(
             .collect::<Result<_>>()?
     };
     // A bad signing key fails before any job starts.
-    crate::backup::signing::Signer::for_policy(&policy)?;
+    policy.signer()?;
     let env = keys.job_env(&policy, metrics).await?;
     let (outcomes, code) = job::run_jobs(&env, &selected, cancel).await;
     let mut done = Vec::new();

@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use tokio_util::sync::CancellationToken;
 
-use super::{open_catalog, open_catalog_as, print_json, CliKeys};
 use crate::backup::policy::Policy;
+use crate::cli::keys::{open_catalog, open_catalog_as, CliKeys};
+use crate::cli::output::print_json;
 use crate::error::{exit, Error, Result};
 
 #[derive(Debug, Subcommand)]
@@ -35,16 +36,13 @@ pub async fn binlog(
             let policy = Policy::load(policy_file)?;
             let job = policy.job(&job)?;
             let catalog = open_catalog(&policy, keys).await?;
-            let (checks, report) = crate::backup::binlog::commands::verify(
-                &catalog,
-                &job.name,
-                policy.signing_key_file.is_some(),
-            )
-            .await?;
+            let (checks, report) =
+                crate::backup::pitr::verify(&catalog, &job.name, policy.signing_key_file.is_some())
+                    .await?;
             let breaks: Vec<_> = report
                 .gaps
                 .iter()
-                .filter(|g| crate::backup::binlog::commands::is_break(&g.kind))
+                .filter(|g| crate::backup::pitr::is_break(&g.kind))
                 .collect();
             let bad = checks.iter().filter(|c| !c.ok).count();
             if json {
@@ -78,15 +76,8 @@ pub async fn binlog(
             let job = policy.job(&job)?;
             let catalog = open_catalog_as(&policy, keys, true).await?;
             let stats = std::sync::Arc::new(crate::backup::binlog::archive::Stats::default());
-            crate::backup::binlog::commands::archive(
-                &catalog,
-                job,
-                lease_ttl,
-                stats,
-                metrics_file,
-                cancel,
-            )
-            .await?;
+            crate::backup::pitr::archive(&catalog, job, lease_ttl, stats, metrics_file, cancel)
+                .await?;
             Ok(exit::OK)
         }
     }

@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 
-use super::{human_bytes, open_catalog, print_json, CliKeys};
 use crate::backup::catalog::{Entry, Level, Status};
 use crate::backup::policy::{Policy, SourceSpec};
+use crate::cli::keys::{open_catalog, CliKeys};
+use crate::cli::output::{human_bytes, print_json};
 use crate::error::{exit, Error, Result};
 
 #[derive(Debug, Subcommand)]
@@ -117,7 +118,7 @@ pub async fn catalog(
             let catalog = open_catalog(&policy, keys).await?;
             let mut reports = Vec::new();
             for j in jobs {
-                reports.push(crate::backup::binlog::commands::report(&catalog, &j.name).await?);
+                reports.push(crate::backup::pitr::report(&catalog, &j.name).await?);
             }
             if json {
                 print_json(&reports);
@@ -131,7 +132,7 @@ pub async fn catalog(
             Ok(exit::OK)
         }
         CatalogCmd::Keygen { out } => {
-            let s = crate::backup::signing::Signer::generate(&out)?;
+            let s = crate::backup::catalog::signing::Signer::generate(&out)?;
             println!(
                 "wrote {} (key {}); public key {}",
                 out.display(),
@@ -148,12 +149,13 @@ pub async fn catalog(
             } else {
                 let mut m = std::collections::BTreeMap::new();
                 for k in &trusted_keys {
-                    let key = crate::backup::signing::parse_public(k).ok_or_else(|| {
-                        Error::Usage(format!(
-                            "--trusted-key {k:?} is not a hex Ed25519 public key"
-                        ))
-                    })?;
-                    m.insert(crate::backup::signing::key_id(&key), key);
+                    let key =
+                        crate::backup::catalog::signing::parse_public(k).ok_or_else(|| {
+                            Error::Usage(format!(
+                                "--trusted-key {k:?} is not a hex Ed25519 public key"
+                            ))
+                        })?;
+                    m.insert(crate::backup::catalog::signing::key_id(&key), key);
                 }
                 m
             };

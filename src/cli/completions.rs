@@ -3,17 +3,14 @@
 use std::io::Write;
 use std::path::Path;
 
-use clap::CommandFactory;
-
-use crate::cli::Cli;
 use crate::error::{exit, Error, Result};
 
 pub use clap_complete::Shell;
 
-/// Prints the completion script for `shell` on stdout.
-pub fn print(shell: Shell) -> Result<i32> {
+/// Prints the completion script of `cli` (the clap tree) for `shell` on stdout.
+pub fn print(mut cli: clap::Command, shell: Shell) -> Result<i32> {
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "cexdr", &mut out);
+    clap_complete::generate(shell, &mut cli, "cexdr", &mut out);
     std::io::stdout()
         .write_all(&out)
         .map_err(|e| Error::io("writing the completion script to stdout", e))?;
@@ -22,10 +19,10 @@ pub fn print(shell: Shell) -> Result<i32> {
 
 /// Writes cexdr.1 and one page per subcommand (cexdr-catalog-list.1, …)
 /// into `out`, each through a temporary name; prints the paths.
-pub fn manpages(out: &Path) -> Result<i32> {
+pub fn manpages(cli: clap::Command, out: &Path) -> Result<i32> {
     std::fs::create_dir_all(out)
         .map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+    let mut cmd = cli.disable_help_subcommand(true);
     cmd.build();
     let mut written = Vec::new();
     write_pages(cmd, out, &mut written)?;

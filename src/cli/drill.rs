@@ -4,11 +4,12 @@ use std::path::Path;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{print_json, CliKeys};
 use crate::backup::catalog::Status;
 use crate::backup::job;
 use crate::backup::metrics::Metrics;
 use crate::backup::policy::Policy;
+use crate::cli::keys::CliKeys;
+use crate::cli::output::print_json;
 use crate::error::{one_line, Result};
 
 #[derive(Debug, Args)]
@@ -29,7 +30,7 @@ pub async fn drill(
     let j = policy.job(&args.job)?;
     job::drill_target(j)?;
     // A bad signing key fails before any job starts.
-    crate::backup::signing::Signer::for_policy(&policy)?;
+    policy.signer()?;
     let env = keys.job_env(&policy, metrics).await?;
     let out = job::drill_job(&env, j, cancel).await;
     let code = out.exit_code();

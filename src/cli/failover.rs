@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::print_json;
+use crate::cli::output::print_json;
 use crate::error::{exit, Error, Result};
 use crate::failover::engine::{self, Ui};
 use crate::failover::journal;
@@ -156,7 +156,7 @@ impl crate::failover::archive::OpenArchive for Archives {
         r: &crate::failover::archive::ArchiveRef,
     ) -> std::result::Result<std::sync::Arc<dyn crate::failover::archive::ArchiveTopUp>, ArchiveError>
     {
-        crate::backup::binlog::topup::TopUp::open(&r.policy, &r.job, r.identity_file.as_deref())
+        crate::backup::pitr::open_topup(&r.policy, &r.job, r.identity_file.as_deref())
             .await
             .map(|t| std::sync::Arc::new(TopUp(t)) as _)
             .map_err(ArchiveError::of)
@@ -186,7 +186,7 @@ impl crate::failover::archive::ArchiveTopUp for TopUp {
     ) -> std::result::Result<Option<chrono::DateTime<chrono::Utc>>, ArchiveError> {
         let g = gtid
             .parse()
-            .map_err(|e: crate::backup::binlog::GtidError| ArchiveError::of(e))?;
+            .map_err(|e: crate::backup::catalog::gtid::GtidError| ArchiveError::of(e))?;
         self.0.commit_time(&g).await.map_err(ArchiveError::of)
     }
 
@@ -195,7 +195,8 @@ impl crate::failover::archive::ArchiveTopUp for TopUp {
         from: &str,
         to: &crate::failover::archive::Target,
     ) -> std::result::Result<crate::failover::archive::Applied, ArchiveError> {
-        let from = crate::backup::binlog::GtidState::parse(from).map_err(ArchiveError::of)?;
+        let from =
+            crate::backup::catalog::gtid::GtidState::parse(from).map_err(ArchiveError::of)?;
         let to = crate::backup::binlog::topup::Target {
             host: to.host.clone(),
             port: to.port,

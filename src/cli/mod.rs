@@ -6,14 +6,12 @@
 use std::path::PathBuf;
 
 use chrono::Utc;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::catalog::Catalog;
 use crate::backup::metrics;
 use crate::backup::policy::Policy;
 use crate::error::{one_line, Error, Result};
-use crate::store;
 
 pub mod backup;
 pub mod binlog;
@@ -22,6 +20,8 @@ pub mod completions;
 pub mod daemon;
 pub mod drill;
 pub mod failover;
+pub mod keys;
+pub mod output;
 pub mod policy;
 pub mod progress;
 pub mod prune;
@@ -37,6 +37,9 @@ pub use policy::PolicyCmd;
 pub use prune::PruneArgs;
 pub use restore::RestoreArgs;
 pub use verify::VerifyArgs;
+
+use keys::{open_catalog, CliKeys};
+use output::LogFormat;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -84,12 +87,6 @@ pub struct Cli {
     pub metrics_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,80 +158,6 @@ pub fn init_tracing(cli: &Cli) {
         LogFormat::Human => fmt.try_init(),
         LogFormat::Json => fmt.json().flatten_event(true).try_init(),
     };
-}
-
-pub(crate) fn print_json(v: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
-}
-
-pub use crate::backup::report::human_bytes;
-
-pub(crate) async fn open_catalog(policy: &Policy, cli: &CliKeys) -> Result<Catalog> {
-    open_catalog_as(policy, cli, false).await
-}
-
-/// With `sign`, the catalog signs what it writes (needs the private key).
-pub(crate) async fn open_catalog_as(policy: &Policy, cli: &CliKeys, sign: bool) -> Result<Catalog> {
-    let signer = match (&policy.signing_key_file, sign) {
-        (Some(f), true) => Some(std::sync::Arc::new(crate::backup::signing::Signer::load(
-            f,
-        )?)),
-        _ => None,
-    };
-    let ids = cli.identities()?;
-    Ok(Catalog::new(store::build(&policy.store).await?)
-        .with_identities(ids)
-        .with_signer(signer)
-        .with_progress(progress::current()))
-}
-
-/// The decryption inputs of the command line.
-pub struct CliKeys {
-    pub identity: Option<PathBuf>,
-    pub passphrase_env: Option<String>,
-}
-
-impl CliKeys {
-    pub(crate) fn identities(&self) -> Result<Option<crate::pipeline::encrypt::Identities>> {
-        Ok(match (&self.identity, &self.passphrase_env) {
-            (Some(f), _) => Some(crate::pipeline::encrypt::Identities::from_file(f)?),
-            (None, Some(v)) => Some(crate::pipeline::encrypt::Identities::from_passphrase(
-                &crate::backup::policy::Secret::Env(v.clone()),
-            )?),
-            (None, None) => None,
-        })
-    }
-
-    /// What a one-shot job run needs: the store, the keys, metrics and the
-    /// policy's notification channels (delivered before the process ends).
-    pub(crate) async fn job_env(
-        &self,
-        policy: &Policy,
-        metrics: Option<metrics::Metrics>,
-    ) -> Result<crate::backup::job::JobEnv> {
-        let metrics = metrics.unwrap_or_default();
-        let notifier = crate::backup::notifier::Notifier::for_policy(policy, Some(metrics.clone()));
-        Ok(crate::backup::job::JobEnv {
-            policy: std::sync::Arc::new(policy.clone()),
-            store: store::build(&policy.store).await?,
-            metrics,
-            sinks: crate::backup::job::Sinks {
-                sinks: vec![std::sync::Arc::new(notifier)],
-                wait: true,
-            },
-            clock: std::sync::Arc::new(crate::backup::job::SystemClock),
-            lease_ttl: crate::backup::lease::DEFAULT_TTL,
-            prune: false,
-            identities: self.identities()?,
-            progress: progress::current(),
-        })
-    }
-    pub(crate) fn none() -> Self {
-        CliKeys {
-            identity: None,
-            passphrase_env: None,
-        }
-    }
 }
 
 /// Runs the command; returns the exit code for outcomes that are not errors.
@@ -312,8 +235,8 @@ async fn run_command(
         Command::Prune(args) => prune::prune_command(&cli.policy, cli.json, args, cancel).await,
         Command::Daemon => daemon::daemon(cli.policy, cancel).await,
         Command::Restore(args) => restore::restore(&cli.policy, cli.json, &keys, args).await,
-        Command::Completions { shell } => completions::print(shell),
-        Command::Manpage { out } => completions::manpages(&out),
+        Command::Completions { shell } => completions::print(Cli::command(), shell),
+        Command::Manpage { out } => completions::manpages(Cli::command(), &out),
         Command::Binlog(cmd) => {
             binlog::binlog(
                 &cli.policy,

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 
-use super::print_json;
 use crate::backup::policy::{Policy, SourceSpec, StoreSpec};
 use crate::backup::report::keep_words;
+use crate::cli::output::print_json;
 use crate::error::{exit, one_line, Result};
 use crate::store;
 
@@ -29,7 +29,7 @@ pub async fn check(cmd: PolicyCmd, default: PathBuf, json: bool) -> Result<i32> 
         print!("{}", describe(&p, Utc::now()));
     }
     for j in &p.jobs {
-        for w in crate::backup::binlog::commands::server_warnings(j).await {
+        for w in crate::backup::pitr::server_warnings(j).await {
             eprintln!("cexdr: warning: {w}");
         }
     }

@@ -11,7 +11,7 @@ use indicatif::{
 };
 
 use crate::base::progress::{self, DynProgress, Logged, Progress, Total, Unit};
-use crate::cli::LogFormat;
+use crate::cli::output::LogFormat;
 
 /// How often JSON log mode reports a long run.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);

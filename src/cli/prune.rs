@@ -3,9 +3,11 @@ use chrono::Utc;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{open_catalog_as, print_json, CliKeys};
+use crate::backup::job;
+use crate::backup::plan::prune;
 use crate::backup::policy::Policy;
-use crate::backup::{job, prune};
+use crate::cli::keys::{open_catalog_as, CliKeys};
+use crate::cli::output::print_json;
 use crate::error::Result;
 use crate::store::LOCAL_TEMP_FILE;
 
@@ -64,7 +66,7 @@ pub async fn prune_command(
         for br in &run.binlog {
             print!(
                 "{}",
-                crate::backup::binlog::retention::render(br, args.dry_run)
+                crate::backup::plan::binlog_retention::render(br, args.dry_run)
             );
         }
         for u in run

@@ -3,9 +3,10 @@ use std::path::Path;
 
 use clap::Args;
 
-use super::{open_catalog, print_json, CliKeys};
+use crate::backup::plan::restore;
 use crate::backup::policy::Policy;
-use crate::backup::restore;
+use crate::cli::keys::{open_catalog, CliKeys};
+use crate::cli::output::print_json;
 use crate::error::{exit, Error, Result};
 
 #[derive(Debug, Args)]
@@ -90,14 +91,13 @@ pub async fn restore(
         ..
     } = a;
     if until.is_some() || until_gtid.is_some() || job.is_some() {
-        let target =
-            crate::backup::binlog::commands::parse_until(until.as_deref(), until_gtid.as_deref())?;
+        let target = crate::backup::pitr::parse_until(until.as_deref(), until_gtid.as_deref())?;
         let job = match (&job, &id) {
             (Some(j), _) => policy.job(j)?.name.clone(),
             (None, Some(i)) => catalog.find(i).await?.manifest.job,
             (None, None) => return Err(Error::Usage("give --job J or a base backup id".into())),
         };
-        let req = crate::backup::binlog::commands::Request {
+        let req = crate::backup::pitr::Request {
             job: &job,
             base_id: id.as_deref(),
             until: &target,
@@ -105,8 +105,7 @@ pub async fn restore(
             batch: batch as usize,
             dry_run,
         };
-        let (plan, done) =
-            crate::backup::binlog::commands::restore_until(&catalog, &req, &opts).await?;
+        let (plan, done) = crate::backup::pitr::restore_until(&catalog, &req, &opts).await?;
         match done {
             None if json => print_json(&plan),
             None => print!("{}", plan.render()),

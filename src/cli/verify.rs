@@ -6,12 +6,13 @@ use std::path::Path;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{open_catalog_as, print_json, CliKeys};
 use crate::backup::catalog::Entry;
 use crate::backup::job;
 use crate::backup::metrics::Metrics;
 use crate::backup::policy::{Policy, Secret};
 use crate::backup::source::ScratchTarget;
+use crate::cli::keys::{open_catalog_as, CliKeys};
+use crate::cli::output::print_json;
 use crate::error::{exit, Error, Result};
 
 #[derive(Debug, Args)]
@@ -87,7 +88,7 @@ pub async fn verify(
         (None, true) => policy.jobs.iter().map(|j| j.name.as_str()).collect(),
         _ => Vec::new(),
     };
-    let archives = crate::backup::binlog::commands::verify_archives(
+    let archives = crate::backup::pitr::verify_archives(
         &catalog,
         &archive_jobs,
         policy.signing_key_file.is_some(),
@@ -137,8 +138,8 @@ async fn pitr_drill(
     json: bool,
     args: &VerifyArgs,
 ) -> Result<i32> {
-    use crate::backup::binlog::commands;
-    let until = commands::parse_until(args.until.as_deref(), args.until_gtid.as_deref())?;
+    use crate::backup::pitr;
+    let until = pitr::parse_until(args.until.as_deref(), args.until_gtid.as_deref())?;
     let (job, base) = match (&args.job, args.ids.as_slice()) {
         (Some(j), []) => (policy.job(j)?.name.clone(), None),
         (None, [id]) => (catalog.find(id).await?.manifest.job, Some(id.as_str())),
@@ -153,7 +154,7 @@ async fn pitr_drill(
         .as_deref()
         .filter(|t| !t.is_empty())
         .ok_or_else(|| Error::Usage("--until needs --restore-test mysql://…".into()))?;
-    let req = commands::Request {
+    let req = pitr::Request {
         job: &job,
         base_id: base,
         until: &until,
@@ -164,7 +165,7 @@ async fn pitr_drill(
     let password = std::env::var_os("CEXDR_RESTORE_TEST_PASSWORD")
         .is_some()
         .then_some("CEXDR_RESTORE_TEST_PASSWORD");
-    let v = commands::pitr_drill(catalog, &req, password).await?;
+    let v = pitr::pitr_drill(catalog, &req, password).await?;
     if json {
         print_json(&vec![&v]);
     } else {

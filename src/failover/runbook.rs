@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::base::toml_loc::{key_in_message, locate, toml_line};
 use crate::base::{human_duration, parse_duration_ms as parse_duration};
 use crate::error::{Error, Result};
-use crate::failover::step::StepKind;
+use crate::failover::step::kinds::StepKind;
 use crate::notify::{ChannelSpec, Severity};
 
 /// When a runbook's `[notify]` sends a message.

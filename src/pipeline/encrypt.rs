@@ -10,7 +10,7 @@ use std::sync::Arc;
 use age::secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::{self as pipeline, ChannelWriter};
+use super::stream::{self as pipeline, ChannelWriter};
 use crate::base::ByteStream;
 use crate::base::Secret;
 use crate::error::{Error, Result};

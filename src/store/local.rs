@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{check_key, ByteStream, ObjectMeta, PendingUpload, Store, LOCAL_TEMP_FILE};
+use super::object::{check_key, ByteStream, ObjectMeta, PendingUpload, Store, LOCAL_TEMP_FILE};
 use crate::error::{Error, Result};
 
 const TMP_MARK: &str = ".cexdr-tmp-";

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use super::{check_key, ByteStream, ObjectMeta, Store};
+use super::object::{check_key, ByteStream, ObjectMeta, Store};
 use crate::error::{Error, Result};
 
 #[derive(Default)]

@@ -18,8 +18,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
-use super::ObjectLock;
-use super::{check_key, ByteStream, ObjectMeta, PendingUpload, Store};
+use super::object::{check_key, ByteStream, ObjectLock, ObjectMeta, PendingUpload, Store};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 

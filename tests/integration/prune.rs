@@ -78,7 +78,7 @@ async fn retention_incomplete_and_dry_run_on_a_local_store() {
     // The oldest is the newest verified backup: the guard keeps it.
     let catalog = Catalog::new(store.clone());
     let oldest = catalog.find(&ids[0]).await.unwrap();
-    let v = cexdr::backup::verify::verify(&catalog, &oldest)
+    let v = cexdr::backup::plan::verify::verify(&catalog, &oldest)
         .await
         .unwrap();
     assert_eq!(v.status, cexdr::backup::catalog::Status::Ok);
@@ -225,14 +225,15 @@ async fn a_store_failing_half_way_leaves_the_catalog_consistent() {
             done: AtomicUsize::new(0),
         });
         let catalog = Catalog::new(flaky);
-        let opts = cexdr::backup::prune::Options {
+        let opts = cexdr::backup::plan::prune::Options {
             dry_run: false,
-            grace: cexdr::backup::prune::DEFAULT_GRACE,
+            grace: cexdr::backup::plan::prune::DEFAULT_GRACE,
             now: Utc::now(),
         };
-        let r = cexdr::backup::prune::prune_job(&catalog, &policy.jobs[0], &opts)
-            .await
-            .unwrap();
+        let r =
+            cexdr::backup::plan::prune::prune_job(&catalog, policy.jobs[0].prune_rules(), &opts)
+                .await
+                .unwrap();
         let listed = Catalog::new(real.clone())
             .list(Some("cfg"))
             .await
@@ -247,7 +248,9 @@ async fn a_store_failing_half_way_leaves_the_catalog_consistent() {
         // Every listed backup is whole: verification passes.
         let healthy = Catalog::new(real.clone());
         for e in healthy.list(Some("cfg")).await.unwrap() {
-            let v = cexdr::backup::verify::verify(&healthy, &e).await.unwrap();
+            let v = cexdr::backup::plan::verify::verify(&healthy, &e)
+                .await
+                .unwrap();
             assert_eq!(
                 v.status,
                 cexdr::backup::catalog::Status::Ok,

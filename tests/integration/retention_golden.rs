@@ -5,8 +5,8 @@
 //! `CEXDR_UPDATE_GOLDEN=1` rewrites the tables (review the diff!).
 use std::path::Path;
 
+use cexdr::backup::plan::retention::{plan, render, Snapshot};
 use cexdr::backup::policy::Keep;
-use cexdr::backup::retention::{plan, render, Snapshot};
 use chrono::{DateTime, Utc};
 
 fn parse_keep(s: &str) -> Keep {

@@ -142,7 +142,7 @@ async fn a_prune_record_explains_the_gap() {
     // Remove the middle backup the way prune does: a signed record first.
     let store: cexdr::store::DynStore =
         Arc::new(cexdr::store::local::LocalStore::new(s.repo.clone()));
-    let signer = Arc::new(cexdr::backup::signing::Signer::load(&s.key).unwrap());
+    let signer = Arc::new(cexdr::backup::catalog::signing::Signer::load(&s.key).unwrap());
     let catalog = cexdr::backup::catalog::Catalog::new(store).with_signer(Some(signer));
     let entry = catalog.find(list[1]["id"].as_str().unwrap()).await.unwrap();
     catalog

@@ -809,8 +809,8 @@ fn metric_names_skip_labels_and_functions() {
 
 #[test]
 fn progress_mode_table() {
+    use cexdr::cli::output::LogFormat::{Human, Json};
     use cexdr::cli::progress::{mode, Mode};
-    use cexdr::cli::LogFormat::{Human, Json};
     // (json, quiet, log format, both streams terminals) -> mode
     let table = [
         ((false, false, Human, true), Mode::Line),

@@ -40,9 +40,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::segment::{self, Run, SegmentManifest, ServerIdentity};
-use super::{BinlogSpec, Gtid, GtidState};
+use crate::backup::catalog::gtid::{Gtid, GtidState};
+use crate::backup::catalog::segment::{self, Run, SegmentManifest, ServerIdentity};
 use crate::backup::catalog::{Catalog, ChainLink, TOOL_VERSION};
+use crate::backup::source::mysql::binlog::BinlogSpec;
 use crate::backup::source::mysql::conn::{explain, MysqlError, Server};
 use crate::backup::source::mysql::MysqlSpec;
 use crate::error::{one_line, Error, Result};
@@ -50,17 +51,9 @@ use crate::pipeline;
 use crate::pipeline::encrypt::EncryptionSpec;
 use crate::pipeline::Compression;
 
-// Event types (MariaDB numbering where it differs from MySQL).
-pub const QUERY: u8 = 2;
-pub const STOP: u8 = 3;
-pub const ROTATE: u8 = 4;
-pub const FDE: u8 = 15;
-pub const XID: u8 = 16;
-pub const INCIDENT: u8 = 26;
-pub const HEARTBEAT: u8 = 27;
-pub const XA_PREPARE: u8 = 38;
-pub const MARIA_GTID: u8 = 162;
-pub const MARIA_GTID_LIST: u8 = 163;
+use super::event::{
+    FDE, HEARTBEAT, INCIDENT, MARIA_GTID, MARIA_GTID_LIST, QUERY, ROTATE, STOP, XA_PREPARE, XID,
+};
 /// LOG_EVENT_ARTIFICIAL_F: made up by the dump thread, not in the file.
 const ARTIFICIAL: u16 = 0x20;
 /// LOG_EVENT_BINLOG_IN_USE_F on an FDE: cleared in segment headers.
@@ -93,7 +86,7 @@ pub struct Stats {
     /// 1 while streaming from the server, 0 while (re)connecting.
     pub connected: AtomicU64,
     /// 1 while this archiver holds the job's binlog lease (set by
-    /// `commands::archive`; the daemon shows only archivers that hold it).
+    /// `pitr::archive`; the daemon shows only archivers that hold it).
     pub lease_held: AtomicU64,
 }
 

@@ -29,10 +29,10 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::archive::{FDE, MARIA_GTID};
-use super::segment::{Archive, Listed};
+use super::event::{FDE, MARIA_GTID};
 use super::window::{self, Base, Run};
-use super::{Gtid, GtidState};
+use crate::backup::catalog::gtid::{Gtid, GtidState};
+use crate::backup::catalog::segment::{Archive, Listed};
 use crate::backup::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::pipeline;
@@ -748,7 +748,7 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::backup::binlog::segment::{Run as SRun, SegmentManifest, ServerIdentity};
+    use crate::backup::catalog::segment::{Run as SRun, SegmentManifest, ServerIdentity};
     use crate::backup::catalog::ChainLink;
 
     /// Segment `seq` of server 1 holding transactions `from..=to` of domain 0,

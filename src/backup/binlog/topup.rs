@@ -5,16 +5,14 @@
 //! (`replay.rs`), but with the binlog on and the original GTIDs kept
 //! (`Session::KeepGtids`). failover never imports this: the CLI adapts it to
 //! `failover::archive::ArchiveTopUp`.
-use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::replay::{self, Plan, Replayed, Session};
-use super::segment::{self, Archive};
 use super::window;
-use super::{Gtid, GtidState};
+use crate::backup::catalog::gtid::{Gtid, GtidState};
+use crate::backup::catalog::segment::{self, Archive};
 use crate::backup::catalog::Catalog;
-use crate::backup::policy::{Policy, SourceSpec};
 use crate::error::{Error, Result};
 
 /// One job's archive, opened for a top-up.
@@ -54,31 +52,15 @@ fn refuse(msg: String) -> Error {
 }
 
 impl TopUp {
-    /// Reads the policy and checks that `job` is a mysql job with a binlog
-    /// archive; `identity`: an age identity file for encrypted segments.
-    pub async fn open(policy: &Path, job: &str, identity: Option<&Path>) -> Result<TopUp> {
-        let p = Policy::load(policy)?;
-        let j = p.job(job)?;
-        match &j.source {
-            SourceSpec::Mysql(m) if m.binlog.is_some() => {}
-            _ => {
-                return Err(Error::Usage(format!(
-                    "job {job} of {} has no binlog archive (a mysql job with binlog = {{…}})",
-                    policy.display()
-                )))
-            }
-        }
-        let ids = match identity {
-            Some(f) => Some(crate::pipeline::encrypt::Identities::from_file(f)?),
-            None => None,
-        };
-        let cat = Catalog::new(crate::store::build(&p.store).await?).with_identities(ids);
-        Ok(TopUp {
+    /// The archive of `job` in `cat`; `signed`: the policy signs manifests,
+    /// so every applied segment must carry a valid signature.
+    pub fn new(cat: Catalog, job: &str, signed: bool) -> TopUp {
+        TopUp {
             cat,
             job: job.into(),
-            signed: p.signing_key_file.is_some(),
+            signed,
             loaded: tokio::sync::Mutex::new(None),
-        })
+        }
     }
 
     /// Reads every manifest of the job (one GET each) and keeps them.

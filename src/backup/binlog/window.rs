@@ -10,8 +10,10 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
-use super::segment::{Archive, Listed};
-use super::{Gtid, GtidState};
+use crate::backup::catalog::gtid::{Gtid, GtidState};
+use crate::backup::catalog::segment::{Archive, Listed};
+use crate::backup::catalog::Catalog;
+use crate::error::Result;
 
 /// A base backup as PITR sees it: its consistent GTID position.
 #[derive(Debug, Clone)]
@@ -426,4 +428,31 @@ pub fn render(r: &Report) -> String {
         );
     }
     s
+}
+
+/// The job's mysql backups that recorded a GTID position (PITR bases),
+/// read from the catalog (the one function here that does I/O).
+pub async fn bases(cat: &Catalog, job: &str) -> Result<Vec<Base>> {
+    let mut out = Vec::new();
+    for e in cat.list(Some(job)).await? {
+        let m = &e.manifest;
+        if m.kind != "mysql" {
+            continue;
+        }
+        let g = m.details["binlog"]["gtid_set"].as_str().unwrap_or("");
+        if m.details["binlog"]["enabled"] != serde_json::json!(true) {
+            continue;
+        }
+        match GtidState::parse(g) {
+            Ok(gtid) => out.push(Base {
+                id: m.id.clone(),
+                gtid,
+                started_at: m.started_at,
+            }),
+            Err(err) => {
+                tracing::warn!(backup = %m.id, error = %err, "backup has an unreadable GTID position; not usable as a PITR base")
+            }
+        }
+    }
+    Ok(out)
 }

@@ -4,167 +4,14 @@
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 
+pub use crate::backup::catalog::Kind;
 use crate::backup::catalog::{Catalog, Manifest, Verification};
 pub use artifact::RestoreOptions;
 
 use crate::base::ByteStream;
 use crate::error::{Error, Result};
 use crate::pipeline::Compression;
-use files::FilesSpec;
-use mysql::MysqlSpec;
-use redis::RedisSpec;
-
-/// The one list of sources: each line is `Variant(SpecType) => "kind name",
-/// SourceType, KindOps;`. It derives `SourceSpec` (one variant per line),
-/// `Kind` (serialised as the kind name in manifests and `kind = "…"` in
-/// policies), `Kind::ALL`, `Kind::name`, `Kind::ops`, the policy keys of
-/// each kind (`Kind::policy_keys`, `Kind::read_keys`, [`PolicyKeys`]) and
-/// [`build`], so that a new source is its file plus one line here.
-/// `SourceType::new(job, spec)` opens backups (`Source`); `KindOps` (a unit
-/// struct implementing `SourceKind`) validates, restores and restore-tests
-/// them; `SpecType` implements [`FromPolicy`] (its keys of a `[[job]]`
-/// table) and [`SpecInfo`].
-macro_rules! sources {
-    ($($variant:ident($spec:ty) => $name:literal, $source:ty, $ops:expr;)+) => {
-        #[derive(Debug, Clone, PartialEq)]
-        pub enum SourceSpec {
-            $($variant($spec),)+
-        }
-
-        impl SourceSpec {
-            pub fn kind(&self) -> Kind {
-                match self {
-                    $(SourceSpec::$variant(_) => Kind::$variant,)+
-                }
-            }
-
-            /// What the spec tells about itself (`policy check`, drills).
-            pub fn info(&self) -> &dyn SpecInfo {
-                match self {
-                    $(SourceSpec::$variant(spec) => spec,)+
-                }
-            }
-        }
-
-        /// What a backup holds; `Manifest.kind`, serialised as its name
-        /// (`files`, `mysql`, `redis`; a manifest of another kind does not
-        /// parse, by name).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        pub enum Kind {
-            $(#[serde(rename = $name)] $variant,)+
-        }
-
-        impl Kind {
-            pub const ALL: &'static [Kind] = &[$(Kind::$variant),+];
-
-            pub fn name(self) -> &'static str {
-                match self {
-                    $(Kind::$variant => $name,)+
-                }
-            }
-
-            /// The one place that chooses what restores and checks a kind's backups.
-            pub fn ops(self) -> &'static dyn SourceKind {
-                match self {
-                    $(Kind::$variant => &$ops,)+
-                }
-            }
-        }
-
-        impl Kind {
-            /// The keys of a `[[job]]` table this kind reads beside the
-            /// common ones (kebab-case, in its `FromPolicy::Keys` order).
-            pub fn policy_keys(self) -> &'static [&'static str] {
-                match self {
-                    $(Kind::$variant => crate::base::toml_loc::struct_keys::<<$spec as FromPolicy>::Keys>(),)+
-                }
-            }
-
-            /// The drill keys this kind reads ([`FromPolicy::DRILL_KEYS`]).
-            pub fn drill_keys(self) -> &'static [&'static str] {
-                match self {
-                    $(Kind::$variant => <$spec as FromPolicy>::DRILL_KEYS,)+
-                }
-            }
-
-            /// [`FromPolicy::DRILL_TARGET_SCHEME`] of this kind.
-            pub fn drill_target_scheme(self) -> Option<&'static str> {
-                match self {
-                    $(Kind::$variant => <$spec as FromPolicy>::DRILL_TARGET_SCHEME,)+
-                }
-            }
-
-            /// Deserialises this kind's keys of a job table (strict: a key
-            /// it does not read is an error).
-            pub fn read_keys(self, keys: toml::Table) -> std::result::Result<PolicyKeys, toml::de::Error> {
-                match self {
-                    $(Kind::$variant => toml::Value::Table(keys).try_into().map(PolicyKeys::$variant),)+
-                }
-            }
-        }
-
-        /// A job's source keys as read by [`Kind::read_keys`], before
-        /// they are checked ([`PolicyKeys::into_spec`]).
-        #[derive(Debug)]
-        pub enum PolicyKeys {
-            $($variant(<$spec as FromPolicy>::Keys),)+
-        }
-
-        impl PolicyKeys {
-            pub fn into_spec(self, input: &PolicyInput<'_>) -> Result<SourceSpec> {
-                match self {
-                    $(PolicyKeys::$variant(keys) => <$spec as FromPolicy>::from_policy(keys, input).map(SourceSpec::$variant),)+
-                }
-            }
-        }
-
-        /// The one place that chooses a source implementation.
-        pub fn build(job: &str, spec: &SourceSpec) -> Box<dyn Source> {
-            let job = job.to_owned();
-            match spec {
-                $(SourceSpec::$variant(spec) => Box::new(<$source>::new(job, spec.clone())),)+
-            }
-        }
-    };
-}
-
-sources! {
-    Files(FilesSpec) => "files", files::FilesSource, files_restore::FilesKind;
-    Mysql(MysqlSpec) => "mysql", mysql::MysqlSource, mysql::MysqlKind;
-    Redis(RedisSpec) => "redis", redis::RedisSource, redis::RedisKind;
-}
-
-impl Kind {
-    pub fn from_name(s: &str) -> Option<Kind> {
-        Kind::ALL.iter().copied().find(|k| k.name() == s)
-    }
-
-    /// The kind names as a sentence: `files, mysql or redis`.
-    pub fn names_sentence() -> String {
-        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        match names.split_last() {
-            Some((last, [])) => (*last).to_owned(),
-            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-            None => String::new(),
-        }
-    }
-
-    /// Every source key of any kind, each once, in the order of the
-    /// `sources!` list and of each kind's keys.
-    pub fn all_policy_keys() -> Vec<&'static str> {
-        let mut out: Vec<&'static str> = Vec::new();
-        for k in Kind::ALL {
-            for key in k.policy_keys() {
-                if !out.contains(key) {
-                    out.push(key);
-                }
-            }
-        }
-        out
-    }
-}
 
 /// How a source spec is read from its job's `[[job]]` table. The policy
 /// parser (`backup/policy.rs`) reads the keys common to every job and hands
@@ -263,22 +110,11 @@ impl<'a> PolicyInput<'a> {
     }
 }
 
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl PartialEq<&str> for Kind {
-    fn eq(&self, other: &&str) -> bool {
-        self.name() == *other
-    }
-}
-
 pub mod artifact;
 pub mod files;
 pub mod files_list;
 pub mod files_restore;
+pub mod kinds;
 pub mod mysql;
 pub mod pax;
 pub mod redis;
@@ -387,24 +223,4 @@ pub async fn drain(mut stream: ByteStream) -> Result<u64> {
         n += c.map_err(|e| Error::io("reading artifact", e))?.len() as u64;
     }
     Ok(n)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Manifests and policies name kinds by these exact strings.
-    #[test]
-    fn kinds_serialise_as_their_names() {
-        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["files", "mysql", "redis"]);
-        for k in Kind::ALL {
-            let json = serde_json::to_string(k).unwrap();
-            assert_eq!(json, format!("\"{}\"", k.name()));
-            assert_eq!(serde_json::from_str::<Kind>(&json).unwrap(), *k);
-            assert_eq!(Kind::from_name(k.name()), Some(*k));
-        }
-        assert!(serde_json::from_str::<Kind>("\"postgres\"").is_err());
-        assert_eq!(Kind::from_name("Files"), None);
-    }
 }

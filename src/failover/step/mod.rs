@@ -1,8 +1,9 @@
 //! Failover steps. Each kind is one file whose spec type implements `Step`
-//! (validate, describe, secrets, default timeout, preview, run); the
-//! `steps!` list below is the one place that names them all: it derives the
-//! serde-tagged `StepKind`, `StepKind::NAMES` and the one `match`
-//! (`StepKind::step`). A new step is one new file plus one line there.
+//! (validate, describe, secrets, default timeout, preview, run), which this
+//! file defines with the context a step sees; the `steps!` list in `kinds`
+//! is the one place that names them all: it derives the serde-tagged
+//! `StepKind`, `StepKind::NAMES` and the one `match` (`StepKind::step`). A
+//! new step is one new file plus one line there.
 //! Steps see a small context (run id, step name, sites, channels, journal
 //! access), never the runbook or the engine.
 use std::collections::BTreeSet;
@@ -24,62 +25,12 @@ pub mod check_primary;
 pub mod dns;
 pub mod exec;
 pub mod fence;
+pub mod kinds;
 pub mod notify;
 pub mod promote;
 pub mod rejoin;
 pub mod scale;
 pub mod verify;
-
-macro_rules! steps {
-    ($($variant:ident($ty:ty) = $name:literal,)*) => {
-        #[derive(Debug, Clone, PartialEq, Deserialize)]
-        #[serde(tag = "kind")]
-        pub enum StepKind {
-            $(#[serde(rename = $name)] $variant($ty),)*
-        }
-
-        impl StepKind {
-            pub const NAMES: &'static [&'static str] = &[$($name),*];
-
-            /// The one dispatch: the kind's name and its implementation.
-            fn dispatch(&self) -> (&'static str, &dyn Step) {
-                match self {
-                    $(StepKind::$variant(s) => ($name, s),)*
-                }
-            }
-        }
-    };
-}
-
-steps! {
-    CheckPrimary(check_primary::Spec) = "check-primary",
-    FenceMysql(fence::Spec) = "fence-mysql",
-    PromoteMysql(promote::Spec) = "promote-mysql",
-    RejoinMysql(rejoin::Spec) = "rejoin-mysql",
-    DnsSwitch(dns::Spec) = "dns-switch",
-    ScaleUp(scale::Spec) = "scale-up",
-    Verify(verify::Spec) = "verify",
-    Notify(notify::Spec) = "notify",
-    Exec(exec::Spec) = "exec",
-}
-
-impl StepKind {
-    pub fn name(&self) -> &'static str {
-        self.dispatch().0
-    }
-
-    pub fn step(&self) -> &dyn Step {
-        self.dispatch().1
-    }
-
-    /// Reads every secret the step needs, before the run touches anything.
-    pub fn check_secrets(&self) -> Result<()> {
-        for s in self.step().secrets() {
-            s.read()?;
-        }
-        Ok(())
-    }
-}
 
 /// The runbook-level facts a step may use (never the runbook itself).
 #[derive(Debug, Clone)]
@@ -519,16 +470,5 @@ mod tests {
         assert!(!json_contains(&got, &want));
         let got: Value = serde_json::from_str(r#"{"status":"OK","db":{"up":true}}"#).unwrap();
         assert!(!json_contains(&got, &want));
-    }
-
-    #[test]
-    fn every_kind_is_listed_once_and_parses() {
-        let mut names = StepKind::NAMES.to_vec();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), StepKind::NAMES.len());
-        let k: StepKind = toml::from_str("kind = \"exec\"\nargv = [\"true\"]\n").unwrap();
-        assert_eq!(k.name(), "exec");
-        assert_eq!(k.step().default_timeout(), Duration::from_secs(300));
     }
 }

@@ -5,9 +5,19 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 
-use super::TlsSpec;
 use crate::base::Secret;
 use crate::error::{Error, Result};
+
+/// `tls = { … }` of a mysql job.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsSpec {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    pub ca_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub skip_verify: bool,
+}
 
 /// Where a server is: `mysql://user@host[:port]` or, for a unix socket,
 /// `mysql://user@localhost/?socket=/run/mysqld/mysqld.sock`.

@@ -36,7 +36,7 @@ pub struct MysqlSpec {
     pub consistency: Consistency,
     pub tls: Option<TlsSpec>,
     /// The continuous binlog archive of this job, if asked for.
-    pub binlog: Option<crate::backup::binlog::BinlogSpec>,
+    pub binlog: Option<binlog::BinlogSpec>,
 }
 
 /// The keys of a mysql job.
@@ -108,7 +108,7 @@ impl super::FromPolicy for MysqlSpec {
             tls: k.tls,
             binlog: match k.binlog {
                 Some(b) => Some(
-                    crate::backup::binlog::BinlogSpec::validate(
+                    binlog::BinlogSpec::validate(
                         input.job,
                         b.flush_interval.as_deref(),
                         b.segment_size.as_deref(),
@@ -166,22 +166,14 @@ pub enum Consistency {
     Lock,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct TlsSpec {
-    #[serde(default)]
-    pub enabled: Option<bool>,
-    pub ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub skip_verify: bool,
-}
-
+pub mod binlog;
 pub mod conn;
 pub mod dump;
 mod load;
 pub mod restore;
 pub mod sql;
 
+pub use conn::TlsSpec;
 pub use restore::{restore, restore_test};
 
 /// What restores and checks mysql backups.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::segment::{self, Archive};
-use super::window::{self, Base};
+use crate::backup::binlog::window::{self, Base};
+use crate::backup::catalog::segment::{self, Archive};
 use crate::backup::catalog::Catalog;
 use crate::error::{one_line, Result};
 
@@ -111,7 +111,7 @@ pub async fn prune(
     dry_run: bool,
 ) -> Result<Report> {
     let a = segment::load(cat, job, false).await?;
-    let bases = super::commands::bases(cat, job).await?;
+    let bases = window::bases(cat, job).await?;
     let p = plan(&a, &bases, keep, now);
     let mut r = Report {
         job: job.into(),

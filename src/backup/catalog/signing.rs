@@ -94,16 +94,6 @@ impl Signer {
         Ok(s)
     }
 
-    /// The policy's signer, if it names a `signing-key-file`.
-    pub fn for_policy(
-        policy: &crate::backup::policy::Policy,
-    ) -> Result<Option<std::sync::Arc<Signer>>> {
-        match &policy.signing_key_file {
-            Some(f) => Ok(Some(std::sync::Arc::new(Signer::load(f)?))),
-            None => Ok(None),
-        }
-    }
-
     pub fn public_hex(&self) -> String {
         hex::encode(self.key.verifying_key().as_bytes())
     }

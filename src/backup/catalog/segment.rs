@@ -7,10 +7,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Gtid, GtidState, PREFIX};
-use crate::backup::catalog::{Catalog, ChainLink};
+use super::gtid::{Gtid, GtidState};
+use super::{Catalog, ChainLink};
 use crate::error::{Error, Result};
 use crate::store;
+
+/// The top-level store folder of the binlog archive (reserved: no job may use it).
+pub const PREFIX: &str = "binlog";
 
 pub const FORMAT: u32 = 1;
 
@@ -163,7 +166,7 @@ pub struct Listed {
     pub manifest_key: String,
     pub manifest_sha256: String,
     pub artifact_present: bool,
-    pub signature_status: Option<crate::backup::signing::SigStatus>,
+    pub signature_status: Option<crate::backup::catalog::signing::SigStatus>,
 }
 
 /// Everything archived for `job`: segments by seq, gap records, and
@@ -241,7 +244,11 @@ pub async fn load(cat: &Catalog, job: &str, check_signatures: bool) -> Result<Ar
                 } else {
                     None
                 };
-                Some(crate::backup::signing::check(&raw, sig.as_ref(), t))
+                Some(crate::backup::catalog::signing::check(
+                    &raw,
+                    sig.as_ref(),
+                    t,
+                ))
             }
             None => None,
         };

@@ -5,6 +5,11 @@
 //!
 //! Layout: `<job>/<yyyy>/<mm>/<dd>/<id>/manifest.json`, artifacts in the
 //! same folder, verifications in `<id>/verify/<time>-<rand>.json`.
+//!
+//! This folder is the vocabulary of the backup flow and imports nothing
+//! else of it: backup manifests (here), what they hold (`kind`), GTIDs
+//! (`gtid`), binlog segment manifests and the archive listing (`segment`),
+//! and signatures (`signing`).
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -14,9 +19,15 @@ use serde::{Deserialize, Serialize};
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 
-use crate::backup::signing::{self, Detached, SigStatus, Signer};
+pub mod gtid;
+pub mod kind;
+pub mod segment;
+pub mod signing;
+
 use crate::error::{Error, Result};
 use crate::store::{self, DynStore, ObjectMeta};
+pub use kind::Kind;
+use signing::{Detached, SigStatus, Signer};
 
 pub const MANIFEST: &str = "manifest.json";
 pub const FORMAT: u32 = 1;
@@ -27,7 +38,7 @@ pub struct Manifest {
     pub format: u32,
     pub id: String,
     pub job: String,
-    pub kind: crate::backup::source::Kind,
+    pub kind: Kind,
     pub host: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,

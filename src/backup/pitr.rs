@@ -7,11 +7,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::archive::{Archiver, Stats};
-use super::replay::{self, Plan, Replayed, Until};
-use super::segment;
-use super::window::{self, Base, Report};
-use super::GtidState;
+use crate::backup::binlog::archive::{Archiver, Stats};
+use crate::backup::binlog::replay::{self, Plan, Replayed, Until};
+use crate::backup::binlog::topup::TopUp;
+use crate::backup::binlog::window::{self, bases, Report};
+use crate::backup::catalog::gtid::GtidState;
+use crate::backup::catalog::segment;
 use crate::backup::catalog::Catalog;
 use crate::backup::policy::{Job, SourceSpec};
 use crate::error::{Error, Result};
@@ -137,30 +138,31 @@ async fn archive_inner(
     .map_err(|e| e.in_job(&job.name))
 }
 
-/// The job's mysql backups that recorded a GTID position (PITR bases).
-pub async fn bases(cat: &Catalog, job: &str) -> Result<Vec<Base>> {
-    let mut out = Vec::new();
-    for e in cat.list(Some(job)).await? {
-        let m = &e.manifest;
-        if m.kind != "mysql" {
-            continue;
-        }
-        let g = m.details["binlog"]["gtid_set"].as_str().unwrap_or("");
-        if m.details["binlog"]["enabled"] != serde_json::json!(true) {
-            continue;
-        }
-        match GtidState::parse(g) {
-            Ok(gtid) => out.push(Base {
-                id: m.id.clone(),
-                gtid,
-                started_at: m.started_at,
-            }),
-            Err(err) => {
-                tracing::warn!(backup = %m.id, error = %err, "backup has an unreadable GTID position; not usable as a PITR base")
-            }
+/// Opens `job`'s archive for a promotion's top-up: reads the policy and
+/// checks that `job` is a mysql job with a binlog archive; `identity`: an
+/// age identity file for encrypted segments.
+pub async fn open_topup(
+    policy: &std::path::Path,
+    job: &str,
+    identity: Option<&std::path::Path>,
+) -> Result<TopUp> {
+    let p = crate::backup::policy::Policy::load(policy)?;
+    let j = p.job(job)?;
+    match &j.source {
+        SourceSpec::Mysql(m) if m.binlog.is_some() => {}
+        _ => {
+            return Err(Error::Usage(format!(
+                "job {job} of {} has no binlog archive (a mysql job with binlog = {{…}})",
+                policy.display()
+            )))
         }
     }
-    Ok(out)
+    let ids = match identity {
+        Some(f) => Some(crate::pipeline::encrypt::Identities::from_file(f)?),
+        None => None,
+    };
+    let cat = Catalog::new(crate::store::build(&p.store).await?).with_identities(ids);
+    Ok(TopUp::new(cat, job, p.signing_key_file.is_some()))
 }
 
 pub async fn report(cat: &Catalog, job: &str) -> Result<Report> {
@@ -210,7 +212,7 @@ pub async fn restore_until(
     replay::find_program(&["mariadb", "mysql"])?;
     replay::check_segments(cat, &a, &plan).await?;
     let entry = cat.find(&plan.base).await?;
-    let msg = crate::backup::restore::restore(cat, &entry, to, opts).await?;
+    let msg = crate::backup::plan::restore::restore(cat, &entry, to, opts).await?;
     let r = replay::replay(
         cat,
         &a,
@@ -284,7 +286,7 @@ pub async fn verify(
                 s.manifest.key
             )))
         } else if matches!(&s.signature_status, Some(st) if !st.is_ok()
-            && (require_signature || *st != crate::backup::signing::SigStatus::Unsigned))
+            && (require_signature || *st != crate::backup::catalog::signing::SigStatus::Unsigned))
         {
             Err(Error::RestoreRefused(format!(
                 "manifest {} signature: {}",

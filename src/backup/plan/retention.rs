@@ -15,10 +15,28 @@
 //! newest-backup guard keeps a job that stopped backing up from losing its
 //! last copy.
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::backup::policy::Keep;
 use crate::base::parse_duration;
+
+/// Retention rules (restic semantics: a backup is kept if any rule keeps it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Keep {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+    pub within: Option<String>,
+}
+
+impl Keep {
+    pub fn is_empty(&self) -> bool {
+        *self == Keep::default()
+    }
+}
 
 /// One backup as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

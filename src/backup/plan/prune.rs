@@ -17,8 +17,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
 use crate::backup::catalog::{Catalog, Folder, Status};
-use crate::backup::policy::Job;
-use crate::backup::retention::{self, Decision, Snapshot};
+use crate::backup::plan::retention::{self, Decision, Keep, Snapshot};
 use crate::error::{one_line, Error, Result};
 use crate::store::{is_locked_delete, PendingUpload};
 
@@ -161,14 +160,22 @@ async fn delete_folder(
 /// Plans (and unless dry-run applies) retention for one job. A store
 /// failure stops this job's prune and is reported in `errors`; the catalog
 /// stays consistent (see the module comment).
-pub async fn prune_job(catalog: &Catalog, job: &Job, opts: &Options) -> Result<JobReport> {
+/// `job`: the job's name and its retention rules.
+/// What prune needs of a job: its name and its retention rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub name: &'a str,
+    pub keep: &'a Keep,
+}
+
+pub async fn prune_job(catalog: &Catalog, job: Rules<'_>, opts: &Options) -> Result<JobReport> {
     let mut report = JobReport {
-        job: job.name.clone(),
+        job: job.name.to_owned(),
         ..JobReport::default()
     };
     let grace = grace_of(opts.grace)?;
-    let folders = catalog.folders(Some(&job.name)).await?;
-    let (entries, damaged) = catalog.scan(Some(&job.name)).await?;
+    let folders = catalog.folders(Some(job.name)).await?;
+    let (entries, damaged) = catalog.scan(Some(job.name)).await?;
     let snapshots: Vec<Snapshot> = entries
         .iter()
         .map(|e| Snapshot {
@@ -181,7 +188,7 @@ pub async fn prune_job(catalog: &Catalog, job: &Job, opts: &Options) -> Result<J
         .filter(|e| e.latest_verification().map(|v| v.status) == Some(Status::Ok))
         .max_by_key(|e| (e.manifest.started_at, e.manifest.id.clone()))
         .map(|e| e.manifest.id.clone());
-    report.decisions = retention::plan(&snapshots, &job.keep, opts.now, newest_verified.as_deref());
+    report.decisions = retention::plan(&snapshots, job.keep, opts.now, newest_verified.as_deref());
     if !damaged.is_empty() {
         // Deleting "around" a backup retention cannot see could remove the
         // last good copy next to it: stop, loudly.
