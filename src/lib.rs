@@ -19,7 +19,9 @@
 //! `main → cli → {backup, failover} → {store, pipeline, notify} → base → error`.
 //! `backup` and `failover` never import each other; `store`, `pipeline` and
 //! `backup::source` never import the policy (each family owns its spec type,
-//! the policy parser imports them). See docs/architecture.md.
+//! the policy parser imports them). Inside `backup/` the layers are
+//! catalog → source → binlog → plan → policy → orchestration, and no two
+//! modules anywhere import each other in a circle. See docs/architecture.md.
 pub mod base;
 pub mod error;
 pub mod notify;
