@@ -12,11 +12,38 @@ pub mod exit {
     pub const CONFIG: i32 = 2;
     pub const LOCKED: i32 = 3;
     pub const VERIFY: i32 = 4;
+    /// The backup, job or object named does not exist.
+    pub const NOT_FOUND: i32 = 5;
+    /// An encrypted backup cannot be read: no key given, or the wrong one.
+    pub const DECRYPT: i32 = 6;
     /// `cexdr failover` refused: the primary still answers (nothing changed).
     pub const FAILOVER_REFUSED: i32 = 10;
     /// A failover step failed; the journal names it and `--resume` continues.
     pub const FAILOVER_STEP_FAILED: i32 = 11;
     pub const INTERRUPTED: i32 = 130;
+
+    /// How bad an exit code is, for many outcomes in one run (`backup
+    /// --all`): an interrupt, then a failure of any kind, then a lock (another
+    /// run is doing the work), then success. A lock never hides a failure.
+    pub fn severity(code: i32) -> u8 {
+        match code {
+            OK => 0,
+            LOCKED => 1,
+            VERIFY | NOT_FOUND | DECRYPT => 2,
+            FAILED | CONFIG | FAILOVER_REFUSED | FAILOVER_STEP_FAILED => 3,
+            INTERRUPTED => 5,
+            _ => 4,
+        }
+    }
+
+    /// The worse of two exit codes (the first on a tie).
+    pub fn worst(a: i32, b: i32) -> i32 {
+        if severity(b) > severity(a) {
+            b
+        } else {
+            a
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +124,10 @@ pub enum Error {
     /// (a target that exists, a backup without an artifact, a damaged object).
     #[error("restore: {0}")]
     RestoreRefused(String),
+
+    /// An encrypted backup or segment was to be read without a key.
+    #[error("restore: {0}")]
+    CannotDecrypt(String),
 
     /// Restoring failed with an underlying cause, kept as the source
     /// (`what` names the artifact key, table or step; empty when the cause
@@ -215,6 +246,7 @@ impl Error {
     pub fn in_restore(self) -> Self {
         match self {
             e @ (Error::RestoreRefused(_)
+            | Error::CannotDecrypt(_)
             | Error::RestoreFailed { .. }
             | Error::RestoreRolledBack { .. }) => e,
             other => Error::restore_failed("", other),
@@ -295,7 +327,81 @@ impl Error {
             Error::Interrupted => exit::INTERRUPTED,
             Error::PrimaryAlive { .. } => exit::FAILOVER_REFUSED,
             Error::StepFailed { .. } => exit::FAILOVER_STEP_FAILED,
+            Error::NotFound(_) => exit::NOT_FOUND,
+            Error::CannotDecrypt(_) => exit::DECRYPT,
+            _ if self.is_decrypt_failure() => exit::DECRYPT,
             _ => exit::FAILED,
+        }
+    }
+
+    /// True when a decryption failure (`pipeline::encrypt::DecryptError`:
+    /// the wrong key or passphrase, a damaged age header) is among the causes.
+    pub fn is_decrypt_failure(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            let inner = e
+                .downcast_ref::<io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|i| i as &(dyn std::error::Error + 'static));
+            if e.is::<crate::pipeline::encrypt::DecryptError>()
+                || inner.is_some_and(|i| i.is::<crate::pipeline::encrypt::DecryptError>())
+            {
+                return true;
+            }
+            cur = e.source();
+        }
+        false
+    }
+
+    /// The error as a JSON document for `--json` (stdout): what failed, the
+    /// job, step or file it names, and the exit code.
+    pub fn to_json(&self) -> serde_json::Value {
+        let code = self.exit_code();
+        let mut err = serde_json::json!({
+            "message": one_line(self),
+            "kind": self.kind_name(),
+        });
+        let mut e = self;
+        loop {
+            match e {
+                Error::Job { job, source } => {
+                    err["job"] = job.clone().into();
+                    e = source;
+                }
+                Error::Config {
+                    file, line, key, ..
+                } => {
+                    err["file"] = file.display().to_string().into();
+                    if let Some(l) = line {
+                        err["line"] = (*l).into();
+                    }
+                    if let Some(k) = key {
+                        err["key"] = k.clone().into();
+                    }
+                    break;
+                }
+                Error::StepFailed { step, .. } | Error::PrimaryAlive { step, .. } => {
+                    err["step"] = step.clone().into();
+                    break;
+                }
+                _ => break,
+            }
+        }
+        serde_json::json!({ "schema": "cexdr.error/1", "error": err, "exit": code })
+    }
+
+    /// A stable name for the kind of failure, by exit code.
+    fn kind_name(&self) -> &'static str {
+        match self.exit_code() {
+            exit::CONFIG => "config",
+            exit::LOCKED => "locked",
+            exit::VERIFY => "verification-failed",
+            exit::NOT_FOUND => "not-found",
+            exit::DECRYPT => "cannot-decrypt",
+            exit::FAILOVER_REFUSED => "failover-refused",
+            exit::FAILOVER_STEP_FAILED => "step-failed",
+            exit::INTERRUPTED => "interrupted",
+            _ => "failed",
         }
     }
 }
@@ -325,6 +431,48 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
 
+    /// Many outcomes in one run: the worst wins, a lock never hides a failure.
+    #[test]
+    fn the_worst_exit_code_wins() {
+        use exit::*;
+        for (a, b, want) in [
+            (OK, LOCKED, LOCKED),
+            (LOCKED, FAILED, FAILED),
+            (FAILED, LOCKED, FAILED),
+            (LOCKED, VERIFY, VERIFY),
+            (VERIFY, FAILED, FAILED),
+            (FAILED, VERIFY, FAILED),
+            (DECRYPT, LOCKED, DECRYPT),
+            (FAILED, INTERRUPTED, INTERRUPTED),
+            (INTERRUPTED, FAILED, INTERRUPTED),
+            (OK, OK, OK),
+        ] {
+            assert_eq!(worst(a, b), want, "worst({a}, {b})");
+        }
+    }
+
+    #[test]
+    fn errors_as_json_name_what_they_name() {
+        let e = Error::config("p.toml", Some(3), Some("paths"), "bad").in_job("cfg");
+        let j = e.to_json();
+        assert_eq!(j["schema"], "cexdr.error/1");
+        assert_eq!(j["exit"], 2);
+        assert_eq!(j["error"]["kind"], "config");
+        assert_eq!(j["error"]["job"], "cfg");
+        assert_eq!(j["error"]["file"], "p.toml");
+        assert_eq!(j["error"]["line"], 3);
+        assert_eq!(j["error"]["key"], "paths");
+        let e = Error::CannotDecrypt("backup x is encrypted".into());
+        assert_eq!(e.exit_code(), exit::DECRYPT);
+        assert_eq!(e.to_json()["error"]["kind"], "cannot-decrypt");
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            crate::pipeline::encrypt::DecryptError::new("age: no matching keys found"),
+        );
+        let e = Error::restore_failed("a.tar.gz", io);
+        assert_eq!(e.exit_code(), exit::DECRYPT);
+    }
+
     #[test]
     fn exit_codes_look_through_job_wrappers() {
         let e = Error::VerifyFailed {
@@ -338,7 +486,7 @@ mod tests {
             Error::config("p.toml", Some(3), Some("x"), "bad").exit_code(),
             2
         );
-        assert_eq!(Error::NotFound("x".into()).exit_code(), 1);
+        assert_eq!(Error::NotFound("x".into()).exit_code(), exit::NOT_FOUND);
         let refused = Error::PrimaryAlive {
             step: "p".into(),
             msg: "answers".into(),

@@ -18,6 +18,7 @@ fn fix_malloc_threshold() {
 fn main() -> ExitCode {
     fix_malloc_threshold();
     let cli = cexdr::cli::Cli::parse();
+    let json = cli.json;
     cexdr::cli::init_tracing(&cli);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -57,6 +58,13 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("cexdr: error: {}", cexdr::error::one_line(&e));
+                if json {
+                    // Scripts get one document on stdout, failures too.
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&e.to_json()).expect("serialisable")
+                    );
+                }
                 e.exit_code()
             }
         }

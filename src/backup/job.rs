@@ -439,7 +439,8 @@ pub async fn run_job(
 }
 
 /// Several jobs one after the other (`cexdr backup`): stops at an
-/// interrupt; the exit code is the worst outcome (an interrupt wins).
+/// interrupt; the exit code is the worst outcome (`exit::worst`: an
+/// interrupt, then any failure, then a lock; a lock never hides a failure).
 pub async fn run_jobs(
     env: &JobEnv,
     jobs: &[&Job],
@@ -455,10 +456,7 @@ pub async fn run_jobs(
         let o = run_job(env, job, env.clock.now(), cancel.clone()).await;
         let c = o.exit_code();
         let stop = matches!(&o.backup, Err(Error::Interrupted));
-        // The first failure's code, unless an interrupt comes later.
-        if code == exit::OK || stop {
-            code = c;
-        }
+        code = exit::worst(code, c);
         outs.push(o);
         if stop {
             break;

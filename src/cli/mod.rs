@@ -48,9 +48,13 @@ Exit codes:
   2    usage or configuration error (bad flags, invalid policy)
   3    another run holds the job's lock
   4    verification failed
+  5    not found (no backup with that id)
+  6    cannot decrypt: no key given for an encrypted backup, or the wrong one
   10   failover refused: the primary still answers (nothing changed)
   11   a failover step failed (the journal names it; --resume continues)
-  130  interrupted (Ctrl-C / SIGTERM); nothing half-written is left";
+  130  interrupted (Ctrl-C / SIGTERM); nothing half-written is left
+Several jobs in one run exit with the worst: 130, then any failure, then 3.
+With --json, a failure also prints {\"schema\", \"error\": {…}, \"exit\"} on stdout.";
 
 #[derive(Debug, Parser)]
 #[command(name = "cexdr", version, about = "Backups and disaster recovery for MySQL, Redis and config folders", after_help = EXIT_CODES)]

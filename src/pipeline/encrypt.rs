@@ -135,6 +135,32 @@ fn age_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("age: {e}"))
 }
 
+/// Decryption failed (wrong key or passphrase, a damaged age header): kept
+/// typed inside the stream's `io::Error`, so that the exit code says so.
+#[derive(Debug)]
+pub struct DecryptError(String);
+
+impl std::fmt::Display for DecryptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecryptError {}
+
+impl DecryptError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        DecryptError(msg.into())
+    }
+}
+
+fn decrypt_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        DecryptError(format!("age: {e}")),
+    )
+}
+
 fn encrypt_to<W: Write>(r: &mut impl Read, out: W, recipients: &Recipients) -> io::Result<W> {
     let enc = match recipients {
         Recipients::Keys(keys) => {
@@ -171,7 +197,7 @@ pub fn decrypt(input: ByteStream, identities: Identities) -> ByteStream {
     tokio::task::spawn_blocking(move || {
         let r = pipeline::blocking_reader(input);
         let res = (|| -> io::Result<()> {
-            let dec = age::Decryptor::new(r).map_err(age_err)?;
+            let dec = age::Decryptor::new(r).map_err(decrypt_err)?;
             let mut reader = match &identities {
                 Identities::Keys(keys) => dec.decrypt(keys.iter().map(|k| k as &dyn age::Identity)),
                 Identities::Passphrase(p) => {
@@ -179,7 +205,7 @@ pub fn decrypt(input: ByteStream, identities: Identities) -> ByteStream {
                     dec.decrypt(std::iter::once(&id as &dyn age::Identity))
                 }
             }
-            .map_err(age_err)?;
+            .map_err(decrypt_err)?;
             io::copy(&mut reader, &mut writer)?;
             Ok(())
         })();

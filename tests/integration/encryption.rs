@@ -107,7 +107,7 @@ fn encrypted_backup_round_trip() {
         "--to",
         out.to_str().unwrap(),
     ]);
-    assert_code(&o, 1);
+    assert_code(&o, 6);
     assert!(stderr(&o).contains("--identity"), "{}", stderr(&o));
     assert!(!out.exists());
     let o = cexdr(&[
@@ -189,6 +189,23 @@ fn passphrase_encryption_and_bad_recipients() {
         &[("CEXDR_TEST_PASS", "wrong")],
     );
     assert_code(&o, 4);
+    // Restoring with it is "cannot decrypt" (6), and leaves nothing.
+    let wrong = dir.path().join("wrong");
+    let o = cexdr_env(
+        &[
+            "--policy",
+            pol,
+            "--passphrase-env",
+            "CEXDR_TEST_PASS",
+            "restore",
+            &id,
+            "--to",
+            wrong.to_str().unwrap(),
+        ],
+        &[("CEXDR_TEST_PASS", "wrong")],
+    );
+    assert_code(&o, 6);
+    assert!(!wrong.exists());
 
     // A malformed recipient is a config error naming the key.
     let bad = write_policy(

@@ -287,3 +287,68 @@ async fn kill_9_mid_backup() {
     assert_code(&o, 0);
     assert_eq!(catalog_json(&policy).as_array().unwrap().len(), 1);
 }
+
+/// `backup a b`: a job another run holds (3) never hides a job that failed
+/// (1), whichever comes first; `--json` failures are a document on stdout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_never_hides_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.conf"), "x").unwrap();
+    let missing = dir.path().join("missing");
+    let policy = write_policy(
+        dir.path(),
+        &format!(
+            "{}{}\n[[job]]\nname = \"broken\"\nkind = \"files\"\npaths = [\"{}\"]\n",
+            local_store(&repo),
+            files_job(&src),
+            missing.display()
+        ),
+    );
+    let store = store::build(&store::StoreSpec::Local { path: repo.clone() })
+        .await
+        .unwrap();
+    let live = record("cfg", "db-backup-7", chrono::Duration::minutes(4));
+    store::put_bytes(
+        store.as_ref(),
+        &lease_key("cfg"),
+        serde_json::to_vec(&live).unwrap(),
+    )
+    .await
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    for order in [["cfg", "broken"], ["broken", "cfg"]] {
+        let o = cexdr(&["--policy", p, "backup", order[0], order[1]]);
+        assert_code(&o, 1);
+        assert!(
+            stderr(&o).contains("locked by db-backup-7"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    // Locked alone is 3; under --json the error is a document on stdout.
+    let o = cexdr(&["--policy", p, "--json", "backup", "cfg"]);
+    assert_code(&o, 3);
+    let o = cexdr(&[
+        "--policy",
+        p,
+        "--json",
+        "catalog",
+        "show",
+        "20990101T000000.000Z-000000",
+    ]);
+    assert_code(&o, 5);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON document");
+    assert_eq!(doc["schema"], "cexdr.error/1");
+    assert_eq!(doc["exit"], 5);
+    assert_eq!(doc["error"]["kind"], "not-found");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no backup with id 20990101T000000.000Z-000000"),
+        "{doc}"
+    );
+}

@@ -44,7 +44,7 @@ impl Reading {
         );
         if m.encryption.is_some() {
             let ids = catalog.identities().ok_or_else(|| {
-                Error::RestoreRefused(format!(
+                Error::CannotDecrypt(format!(
                     "backup {} is encrypted; pass --identity FILE (or --passphrase-env VAR)",
                     m.id
                 ))
