@@ -18,7 +18,7 @@ pub use crate::backup::source::kinds::SourceSpec;
 pub use crate::backup::source::mysql::{Consistency, MysqlSpec, TlsSpec};
 pub use crate::backup::source::redis::RedisSpec;
 use crate::backup::source::PolicyInput;
-use crate::base::toml_loc::{key_of_value_error, struct_keys, toml_line};
+use crate::base::toml_loc::{key_of_value_error, struct_keys, toml_line, Spans};
 pub use crate::base::{parse_duration, parse_size, Secret};
 use crate::error::{Error, Result};
 pub use crate::pipeline::encrypt::EncryptionSpec;
@@ -415,26 +415,24 @@ impl PartialEq for Schedule {
 
 /// Finds the line of a key in the text, for errors raised after parsing.
 struct Locator<'a> {
-    text: &'a str,
+    spans: Spans<'a>,
 }
 
 impl Locator<'_> {
     /// Line (1-based) of `key` in the `index`-th `[[job]]` table, or of the
-    /// table header when the key is absent; `None` for `[store]` lookups use `store()`.
+    /// table header when the key is absent.
     fn job(&self, index: usize, key: Option<&str>) -> Option<usize> {
-        self.in_section("[[job]]", index, key)
+        self.spans.in_array("job", index, key)
     }
-    fn section(&self, header: &str, key: Option<&str>) -> Option<usize> {
-        self.in_section(header, 0, key)
+    /// Line of `key` in the table `[name]`, or of its header.
+    fn section(&self, name: &str, key: Option<&str>) -> Option<usize> {
+        self.spans.in_table(name, key)
     }
     fn store(&self, key: Option<&str>) -> Option<usize> {
-        self.in_section("[store]", 0, key)
+        self.section("store", key)
     }
     fn daemon(&self, key: Option<&str>) -> Option<usize> {
-        self.in_section("[daemon]", 0, key)
-    }
-    fn in_section(&self, header: &str, index: usize, key: Option<&str>) -> Option<usize> {
-        crate::base::toml_loc::in_section(self.text, header, Some("job"), index, key)
+        self.section("daemon", key)
     }
 }
 
@@ -476,7 +474,9 @@ impl Policy {
                 e.message().replace('\n', " "),
             )
         })?;
-        let loc = Locator { text };
+        let loc = Locator {
+            spans: Spans::new(text),
+        };
         // Every job's keys are read (strictly) before anything is checked,
         // as when the whole file was one serde struct.
         let read: Vec<ReadJob> = raw
@@ -543,7 +543,7 @@ impl Policy {
                     if !channels.iter().any(|x| x.name() == c) {
                         return Err(Error::config(
                             file,
-                            loc.section("[notify]", Some("channels")),
+                            loc.section("notify", Some("channels")),
                             Some("channels"),
                             format!("[notify] names channel {c:?}, which no [[channel]] defines"),
                         ));
@@ -1270,6 +1270,36 @@ keep = { within = "30d", last = 3 }
         .to_string();
         assert!(
             s.ends_with("12 is out of range for gzip (gzip 1-9, zstd 1-19)"),
+            "{s}"
+        );
+    }
+
+    /// Lines come from the TOML itself: a dotted key in the third job, past
+    /// a commented-out header and a header with a comment.
+    #[test]
+    fn errors_in_dotted_keys_of_a_later_job_name_their_line() {
+        let job =
+            |n: &str| format!("[[job]]\nname = \"{n}\"\nkind = \"files\"\npaths = [\"/x\"]\n");
+        let text = format!(
+            "{OK}{}# [[job]] \"off\" was here\n{}[[job]] # the third\nname = \"c\"\nkind = \"files\"\npaths = [\"/x\"]\nkeep.daily = 2\nkeep.last = 0\n",
+            job("a"),
+            job("b")
+        );
+        let line = text.lines().position(|l| l == "keep.daily = 2").unwrap() + 1;
+        let s = parse(&text).unwrap_err().to_string();
+        assert!(
+            s.starts_with(&format!(
+                "/etc/cexdr/p.toml:{line}: job \"c\": key `keep`: last = 0"
+            )),
+            "{s}"
+        );
+        let inline = OK.replace("keep = {", "drill = { schedule = \"x\" }\nkeep = {");
+        let line = inline.lines().position(|l| l.starts_with("drill")).unwrap() + 1;
+        let s = parse(&inline).unwrap_err().to_string();
+        assert!(
+            s.starts_with(&format!(
+                "/etc/cexdr/p.toml:{line}: job \"config\": key `drill`"
+            )),
             "{s}"
         );
     }

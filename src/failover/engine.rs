@@ -447,6 +447,72 @@ async fn notify_event(rb: &Runbook, j: &mut Journal, event: Event, text: String)
     Ok(())
 }
 
+/// What every phase of a run reads: the runbook, the operator, and the
+/// run's id, what the steps may know, its stop signal and its pending note.
+struct RunScope<'a> {
+    rb: &'a Runbook,
+    ui: &'a dyn Ui,
+    run: String,
+    info: RunInfo,
+    /// Said in the run's next message (end or failure): nobody heard of the stop.
+    note: String,
+    cancel: CancellationToken,
+}
+
+/// How a step is entered, as the journal has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// Done (or failed and continued) in an earlier run: skipped.
+    Skip,
+    /// Started and not finished: entered again, with its progress.
+    Reenter,
+    /// Not started yet.
+    Start,
+}
+
+/// How a step ended, as the run goes on from it.
+enum StepEnd {
+    Done(Value),
+    /// Failed with `on-failure = continue`.
+    Continued(Error),
+    /// The run stops here.
+    Stopped(Stop, Error),
+}
+
+/// Why a run stops at a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The primary answered: nothing was changed.
+    Refused,
+    /// The step failed: fix the cause and resume.
+    Failed,
+}
+
+impl Stop {
+    fn word(self) -> &'static str {
+        match self {
+            Stop::Refused => "REFUSED",
+            Stop::Failed => "FAILED",
+        }
+    }
+
+    fn event(self) -> Event {
+        match self {
+            Stop::Refused => Event::Refused,
+            Stop::Failed => Event::Failure,
+        }
+    }
+
+    fn outcome(self) -> RunOutcome {
+        match self {
+            Stop::Refused => RunOutcome::Refused,
+            Stop::Failed => RunOutcome::Failed,
+        }
+    }
+}
+
+/// The run proper: start, each step (plan → execute → check → record),
+/// end. Every phase journals before it goes on.
 async fn run_steps(
     rb: &Runbook,
     j: &mut Journal,
@@ -455,12 +521,49 @@ async fn run_steps(
     resumed_note: Option<String>,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let run = run_id(j);
-    let info = run_info(rb, opts);
-    // Said in the run's next message (end or failure): nobody heard of the stop.
-    let note = resumed_note
-        .map(|n| format!("Note: {n}.\n"))
-        .unwrap_or_default();
+    let scope = RunScope {
+        rb,
+        ui,
+        run: run_id(j),
+        info: run_info(rb, opts),
+        note: resumed_note
+            .map(|n| format!("Note: {n}.\n"))
+            .unwrap_or_default(),
+        cancel,
+    };
+    announce_start(&scope, j, opts).await?;
+    let total = rb.steps.len();
+    for (i, spec) in rb.steps.iter().enumerate() {
+        let state = j
+            .replay()
+            .step(&spec.name)
+            .cloned()
+            .expect("plan matches the journal");
+        let label = format!("[{}/{total}] {}", i + 1, spec.name);
+        let entry = plan_step(&state);
+        if entry == Entry::Skip {
+            ui.progress(&format!("{label}: already done, skipped"));
+            continue;
+        }
+        if scope.cancel.is_cancelled() {
+            return stop_interrupted(&scope, j, spec).await;
+        }
+        if entry == Entry::Reenter {
+            ui.progress(&format!("{label}: re-entering an interrupted step"));
+        } else {
+            ui.progress(&format!("{label} ({})…", spec.kind_name()));
+        }
+        let started = Instant::now();
+        let result = execute_step(&scope, j, spec, &state).await?;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        record_step(&scope, j, spec, check_step(spec, result), elapsed_ms).await?;
+    }
+    finish_run(&scope, j).await
+}
+
+/// A forced run says so first; then the start message with the plan.
+async fn announce_start(scope: &RunScope<'_>, j: &mut Journal, opts: &Options) -> Result<()> {
+    let rb = scope.rb;
     if opts.force && opts.resume.is_none() {
         j.append(Record::Forced {
             step: None,
@@ -473,194 +576,204 @@ async fn run_steps(
         j,
         Event::Start,
         format!(
-            "Failover from {} to {} started by {} (run {run}).\nPlan:\n{}",
+            "Failover from {} to {} started by {} (run {}).\nPlan:\n{}",
             rb.from_site,
             rb.to_site,
             journal::who(),
+            scope.run,
             rb.plan_fingerprint().join("\n")
         ),
     )
+    .await
+}
+
+fn plan_step(state: &journal::StepState) -> Entry {
+    match state.status {
+        StepStatus::Done | StepStatus::FailedContinued => Entry::Skip,
+        StepStatus::Interrupted => Entry::Reenter,
+        StepStatus::Pending | StepStatus::Failed => Entry::Start,
+    }
+}
+
+/// Stopped between steps (SIGTERM / Ctrl-C): journaled, said, and
+/// `Error::Interrupted`.
+async fn stop_interrupted(
+    scope: &RunScope<'_>,
+    j: &mut Journal,
+    spec: &crate::failover::runbook::StepSpec,
+) -> Result<()> {
+    let run = &scope.run;
+    j.append(Record::RunInterrupted {
+        step: Some(spec.name.clone()),
+    })?;
+    let msg = format!(
+        "interrupted before step {}; `cexdr failover --runbook {} --resume {run}` continues",
+        spec.name,
+        scope.rb.file.display()
+    );
+    scope.ui.progress(&msg);
+    notify_event(
+        scope.rb,
+        j,
+        Event::Interrupted,
+        format!(
+            "Failover run {run} was stopped (SIGTERM / Ctrl-C) before step {}.\n{}Resume: {msg}",
+            spec.name,
+            summary(&j.replay())
+        ),
+    )
     .await?;
-    let total = rb.steps.len();
-    for (i, spec) in rb.steps.iter().enumerate() {
-        let r = j.replay();
-        let state = r
-            .step(&spec.name)
-            .cloned()
-            .expect("plan matches the journal");
-        if matches!(state.status, StepStatus::Done | StepStatus::FailedContinued) {
-            ui.progress(&format!(
-                "[{}/{total}] {}: already done, skipped",
-                i + 1,
-                spec.name
-            ));
-            continue;
-        }
-        if cancel.is_cancelled() {
-            j.append(Record::RunInterrupted {
-                step: Some(spec.name.clone()),
-            })?;
-            let msg = format!(
-                "interrupted before step {}; `cexdr failover --runbook {} --resume {run}` continues",
-                spec.name,
-                rb.file.display()
-            );
-            ui.progress(&msg);
-            notify_event(
-                rb,
-                j,
-                Event::Interrupted,
-                format!(
-                    "Failover run {run} was stopped (SIGTERM / Ctrl-C) before step {}.\n{}Resume: {msg}",
-                    spec.name,
-                    summary(&j.replay())
-                ),
-            )
-            .await?;
-            return Err(Error::Interrupted);
-        }
-        if state.status == StepStatus::Interrupted {
-            ui.progress(&format!(
-                "[{}/{total}] {}: re-entering an interrupted step",
-                i + 1,
-                spec.name
-            ));
-        } else {
-            ui.progress(&format!(
-                "[{}/{total}] {} ({})…",
-                i + 1,
-                spec.name,
-                spec.kind_name()
-            ));
-        }
-        let step = spec.kind.step();
-        let mut progress = state.progress.clone();
-        let mut attempt = state.attempts;
-        let mut tries = 0;
-        let started = Instant::now();
-        let result: std::result::Result<Value, Error> = loop {
-            attempt += 1;
-            tries += 1;
-            j.append(Record::StepStarted {
-                step: spec.name.clone(),
-                attempt,
-            })?;
-            let deadline =
-                crate::base::duration::deadline(tokio::time::Instant::now(), spec.timeout);
-            let mut ctx = Ctx {
-                run: &run,
-                step: &spec.name,
-                info: &info,
-                deadline,
-                cancel: cancel.clone(),
-                progress: std::mem::take(&mut progress),
-                journal: j,
-            };
-            let res = tokio::time::timeout(spec.timeout, step.run(&mut ctx)).await;
-            progress = std::mem::take(&mut ctx.progress);
-            let err = match res {
-                Ok(Ok(details)) => break Ok(details),
-                Ok(Err(e)) => e,
-                Err(_) => step::step_error(
-                    &spec.name,
-                    format!("timed out after {}", human_duration(spec.timeout)),
-                ),
-            };
-            j.append(Record::StepFailed {
-                step: spec.name.clone(),
-                attempt,
-                error: one_line(&err),
-            })?;
-            // A permanent error (404, 401, a selector matching nothing) stays one.
-            if tries > spec.retries || cancel.is_cancelled() || err.is_permanent() {
-                break Err(err);
-            }
-            // At most 64 × backoff, as before.
-            let wait = crate::base::duration::backoff(
-                spec.backoff,
-                tries,
-                spec.backoff.saturating_mul(64),
-            );
-            ui.progress(&format!(
-                "    attempt {attempt} failed: {}; retrying in {}",
-                one_line(&err),
-                human_duration(wait)
-            ));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = cancel.cancelled() => break Err(err),
-            }
+    Err(Error::Interrupted)
+}
+
+/// Runs a step's attempts (each journaled, each under the step's timeout)
+/// until one succeeds, the retries are spent, the error is permanent or
+/// the run is stopped. The outer error is the journal's.
+async fn execute_step(
+    scope: &RunScope<'_>,
+    j: &mut Journal,
+    spec: &crate::failover::runbook::StepSpec,
+    state: &journal::StepState,
+) -> Result<std::result::Result<Value, Error>> {
+    let step = spec.kind.step();
+    let mut progress = state.progress.clone();
+    let mut attempt = state.attempts;
+    let mut tries = 0;
+    loop {
+        attempt += 1;
+        tries += 1;
+        j.append(Record::StepStarted {
+            step: spec.name.clone(),
+            attempt,
+        })?;
+        let deadline = crate::base::duration::deadline(tokio::time::Instant::now(), spec.timeout);
+        let mut ctx = Ctx {
+            run: &scope.run,
+            step: &spec.name,
+            info: &scope.info,
+            deadline,
+            cancel: scope.cancel.clone(),
+            progress: std::mem::take(&mut progress),
+            journal: j,
         };
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        match result {
-            Ok(details) => {
-                j.append(Record::StepDone {
-                    step: spec.name.clone(),
-                    outcome: StepOutcome::Ok,
-                    details,
-                    elapsed_ms,
-                })?;
-                ui.progress(&format!(
-                    "    done in {}",
-                    human_duration(Duration::from_millis(elapsed_ms))
-                ));
-            }
-            Err(e)
-                if spec.on_failure == OnFailure::Continue && !matches!(e, Error::Interrupted) =>
-            {
-                ui.progress(&format!(
-                    "    FAILED (on-failure = continue): {}",
-                    one_line(&e)
-                ));
-                j.append(Record::StepDone {
-                    step: spec.name.clone(),
-                    outcome: StepOutcome::FailedContinued,
-                    details: json!({ "error": one_line(&e) }),
-                    elapsed_ms,
-                })?;
-            }
-            Err(e) => {
-                let refused = matches!(e, Error::PrimaryAlive { .. });
-                ui.progress(&format!(
-                    "    {}: {}",
-                    if refused { "REFUSED" } else { "FAILED" },
-                    one_line(&e)
-                ));
-                let r = j.replay();
-                let text = if refused {
-                    format!(
-                        "{note}Failover run {run} refused at step {}: nothing was changed.\n{}",
-                        spec.name,
-                        one_line(&e)
-                    )
-                } else {
-                    format!(
-                        "{note}Failover run {run} stopped at step {}: {}\n{}\nFix the cause, then: cexdr failover --runbook {} --resume {run}",
-                        spec.name,
-                        one_line(&e),
-                        summary(&r),
-                        rb.file.display()
-                    )
-                };
-                let event = if refused {
-                    Event::Refused
-                } else {
-                    Event::Failure
-                };
-                notify_event(rb, j, event, text).await?;
-                j.append(Record::RunFinished {
-                    outcome: if refused {
-                        RunOutcome::Refused
-                    } else {
-                        RunOutcome::Failed
-                    },
-                    failed_step: Some(spec.name.clone()),
-                    error: Some(one_line(&e)),
-                })?;
-                return Err(e);
-            }
+        let res = tokio::time::timeout(spec.timeout, step.run(&mut ctx)).await;
+        progress = std::mem::take(&mut ctx.progress);
+        let err = match res {
+            Ok(Ok(details)) => return Ok(Ok(details)),
+            Ok(Err(e)) => e,
+            Err(_) => step::step_error(
+                &spec.name,
+                format!("timed out after {}", human_duration(spec.timeout)),
+            ),
+        };
+        j.append(Record::StepFailed {
+            step: spec.name.clone(),
+            attempt,
+            error: one_line(&err),
+        })?;
+        // A permanent error (404, 401, a selector matching nothing) stays one.
+        if tries > spec.retries || scope.cancel.is_cancelled() || err.is_permanent() {
+            return Ok(Err(err));
+        }
+        // At most 64 × backoff, as before.
+        let wait =
+            crate::base::duration::backoff(spec.backoff, tries, spec.backoff.saturating_mul(64));
+        scope.ui.progress(&format!(
+            "    attempt {attempt} failed: {}; retrying in {}",
+            one_line(&err),
+            human_duration(wait)
+        ));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = scope.cancel.cancelled() => return Ok(Err(err)),
         }
     }
+}
+
+/// What a step's result means for the run.
+fn check_step(
+    spec: &crate::failover::runbook::StepSpec,
+    result: std::result::Result<Value, Error>,
+) -> StepEnd {
+    match result {
+        Ok(details) => StepEnd::Done(details),
+        Err(e) if spec.on_failure == OnFailure::Continue && !matches!(e, Error::Interrupted) => {
+            StepEnd::Continued(e)
+        }
+        Err(e @ Error::PrimaryAlive { .. }) => StepEnd::Stopped(Stop::Refused, e),
+        Err(e) => StepEnd::Stopped(Stop::Failed, e),
+    }
+}
+
+/// Journals how the step ended; a stop is also said, journaled as the
+/// run's end, and returned.
+async fn record_step(
+    scope: &RunScope<'_>,
+    j: &mut Journal,
+    spec: &crate::failover::runbook::StepSpec,
+    end: StepEnd,
+    elapsed_ms: u64,
+) -> Result<()> {
+    let ui = scope.ui;
+    match end {
+        StepEnd::Done(details) => {
+            j.append(Record::StepDone {
+                step: spec.name.clone(),
+                outcome: StepOutcome::Ok,
+                details,
+                elapsed_ms,
+            })?;
+            ui.progress(&format!(
+                "    done in {}",
+                human_duration(Duration::from_millis(elapsed_ms))
+            ));
+            Ok(())
+        }
+        StepEnd::Continued(e) => {
+            ui.progress(&format!(
+                "    FAILED (on-failure = continue): {}",
+                one_line(&e)
+            ));
+            j.append(Record::StepDone {
+                step: spec.name.clone(),
+                outcome: StepOutcome::FailedContinued,
+                details: json!({ "error": one_line(&e) }),
+                elapsed_ms,
+            })?;
+            Ok(())
+        }
+        StepEnd::Stopped(stop, e) => {
+            ui.progress(&format!("    {}: {}", stop.word(), one_line(&e)));
+            let (run, note) = (&scope.run, &scope.note);
+            let text = match stop {
+                Stop::Refused => format!(
+                    "{note}Failover run {run} refused at step {}: nothing was changed.\n{}",
+                    spec.name,
+                    one_line(&e)
+                ),
+                Stop::Failed => format!(
+                    "{note}Failover run {run} stopped at step {}: {}\n{}\nFix the cause, then: cexdr failover --runbook {} --resume {run}",
+                    spec.name,
+                    one_line(&e),
+                    summary(&j.replay()),
+                    scope.rb.file.display()
+                ),
+            };
+            notify_event(scope.rb, j, stop.event(), text).await?;
+            j.append(Record::RunFinished {
+                outcome: stop.outcome(),
+                failed_step: Some(spec.name.clone()),
+                error: Some(one_line(&e)),
+            })?;
+            Err(e)
+        }
+    }
+}
+
+/// Every step done: the end message, then the run's end in the journal.
+async fn finish_run(scope: &RunScope<'_>, j: &mut Journal) -> Result<()> {
+    let rb = scope.rb;
+    let (run, note) = (&scope.run, &scope.note);
     let r = j.replay();
     notify_event(
         rb,
@@ -680,7 +793,9 @@ async fn run_steps(
         error: None,
     })?;
     let r = j.replay();
-    ui.progress(&format!("failover {run} completed\n{}", summary(&r)));
+    scope
+        .ui
+        .progress(&format!("failover {run} completed\n{}", summary(&r)));
     Ok(())
 }
 
@@ -808,8 +923,37 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 0).unwrap() + chrono::Duration::seconds(s as i64)
     }
 
-    fn journal() -> Vec<Entry> {
-        let recs = vec![
+    fn started(step: &str, attempt: u32) -> Record {
+        Record::StepStarted {
+            step: step.into(),
+            attempt,
+        }
+    }
+
+    fn done(step: &str, outcome: StepOutcome, details: Value, elapsed_ms: u64) -> Record {
+        Record::StepDone {
+            step: step.into(),
+            outcome,
+            details,
+            elapsed_ms,
+        }
+    }
+
+    fn notified(event: &str, error: Option<&str>, s: u32) -> Record {
+        Record::Notified {
+            event: event.into(),
+            delivery: Delivery {
+                channel: "slack".into(),
+                ok: error.is_none(),
+                error: error.map(str::to_owned),
+                at: at(s),
+            },
+        }
+    }
+
+    /// The first run: started, primary-down done, killed inside dns.
+    fn first_run() -> Vec<(u32, Record)> {
+        vec![
             (
                 0,
                 Record::RunStarted {
@@ -828,41 +972,10 @@ mod tests {
                     service_restored: None,
                 },
             ),
-            (
-                1,
-                Record::Notified {
-                    event: "start".into(),
-                    delivery: Delivery {
-                        channel: "slack".into(),
-                        ok: true,
-                        error: None,
-                        at: at(1),
-                    },
-                },
-            ),
-            (
-                1,
-                Record::StepStarted {
-                    step: "primary-down".into(),
-                    attempt: 1,
-                },
-            ),
-            (
-                7,
-                Record::StepDone {
-                    step: "primary-down".into(),
-                    outcome: StepOutcome::Ok,
-                    details: json!({}),
-                    elapsed_ms: 6000,
-                },
-            ),
-            (
-                7,
-                Record::StepStarted {
-                    step: "dns".into(),
-                    attempt: 1,
-                },
-            ),
+            (1, notified("start", None, 1)),
+            (1, started("primary-down", 1)),
+            (7, done("primary-down", StepOutcome::Ok, json!({}), 6000)),
+            (7, started("dns", 1)),
             (
                 8,
                 Record::StepProgress {
@@ -870,36 +983,25 @@ mod tests {
                     data: json!({ "change-id": "C1" }),
                 },
             ),
-            // killed here; resumed by someone else
+        ]
+    }
+
+    /// Resumed by someone else: dns again, verify on its second attempt,
+    /// tell failed and continued, the end message undelivered.
+    fn resumed_run() -> Vec<(u32, Record)> {
+        vec![
             (
                 60,
                 Record::RunResumed {
                     by: "sre2@ops2".into(),
                 },
             ),
-            (
-                60,
-                Record::StepStarted {
-                    step: "dns".into(),
-                    attempt: 2,
-                },
-            ),
+            (60, started("dns", 2)),
             (
                 95,
-                Record::StepDone {
-                    step: "dns".into(),
-                    outcome: StepOutcome::Ok,
-                    details: json!({ "changed": true }),
-                    elapsed_ms: 35000,
-                },
+                done("dns", StepOutcome::Ok, json!({ "changed": true }), 35000),
             ),
-            (
-                95,
-                Record::StepStarted {
-                    step: "verify".into(),
-                    attempt: 1,
-                },
-            ),
+            (95, started("verify", 1)),
             (
                 99,
                 Record::StepFailed {
@@ -908,50 +1010,14 @@ mod tests {
                     error: "step verify: HTTP 503".into(),
                 },
             ),
-            (
-                99,
-                Record::StepStarted {
-                    step: "verify".into(),
-                    attempt: 2,
-                },
-            ),
-            (
-                125,
-                Record::StepDone {
-                    step: "verify".into(),
-                    outcome: StepOutcome::Ok,
-                    details: json!({}),
-                    elapsed_ms: 30000,
-                },
-            ),
-            (
-                125,
-                Record::StepStarted {
-                    step: "tell".into(),
-                    attempt: 1,
-                },
-            ),
+            (99, started("verify", 2)),
+            (125, done("verify", StepOutcome::Ok, json!({}), 30000)),
+            (125, started("tell", 1)),
             (
                 126,
-                Record::StepDone {
-                    step: "tell".into(),
-                    outcome: StepOutcome::FailedContinued,
-                    details: json!({}),
-                    elapsed_ms: 1000,
-                },
+                done("tell", StepOutcome::FailedContinued, json!({}), 1000),
             ),
-            (
-                126,
-                Record::Notified {
-                    event: "end".into(),
-                    delivery: Delivery {
-                        channel: "slack".into(),
-                        ok: false,
-                        error: Some("HTTP 500".into()),
-                        at: at(126),
-                    },
-                },
-            ),
+            (126, notified("end", Some("HTTP 500"), 126)),
             (
                 126,
                 Record::RunFinished {
@@ -960,8 +1026,13 @@ mod tests {
                     error: None,
                 },
             ),
-        ];
-        recs.into_iter()
+        ]
+    }
+
+    fn journal() -> Vec<Entry> {
+        first_run()
+            .into_iter()
+            .chain(resumed_run())
             .enumerate()
             .map(|(i, (s, record))| Entry {
                 seq: i as u64 + 1,

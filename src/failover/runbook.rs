@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::base::toml_loc::{key_in_message, locate, toml_line};
+use crate::base::toml_loc::{key_in_message, toml_line, Spans};
 use crate::base::{human_duration, parse_duration_ms as parse_duration};
 use crate::error::{Error, Result};
 use crate::failover::step::kinds::StepKind;
@@ -146,13 +146,11 @@ impl Runbook {
                 e.message().replace('\n', " "),
             )
         })?;
-        let top = |key: &str, msg: String| {
-            let line = text
-                .lines()
-                .position(|l| l.trim_start().starts_with(key))
-                .map(|i| i + 1);
+        let spans = Spans::new(text);
+        let at = |line: Option<usize>, key: &str, msg: String| {
             Error::config(file, line, Some(key), format!("key `{key}`: {msg}"))
         };
+        let top = |key: &str, msg: String| at(spans.top(key), key, msg);
         if !valid_name(&raw.name) {
             return Err(top(
                 "name",
@@ -183,7 +181,8 @@ impl Runbook {
             Some(n) => {
                 for c in &n.channels {
                     if !channel_names.contains(c) {
-                        return Err(top(
+                        return Err(at(
+                            spans.in_table("notify", Some("channels")),
                             "channels",
                             format!("[notify] names channel {c:?}, which no [[channel]] defines"),
                         ));
@@ -223,7 +222,7 @@ impl Runbook {
             let err = |key: Option<&str>, msg: String| {
                 Error::config(
                     file,
-                    locate(text, "step", i, key),
+                    spans.in_array("step", i, key),
                     key,
                     match key {
                         Some(k) => format!("{label}: key `{k}`: {msg}"),

@@ -206,7 +206,9 @@ pub fn parse_channels(
     text: &str,
     tables: Vec<toml::Table>,
 ) -> Result<Vec<ChannelSpec>> {
-    use crate::base::toml_loc::{key_in_message, locate};
+    use crate::base::toml_loc::{key_in_message, Spans};
+    let spans = Spans::new(text);
+    let locate = |i: usize, key: Option<&str>| spans.in_array("channel", i, key);
     let mut channels: Vec<ChannelSpec> = Vec::new();
     for (i, t) in tables.into_iter().enumerate() {
         let c: ChannelSpec = toml::Value::Table(t)
@@ -216,7 +218,7 @@ pub fn parse_channels(
                 let key = key_in_message(&msg);
                 Error::config(
                     file,
-                    locate(text, "channel", i, key.as_deref()),
+                    locate(i, key.as_deref()),
                     key.as_deref(),
                     format!("[[channel]] #{}: {msg}", i + 1),
                 )
@@ -224,7 +226,7 @@ pub fn parse_channels(
         if let Err((key, msg)) = c.validate() {
             return Err(Error::config(
                 file,
-                locate(text, "channel", i, Some(key)),
+                locate(i, Some(key)),
                 Some(key),
                 format!("channel {:?}: key `{key}`: {msg}", c.name()),
             ));
@@ -232,7 +234,7 @@ pub fn parse_channels(
         if channels.iter().any(|x| x.name() == c.name()) {
             return Err(Error::config(
                 file,
-                locate(text, "channel", i, Some("name")),
+                locate(i, Some("name")),
                 Some("name"),
                 format!("channel {:?}: another channel has the same name", c.name()),
             ));

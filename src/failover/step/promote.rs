@@ -584,18 +584,60 @@ impl Step for Spec {
     }
 }
 
+/// What the server was when the step (re-)entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Still a replica: it is drained, then its replication is reset.
+    Replica,
+    /// Replication already reset by this run (a crash after RESET SLAVE
+    /// ALL): the journal's `applied` brought us here.
+    Reset,
+}
+
+/// A failed statement, named with the replica and what it did.
+fn sql_fail(spec: &Spec, ctx: &Ctx<'_>, what: &str, e: mysql_async::Error) -> crate::error::Error {
+    ctx.fail(format!(
+        "{}: {what}: {}",
+        spec.replica.label(),
+        one_line(&e)
+    ))
+}
+
+/// The promotion, phase by phase (module doc): check the server, drain
+/// the replica (1-4), top up from the archive (5), guard the data loss
+/// (6), make it the primary (7), and say what was done.
 async fn promote(spec: &Spec, ctx: &mut Ctx<'_>, c: &mut mysql_async::Conn) -> Result<Value> {
-    let sql = |ctx: &Ctx<'_>, what: &str, e: mysql_async::Error| {
-        ctx.fail(format!(
-            "{}: {what}: {}",
-            spec.replica.label(),
-            one_line(&e)
-        ))
-    };
+    let role = check_server(spec, ctx, c).await?;
+    let applied = ctx
+        .last("applied")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let archive = top_up_from_archive(spec, ctx, c, role).await?;
+    let loss = guard_data_loss(spec, ctx, c, &applied, archive.as_ref()).await?;
+    let (binlog_pos, current_pos) = make_primary(spec, ctx, c, role).await?;
+    Ok(json!({
+        "promoted": true,
+        "received": ctx.last("received"),
+        "applied": applied,
+        "gtid-binlog-pos": binlog_pos,
+        "gtid-current-pos": current_pos,
+        "data-loss": loss,
+        "accepted-data-loss": ctx.last("accepted-data-loss"),
+        "archive-top-up": ctx.last("top-up-done").cloned().unwrap_or_else(|| match &spec.archive {
+            Some(_) => json!("not needed"),
+            None => json!("no archive in the step"),
+        }),
+    }))
+}
+
+/// MariaDB, and either a replica (then drained: points 1-4) or the one
+/// this run already promoted past its wait; anything else is refused.
+async fn check_server(spec: &Spec, ctx: &mut Ctx<'_>, c: &mut mysql_async::Conn) -> Result<Role> {
     let is_mysql = !c
         .query::<(String, String), _>("SHOW GLOBAL VARIABLES LIKE 'super_read_only'")
         .await
-        .map_err(|e| sql(ctx, "reading variables", e))?
+        .map_err(|e| sql_fail(spec, ctx, "reading variables", e))?
         .is_empty();
     if is_mysql {
         return Err(ctx.fail_permanently(format!(
@@ -605,143 +647,187 @@ async fn promote(spec: &Spec, ctx: &mut Ctx<'_>, c: &mut mysql_async::Conn) -> R
     }
     let status = slave_status(c)
         .await
-        .map_err(|e| sql(ctx, "SHOW SLAVE STATUS", e))?;
+        .map_err(|e| sql_fail(spec, ctx, "SHOW SLAVE STATUS", e))?;
     let applied_before = ctx.last("applied").cloned();
-    let was_replica = status.is_some();
-    if let Some(st) = status {
-        let get = |k: &str| st.get(k).cloned().unwrap_or_default();
-        // 1. A GTID replica whose SQL thread can apply what it has.
-        let recovering = ctx.last("relay-recovery").is_some();
-        if get("Using_Gtid").eq_ignore_ascii_case("no") && !recovering {
-            return Err(ctx.fail_permanently(format!(
-                "{}: replicates by file and position (Using_Gtid = No); promote-mysql needs GTID replication (MASTER_USE_GTID = slave_pos)",
-                spec.replica.label()
-            )));
+    match status {
+        Some(st) => {
+            start_applying(spec, ctx, c, &st).await?;
+            let received = stop_receiving(spec, ctx, c, &st).await?;
+            wait_applied(spec, ctx, c, &received).await?;
+            Ok(Role::Replica)
         }
-        if get("Slave_SQL_Running") != "Yes" {
-            let err = get("Last_SQL_Error");
-            if !err.is_empty() {
-                return Err(ctx.fail(format!(
-                    "{}: the SQL thread stopped with an error ({err}); it cannot apply what the replica received: fix it and resume",
-                    spec.replica.label(),
-                )));
-            }
-            if get("Slave_IO_Running") == "No" && !recovering {
-                // Both threads stopped (an operator's STOP SLAVE, or a crash
-                // after ours). With GTID, MariaDB discards the relay log at the
-                // next START (measured): whatever was received but not applied
-                // would be lost. So apply it by relay-log position first.
-                let received = get("Gtid_IO_Pos");
-                let applied = one(c, "SELECT @@global.gtid_slave_pos")
-                    .await
-                    .map_err(|e| sql(ctx, "reading gtid_slave_pos", e))?;
-                if lacking(&received, &applied) > 0 {
-                    let (file, pos) = (get("Relay_Log_File"), get("Relay_Log_Pos"));
-                    if file.is_empty() || pos.parse::<u64>().is_err() {
-                        return Err(ctx.fail_permanently(format!(
-                            "{}: both replication threads are stopped with transactions received but not applied (received {received}, applied {applied}) and no relay-log position to apply them from",
-                            spec.replica.label()
-                        )));
-                    }
-                    ctx.record(json!({ "received": received, "relay-recovery": { "file": file, "pos": pos, "applied-before": applied } }))?;
-                    c.query_drop(format!(
-                        "CHANGE MASTER TO MASTER_USE_GTID = no, RELAY_LOG_FILE = '{}', RELAY_LOG_POS = {pos}",
-                        file.replace('\'', "")
-                    ))
-                    .await
-                    .map_err(|e| sql(ctx, "CHANGE MASTER TO RELAY_LOG_FILE", e))?;
-                    c.query_drop("START SLAVE SQL_THREAD")
-                        .await
-                        .map_err(|e| sql(ctx, "START SLAVE SQL_THREAD", e))?;
-                }
-                // Else nothing is pending: leave both stopped.
-            } else {
-                // The IO thread runs (or the relay log is being recovered):
-                // starting the SQL thread keeps the relay log.
-                c.query_drop("START SLAVE SQL_THREAD")
-                    .await
-                    .map_err(|e| sql(ctx, "START SLAVE SQL_THREAD", e))?;
-            }
-        }
-        // 2. Nothing new arrives from the (dead or fenced) primary.
-        c.query_drop("STOP SLAVE IO_THREAD")
-            .await
-            .map_err(|e| sql(ctx, "STOP SLAVE IO_THREAD", e))?;
-        // 3. What it received, journaled before the wait.
-        let received = match slave_status(c)
-            .await
-            .map_err(|e| sql(ctx, "SHOW SLAVE STATUS", e))?
-        {
-            Some(st) => st.get("Gtid_IO_Pos").cloned().unwrap_or_default(),
-            None => String::new(),
-        };
-        let journaled = ctx
-            .last("received")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        let received = if !received.is_empty() {
-            received
-        } else if !journaled.is_empty() {
-            journaled
-        } else {
-            one(c, "SELECT @@global.gtid_slave_pos")
-                .await
-                .map_err(|e| sql(ctx, "reading gtid_slave_pos", e))?
-        };
-        let master_id = get("Master_Server_Id")
-            .parse::<u32>()
-            .ok()
-            .filter(|x| *x != 0);
-        ctx.record(json!({ "received": received, "master": format!("{}:{}", get("Master_Host"), get("Master_Port")), "master-server-id": master_id }))?;
-        // 4. Wait until the SQL thread applied all of it.
-        let t0 = std::time::Instant::now();
-        loop {
-            let left = ctx
-                .deadline
-                .saturating_duration_since(tokio::time::Instant::now());
-            let wait = left
-                .saturating_sub(Duration::from_secs(1))
-                .min(Duration::from_secs(5))
-                .as_secs()
-                .max(1);
-            let r: Option<i64> = c
-                .query_first(format!("SELECT MASTER_GTID_WAIT('{received}', {wait})"))
-                .await
-                .map_err(|e| sql(ctx, "MASTER_GTID_WAIT", e))?;
-            if r == Some(0) {
-                break;
-            }
-            if ctx.out_of_time(Duration::from_secs(wait)) {
-                let applied = one(c, "SELECT @@global.gtid_slave_pos")
-                    .await
-                    .unwrap_or_default();
-                return Err(ctx.fail(format!(
-                    "{}: the SQL thread has not applied all it received after {} (received {received}, applied {applied}); nothing was reset: resume to keep waiting",
-                    spec.replica.label(),
-                    human_duration(t0.elapsed())
-                )));
-            }
-        }
-        let applied = one(c, "SELECT @@global.gtid_slave_pos")
-            .await
-            .map_err(|e| sql(ctx, "reading gtid_slave_pos", e))?;
-        ctx.record(
-            json!({ "applied": applied, "apply-wait-ms": t0.elapsed().as_millis() as u64 }),
-        )?;
-    } else if applied_before.is_none() {
+        None if applied_before.is_some() => Ok(Role::Reset),
         // No replication config and no journaled wait: never our replica.
-        return Err(ctx.fail_permanently(format!(
+        None => Err(ctx.fail_permanently(format!(
             "{}: not a replica (SHOW SLAVE STATUS is empty) and this run never promoted it; refusing to make a second primary",
+            spec.replica.label()
+        ))),
+    }
+}
+
+/// Point 1: a GTID replica whose SQL thread can apply what it has.
+async fn start_applying(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    c: &mut mysql_async::Conn,
+    st: &BTreeMap<String, String>,
+) -> Result<()> {
+    let get = |k: &str| st.get(k).cloned().unwrap_or_default();
+    let recovering = ctx.last("relay-recovery").is_some();
+    if get("Using_Gtid").eq_ignore_ascii_case("no") && !recovering {
+        return Err(ctx.fail_permanently(format!(
+            "{}: replicates by file and position (Using_Gtid = No); promote-mysql needs GTID replication (MASTER_USE_GTID = slave_pos)",
             spec.replica.label()
         )));
     }
-    let applied = ctx
-        .last("applied")
+    if get("Slave_SQL_Running") == "Yes" {
+        return Ok(());
+    }
+    let err = get("Last_SQL_Error");
+    if !err.is_empty() {
+        return Err(ctx.fail(format!(
+            "{}: the SQL thread stopped with an error ({err}); it cannot apply what the replica received: fix it and resume",
+            spec.replica.label(),
+        )));
+    }
+    if get("Slave_IO_Running") == "No" && !recovering {
+        return recover_relay_log(spec, ctx, c, st).await;
+    }
+    // The IO thread runs (or the relay log is being recovered):
+    // starting the SQL thread keeps the relay log.
+    c.query_drop("START SLAVE SQL_THREAD")
+        .await
+        .map_err(|e| sql_fail(spec, ctx, "START SLAVE SQL_THREAD", e))
+}
+
+/// Both threads stopped (an operator's STOP SLAVE, or a crash after
+/// ours). With GTID, MariaDB discards the relay log at the next START
+/// (measured): whatever was received but not applied would be lost. So
+/// apply it by relay-log position first; with nothing pending, leave both
+/// stopped.
+async fn recover_relay_log(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    c: &mut mysql_async::Conn,
+    st: &BTreeMap<String, String>,
+) -> Result<()> {
+    let get = |k: &str| st.get(k).cloned().unwrap_or_default();
+    let received = get("Gtid_IO_Pos");
+    let applied = one(c, "SELECT @@global.gtid_slave_pos")
+        .await
+        .map_err(|e| sql_fail(spec, ctx, "reading gtid_slave_pos", e))?;
+    if lacking(&received, &applied) == 0 {
+        return Ok(());
+    }
+    let (file, pos) = (get("Relay_Log_File"), get("Relay_Log_Pos"));
+    if file.is_empty() || pos.parse::<u64>().is_err() {
+        return Err(ctx.fail_permanently(format!(
+            "{}: both replication threads are stopped with transactions received but not applied (received {received}, applied {applied}) and no relay-log position to apply them from",
+            spec.replica.label()
+        )));
+    }
+    ctx.record(json!({ "received": received, "relay-recovery": { "file": file, "pos": pos, "applied-before": applied } }))?;
+    c.query_drop(format!(
+        "CHANGE MASTER TO MASTER_USE_GTID = no, RELAY_LOG_FILE = '{}', RELAY_LOG_POS = {pos}",
+        file.replace('\'', "")
+    ))
+    .await
+    .map_err(|e| sql_fail(spec, ctx, "CHANGE MASTER TO RELAY_LOG_FILE", e))?;
+    c.query_drop("START SLAVE SQL_THREAD")
+        .await
+        .map_err(|e| sql_fail(spec, ctx, "START SLAVE SQL_THREAD", e))
+}
+
+/// Points 2 and 3: nothing new arrives from the (dead or fenced) primary;
+/// what it received is journaled before the wait (with the primary it came from).
+async fn stop_receiving(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    c: &mut mysql_async::Conn,
+    st: &BTreeMap<String, String>,
+) -> Result<String> {
+    let get = |k: &str| st.get(k).cloned().unwrap_or_default();
+    c.query_drop("STOP SLAVE IO_THREAD")
+        .await
+        .map_err(|e| sql_fail(spec, ctx, "STOP SLAVE IO_THREAD", e))?;
+    let received = match slave_status(c)
+        .await
+        .map_err(|e| sql_fail(spec, ctx, "SHOW SLAVE STATUS", e))?
+    {
+        Some(st) => st.get("Gtid_IO_Pos").cloned().unwrap_or_default(),
+        None => String::new(),
+    };
+    let journaled = ctx
+        .last("received")
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_owned();
-    // 5. The top-up from the binlog archive (before anything irreversible).
+    let received = if !received.is_empty() {
+        received
+    } else if !journaled.is_empty() {
+        journaled
+    } else {
+        one(c, "SELECT @@global.gtid_slave_pos")
+            .await
+            .map_err(|e| sql_fail(spec, ctx, "reading gtid_slave_pos", e))?
+    };
+    let master_id = get("Master_Server_Id")
+        .parse::<u32>()
+        .ok()
+        .filter(|x| *x != 0);
+    ctx.record(json!({ "received": received, "master": format!("{}:{}", get("Master_Host"), get("Master_Port")), "master-server-id": master_id }))?;
+    Ok(received)
+}
+
+/// Point 4: wait until the SQL thread applied all it received; journal `applied`.
+async fn wait_applied(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    c: &mut mysql_async::Conn,
+    received: &str,
+) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let left = ctx
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        let wait = left
+            .saturating_sub(Duration::from_secs(1))
+            .min(Duration::from_secs(5))
+            .as_secs()
+            .max(1);
+        let r: Option<i64> = c
+            .query_first(format!("SELECT MASTER_GTID_WAIT('{received}', {wait})"))
+            .await
+            .map_err(|e| sql_fail(spec, ctx, "MASTER_GTID_WAIT", e))?;
+        if r == Some(0) {
+            break;
+        }
+        if ctx.out_of_time(Duration::from_secs(wait)) {
+            let applied = one(c, "SELECT @@global.gtid_slave_pos")
+                .await
+                .unwrap_or_default();
+            return Err(ctx.fail(format!(
+                "{}: the SQL thread has not applied all it received after {} (received {received}, applied {applied}); nothing was reset: resume to keep waiting",
+                spec.replica.label(),
+                human_duration(t0.elapsed())
+            )));
+        }
+    }
+    let applied = one(c, "SELECT @@global.gtid_slave_pos")
+        .await
+        .map_err(|e| sql_fail(spec, ctx, "reading gtid_slave_pos", e))?;
+    ctx.record(json!({ "applied": applied, "apply-wait-ms": t0.elapsed().as_millis() as u64 }))
+}
+
+/// Point 5: the top-up from the binlog archive (before anything
+/// irreversible); returns the opened archive, which the guard reads too.
+async fn top_up_from_archive(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    c: &mut mysql_async::Conn,
+    role: Role,
+) -> Result<Option<Opened>> {
     let archive = if ctx.last("data-loss").is_some() && ctx.last("top-up-done").is_some() {
         None // a resume after the guard: both are journaled
     } else {
@@ -751,21 +837,32 @@ async fn promote(spec: &Spec, ctx: &mut Ctx<'_>, c: &mut mysql_async::Conn) -> R
     };
     if let Some(o) = &archive {
         if ctx.last("top-up-done").is_none() {
-            top_up(spec, ctx, c, o, was_replica).await?;
+            top_up(spec, ctx, c, o, role).await?;
         }
     }
-    // 6. The data-loss guard, against what the promoted database now has.
+    Ok(archive)
+}
+
+/// Point 6: the data-loss guard, against what the promoted database now
+/// has (journaled once; a resume reads it back).
+async fn guard_data_loss(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    c: &mut mysql_async::Conn,
+    applied: &str,
+    archive: Option<&Opened>,
+) -> Result<Value> {
     let loss = match ctx.last("data-loss").cloned() {
         Some(l) => l,
         None => {
             let slave = one(c, "SELECT @@global.gtid_slave_pos")
                 .await
-                .map_err(|e| sql(ctx, "reading gtid_slave_pos", e))?;
+                .map_err(|e| sql_fail(spec, ctx, "reading gtid_slave_pos", e))?;
             let binlog = one(c, "SELECT @@global.gtid_binlog_pos")
                 .await
-                .map_err(|e| sql(ctx, "reading gtid_binlog_pos", e))?;
-            let have = merge_positions(&merge_positions(&applied, &slave), &binlog);
-            let l = loss(spec, archive.as_ref(), &have).await;
+                .map_err(|e| sql_fail(spec, ctx, "reading gtid_binlog_pos", e))?;
+            let have = merge_positions(&merge_positions(applied, &slave), &binlog);
+            let l = loss(spec, archive, &have).await;
             ctx.record(json!({ "data-loss": l }))?;
             l
         }
@@ -783,55 +880,80 @@ async fn promote(spec: &Spec, ctx: &mut Ctx<'_>, c: &mut mysql_async::Conn) -> R
             ctx.record(json!({ "accepted-data-loss": why }))?;
         }
     }
-    // 7. Only now: replication off, writable. (Already reset when a crash
-    // came after RESET SLAVE ALL: the journal's `applied` brought us here.)
-    if was_replica {
+    Ok(loss)
+}
+
+/// Point 7, only now: replication off, writable; the new primary's
+/// positions, journaled.
+async fn make_primary(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    c: &mut mysql_async::Conn,
+    role: Role,
+) -> Result<(String, String)> {
+    if role == Role::Replica {
         c.query_drop("STOP SLAVE")
             .await
-            .map_err(|e| sql(ctx, "STOP SLAVE", e))?;
+            .map_err(|e| sql_fail(spec, ctx, "STOP SLAVE", e))?;
         c.query_drop("RESET SLAVE ALL")
             .await
-            .map_err(|e| sql(ctx, "RESET SLAVE ALL", e))?;
+            .map_err(|e| sql_fail(spec, ctx, "RESET SLAVE ALL", e))?;
     }
     c.query_drop("SET GLOBAL read_only = OFF")
         .await
-        .map_err(|e| sql(ctx, "SET GLOBAL read_only = OFF", e))?;
+        .map_err(|e| sql_fail(spec, ctx, "SET GLOBAL read_only = OFF", e))?;
     let binlog_pos = one(c, "SELECT @@global.gtid_binlog_pos")
         .await
-        .map_err(|e| sql(ctx, "reading gtid_binlog_pos", e))?;
+        .map_err(|e| sql_fail(spec, ctx, "reading gtid_binlog_pos", e))?;
     let current_pos = one(c, "SELECT @@global.gtid_current_pos")
         .await
-        .map_err(|e| sql(ctx, "reading gtid_current_pos", e))?;
+        .map_err(|e| sql_fail(spec, ctx, "reading gtid_current_pos", e))?;
     let promoted_at = chrono::Utc::now().to_rfc3339();
     ctx.record(json!({ "promoted": true, "gtid-binlog-pos": binlog_pos, "gtid-current-pos": current_pos, "at": promoted_at }))?;
-    Ok(json!({
-        "promoted": true,
-        "received": ctx.last("received"),
-        "applied": applied,
-        "gtid-binlog-pos": binlog_pos,
-        "gtid-current-pos": current_pos,
-        "data-loss": loss,
-        "accepted-data-loss": ctx.last("accepted-data-loss"),
-        "archive-top-up": ctx.last("top-up-done").cloned().unwrap_or_else(|| match &spec.archive {
-            Some(_) => json!("not needed"),
-            None => json!("no archive in the step"),
-        }),
-    }))
+    Ok((binlog_pos, current_pos))
 }
 
 /// The top-up (module doc, point 5): journals `top-up` before it applies
 /// and `top-up-done` (count, first and last GTID, last commit time) after.
+/// Phases: check the archive and the server, quiesce, plan the stretch,
+/// apply it, record what was applied.
 async fn top_up(
     spec: &Spec,
     ctx: &mut Ctx<'_>,
     c: &mut mysql_async::Conn,
     o: &Opened,
-    was_replica: bool,
+    role: Role,
 ) -> Result<()> {
-    let label = spec.replica.label();
-    let sql = |ctx: &Ctx<'_>, what: &str, e: mysql_async::Error| {
-        ctx.fail(format!("{label}: {what}: {}", one_line(&e)))
+    let Some(head) = check_top_up(spec, ctx, c, o).await? else {
+        return Ok(());
     };
+    quiesce_for_top_up(spec, ctx, c, role).await?;
+    let Some(stretch) = plan_top_up(spec, ctx, c, o, head).await? else {
+        return Ok(());
+    };
+    let t0 = std::time::Instant::now();
+    let applied = apply_top_up(spec, ctx, o, &stretch.from).await?;
+    record_top_up(spec, ctx, c, o, &stretch, &applied, t0).await
+}
+
+/// What a top-up applies: the archive's head, where this attempt starts,
+/// and where the first attempt of the run started (what the count is from).
+struct Stretch {
+    head: Head,
+    from: String,
+    first_from: String,
+}
+
+/// The archive's timeline is this replica's, and the server can record
+/// what is applied; the archive's head, or None when it holds nothing
+/// (then `top-up-done` is journaled here).
+async fn check_top_up(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    c: &mut mysql_async::Conn,
+    o: &Opened,
+) -> Result<Option<Head>> {
+    let label = spec.replica.label();
     let master = ctx
         .progress
         .iter()
@@ -844,13 +966,13 @@ async fn top_up(
     }
     let Some(head) = o.head.clone() else {
         ctx.record(json!({ "top-up-done": { "archive": o.label, "transactions": 0, "why": "the archive holds nothing" } }))?;
-        return Ok(());
+        return Ok(None);
     };
     // Without the binlog the applied GTIDs would be in no position: a
     // resume could not tell what was applied, and no replica would get them.
     if one(c, "SELECT @@global.log_bin")
         .await
-        .map_err(|e| sql(ctx, "reading log_bin", e))?
+        .map_err(|e| sql_fail(spec, ctx, "reading log_bin", e))?
         != "1"
     {
         return Err(ctx.fail_permanently(format!(
@@ -858,12 +980,23 @@ async fn top_up(
             o.label
         )));
     }
-    if was_replica {
+    Ok(Some(head))
+}
+
+/// The replica's SQL thread stopped, and no client of a killed cexdr
+/// still applying (it holds the top-up lock: wait for it).
+async fn quiesce_for_top_up(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    c: &mut mysql_async::Conn,
+    role: Role,
+) -> Result<()> {
+    let label = spec.replica.label();
+    if role == Role::Replica {
         c.query_drop("STOP SLAVE SQL_THREAD")
             .await
-            .map_err(|e| sql(ctx, "STOP SLAVE SQL_THREAD", e))?;
+            .map_err(|e| sql_fail(spec, ctx, "STOP SLAVE SQL_THREAD", e))?;
     }
-    // A client left by a killed cexdr may still be applying: wait for it.
     let left = ctx
         .deadline
         .saturating_duration_since(tokio::time::Instant::now());
@@ -874,7 +1007,7 @@ async fn top_up(
     let got: Option<i64> = c
         .query_first(format!("SELECT GET_LOCK('{TOPUP_LOCK}', {wait})"))
         .await
-        .map_err(|e| sql(ctx, "GET_LOCK", e))?;
+        .map_err(|e| sql_fail(spec, ctx, "GET_LOCK", e))?;
     if got != Some(1) {
         return Err(ctx.fail(format!(
             "{label}: another session holds the lock {TOPUP_LOCK} after {wait} s (an earlier top-up's client still applying?); resume to wait again"
@@ -882,13 +1015,24 @@ async fn top_up(
     }
     c.query_drop(format!("DO RELEASE_LOCK('{TOPUP_LOCK}')"))
         .await
-        .map_err(|e| sql(ctx, "RELEASE_LOCK", e))?;
+        .map_err(|e| sql_fail(spec, ctx, "RELEASE_LOCK", e))
+}
+
+/// Where the stretch starts, journaled as `top-up` before anything is
+/// applied; None when it would leave a hole (`top-up-done` says why).
+async fn plan_top_up(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    c: &mut mysql_async::Conn,
+    o: &Opened,
+    head: Head,
+) -> Result<Option<Stretch>> {
     let slave = one(c, "SELECT @@global.gtid_slave_pos")
         .await
-        .map_err(|e| sql(ctx, "reading gtid_slave_pos", e))?;
+        .map_err(|e| sql_fail(spec, ctx, "reading gtid_slave_pos", e))?;
     let binlog = one(c, "SELECT @@global.gtid_binlog_pos")
         .await
-        .map_err(|e| sql(ctx, "reading gtid_binlog_pos", e))?;
+        .map_err(|e| sql_fail(spec, ctx, "reading gtid_binlog_pos", e))?;
     let from = merge_positions(&slave, &binlog);
     let first_from = match ctx.last("top-up").and_then(|t| t["from"].as_str()) {
         Some(f) => f.to_owned(),
@@ -901,12 +1045,27 @@ async fn top_up(
             "archive": o.label, "timeline": head.timeline, "head": head.position,
             "from": first_from, "transactions": 0, "not-applied": why,
         } }))?;
-        return Ok(());
+        return Ok(None);
     }
     ctx.record(json!({ "top-up": {
         "archive": o.label, "timeline": head.timeline, "head": head.position,
         "from": first_from, "attempt-from": from,
     } }))?;
+    Ok(Some(Stretch {
+        head,
+        from,
+        first_from,
+    }))
+}
+
+/// The archive applies its transactions after `from` to the replica.
+async fn apply_top_up(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    o: &Opened,
+    from: &str,
+) -> Result<crate::failover::archive::Applied> {
+    let label = spec.replica.label();
     let opts = mysql_async::Opts::from_url(&spec.replica.url)
         .map_err(|e| ctx.fail(format!("{label}: {e}")))?;
     let password = spec
@@ -921,17 +1080,35 @@ async fn top_up(
         password,
         lock: TOPUP_LOCK.into(),
     };
-    let t0 = std::time::Instant::now();
-    let applied = o.archive.apply(&from, &target).await.map_err(|e| {
+    o.archive.apply(from, &target).await.map_err(|e| {
         ctx.fail_with(super::Failure::caused(
             format_args!("top-up of {label} from the {}", o.label),
             e,
         ))
-    })?;
+    })
+}
+
+/// The server's position must cover what was sent; `top-up-done` counts
+/// from the first attempt's position.
+async fn record_top_up(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    c: &mut mysql_async::Conn,
+    o: &Opened,
+    stretch: &Stretch,
+    applied: &crate::failover::archive::Applied,
+    t0: std::time::Instant,
+) -> Result<()> {
+    let label = spec.replica.label();
+    let Stretch {
+        head,
+        from,
+        first_from,
+    } = stretch;
     let binlog = one(c, "SELECT @@global.gtid_binlog_pos")
         .await
-        .map_err(|e| sql(ctx, "reading gtid_binlog_pos", e))?;
-    let after = merge_positions(&from, &binlog);
+        .map_err(|e| sql_fail(spec, ctx, "reading gtid_binlog_pos", e))?;
+    let after = merge_positions(from, &binlog);
     if lacking(&applied.last_gtid, &after) > 0 {
         return Err(ctx.fail(format!(
             "top-up of {label}: the archive's transactions up to {} were sent but the server's position is {after}",
@@ -941,11 +1118,11 @@ async fn top_up(
     // The newest applied transaction's commit time (the RPO's other end).
     let mut last_commit = None;
     for (d, (srv, seq)) in parse_gtids(&after) {
-        if seq > parse_gtids(&first_from).get(&d).map(|x| x.1).unwrap_or(0) {
+        if seq > parse_gtids(first_from).get(&d).map(|x| x.1).unwrap_or(0) {
             last_commit = last_commit.max(stamp(o, d, srv, seq).await);
         }
     }
-    let total = lacking(&after, &first_from);
+    let total = lacking(&after, first_from);
     let first = if total == 0 {
         String::new()
     } else if from == first_from {
@@ -955,7 +1132,7 @@ async fn top_up(
         parse_gtids(&after)
             .iter()
             .filter_map(|(d, (srv, seq))| {
-                let f = parse_gtids(&first_from).get(d).map(|x| x.1).unwrap_or(0);
+                let f = parse_gtids(first_from).get(d).map(|x| x.1).unwrap_or(0);
                 (*seq > f).then(|| format!("{d}-{srv}-{}", f + 1))
             })
             .collect::<Vec<_>>()
@@ -972,8 +1149,7 @@ async fn top_up(
         "last-commit": last_commit.map(rfc3339),
         "this-attempt": applied.transactions,
         "apply-ms": t0.elapsed().as_millis() as u64,
-    } }))?;
-    Ok(())
+    } }))
 }
 
 #[cfg(test)]
