@@ -334,7 +334,7 @@ impl Error {
         }
     }
 
-    /// True when a decryption failure (`pipeline::encrypt::DecryptError`:
+    /// True when a decryption failure (`DecryptError`:
     /// the wrong key or passphrase, a damaged age header) is among the causes.
     pub fn is_decrypt_failure(&self) -> bool {
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
@@ -343,9 +343,7 @@ impl Error {
                 .downcast_ref::<io::Error>()
                 .and_then(|io| io.get_ref())
                 .map(|i| i as &(dyn std::error::Error + 'static));
-            if e.is::<crate::pipeline::encrypt::DecryptError>()
-                || inner.is_some_and(|i| i.is::<crate::pipeline::encrypt::DecryptError>())
-            {
+            if e.is::<DecryptError>() || inner.is_some_and(|i| i.is::<DecryptError>()) {
                 return true;
             }
             cur = e.source();
@@ -412,6 +410,26 @@ impl From<Error> for io::Error {
     }
 }
 
+/// Decryption failed (wrong key or passphrase, a damaged age header). The
+/// pipeline's decryption stage raises it inside the stream's `io::Error`,
+/// where `Error::exit_code` finds it (exit 6).
+#[derive(Debug)]
+pub struct DecryptError(String);
+
+impl std::fmt::Display for DecryptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecryptError {}
+
+impl DecryptError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        DecryptError(msg.into())
+    }
+}
+
 /// Full error text on one line: each cause joined with ": " (skipping repeats).
 pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -467,7 +485,7 @@ mod tests {
         assert_eq!(e.to_json()["error"]["kind"], "cannot-decrypt");
         let io = std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            crate::pipeline::encrypt::DecryptError::new("age: no matching keys found"),
+            DecryptError::new("age: no matching keys found"),
         );
         let e = Error::restore_failed("a.tar.gz", io);
         assert_eq!(e.exit_code(), exit::DECRYPT);

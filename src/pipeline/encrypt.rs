@@ -135,29 +135,12 @@ fn age_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("age: {e}"))
 }
 
-/// Decryption failed (wrong key or passphrase, a damaged age header): kept
-/// typed inside the stream's `io::Error`, so that the exit code says so.
-#[derive(Debug)]
-pub struct DecryptError(String);
-
-impl std::fmt::Display for DecryptError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DecryptError {}
-
-impl DecryptError {
-    pub fn new(msg: impl Into<String>) -> Self {
-        DecryptError(msg.into())
-    }
-}
+pub use crate::error::DecryptError;
 
 fn decrypt_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        DecryptError(format!("age: {e}")),
+        DecryptError::new(format!("age: {e}")),
     )
 }
 
