@@ -538,25 +538,7 @@ impl Policy {
         };
         let channels = crate::notify::parse_channels(file, text, raw.channels)?;
         let notify = match raw.notify {
-            Some(n) => {
-                for c in &n.channels {
-                    if !channels.iter().any(|x| x.name() == c) {
-                        return Err(Error::config(
-                            file,
-                            loc.section("notify", Some("channels")),
-                            Some("channels"),
-                            format!("[notify] names channel {c:?}, which no [[channel]] defines"),
-                        ));
-                    }
-                }
-                use BackupEvent as B;
-                let on =
-                    n.on.unwrap_or_else(|| vec![B::Failure, B::VerificationFailure, B::PruneError]);
-                NotifySpec {
-                    channels: n.channels,
-                    on: on.into_iter().collect(),
-                }
-            }
+            Some(n) => validate_notify(file, &loc, n, &channels)?,
             None => NotifySpec::default(),
         };
         Ok(Policy {
@@ -580,6 +562,32 @@ impl Policy {
             ))
         })
     }
+}
+
+/// `[notify]` names channels that `[[channel]]` tables define.
+fn validate_notify(
+    file: &Path,
+    loc: &Locator,
+    n: RawNotify,
+    channels: &[crate::notify::ChannelSpec],
+) -> Result<NotifySpec> {
+    for c in &n.channels {
+        if !channels.iter().any(|x| x.name() == c) {
+            return Err(Error::config(
+                file,
+                loc.section("notify", Some("channels")),
+                Some("channels"),
+                format!("[notify] names channel {c:?}, which no [[channel]] defines"),
+            ));
+        }
+    }
+    use BackupEvent as B;
+    let on =
+        n.on.unwrap_or_else(|| vec![B::Failure, B::VerificationFailure, B::PruneError]);
+    Ok(NotifySpec {
+        channels: n.channels,
+        on: on.into_iter().collect(),
+    })
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
@@ -729,68 +737,74 @@ fn validate_store(file: &Path, loc: &Locator, base: &Path, s: RawStore) -> Resul
         }
         "s3" => {
             reject(&local_only, "s3")?;
-            let bucket = s
-                .bucket
-                .ok_or_else(|| err("bucket", "required for an s3 store".into()))?;
-            if bucket.is_empty() {
-                return Err(err("bucket", "must not be empty".into()));
-            }
-            let prefix = s.prefix.unwrap_or_default().trim_matches('/').to_owned();
-            if prefix.split('/').any(|c| c == ".." || c == ".") {
-                return Err(err("prefix", "must not contain . or .. components".into()));
-            }
-            let part_size = match s.part_size {
-                Some(p) => parse_size(&p).map_err(|m| err("part-size", m.to_string()))?,
-                None => 8 << 20,
-            };
-            if part_size < 5 << 20 {
-                return Err(err("part-size", "S3 parts must be at least 5MiB".into()));
-            }
-            if part_size > 5 << 30 {
-                return Err(err("part-size", "S3 parts must be at most 5GiB".into()));
-            }
-            if let Some(sse) = &s.sse {
-                if sse != "AES256" && sse != "aws:kms" {
-                    return Err(err("sse", format!("{sse:?} is not AES256 or aws:kms")));
-                }
-            }
-            if s.kms_key_id.is_some() && s.sse.as_deref() != Some("aws:kms") {
-                return Err(err("kms-key-id", "needs sse = \"aws:kms\"".into()));
-            }
-            if let Some(l) = &s.object_lock {
-                if l.mode != "GOVERNANCE" && l.mode != "COMPLIANCE" {
-                    return Err(err(
-                        "object-lock",
-                        format!("mode {:?} is not GOVERNANCE or COMPLIANCE", l.mode),
-                    ));
-                }
-                if l.days == 0 || l.days > 36500 {
-                    return Err(err(
-                        "object-lock",
-                        "days must be between 1 and 36500".into(),
-                    ));
-                }
-            }
-            let upload_concurrency = s.upload_concurrency.unwrap_or(4);
-            if upload_concurrency == 0 || upload_concurrency > 64 {
-                return Err(err("upload-concurrency", "must be between 1 and 64".into()));
-            }
-            Ok(StoreSpec::S3(S3Spec {
-                bucket,
-                prefix,
-                region: s.region.unwrap_or_else(|| "us-east-1".into()),
-                endpoint: s.endpoint,
-                path_style: s.path_style.unwrap_or(false),
-                storage_class: s.storage_class,
-                sse: s.sse,
-                kms_key_id: s.kms_key_id,
-                object_lock: s.object_lock,
-                part_size,
-                upload_concurrency,
-            }))
+            Ok(StoreSpec::S3(validate_s3(&err, s)?))
         }
         other => Err(err("kind", format!("{other:?} is not \"local\" or \"s3\""))),
     }
+}
+
+/// An s3 `[store]`: bucket and prefix usable as keys, sizes and counts in
+/// the ranges S3 allows, encryption and object-lock settings it knows.
+fn validate_s3(err: &dyn Fn(&str, String) -> Error, s: RawStore) -> Result<S3Spec> {
+    let bucket = s
+        .bucket
+        .ok_or_else(|| err("bucket", "required for an s3 store".into()))?;
+    if bucket.is_empty() {
+        return Err(err("bucket", "must not be empty".into()));
+    }
+    let prefix = s.prefix.unwrap_or_default().trim_matches('/').to_owned();
+    if prefix.split('/').any(|c| c == ".." || c == ".") {
+        return Err(err("prefix", "must not contain . or .. components".into()));
+    }
+    let part_size = match s.part_size {
+        Some(p) => parse_size(&p).map_err(|m| err("part-size", m.to_string()))?,
+        None => 8 << 20,
+    };
+    if part_size < 5 << 20 {
+        return Err(err("part-size", "S3 parts must be at least 5MiB".into()));
+    }
+    if part_size > 5 << 30 {
+        return Err(err("part-size", "S3 parts must be at most 5GiB".into()));
+    }
+    if let Some(sse) = &s.sse {
+        if sse != "AES256" && sse != "aws:kms" {
+            return Err(err("sse", format!("{sse:?} is not AES256 or aws:kms")));
+        }
+    }
+    if s.kms_key_id.is_some() && s.sse.as_deref() != Some("aws:kms") {
+        return Err(err("kms-key-id", "needs sse = \"aws:kms\"".into()));
+    }
+    if let Some(l) = &s.object_lock {
+        if l.mode != "GOVERNANCE" && l.mode != "COMPLIANCE" {
+            return Err(err(
+                "object-lock",
+                format!("mode {:?} is not GOVERNANCE or COMPLIANCE", l.mode),
+            ));
+        }
+        if l.days == 0 || l.days > 36500 {
+            return Err(err(
+                "object-lock",
+                "days must be between 1 and 36500".into(),
+            ));
+        }
+    }
+    let upload_concurrency = s.upload_concurrency.unwrap_or(4);
+    if upload_concurrency == 0 || upload_concurrency > 64 {
+        return Err(err("upload-concurrency", "must be between 1 and 64".into()));
+    }
+    Ok(S3Spec {
+        bucket,
+        prefix,
+        region: s.region.unwrap_or_else(|| "us-east-1".into()),
+        endpoint: s.endpoint,
+        path_style: s.path_style.unwrap_or(false),
+        storage_class: s.storage_class,
+        sse: s.sse,
+        kms_key_id: s.kms_key_id,
+        object_lock: s.object_lock,
+        part_size,
+        upload_concurrency,
+    })
 }
 
 /// Top-level store folders that are not jobs.
@@ -869,24 +883,7 @@ fn parse_jitter(s: &str) -> std::result::Result<Duration, crate::base::DurationE
 
 fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob) -> Result<Job> {
     let j = &read.common;
-    if j.name.is_empty()
-        || !j
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        || j.name.starts_with('.')
-    {
-        return Err(err(
-            "name",
-            "use letters, digits, '-', '_' and '.' (it becomes part of object keys)".into(),
-        ));
-    }
-    if RESERVED_PREFIXES.contains(&j.name.as_str()) {
-        return Err(err(
-            "name",
-            format!("{:?} is reserved for the store's own objects", j.name),
-        ));
-    }
+    check_job_name(err, &j.name)?;
     let schedule = match &j.schedule {
         Some(s) => Some(Schedule::parse(s).map_err(|m| err("schedule", m.to_string()))?),
         None => None,
@@ -898,25 +895,7 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob)
         ),
         None => None,
     };
-    let keep = j.keep.clone().unwrap_or_default();
-    for (k, v) in [
-        ("last", keep.last),
-        ("hourly", keep.hourly),
-        ("daily", keep.daily),
-        ("weekly", keep.weekly),
-        ("monthly", keep.monthly),
-        ("yearly", keep.yearly),
-    ] {
-        if v == Some(0) {
-            return Err(err(
-                "keep",
-                format!("{k} = 0 keeps nothing; remove the rule or use a positive count"),
-            ));
-        }
-    }
-    if let Some(w) = &keep.within {
-        parse_duration(w).map_err(|m| err("keep", format!("within: {m}")))?;
-    }
+    let keep = check_keep(err, j.keep.clone().unwrap_or_default())?;
     let timeout = match &j.timeout {
         Some(t) => Some(parse_duration(t).map_err(|m| err("timeout", m.to_string()))?),
         None => None,
@@ -925,7 +904,6 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob)
         Some(t) => Some(parse_jitter(t).map_err(|m| err("jitter", m.to_string()))?),
         None => None,
     };
-
     let Some((kind, keys)) = read.source else {
         return Err(err(
             "kind",
@@ -937,30 +915,11 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob)
     }
     let source = keys.into_spec(&PolicyInput::new(&j.name, kind, base, err))?;
     // The kind's own default (mysql: zstd level 1), then the job's level.
-    let mut compression = source.info().default_compression(named);
-    if let Some(level) = j.compression_level {
-        compression = match compression {
-            Compression::Gzip { .. } if (1..=9).contains(&level) => Compression::Gzip { level },
-            Compression::Zstd { .. } if (1..=19).contains(&level) => Compression::Zstd {
-                level: level as i32,
-            },
-            Compression::None => {
-                return Err(err(
-                    "compression-level",
-                    "no level applies to compression = \"none\"".into(),
-                ))
-            }
-            c => {
-                return Err(err(
-                    "compression-level",
-                    format!(
-                        "{level} is out of range for {} (gzip 1-9, zstd 1-19)",
-                        c.name()
-                    ),
-                ))
-            }
-        };
-    }
+    let compression = with_level(
+        err,
+        source.info().default_compression(named),
+        j.compression_level,
+    )?;
     let encryption = match &j.encryption {
         Some(e) => {
             Some(validate_encryption(base, e).map_err(|m| err("encryption", m.to_string()))?)
@@ -992,6 +951,80 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob)
         verify_after_backup: j.verify_after_backup,
         drill,
     })
+}
+
+/// A job name becomes part of object keys: plain characters, not one of
+/// the store's own folders.
+fn check_job_name(err: &dyn Fn(&str, String) -> Error, name: &str) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        || name.starts_with('.')
+    {
+        return Err(err(
+            "name",
+            "use letters, digits, '-', '_' and '.' (it becomes part of object keys)".into(),
+        ));
+    }
+    if RESERVED_PREFIXES.contains(&name) {
+        return Err(err(
+            "name",
+            format!("{name:?} is reserved for the store's own objects"),
+        ));
+    }
+    Ok(())
+}
+
+/// No count rule of 0 (it keeps nothing), and `within` a duration.
+fn check_keep(err: &dyn Fn(&str, String) -> Error, keep: Keep) -> Result<Keep> {
+    for (k, v) in [
+        ("last", keep.last),
+        ("hourly", keep.hourly),
+        ("daily", keep.daily),
+        ("weekly", keep.weekly),
+        ("monthly", keep.monthly),
+        ("yearly", keep.yearly),
+    ] {
+        if v == Some(0) {
+            return Err(err(
+                "keep",
+                format!("{k} = 0 keeps nothing; remove the rule or use a positive count"),
+            ));
+        }
+    }
+    if let Some(w) = &keep.within {
+        parse_duration(w).map_err(|m| err("keep", format!("within: {m}")))?;
+    }
+    Ok(keep)
+}
+
+/// The job's `compression-level`, in the range of its compression.
+fn with_level(
+    err: &dyn Fn(&str, String) -> Error,
+    compression: Compression,
+    level: Option<u32>,
+) -> Result<Compression> {
+    let Some(level) = level else {
+        return Ok(compression);
+    };
+    match compression {
+        Compression::Gzip { .. } if (1..=9).contains(&level) => Ok(Compression::Gzip { level }),
+        Compression::Zstd { .. } if (1..=19).contains(&level) => Ok(Compression::Zstd {
+            level: level as i32,
+        }),
+        Compression::None => Err(err(
+            "compression-level",
+            "no level applies to compression = \"none\"".into(),
+        )),
+        c => Err(err(
+            "compression-level",
+            format!(
+                "{level} is out of range for {} (gzip 1-9, zstd 1-19)",
+                c.name()
+            ),
+        )),
+    }
 }
 
 fn validate_drill(

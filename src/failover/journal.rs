@@ -285,6 +285,74 @@ pub struct StepState {
     pub progress: Vec<Value>,
 }
 
+/// The step a record is about, for the records that are about one.
+fn step_of(record: &Record) -> Option<&str> {
+    match record {
+        Record::StepStarted { step, .. }
+        | Record::StepProgress { step, .. }
+        | Record::StepFailed { step, .. }
+        | Record::StepDone { step, .. } => Some(step),
+        _ => None,
+    }
+}
+
+impl StepState {
+    /// A step of the plan (`name:kind`) before any record about it.
+    fn pending(plan_entry: &str) -> StepState {
+        StepState {
+            name: plan_entry
+                .rsplit_once(':')
+                .map(|(n, _)| n)
+                .unwrap_or(plan_entry)
+                .to_owned(),
+            status: StepStatus::Pending,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            elapsed_ms: None,
+            last_error: None,
+            details: None,
+            progress: Vec::new(),
+        }
+    }
+
+    /// A record about this step.
+    fn apply(&mut self, e: &Entry) {
+        let s = self;
+        match &e.record {
+            Record::StepStarted { attempt, .. } => {
+                if s.started_at.is_none() {
+                    s.started_at = Some(e.at);
+                }
+                s.attempts = s.attempts.max(*attempt);
+                if !matches!(s.status, StepStatus::Done | StepStatus::FailedContinued) {
+                    s.status = StepStatus::Interrupted;
+                }
+            }
+            Record::StepProgress { data, .. } => s.progress.push(data.clone()),
+            Record::StepFailed { error, .. } => {
+                s.last_error = Some(error.clone());
+                s.status = StepStatus::Failed;
+            }
+            Record::StepDone {
+                outcome,
+                details,
+                elapsed_ms,
+                ..
+            } => {
+                s.status = match outcome {
+                    StepOutcome::Ok => StepStatus::Done,
+                    StepOutcome::FailedContinued => StepStatus::FailedContinued,
+                };
+                s.details = Some(details.clone());
+                s.elapsed_ms = Some(*elapsed_ms);
+                s.finished_at = Some(e.at);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// What a journal says, rebuilt from its records (pure; golden-tested).
 #[derive(Debug, Clone, Serialize)]
 pub struct Replay {
@@ -310,8 +378,25 @@ pub struct Replay {
 }
 
 impl Replay {
+    /// Replays the records in order: the run's header, then each record
+    /// into the run or into its step.
     pub fn from_entries(entries: &[Entry]) -> Replay {
-        let first = &entries[0];
+        let mut r = Replay::started(&entries[0]);
+        for e in &entries[1..] {
+            match step_of(&e.record) {
+                Some(step) => {
+                    if let Some(s) = r.steps.iter_mut().find(|s| s.name == step) {
+                        s.apply(e);
+                    }
+                }
+                None => r.apply(e),
+            }
+        }
+        r
+    }
+
+    /// The run as its `run-started` record plans it: every step pending.
+    fn started(first: &Entry) -> Replay {
         let Record::RunStarted {
             run,
             runbook,
@@ -324,21 +409,7 @@ impl Replay {
         else {
             panic!("read_entries checks the first record")
         };
-        let mut steps: Vec<StepState> = plan
-            .iter()
-            .map(|p| StepState {
-                name: p.rsplit_once(':').map(|(n, _)| n).unwrap_or(p).to_owned(),
-                status: StepStatus::Pending,
-                attempts: 0,
-                started_at: None,
-                finished_at: None,
-                elapsed_ms: None,
-                last_error: None,
-                details: None,
-                progress: Vec::new(),
-            })
-            .collect();
-        let mut r = Replay {
+        Replay {
             run: run.clone(),
             runbook: runbook.clone(),
             sha256: sha256.clone(),
@@ -348,7 +419,7 @@ impl Replay {
             service_restored: service_restored.clone(),
             forced: Vec::new(),
             resumed: 0,
-            steps: Vec::new(),
+            steps: plan.iter().map(|p| StepState::pending(p)).collect(),
             notified: BTreeSet::new(),
             notifications: Vec::new(),
             outcome: None,
@@ -356,84 +427,45 @@ impl Replay {
             error: None,
             finished_at: None,
             interrupted: false,
-        };
-        let find = |name: &str| steps.iter().position(|s| s.name == name);
-        let mut updates: Vec<(usize, &Entry)> = Vec::new();
-        for e in &entries[1..] {
-            match &e.record {
-                Record::RunResumed { .. } => {
-                    r.resumed += 1;
-                    r.interrupted = false;
-                    r.outcome = None;
-                    r.finished_at = None;
-                }
-                Record::Forced { step, by, reason } => r.forced.push(format!(
-                    "{} by {by} at {}: {reason}",
-                    step.as_deref().unwrap_or("run"),
-                    e.at.to_rfc3339()
-                )),
-                Record::StepStarted { step, .. }
-                | Record::StepProgress { step, .. }
-                | Record::StepFailed { step, .. }
-                | Record::StepDone { step, .. } => {
-                    if let Some(i) = find(step) {
-                        updates.push((i, e));
-                    }
-                }
-                Record::Notified { event, delivery } => {
-                    r.notified.insert((event.clone(), delivery.channel.clone()));
-                    r.notifications.push((event.clone(), delivery.clone()));
-                }
-                Record::RunInterrupted { .. } => r.interrupted = true,
-                Record::RunFinished {
-                    outcome,
-                    failed_step,
-                    error,
-                } => {
-                    r.outcome = Some(*outcome);
-                    r.failed_step = failed_step.clone();
-                    r.error = error.clone();
-                    r.finished_at = Some(e.at);
-                }
-                Record::RunStarted { .. } => {}
-            }
         }
-        for (i, e) in updates {
-            let s = &mut steps[i];
-            match &e.record {
-                Record::StepStarted { attempt, .. } => {
-                    if s.started_at.is_none() {
-                        s.started_at = Some(e.at);
-                    }
-                    s.attempts = s.attempts.max(*attempt);
-                    if !matches!(s.status, StepStatus::Done | StepStatus::FailedContinued) {
-                        s.status = StepStatus::Interrupted;
-                    }
-                }
-                Record::StepProgress { data, .. } => s.progress.push(data.clone()),
-                Record::StepFailed { error, .. } => {
-                    s.last_error = Some(error.clone());
-                    s.status = StepStatus::Failed;
-                }
-                Record::StepDone {
-                    outcome,
-                    details,
-                    elapsed_ms,
-                    ..
-                } => {
-                    s.status = match outcome {
-                        StepOutcome::Ok => StepStatus::Done,
-                        StepOutcome::FailedContinued => StepStatus::FailedContinued,
-                    };
-                    s.details = Some(details.clone());
-                    s.elapsed_ms = Some(*elapsed_ms);
-                    s.finished_at = Some(e.at);
-                }
-                _ => {}
+    }
+
+    /// A record about the run as a whole.
+    fn apply(&mut self, e: &Entry) {
+        let r = self;
+        match &e.record {
+            Record::RunResumed { .. } => {
+                r.resumed += 1;
+                r.interrupted = false;
+                r.outcome = None;
+                r.finished_at = None;
             }
+            Record::Forced { step, by, reason } => r.forced.push(format!(
+                "{} by {by} at {}: {reason}",
+                step.as_deref().unwrap_or("run"),
+                e.at.to_rfc3339()
+            )),
+            Record::Notified { event, delivery } => {
+                r.notified.insert((event.clone(), delivery.channel.clone()));
+                r.notifications.push((event.clone(), delivery.clone()));
+            }
+            Record::RunInterrupted { .. } => r.interrupted = true,
+            Record::RunFinished {
+                outcome,
+                failed_step,
+                error,
+            } => {
+                r.outcome = Some(*outcome);
+                r.failed_step = failed_step.clone();
+                r.error = error.clone();
+                r.finished_at = Some(e.at);
+            }
+            Record::RunStarted { .. }
+            | Record::StepStarted { .. }
+            | Record::StepProgress { .. }
+            | Record::StepFailed { .. }
+            | Record::StepDone { .. } => {}
         }
-        r.steps = steps;
-        r
     }
 
     pub fn step(&self, name: &str) -> Option<&StepState> {

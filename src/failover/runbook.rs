@@ -122,6 +122,220 @@ impl StepSpec {
     }
 }
 
+/// The file and where its keys are: errors at the key's line.
+struct Where<'a> {
+    file: &'a Path,
+    spans: Spans<'a>,
+}
+
+impl Where<'_> {
+    fn key(&self, line: Option<usize>, key: &str, msg: String) -> Error {
+        Error::config(self.file, line, Some(key), format!("key `{key}`: {msg}"))
+    }
+
+    /// A top-level key of the runbook.
+    fn top(&self, key: &str, msg: String) -> Error {
+        self.key(self.spans.top(key), key, msg)
+    }
+}
+
+/// The runbook's `[notify]`, checked against its channels.
+struct Notify {
+    channels: Vec<String>,
+    on: Vec<Event>,
+    refusal_severity: Severity,
+}
+
+fn check_notify(
+    at: &Where<'_>,
+    raw: Option<RawNotify>,
+    channel_names: &BTreeSet<String>,
+) -> Result<Notify> {
+    let refusal_severity = raw
+        .as_ref()
+        .and_then(|n| n.refusal_severity)
+        .unwrap_or(Severity::Info);
+    let Some(n) = raw else {
+        return Ok(Notify {
+            channels: Vec::new(),
+            on: Vec::new(),
+            refusal_severity,
+        });
+    };
+    for c in &n.channels {
+        if !channel_names.contains(c) {
+            return Err(at.key(
+                at.spans.in_table("notify", Some("channels")),
+                "channels",
+                format!("[notify] names channel {c:?}, which no [[channel]] defines"),
+            ));
+        }
+    }
+    let on = n.on.unwrap_or_else(|| {
+        vec![
+            Event::Start,
+            Event::Failure,
+            Event::End,
+            Event::Refused,
+            Event::Interrupted,
+        ]
+    });
+    Ok(Notify {
+        channels: n.channels,
+        on,
+        refusal_severity,
+    })
+}
+
+/// Every `[[step]]` in order: at least one, names unique, one
+/// `service-restored` at most.
+fn check_steps(
+    at: &Where<'_>,
+    tables: Vec<toml::Table>,
+    channel_names: &BTreeSet<String>,
+) -> Result<Vec<StepSpec>> {
+    if tables.is_empty() {
+        return Err(Error::config(
+            at.file,
+            None,
+            Some("step"),
+            "the runbook defines no [[step]]",
+        ));
+    }
+    let mut steps: Vec<StepSpec> = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, mut t) in tables.into_iter().enumerate() {
+        let label = t
+            .get("name")
+            .and_then(|v| v.as_str())
+            .map(|s| format!("step {s:?}"))
+            .unwrap_or_else(|| format!("step #{}", i + 1));
+        let err = |key: Option<&str>, msg: String| {
+            Error::config(
+                at.file,
+                at.spans.in_array("step", i, key),
+                key,
+                match key {
+                    Some(k) => format!("{label}: key `{k}`: {msg}"),
+                    None => format!("{label}: {msg}"),
+                },
+            )
+        };
+        let c = read_common(&err, &mut t)?;
+        if !names.insert(c.name.clone()) {
+            return Err(err(Some("name"), "another step has the same name".into()));
+        }
+        let kind = read_kind(&err, t)?;
+        let step = check_step(&err, c, kind, channel_names)?;
+        if step.service_restored && steps.iter().any(|s| s.service_restored) {
+            return Err(err(
+                Some("service-restored"),
+                "only one step marks the service as restored (the RTO ends there)".into(),
+            ));
+        }
+        steps.push(step);
+    }
+    Ok(steps)
+}
+
+/// An error at a key of one step (or at its header).
+type StepErr<'a> = dyn Fn(Option<&str>, String) -> Error + 'a;
+
+/// A step's common keys, taken out of its table.
+fn read_common(err: &StepErr<'_>, t: &mut toml::Table) -> Result<RawCommon> {
+    let mut common = toml::Table::new();
+    for k in [
+        "name",
+        "timeout",
+        "retries",
+        "backoff",
+        "on-failure",
+        "service-restored",
+    ] {
+        if let Some(v) = t.remove(k) {
+            common.insert(k.into(), v);
+        }
+    }
+    let c: RawCommon = toml::Value::Table(common).try_into().map_err(|e| {
+        let msg = e.message().replace('\n', " ");
+        err(key_in_message(&msg).as_deref(), msg)
+    })?;
+    if !valid_name(&c.name) {
+        return Err(err(
+            Some("name"),
+            "use letters, digits, '-', '_' and '.'".into(),
+        ));
+    }
+    Ok(c)
+}
+
+/// What is left of a step's table after its common keys: exactly its
+/// kind's keys.
+fn read_kind(err: &StepErr<'_>, t: toml::Table) -> Result<StepKind> {
+    if !t.contains_key("kind") {
+        return Err(err(
+            Some("kind"),
+            format!("missing; one of {}", StepKind::NAMES.join(", ")),
+        ));
+    }
+    let kind: StepKind = toml::Value::Table(t).try_into().map_err(|e| {
+        let msg = e.message().replace('\n', " ");
+        err(key_in_message(&msg).as_deref(), msg)
+    })?;
+    Ok(kind)
+}
+
+/// The kind's own checks, the step's durations, and the gate rules.
+fn check_step(
+    err: &StepErr<'_>,
+    c: RawCommon,
+    kind: StepKind,
+    channel_names: &BTreeSet<String>,
+) -> Result<StepSpec> {
+    kind.step()
+        .validate(channel_names)
+        .map_err(|(key, msg)| err(Some(key), msg))?;
+    let timeout = match &c.timeout {
+        Some(s) => parse_duration(s).map_err(|m| err(Some("timeout"), m.to_string()))?,
+        None => kind.step().default_timeout(),
+    };
+    if timeout.is_zero() {
+        return Err(err(Some("timeout"), "must be greater than zero".into()));
+    }
+    let backoff = match &c.backoff {
+        Some(s) => parse_duration(s).map_err(|m| err(Some("backoff"), m.to_string()))?,
+        None => Duration::from_secs(2),
+    };
+    let on_failure = c.on_failure.unwrap_or(OnFailure::Abort);
+    if kind.step().is_gate() {
+        // A live primary is not a transient error: never retried, never skipped.
+        if c.retries.unwrap_or(0) != 0 {
+            return Err(err(
+                Some("retries"),
+                format!("{} is not retried (it already probes N times)", kind.name()),
+            ));
+        }
+        if on_failure != OnFailure::Abort {
+            return Err(err(
+                Some("on-failure"),
+                format!(
+                    "{} must abort: a failover over a live primary splits the brain",
+                    kind.name()
+                ),
+            ));
+        }
+    }
+    Ok(StepSpec {
+        name: c.name,
+        service_restored: c.service_restored.unwrap_or(false),
+        timeout,
+        retries: c.retries.unwrap_or(0),
+        backoff,
+        on_failure,
+        kind,
+    })
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('.')
@@ -137,6 +351,8 @@ impl Runbook {
         Runbook::parse(file, &text)
     }
 
+    /// Read (serde, strict), then checked top to bottom: the runbook's own
+    /// keys, its channels and `[notify]`, each step; errors at the key.
     pub fn parse(file: &Path, text: &str) -> Result<Runbook> {
         let raw: RawRunbook = toml::from_str(text).map_err(|e| {
             Error::config(
@@ -146,13 +362,12 @@ impl Runbook {
                 e.message().replace('\n', " "),
             )
         })?;
-        let spans = Spans::new(text);
-        let at = |line: Option<usize>, key: &str, msg: String| {
-            Error::config(file, line, Some(key), format!("key `{key}`: {msg}"))
+        let at = Where {
+            file,
+            spans: Spans::new(text),
         };
-        let top = |key: &str, msg: String| at(spans.top(key), key, msg);
         if !valid_name(&raw.name) {
-            return Err(top(
+            return Err(at.top(
                 "name",
                 "use letters, digits, '-', '_' and '.' (it names the state folder)".into(),
             ));
@@ -164,159 +379,14 @@ impl Runbook {
             None => PathBuf::from(DEFAULT_STATE_DIR),
         };
         let cool_down = match &raw.cool_down {
-            Some(s) => parse_duration(s).map_err(|m| top("cool-down", m.to_string()))?,
+            Some(s) => parse_duration(s).map_err(|m| at.top("cool-down", m.to_string()))?,
             None => Duration::from_secs(3600),
         };
-
-        // Channels.
         let channels = crate::notify::parse_channels(file, text, raw.channels)?;
         let channel_names: BTreeSet<String> =
             channels.iter().map(|c| c.name().to_owned()).collect();
-        let refusal_severity = raw
-            .notify
-            .as_ref()
-            .and_then(|n| n.refusal_severity)
-            .unwrap_or(Severity::Info);
-        let (notify, notify_on) = match raw.notify {
-            Some(n) => {
-                for c in &n.channels {
-                    if !channel_names.contains(c) {
-                        return Err(at(
-                            spans.in_table("notify", Some("channels")),
-                            "channels",
-                            format!("[notify] names channel {c:?}, which no [[channel]] defines"),
-                        ));
-                    }
-                }
-                let on = n.on.unwrap_or_else(|| {
-                    vec![
-                        Event::Start,
-                        Event::Failure,
-                        Event::End,
-                        Event::Refused,
-                        Event::Interrupted,
-                    ]
-                });
-                (n.channels, on)
-            }
-            None => (Vec::new(), Vec::new()),
-        };
-
-        // Steps.
-        if raw.steps.is_empty() {
-            return Err(Error::config(
-                file,
-                None,
-                Some("step"),
-                "the runbook defines no [[step]]",
-            ));
-        }
-        let mut steps = Vec::new();
-        let mut names = BTreeSet::new();
-        for (i, mut t) in raw.steps.into_iter().enumerate() {
-            let label = t
-                .get("name")
-                .and_then(|v| v.as_str())
-                .map(|s| format!("step {s:?}"))
-                .unwrap_or_else(|| format!("step #{}", i + 1));
-            let err = |key: Option<&str>, msg: String| {
-                Error::config(
-                    file,
-                    spans.in_array("step", i, key),
-                    key,
-                    match key {
-                        Some(k) => format!("{label}: key `{k}`: {msg}"),
-                        None => format!("{label}: {msg}"),
-                    },
-                )
-            };
-            // Common keys first; what is left must match the kind exactly.
-            let mut common = toml::Table::new();
-            for k in [
-                "name",
-                "timeout",
-                "retries",
-                "backoff",
-                "on-failure",
-                "service-restored",
-            ] {
-                if let Some(v) = t.remove(k) {
-                    common.insert(k.into(), v);
-                }
-            }
-            let c: RawCommon = toml::Value::Table(common).try_into().map_err(|e| {
-                let msg = e.message().replace('\n', " ");
-                err(key_in_message(&msg).as_deref(), msg)
-            })?;
-            if !valid_name(&c.name) {
-                return Err(err(
-                    Some("name"),
-                    "use letters, digits, '-', '_' and '.'".into(),
-                ));
-            }
-            if !names.insert(c.name.clone()) {
-                return Err(err(Some("name"), "another step has the same name".into()));
-            }
-            if !t.contains_key("kind") {
-                return Err(err(
-                    Some("kind"),
-                    format!("missing; one of {}", StepKind::NAMES.join(", ")),
-                ));
-            }
-            let kind: StepKind = toml::Value::Table(t).try_into().map_err(|e| {
-                let msg = e.message().replace('\n', " ");
-                err(key_in_message(&msg).as_deref(), msg)
-            })?;
-            kind.step()
-                .validate(&channel_names)
-                .map_err(|(key, msg)| err(Some(key), msg))?;
-            let timeout = match &c.timeout {
-                Some(s) => parse_duration(s).map_err(|m| err(Some("timeout"), m.to_string()))?,
-                None => kind.step().default_timeout(),
-            };
-            if timeout.is_zero() {
-                return Err(err(Some("timeout"), "must be greater than zero".into()));
-            }
-            let backoff = match &c.backoff {
-                Some(s) => parse_duration(s).map_err(|m| err(Some("backoff"), m.to_string()))?,
-                None => Duration::from_secs(2),
-            };
-            let on_failure = c.on_failure.unwrap_or(OnFailure::Abort);
-            if kind.step().is_gate() {
-                // A live primary is not a transient error: never retried, never skipped.
-                if c.retries.unwrap_or(0) != 0 {
-                    return Err(err(
-                        Some("retries"),
-                        format!("{} is not retried (it already probes N times)", kind.name()),
-                    ));
-                }
-                if on_failure != OnFailure::Abort {
-                    return Err(err(
-                        Some("on-failure"),
-                        format!(
-                            "{} must abort: a failover over a live primary splits the brain",
-                            kind.name()
-                        ),
-                    ));
-                }
-            }
-            let service_restored = c.service_restored.unwrap_or(false);
-            if service_restored && steps.iter().any(|s: &StepSpec| s.service_restored) {
-                return Err(err(
-                    Some("service-restored"),
-                    "only one step marks the service as restored (the RTO ends there)".into(),
-                ));
-            }
-            steps.push(StepSpec {
-                name: c.name,
-                service_restored,
-                timeout,
-                retries: c.retries.unwrap_or(0),
-                backoff,
-                on_failure,
-                kind,
-            });
-        }
+        let notify = check_notify(&at, raw.notify, &channel_names)?;
+        let steps = check_steps(&at, raw.steps, &channel_names)?;
         Ok(Runbook {
             file: file.to_path_buf(),
             name: raw.name,
@@ -325,9 +395,9 @@ impl Runbook {
             to_site: raw.to_site,
             state_dir,
             cool_down,
-            notify,
-            notify_on,
-            refusal_severity,
+            notify: notify.channels,
+            notify_on: notify.on,
+            refusal_severity: notify.refusal_severity,
             channels,
             steps,
             sha256: hex::encode(Sha256::digest(text.as_bytes())),

@@ -196,88 +196,25 @@ async fn fence_read_only(
     if let Err(e) = c.query_drop("SET GLOBAL read_only = ON").await {
         return Ok(Err(e));
     }
-    let mut revoked: Vec<(String, String)> = Vec::new();
-    if sro {
+    let revoked = if sro {
         if let Err(e) = c.query_drop("SET GLOBAL super_read_only = ON").await {
             return Ok(Err(e));
         }
+        Vec::new()
     } else {
-        // MariaDB: remove the bypass. Intent is journaled before the first
-        // REVOKE; a re-entered step merges what earlier attempts revoked.
-        let holders = match bypass_holders(c).await {
-            Ok(h) => h,
-            Err(e) => return Ok(Err(e)),
-        };
-        for p in &ctx.progress {
-            if p["server"] == json!(label) {
-                if let Some(list) = p["revoke-read-only-admin"].as_array() {
-                    for a in list {
-                        let u = a["user"].as_str().unwrap_or_default().to_owned();
-                        let h = a["host"].as_str().unwrap_or_default().to_owned();
-                        if !revoked.contains(&(u.clone(), h.clone())) {
-                            revoked.push((u, h));
-                        }
-                    }
-                }
-            }
-        }
-        let new: Vec<_> = holders
-            .into_iter()
-            .filter(|a| !revoked.contains(a))
-            .collect();
-        if !new.is_empty() {
-            revoked.extend(new.iter().cloned());
-            ctx.record(json!({
-                "server": label,
-                "revoke-read-only-admin": revoked.iter().map(|(u, h)| json!({ "user": u, "host": h })).collect::<Vec<_>>(),
-            }))?;
-        }
-        // Not binlogged: a REVOKE in the old primary's binlog would be an
-        // errant transaction that breaks its rejoin as a replica.
-        if let Err(e) = c.query_drop("SET SESSION sql_log_bin = 0").await {
-            return Ok(Err(e));
-        }
-        for (u, h) in &new {
-            if let Err(e) = c
-                .query_drop(format!(
-                    "REVOKE READ_ONLY ADMIN ON *.* FROM {}@{}",
-                    quote(u),
-                    quote(h)
-                ))
-                .await
-            {
-                return Ok(Err(e));
-            }
-        }
-    }
-    let mut killed = Vec::new();
-    if kill {
-        // Sessions keep the privileges they logged in with: end those of the
-        // accounts that could write. MySQL's super_read_only binds everyone,
-        // but an open transaction would still try to commit: end all sessions.
-        let users: BTreeSet<String> = revoked.iter().map(|(u, _)| u.clone()).collect();
-        let rows: Sql<Vec<(u64, String, String)>> = c
-            .query(
-                "SELECT ID, USER, COMMAND FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()",
-            )
-            .await;
-        let rows = match rows {
+        match revoke_bypass(ctx, &label, c).await? {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
-        };
-        for (id, user, command) in rows {
-            let replication = command.starts_with("Binlog Dump") || user == "system user";
-            if replication || user.is_empty() || (!sro && !users.contains(&user)) {
-                continue;
-            }
-            match c.query_drop(format!("KILL CONNECTION {id}")).await {
-                Ok(()) => killed.push(json!({ "id": id, "user": user })),
-                // Gone already (it ended between the list and the KILL).
-                Err(mysql_async::Error::Server(se)) if se.code == 1094 => {}
-                Err(e) => return Ok(Err(e)),
-            }
         }
-    }
+    };
+    let killed = if kill {
+        match kill_sessions(c, sro, &revoked).await {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(e)),
+        }
+    } else {
+        Vec::new()
+    };
     let restore: Vec<String> = revoked
         .iter()
         .map(|(u, h)| format!("GRANT READ_ONLY ADMIN ON *.* TO {}@{}", quote(u), quote(h)))
@@ -292,6 +229,94 @@ async fn fence_read_only(
         "restore-with": restore,
         "killed-sessions": killed,
     })))
+}
+
+/// MariaDB: remove the bypass (READ_ONLY ADMIN). Intent is journaled
+/// before the first REVOKE; a re-entered step merges what earlier attempts
+/// revoked. Returns every account revoked by this run.
+async fn revoke_bypass(
+    ctx: &mut Ctx<'_>,
+    label: &str,
+    c: &mut mysql_async::Conn,
+) -> Result<Sql<Vec<(String, String)>>> {
+    let mut revoked: Vec<(String, String)> = Vec::new();
+    let holders = match bypass_holders(c).await {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(e)),
+    };
+    for p in &ctx.progress {
+        if p["server"] == json!(label) {
+            if let Some(list) = p["revoke-read-only-admin"].as_array() {
+                for a in list {
+                    let u = a["user"].as_str().unwrap_or_default().to_owned();
+                    let h = a["host"].as_str().unwrap_or_default().to_owned();
+                    if !revoked.contains(&(u.clone(), h.clone())) {
+                        revoked.push((u, h));
+                    }
+                }
+            }
+        }
+    }
+    let new: Vec<_> = holders
+        .into_iter()
+        .filter(|a| !revoked.contains(a))
+        .collect();
+    if !new.is_empty() {
+        revoked.extend(new.iter().cloned());
+        ctx.record(json!({
+            "server": label,
+            "revoke-read-only-admin": revoked.iter().map(|(u, h)| json!({ "user": u, "host": h })).collect::<Vec<_>>(),
+        }))?;
+    }
+    // Not binlogged: a REVOKE in the old primary's binlog would be an
+    // errant transaction that breaks its rejoin as a replica.
+    if let Err(e) = c.query_drop("SET SESSION sql_log_bin = 0").await {
+        return Ok(Err(e));
+    }
+    for (u, h) in &new {
+        if let Err(e) = c
+            .query_drop(format!(
+                "REVOKE READ_ONLY ADMIN ON *.* FROM {}@{}",
+                quote(u),
+                quote(h)
+            ))
+            .await
+        {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(revoked))
+}
+
+/// Sessions keep the privileges they logged in with: end those of the
+/// accounts that could write. MySQL's super_read_only binds everyone, but
+/// an open transaction would still try to commit: end all sessions.
+async fn kill_sessions(
+    c: &mut mysql_async::Conn,
+    sro: bool,
+    revoked: &[(String, String)],
+) -> Sql<Vec<Value>> {
+    let mut killed = Vec::new();
+    let users: BTreeSet<String> = revoked.iter().map(|(u, _)| u.clone()).collect();
+    let rows: Sql<Vec<(u64, String, String)>> = c
+        .query(
+            "SELECT ID, USER, COMMAND FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()",
+        )
+        .await;
+    let rows = rows?;
+    for (id, user, command) in rows {
+        let replication = command.starts_with("Binlog Dump") || user == "system user";
+        if replication || user.is_empty() || (!sro && !users.contains(&user)) {
+            continue;
+        }
+        match c.query_drop(format!("KILL CONNECTION {id}")).await {
+            Ok(()) => killed.push(json!({ "id": id, "user": user })),
+            // Gone already (it ended between the list and the KILL).
+            Err(mysql_async::Error::Server(se)) if se.code == 1094 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(killed)
 }
 
 async fn fence_one(ctx: &mut Ctx<'_>, s: &Spec, m: &MysqlTarget) -> Result<Value> {

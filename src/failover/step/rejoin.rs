@@ -245,6 +245,8 @@ async fn slave_field(c: &mut mysql_async::Conn, names: &[&str]) -> Sql<Option<Ve
     ))
 }
 
+/// The old primary rejoins as a replica of the new one: checked (MariaDB,
+/// read-only from now on), repointed once (journaled), then caught up.
 async fn rejoin(spec: &Spec, ctx: &mut Ctx<'_>, old: &mut mysql_async::Conn) -> Result<Value> {
     let ol = spec.old_primary.label();
     let sql = |ctx: &Ctx<'_>, what: &str, e: mysql_async::Error| {
@@ -265,49 +267,85 @@ async fn rejoin(spec: &Spec, ctx: &mut Ctx<'_>, old: &mut mysql_async::Conn) -> 
         .await
         .map_err(|e| sql(ctx, "SET GLOBAL read_only = ON", e))?;
     let (host, port) = spec.source();
-    let already = ctx.last("repointed").is_some();
-    if !already {
-        let (os, ns, nsp, _) = spec.positions(old).await.map_err(|m| ctx.fail_with(m))?;
-        let e = errant(&os, &ns, &nsp);
-        if !e.is_empty() {
-            ctx.record(
-                json!({ "errant": e, "old-gtid-binlog-state": os, "new-gtid-binlog-state": ns }),
-            )?;
-            return Err(ctx.fail_permanently(format!(
-                "{ol} has errant transactions that {} never got: {}; refusing to rejoin (replication would diverge). Inspect them (mariadb-binlog on the old primary), then rebuild the old primary from a backup of the new one",
-                spec.new_primary.label(),
-                e.join(", ")
-            )));
-        }
-        let pw = spec
-            .repl_secret()
-            .read()
-            .map_err(|e| ctx.fail(one_line(&e)))?
-            .unwrap_or_default();
-        old.query_drop("STOP SLAVE")
-            .await
-            .map_err(|e| sql(ctx, "STOP SLAVE", e))?;
-        old.query_drop("SET GLOBAL gtid_slave_pos = @@global.gtid_binlog_pos")
-            .await
-            .map_err(|e| sql(ctx, "SET GLOBAL gtid_slave_pos", e))?;
-        // The statement carries the password: errors name the statement only.
-        old.query_drop(format!(
-            "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {port}, MASTER_USER = {}, MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
-            quote(&host),
-            quote(&spec.replication_user),
-            quote(&pw)
-        ))
-        .await
-        .map_err(|e| sql(ctx, "CHANGE MASTER TO", e))?;
-        old.query_drop("START SLAVE")
-            .await
-            .map_err(|e| sql(ctx, "START SLAVE", e))?;
-        let slave_pos = one(old, "SELECT @@global.gtid_slave_pos")
-            .await
-            .map_err(|e| sql(ctx, "reading gtid_slave_pos", e))?;
-        ctx.record(json!({ "repointed": format!("{host}:{port}"), "from-gtid": slave_pos }))?;
+    if ctx.last("repointed").is_none() {
+        repoint(spec, ctx, old, &host, port).await?;
     }
-    // Wait until it has what the new primary had when we looked.
+    let target = wait_caught_up(spec, ctx, old).await?;
+    Ok(json!({
+        "rejoined": true,
+        "replicates-from": format!("{host}:{port}"),
+        "caught-up-to": target,
+        "from-gtid": ctx.last("from-gtid"),
+        "errant": [],
+    }))
+}
+
+/// No errant transactions on the old primary, then replication from the
+/// new one at its own binlog position; journals `repointed`.
+async fn repoint(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    old: &mut mysql_async::Conn,
+    host: &str,
+    port: u16,
+) -> Result<()> {
+    let ol = spec.old_primary.label();
+    let sql = |ctx: &Ctx<'_>, what: &str, e: mysql_async::Error| {
+        ctx.fail(format!("{ol}: {what}: {}", one_line(&e)))
+    };
+    let (os, ns, nsp, _) = spec.positions(old).await.map_err(|m| ctx.fail_with(m))?;
+    let e = errant(&os, &ns, &nsp);
+    if !e.is_empty() {
+        ctx.record(
+            json!({ "errant": e, "old-gtid-binlog-state": os, "new-gtid-binlog-state": ns }),
+        )?;
+        return Err(ctx.fail_permanently(format!(
+            "{ol} has errant transactions that {} never got: {}; refusing to rejoin (replication would diverge). Inspect them (mariadb-binlog on the old primary), then rebuild the old primary from a backup of the new one",
+            spec.new_primary.label(),
+            e.join(", ")
+        )));
+    }
+    let pw = spec
+        .repl_secret()
+        .read()
+        .map_err(|e| ctx.fail(one_line(&e)))?
+        .unwrap_or_default();
+    old.query_drop("STOP SLAVE")
+        .await
+        .map_err(|e| sql(ctx, "STOP SLAVE", e))?;
+    old.query_drop("SET GLOBAL gtid_slave_pos = @@global.gtid_binlog_pos")
+        .await
+        .map_err(|e| sql(ctx, "SET GLOBAL gtid_slave_pos", e))?;
+    // The statement carries the password: errors name the statement only.
+    old.query_drop(format!(
+        "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {port}, MASTER_USER = {}, MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
+        quote(host),
+        quote(&spec.replication_user),
+        quote(&pw)
+    ))
+    .await
+    .map_err(|e| sql(ctx, "CHANGE MASTER TO", e))?;
+    old.query_drop("START SLAVE")
+        .await
+        .map_err(|e| sql(ctx, "START SLAVE", e))?;
+    let slave_pos = one(old, "SELECT @@global.gtid_slave_pos")
+        .await
+        .map_err(|e| sql(ctx, "reading gtid_slave_pos", e))?;
+    ctx.record(json!({ "repointed": format!("{host}:{port}"), "from-gtid": slave_pos }))?;
+    Ok(())
+}
+
+/// Wait until it has what the new primary had when we looked; a diverged
+/// position or an SQL error ends the wait. Returns that position.
+async fn wait_caught_up(
+    spec: &Spec,
+    ctx: &mut Ctx<'_>,
+    old: &mut mysql_async::Conn,
+) -> Result<String> {
+    let ol = spec.old_primary.label();
+    let sql = |ctx: &Ctx<'_>, what: &str, e: mysql_async::Error| {
+        ctx.fail(format!("{ol}: {what}: {}", one_line(&e)))
+    };
     let (_, _, _, target) = spec.positions(old).await.map_err(|m| ctx.fail_with(m))?;
     let t0 = std::time::Instant::now();
     loop {
@@ -350,13 +388,7 @@ async fn rejoin(spec: &Spec, ctx: &mut Ctx<'_>, old: &mut mysql_async::Conn) -> 
             )));
         }
     }
-    Ok(json!({
-        "rejoined": true,
-        "replicates-from": format!("{host}:{port}"),
-        "caught-up-to": target,
-        "from-gtid": ctx.last("from-gtid"),
-        "errant": [],
-    }))
+    Ok(target)
 }
 
 #[cfg(test)]
