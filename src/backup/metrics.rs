@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::binlog::archive::Stats;
@@ -78,7 +77,37 @@ struct Archiver {
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     state: Arc<Mutex<State>>,
+    /// Apart from the metrics' lock, so that `/healthz` answers even while
+    /// something holds that one.
+    health: Arc<Mutex<Health>>,
 }
+
+/// The daemon scheduler's loop, as `/healthz` reports it.
+#[derive(Debug, Default)]
+struct Health {
+    phase: Phase,
+    /// When the loop last ticked (monotonic: a wall-clock jump is no stall).
+    last_tick: Option<tokio::time::Instant>,
+    /// How often it ticks.
+    every: std::time::Duration,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum Phase {
+    /// No scheduler in this process.
+    #[default]
+    None,
+    /// Reading the catalog (metrics, catch-up) before its first tick.
+    Starting,
+    Running,
+    /// Stopped at shutdown; waiting for running jobs.
+    Stopping,
+    Stopped,
+    Panicked,
+}
+
+/// The scheduler loop counts as stuck when it missed this many ticks.
+pub const STALE_TICKS: u32 = 6;
 
 impl Metrics {
     pub fn new() -> Self {
@@ -87,6 +116,68 @@ impl Metrics {
 
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         f(&mut self.state.lock().expect("metrics lock"))
+    }
+
+    fn health_with<R>(&self, f: impl FnOnce(&mut Health) -> R) -> R {
+        f(&mut self.health.lock().expect("health lock"))
+    }
+
+    /// The daemon's scheduler started: it reads the catalog before it ticks.
+    pub fn scheduler_starting(&self) {
+        self.health_with(|h| h.phase = Phase::Starting)
+    }
+
+    /// The scheduler loop is turning: it ticks every `every`.
+    pub fn scheduler_ticked(&self, every: std::time::Duration) {
+        self.health_with(|h| {
+            h.phase = Phase::Running;
+            h.last_tick = Some(tokio::time::Instant::now());
+            h.every = every;
+        })
+    }
+
+    /// The scheduler stopped starting runs (shutdown).
+    pub fn scheduler_stopping(&self) {
+        self.health_with(|h| h.phase = Phase::Stopping)
+    }
+
+    /// The scheduler loop ended (returned, or unwound from a panic).
+    pub fn scheduler_ended(&self, panicked: bool) {
+        self.health_with(|h| {
+            h.phase = if panicked {
+                Phase::Panicked
+            } else {
+                Phase::Stopped
+            }
+        })
+    }
+
+    /// `/healthz`: Ok while the scheduler loop runs and ticked within
+    /// `STALE_TICKS` of its ticks; otherwise why not.
+    pub fn health(&self) -> std::result::Result<(), String> {
+        self.health_with(|h| match h.phase {
+            Phase::None => Err("no scheduler runs in this process".into()),
+            Phase::Starting => {
+                Err("the scheduler is starting (reading the catalog before its first tick)".into())
+            }
+            Phase::Stopping => {
+                Err("the scheduler is stopping (waiting for running jobs to end)".into())
+            }
+            Phase::Stopped => Err("the scheduler has stopped".into()),
+            Phase::Panicked => Err("the scheduler loop panicked".into()),
+            Phase::Running => {
+                let age = h.last_tick.map(|t| t.elapsed()).unwrap_or_default();
+                if age > h.every * STALE_TICKS {
+                    Err(format!(
+                        "the scheduler loop is stuck: its last tick was {} s ago (it ticks every {} s)",
+                        seconds(age),
+                        seconds(h.every)
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+        })
     }
 
     /// Declares the policy's jobs (so that every job has series, even before
@@ -405,14 +496,25 @@ fn render_binlog(s: &State, out: &mut String, now: DateTime<Utc>) {
     }
 }
 
+/// Seconds to the millisecond, without trailing zeros: `0.05`, `42.1`, `10`.
+fn seconds(d: std::time::Duration) -> String {
+    let s = format!("{:.3}", d.as_secs_f64());
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
-/// Serves `GET /metrics` on `addr` until `stop`; returns the bound address
-/// (port 0 picks a free one).
+/// How long one connection may take, from accepting it to the end of the
+/// answer (a client that sends its request slowly is dropped).
+const CONN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `GET /metrics`, `/report` and `/healthz` on `addr` until `stop`;
+/// returns the bound address (port 0 picks a free one). HTTP/1 with one
+/// request a connection: the connection closes after each answer.
 pub async fn serve(
     metrics: Metrics,
     addr: SocketAddr,
@@ -427,69 +529,101 @@ pub async fn serve(
     if !bound.ip().is_loopback() {
         tracing::warn!(%bound, "metrics are served on a non-loopback address");
     }
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.keep_alive(false)
+        .title_case_headers(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(CONN_TIMEOUT)
+        .max_buf_size(16 * 1024);
     let task = tokio::spawn(async move {
         loop {
             let conn = tokio::select! {
                 _ = stop.cancelled() => return,
                 c = listener.accept() => c,
             };
-            let Ok((sock, _)) = conn else { continue };
+            let Ok((sock, peer)) = conn else { continue };
             let m = metrics.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let m = m.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&req, &m)) }
+            });
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(sock), service);
+            let stop = stop.clone();
             tokio::spawn(async move {
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(10), answer(sock, m)).await;
+                let mut conn = std::pin::pin!(conn);
+                let served = tokio::time::timeout(CONN_TIMEOUT, async {
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        // At the daemon's stop a request being answered is
+                        // finished; the connection then closes.
+                        _ = stop.cancelled() => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.as_mut().await
+                        }
+                    }
+                })
+                .await;
+                if let Ok(Err(e)) = served {
+                    tracing::debug!(%peer, error = %e, "metrics: connection failed");
+                }
             });
         }
     });
     Ok((bound, task))
 }
 
-async fn answer(mut sock: tokio::net::TcpStream, m: Metrics) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-        let n = sock.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let line = String::from_utf8_lossy(&buf);
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            m.render(),
-        ),
-        ("GET", "/report") => match m.report(Utc::now()) {
-            Some(html) => ("200 OK", "text/html; charset=utf-8", html),
-            None => (
-                "503 Service Unavailable",
-                "text/plain",
-                "the catalog has not been read yet\n".into(),
-            ),
-        },
-        ("GET", "/") => (
-            "200 OK",
-            "text/plain; charset=utf-8",
-            "cexdr daemon: see /metrics and /report\n".into(),
-        ),
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
-        _ => (
-            "405 Method Not Allowed",
+type Body = http_body_util::Full<bytes::Bytes>;
+
+fn answer<B>(req: &hyper::Request<B>, m: &Metrics) -> hyper::Response<Body> {
+    use hyper::StatusCode;
+    let text = "text/plain; charset=utf-8";
+    let (status, ctype, body) = if req.method() != hyper::Method::GET {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "method not allowed\n".into(),
-        ),
+        )
+    } else {
+        match req.uri().path() {
+            "/metrics" => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                m.render(),
+            ),
+            "/report" => match m.report(Utc::now()) {
+                Some(html) => (StatusCode::OK, "text/html; charset=utf-8", html),
+                None => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "the catalog has not been read yet\n".into(),
+                ),
+            },
+            "/healthz" => match m.health() {
+                Ok(()) => (StatusCode::OK, text, "ok\n".into()),
+                Err(why) => (StatusCode::SERVICE_UNAVAILABLE, text, format!("{why}\n")),
+            },
+            "/" => (
+                StatusCode::OK,
+                text,
+                "cexdr daemon: see /metrics, /report and /healthz\n".into(),
+            ),
+            _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        }
     };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+    let mut res = hyper::Response::new(Body::from(body));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ctype),
     );
-    sock.write_all(head.as_bytes()).await?;
-    sock.write_all(body.as_bytes()).await?;
-    sock.shutdown().await
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        h.insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET"),
+        );
+    }
+    res
 }
 
 /// Default listen address, for docs and `policy check`.
@@ -501,6 +635,35 @@ pub fn default_listen() -> Option<SocketAddr> {
 mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
+
+    /// Every phase of the scheduler answers `/healthz` by name; a loop
+    /// that missed `STALE_TICKS` ticks is stuck (tokio's clock, paused).
+    #[tokio::test(start_paused = true)]
+    async fn health_follows_the_scheduler_loop() {
+        let m = Metrics::new();
+        let why = |m: &Metrics| m.health().unwrap_err();
+        assert_eq!(why(&m), "no scheduler runs in this process");
+        m.scheduler_starting();
+        assert!(why(&m).starts_with("the scheduler is starting"));
+        let every = std::time::Duration::from_secs(10);
+        m.scheduler_ticked(every);
+        assert_eq!(m.health(), Ok(()));
+        tokio::time::advance(every * STALE_TICKS).await;
+        assert_eq!(m.health(), Ok(()), "exactly STALE_TICKS ticks late");
+        tokio::time::advance(std::time::Duration::from_millis(1500)).await;
+        assert_eq!(
+            why(&m),
+            "the scheduler loop is stuck: its last tick was 61.5 s ago (it ticks every 10 s)"
+        );
+        m.scheduler_ticked(every);
+        assert_eq!(m.health(), Ok(()));
+        m.scheduler_stopping();
+        assert!(why(&m).starts_with("the scheduler is stopping"));
+        m.scheduler_ended(false);
+        assert_eq!(why(&m), "the scheduler has stopped");
+        m.scheduler_ended(true);
+        assert_eq!(why(&m), "the scheduler loop panicked");
+    }
 
     #[test]
     fn daemon_archivers_show_only_when_archiving_or_failed() {

@@ -75,6 +75,20 @@ pub struct Scheduler {
     metrics: Metrics,
     sinks: Vec<Arc<dyn EventSink>>,
     lease_ttl: Duration,
+    heartbeat: Duration,
+}
+
+/// How often the scheduler loop ticks for `/healthz` when nothing else
+/// wakes it.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Marks the scheduler ended in the metrics however its loop ends.
+struct Ended(Metrics);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.scheduler_ended(std::thread::panicking())
+    }
 }
 
 impl Scheduler {
@@ -86,7 +100,13 @@ impl Scheduler {
             metrics,
             sinks: Vec::new(),
             lease_ttl: lease::DEFAULT_TTL,
+            heartbeat: HEARTBEAT,
         }
+    }
+
+    /// How often the loop ticks (`HEARTBEAT`; tests shorten it).
+    pub fn set_heartbeat(&mut self, every: Duration) {
+        self.heartbeat = every;
     }
 
     pub fn add_sink(&mut self, sink: Arc<dyn EventSink>) {
@@ -95,6 +115,8 @@ impl Scheduler {
 
     /// Runs until `Control::Stop` (or the control channel closes).
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) -> Result<()> {
+        self.metrics.scheduler_starting();
+        let _ended = Ended(self.metrics.clone());
         let (tx, mut triggers) = mpsc::unbounded_channel::<Trigger>();
         let stopping = CancellationToken::new();
         let abort = CancellationToken::new();
@@ -110,8 +132,13 @@ impl Scheduler {
         self.catch_up(&tx).await;
         tracing::info!(jobs = self.policy.jobs.len(), max_parallel = self.policy.daemon.max_parallel, timezone = %self.policy.daemon.timezone, "scheduler started");
 
+        // `/healthz` is healthy while this loop ticks: a loop that no longer
+        // turns (blocked in an await, a starved runtime) stops ticking.
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = heartbeat.tick() => self.metrics.scheduler_ticked(self.heartbeat),
                 msg = control.recv() => match msg {
                     Some(Control::Reload(p, store)) => {
                         tickers.cancel();
@@ -171,6 +198,7 @@ impl Scheduler {
 
         // Graceful stop: no new runs; running ones get the grace period,
         // and so do the archivers to close their open segments.
+        self.metrics.scheduler_stopping();
         tickers.cancel();
         stopping.cancel();
         archivers.stop();

@@ -160,16 +160,18 @@ fn compress_block(block: &[u8], c: Compression) -> io::Result<Bytes> {
     match c {
         Compression::None => Ok(Bytes::copy_from_slice(block)),
         Compression::Gzip { level } => {
-            // The header's extra field carries the member's own length
-            // (filled in below), so a reader can find the next member
-            // without inflating this one: members then inflate in parallel.
+            // The header's extra field carries the length of the member's
+            // deflate data (filled in below), so a reader can find the next
+            // member without inflating this one: members then inflate in
+            // parallel.
             let mut enc = flate2::GzBuilder::new().extra(MEMBER_EXTRA.to_vec()).write(
                 Vec::with_capacity(block.len() / 3 + 64),
                 flate2::Compression::new(level),
             );
             enc.write_all(block)?;
             let mut member = enc.finish()?;
-            let len = u32::try_from(member.len())
+            debug_assert_eq!(member[3], 4, "FEXTRA only: the header is 20 bytes");
+            let len = u32::try_from(member.len() - MEMBER_FRAME)
                 .map_err(|_| io::Error::other("gzip member over 4 GiB"))?;
             member[MEMBER_LEN_AT..MEMBER_LEN_AT + 4].copy_from_slice(&len.to_le_bytes());
             Ok(Bytes::from(member))
@@ -179,25 +181,38 @@ fn compress_block(block: &[u8], c: Compression) -> io::Result<Bytes> {
 }
 
 /// The extra field of every gzip member cexdr writes (RFC 1952 2.3.1.1):
-/// subfield `cx`, 4 bytes: the member's total length, little-endian. gzip
-/// and every other reader skip it; `decompress` uses it to split the stream
-/// into members and inflate several at once.
-const MEMBER_EXTRA: [u8; 8] = [b'c', b'x', 4, 0, 0, 0, 0, 0];
+/// MiGz's (LinkedIn; also Python mgzip's since 0.2.2): subfield `MZ`, 4
+/// bytes: the length of the member's deflate data, little-endian, as the
+/// only subfield. gzip and every other reader skip it; MiGz and mgzip
+/// readers and `decompress` use it to split the stream into members and
+/// inflate several at once. (docs/architecture.md, "Compression".)
+const MEMBER_EXTRA: [u8; 8] = [b'M', b'Z', 4, 0, 0, 0, 0, 0];
 /// Where the length sits: after the 10-byte fixed header, XLEN (2), SI1
 /// SI2 (2) and LEN (2).
 const MEMBER_LEN_AT: usize = 16;
-/// The fixed header of such a member: magic, deflate, FEXTRA only; mtime,
-/// XFL and OS vary; XLEN 8 and the `cx` subfield of length 4.
+/// A member less its deflate data: the 20-byte header and the 8-byte
+/// trailer (CRC-32, ISIZE).
+const MEMBER_FRAME: usize = MEMBER_LEN_AT + 4 + 8;
+/// The whole length of a member whose header says it: magic, deflate,
+/// FEXTRA only (mtime, XFL and OS vary), XLEN 8 and one subfield of length
+/// 4: `MZ` (the deflate data's length), or `cx` (the member's total length;
+/// what cexdr wrote before it wrote `MZ`).
 fn member_len(h: &[u8]) -> Option<usize> {
     if h.len() < MEMBER_LEN_AT + 4
         || h[..4] != [0x1f, 0x8b, 8, 4]
-        || h[10..16] != [8, 0, b'c', b'x', 4, 0]
+        || h[10..12] != [8, 0]
+        || h[14..16] != [4, 0]
     {
         return None;
     }
-    let n = u32::from_le_bytes(h[16..20].try_into().unwrap()) as usize;
+    let v = u32::from_le_bytes(h[16..20].try_into().unwrap()) as usize;
+    let n = match &h[12..14] {
+        b"MZ" => v.checked_add(MEMBER_FRAME)?,
+        b"cx" => v,
+        _ => return None,
+    };
     // A member is at least header + empty deflate block + trailer.
-    (n >= 20 + 2 + 8).then_some(n)
+    (n >= MEMBER_FRAME + 2).then_some(n)
 }
 
 /// Compresses with `threads` blocks in flight, keeping their order.
@@ -548,6 +563,85 @@ mod tests {
         assert!(collect(decompress(chunks(&bad, 4096), gz)).await.is_err());
         // gzip itself reads them (the extra field is skipped).
         assert_eq!(stock_decode("gzip", mixed), want);
+    }
+
+    /// A member as cexdr wrote them before `MZ`: subfield `cx`, the
+    /// member's total length.
+    fn cx_member(block: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::GzBuilder::new()
+            .extra(vec![b'c', b'x', 4, 0, 0, 0, 0, 0])
+            .write(Vec::new(), flate2::Compression::new(6));
+        enc.write_all(block).unwrap();
+        let mut m = enc.finish().unwrap();
+        let len = (m.len() as u32).to_le_bytes();
+        m[MEMBER_LEN_AT..MEMBER_LEN_AT + 4].copy_from_slice(&len);
+        m
+    }
+
+    /// Our members follow MiGz: `MZ` with the deflate data's length; old
+    /// artifacts (`cx`, the whole length) still split into members, so they
+    /// still inflate in parallel, alone or mixed with new ones.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn members_say_their_length_as_migz_and_old_cx_members_still_split() {
+        let data = sample(3 * BLOCK + 777);
+        let gz = Compression::Gzip { level: 6 };
+        let ours = collect(compress(chunks(&data, 70_000), gz, 2))
+            .await
+            .unwrap();
+        assert_eq!(&ours[10..16], &[8, 0, b'M', b'Z', 4, 0]);
+        let deflate = u32::from_le_bytes(ours[16..20].try_into().unwrap()) as usize;
+        let first = unit_len(&ours, gz).unwrap().unwrap();
+        assert_eq!(first, 20 + deflate + 8);
+        // The next member starts right there.
+        assert_eq!(&ours[first..first + 4], &[0x1f, 0x8b, 8, 4]);
+
+        let old: Vec<u8> = data.chunks(BLOCK).flat_map(cx_member).collect();
+        let old_first = cx_member(&data[..BLOCK]).len();
+        assert_eq!(unit_len(&old, gz), Ok(Some(old_first)), "split, not serial");
+        assert_eq!(
+            collect(decompress(chunks(&old, 4096), gz)).await.unwrap(),
+            data
+        );
+        let mut mixed = old.clone();
+        mixed.extend_from_slice(&ours);
+        mixed.extend_from_slice(&old);
+        let want = [&data[..], &data, &data].concat();
+        assert_eq!(
+            collect(decompress(chunks(&mixed, 100_000), gz))
+                .await
+                .unwrap(),
+            want
+        );
+        assert_eq!(stock_decode("gzip", mixed), want);
+    }
+
+    /// Python mgzip, a reader of the MiGz convention, inflates our members
+    /// through their `MZ` lengths (a wrong length would misplace every
+    /// member after the first).
+    #[tokio::test]
+    async fn mgzip_reads_our_gzip_members() {
+        let data = sample(4 * BLOCK + 4321);
+        let ours = collect(compress(
+            chunks(&data, 70_000),
+            Compression::Gzip { level: 6 },
+            2,
+        ))
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ours.gz");
+        std::fs::write(&file, &ours).unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mgzip-read");
+        let out = std::process::Command::new(script)
+            .arg(&file)
+            .output()
+            .unwrap_or_else(|e| panic!("{script}: {e}"));
+        assert!(
+            out.status.success(),
+            "mgzip-read: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == data, "mgzip read {} bytes", out.stdout.len());
     }
 
     #[tokio::test]

@@ -294,3 +294,226 @@ fn metrics_file_after_one_shot_runs() {
             .unwrap_or_else(|_| panic!("bad sample: {l}"));
     }
 }
+
+/// One request on its own connection (the daemon closes it after the
+/// answer): the status line, the headers and the body.
+fn http(addr: &str, request_line: &str) -> (String, String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("{request_line}\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("a whole answer");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_owned(), headers.to_owned(), body.to_owned())
+}
+
+/// The daemon on a free port: `/healthz` says ok once the scheduler runs,
+/// beside `/metrics` and `/report`; an unknown path is 404 and a HEAD 405,
+/// as before; SIGTERM stops it.
+#[test]
+fn daemon_serves_healthz_beside_metrics_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("app.conf"), "x = 1\n").unwrap();
+    let text = format!(
+        "{}\n[daemon]\nmetrics-listen = \"127.0.0.1:0\"\n\n\
+         [[job]]\nname = \"cfg\"\nkind = \"files\"\npaths = [\"{}\"]\nschedule = \"0 3 * * *\"\n",
+        local_store(&dir.path().join("repo")),
+        src.display()
+    );
+    let policy = write_policy(dir.path(), &text);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cexdr"))
+        .args([
+            "--policy",
+            policy.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "daemon",
+        ])
+        .env_remove("CEXDR_POLICY")
+        .env_remove("CEXDR_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut logs = Logs {
+        rx,
+        seen: Vec::new(),
+    };
+    let pid = child.id() as i32;
+    let guard = scopeguard(pid);
+    let v = logs.wait(&[("message", "serving metrics")], 30);
+    let addr = v["address"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    logs.wait(&[("message", "scheduler started")], 30);
+    // The loop's first tick follows "scheduler started" at once.
+    let (status, headers, body) = poll(100, Duration::from_millis(50), || {
+        let r = http(&addr, "GET /healthz HTTP/1.1");
+        r.0.starts_with("HTTP/1.1 200").then_some(r)
+    })
+    .expect("/healthz became 200");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers.contains("Content-Type: text/plain; charset=utf-8"),
+        "{headers}"
+    );
+    assert_eq!(body, "ok\n");
+    // A query string does not change the path.
+    assert!(http(&addr, "GET /healthz?probe=liveness HTTP/1.1")
+        .0
+        .starts_with("HTTP/1.1 200"));
+
+    let (status, headers, body) = http(&addr, "GET /metrics HTTP/1.1");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8"),
+        "{headers}"
+    );
+    assert!(
+        headers.contains(&format!("Content-Length: {}", body.len())),
+        "{headers}"
+    );
+    assert!(
+        body.contains("cexdr_job_schedule_interval_seconds{cexdr_job=\"cfg\"} 86400"),
+        "{body}"
+    );
+    let (status, headers, body) = http(&addr, "GET /report HTTP/1.1");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers.contains("Content-Type: text/html; charset=utf-8"),
+        "{headers}"
+    );
+    assert!(body.contains("data-job=\"cfg\""), "{body}");
+    let (status, _, body) = http(&addr, "GET /nope HTTP/1.1");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert_eq!(body, "not found\n");
+    let (status, headers, _) = http(&addr, "HEAD /healthz HTTP/1.1");
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert!(headers.contains("Allow: GET"), "{headers}");
+    let (status, _, body) = http(&addr, "POST /metrics HTTP/1.1");
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert_eq!(body, "method not allowed\n");
+    let (status, _, body) = http(&addr, "GET / HTTP/1.1");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("/healthz"), "{body}");
+
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    logs.wait(&[("message", "scheduler stopped")], 30);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "daemon did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(guard);
+    assert_eq!(status.code(), Some(0), "{}", logs.seen.join("\n"));
+    // Stopped: nothing listens any more.
+    assert!(std::net::TcpStream::connect(&addr).is_err());
+}
+
+/// `/healthz` follows the scheduler's loop: 503 before it runs, 200 while it
+/// ticks, 503 naming the stall while it does not turn (here: its future is
+/// not polled, as when it is blocked in an await), 200 again when it turns,
+/// 503 once it stopped. The loop ticks every 50 ms here, so a stall shows
+/// within a second of the real clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_fails_while_the_scheduler_loop_is_stuck_or_stopped() {
+    use cexdr::backup::metrics::{self, Metrics};
+    use cexdr::backup::policy::Policy;
+    use cexdr::backup::scheduler::{Control, Scheduler, SystemClock};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("app.conf"), "x = 1\n").unwrap();
+    let text = format!(
+        "{}\n[daemon]\nmetrics-listen = \"\"\n\n\
+         [[job]]\nname = \"cfg\"\nkind = \"files\"\npaths = [\"{}\"]\nschedule = \"0 3 * * *\"\n",
+        local_store(&dir.path().join("repo")),
+        src.display()
+    );
+    let p = Policy::load(&write_policy(dir.path(), &text)).unwrap();
+    let store = cexdr::store::build(&p.store).await.unwrap();
+    let m = Metrics::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (addr, _task) = metrics::serve(m.clone(), "127.0.0.1:0".parse().unwrap(), stop.clone())
+        .await
+        .unwrap();
+    let healthz = || async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        let code: u16 = head[9..12].parse().unwrap();
+        (code, body.trim_end().to_owned())
+    };
+    assert_eq!(
+        healthz().await,
+        (503, "no scheduler runs in this process".into())
+    );
+
+    let every = Duration::from_millis(50);
+    let mut s = Scheduler::new(p, store, Arc::new(SystemClock), m.clone());
+    s.set_heartbeat(every);
+    let (ctl, rx) = tokio::sync::mpsc::channel(1);
+    let mut run = std::pin::pin!(s.run(rx));
+    let healthy = || async {
+        poll_async(200, Duration::from_millis(10), || async {
+            (healthz().await.0 == 200).then_some(())
+        })
+        .await
+        .expect("/healthz became 200")
+    };
+    tokio::select! {
+        r = run.as_mut() => panic!("the scheduler ended: {r:?}"),
+        _ = healthy() => {}
+    }
+
+    // Not polled for longer than STALE_TICKS ticks: stuck.
+    tokio::time::sleep(every * (metrics::STALE_TICKS + 4)).await;
+    let (code, why) = healthz().await;
+    assert_eq!(code, 503, "{why}");
+    assert!(
+        why.starts_with("the scheduler loop is stuck: its last tick was ")
+            && why.ends_with(" s ago (it ticks every 0.05 s)"),
+        "{why}"
+    );
+
+    // Turning again: healthy again.
+    tokio::select! {
+        r = run.as_mut() => panic!("the scheduler ended: {r:?}"),
+        _ = healthy() => {}
+    }
+
+    ctl.send(Control::Stop).await.unwrap();
+    run.await.unwrap();
+    assert_eq!(healthz().await, (503, "the scheduler has stopped".into()));
+    stop.cancel();
+}
