@@ -114,7 +114,8 @@ fn point_in_time_restore_into_a_primary_reaches_its_replica_with_the_binlog_on()
 /// reach the target (counted as skipped); `--database-map` renames the
 /// base and the replay; a mapping onto an existing database without
 /// `--force` and one of a database the base lacks are refused before
-/// writing; a transaction mixing both databases is refused by name.
+/// writing; a transaction mixing both databases is refused by name, also
+/// before writing.
 #[test]
 fn replay_takes_only_the_jobs_databases_and_renames_them() {
     let db = "pitr_sel";
@@ -233,5 +234,7 @@ fn replay_takes_only_the_jobs_databases_and_renames_them() {
         e.contains("changes database(s) pitr_sel of this restore and pitr_other outside it"),
         "{e}"
     );
+    // ... before anything was written: the target keeps the first restore.
+    assert_eq!(checksum(&target, db), cuts[3].1);
     drop(src);
 }

@@ -248,6 +248,7 @@ async fn check(
     replay::find_program(&["mariadb-binlog", "mysqlbinlog"])?;
     replay::find_program(&["mariadb", "mysql"])?;
     replay::check_segments(cat, a, plan).await?;
+    replay::prescan(cat, a, plan).await?;
     Ok(replay::Target {
         host: target.host,
         port: target.port,

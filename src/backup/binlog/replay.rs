@@ -504,6 +504,26 @@ pub fn find_program(names: &[&str]) -> Result<std::path::PathBuf> {
     )))
 }
 
+/// With a database filter: runs the replay's filter over the planned
+/// segments without a target, so that a transaction mixing restored and
+/// other databases is refused before anything is written. Returns the
+/// transactions it would skip.
+pub async fn prescan(cat: &Catalog, a: &Archive, plan: &Plan) -> Result<u64> {
+    let Some(only) = plan.only_databases.as_deref() else {
+        return Ok(0);
+    };
+    let base = GtidState::parse(&plan.base_gtid).map_err(|e| refuse(e.to_string()))?;
+    let cut = GtidState::parse(&plan.cut_gtid).map_err(|e| refuse(e.to_string()))?;
+    let segs: Vec<Listed> = a
+        .segments
+        .iter()
+        .filter(|s| plan.segments.contains(&s.manifest.seq))
+        .cloned()
+        .collect();
+    let fed = feed(cat, &segs, &base, &cut, Some(only), tokio::io::sink()).await?;
+    Ok(fed.skipped)
+}
+
 /// Streams the planned transactions into the target: segments → exact GTID
 /// filter → `mariadb-binlog -` → batching → `mariadb`, then checks that
 /// both programs succeeded and the replay reached the cut.
@@ -634,13 +654,13 @@ struct Fed {
 
 /// Segments → exact GTID filter → the decoder's input (one binlog stream:
 /// magic, then each segment's FDE and its transactions in range).
-async fn feed(
+async fn feed<W: tokio::io::AsyncWrite + Unpin>(
     cat: &Catalog,
     segs: &[Listed],
     base: &GtidState,
     cut: &GtidState,
     only: Option<&[String]>,
-    mut dec_in: tokio::process::ChildStdin,
+    mut dec_in: W,
 ) -> Result<Fed> {
     let mut fed = Fed {
         events: 0,
@@ -671,7 +691,7 @@ async fn feed_segment(
     cut: &GtidState,
     only: Option<&[String]>,
     fed: &mut Fed,
-    dec_in: &mut tokio::process::ChildStdin,
+    dec_in: &mut (impl tokio::io::AsyncWrite + Unpin),
 ) -> Result<()> {
     let seq = s.manifest.seq;
     let (mut stream, tally) = open_segment(cat, s).await?;
@@ -808,7 +828,7 @@ impl Txn {
                     return Err(refuse(format!("transaction {g} runs a statement without a default database, so it cannot be told whether it changes the restored database(s) {}; restore the whole server (a job without `databases`) or to an earlier point", only.join(", "))));
                 }
                 if !ours.is_empty() && !other.is_empty() {
-                    return Err(refuse(format!("transaction {g} changes database(s) {} of this restore and {} outside it in one commit: replaying part of it would break its atomicity, skipping it would lose its changes to {}; the target holds the base and the replay up to the transaction before it", join(&ours), join(&other), join(&ours))));
+                    return Err(refuse(format!("transaction {g} changes database(s) {} of this restore and {} outside it in one commit: replaying part of it would break its atomicity, skipping it would lose its changes to {}", join(&ours), join(&other), join(&ours))));
                 }
                 other.is_empty()
             }
