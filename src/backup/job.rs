@@ -664,6 +664,7 @@ async fn pitr_drill(
         to: &url,
         batch: 1000,
         dry_run: false,
+        databases_selected: pitr::selects_databases(job),
     };
     let password = match &target.password {
         crate::backup::policy::Secret::Env(v) => Some(v.as_str()),

@@ -171,9 +171,6 @@ pub async fn report(cat: &Catalog, job: &str) -> Result<Report> {
     Ok(window::report(job, &a, &b))
 }
 
-/// `restore --until`: plans, refuses before touching anything when the
-/// archive does not cover the target, checks every planned segment's
-/// SHA-256, restores the base, replays. `dry_run`: the plan only.
 /// What `restore --until` was asked to do.
 pub struct Request<'a> {
     pub job: &'a str,
@@ -183,24 +180,66 @@ pub struct Request<'a> {
     pub to: &'a str,
     pub batch: usize,
     pub dry_run: bool,
+    /// The job backs up some of the server's databases (`databases = [..]`):
+    /// the replay takes only the base's.
+    pub databases_selected: bool,
 }
 
+/// Whether a job backs up only some of its server's databases.
+pub fn selects_databases(job: &Job) -> bool {
+    matches!(&job.source, SourceSpec::Mysql(m) if !m.databases.is_empty())
+}
+
+/// `restore --until`, in phases: plan (refuses before touching anything
+/// when the archive does not cover the target), check (every planned
+/// segment's SHA-256, the programs, `--target-binlog off`'s privilege),
+/// restore the base, replay. `dry_run`: the plan only.
 pub async fn restore_until(
     cat: &Catalog,
     req: &Request<'_>,
     opts: &crate::backup::source::artifact::RestoreOptions,
 ) -> Result<(Plan, Option<(String, Replayed)>)> {
-    if !opts.database_map.is_empty() {
-        return Err(Error::Usage("--database-map cannot be combined with --until (replayed transactions name the original databases)".into()));
+    let a = segment::load(cat, req.job, false).await?;
+    let b = bases(cat, req.job).await?;
+    let mut plan = replay::plan(req.job, &a, &b, req.until, req.base_id)?;
+    plan.target_binlog = opts.target_binlog;
+    let dbs =
+        crate::backup::source::mysql::restore::manifest_dbs(&cat.find(&plan.base).await?.manifest)?;
+    for (old, _) in &opts.database_map {
+        if !dbs.contains(old) {
+            return Err(Error::Usage(format!(
+                "--database-map {old}=…: base backup {} has no database {old:?} (it has {})",
+                plan.base,
+                dbs.join(", ")
+            )));
+        }
     }
-    let (job, until, to, batch) = (req.job, req.until, req.to, req.batch);
-    let a = segment::load(cat, job, false).await?;
-    let b = bases(cat, job).await?;
-    let plan = replay::plan(job, &a, &b, until, req.base_id)?;
+    // Renamed or selected: a transaction of another database must not
+    // reach the target under its own name.
+    if req.databases_selected || !opts.database_map.is_empty() {
+        plan.only_databases = Some(dbs);
+    }
+    plan.database_map = opts.database_map.clone();
     if req.dry_run {
         return Ok((plan, None));
     }
-    let target = crate::backup::source::mysql::conn::Target::parse(to)?;
+    let target = check(cat, &a, &plan, req, opts).await?;
+    let entry = cat.find(&plan.base).await?;
+    let msg = crate::backup::plan::restore::restore(cat, &entry, req.to, opts).await?;
+    let r = replay::replay(cat, &a, &plan, &target).await?;
+    Ok((plan, Some((msg, r))))
+}
+
+/// Everything a restore needs before its first write: the target's
+/// address and password, the programs, every planned segment's bytes.
+async fn check(
+    cat: &Catalog,
+    a: &segment::Archive,
+    plan: &Plan,
+    req: &Request<'_>,
+    opts: &crate::backup::source::artifact::RestoreOptions,
+) -> Result<replay::Target> {
+    let target = crate::backup::source::mysql::conn::Target::parse(req.to)?;
     let password = match &opts.password_env {
         Some(v) => Some(
             std::env::var(v)
@@ -210,25 +249,19 @@ pub async fn restore_until(
     };
     replay::find_program(&["mariadb-binlog", "mysqlbinlog"])?;
     replay::find_program(&["mariadb", "mysql"])?;
-    replay::check_segments(cat, &a, &plan).await?;
-    let entry = cat.find(&plan.base).await?;
-    let msg = crate::backup::plan::restore::restore(cat, &entry, to, opts).await?;
-    let r = replay::replay(
-        cat,
-        &a,
-        &plan,
-        &replay::Target {
-            host: target.host,
-            port: target.port,
-            user: target.user,
-            socket: target.socket,
-            password,
-            batch,
-            session: replay::Session::Restore,
+    replay::check_segments(cat, a, plan).await?;
+    replay::prescan(cat, a, plan).await?;
+    Ok(replay::Target {
+        host: target.host,
+        port: target.port,
+        user: target.user,
+        socket: target.socket,
+        password,
+        batch: req.batch,
+        session: replay::Session::Restore {
+            binlog: opts.target_binlog,
         },
-    )
-    .await?;
-    Ok((plan, Some((msg, r))))
+    })
 }
 
 /// Parses `--until` / `--until-gtid`.
@@ -512,8 +545,11 @@ pub async fn pitr_drill(
         dry_run: true,
         ..*req
     };
+    // A drill's copy stays off the scratch server's binary log, base and
+    // replay alike (as `verify --restore-test` keeps its copies).
     let opts = crate::backup::source::artifact::RestoreOptions {
         password_env: password_env.map(str::to_owned),
+        target_binlog: crate::backup::source::artifact::TargetBinlog::Off,
         ..Default::default()
     };
     let (plan, _) = restore_until(cat, &dry, &opts).await?;
@@ -545,7 +581,14 @@ pub async fn pitr_drill(
     let t0 = std::time::Instant::now();
     let res = restore_until(cat, req, &opts).await;
     let seconds = t0.elapsed().as_secs_f64();
-    // Drop what the drill created, also when it failed.
+    // Drop what the drill created, also when it failed; off the binary log
+    // like the drill's writes (a refusal here was already the restore's).
+    let _ = exec(
+        &mut conn,
+        "turning sql_log_bin off",
+        "SET SESSION sql_log_bin = 0",
+    )
+    .await;
     let mut drop_error = None;
     for d in &dbs {
         let q = format!("DROP DATABASE IF EXISTS `{}`", d.replace('`', "``"));

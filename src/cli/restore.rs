@@ -3,7 +3,7 @@ use std::path::Path;
 
 use clap::Args;
 
-use crate::backup::plan::restore;
+use crate::backup::plan::restore::{self, TargetBinlog};
 use crate::backup::policy::Policy;
 use crate::cli::keys::{open_catalog, CliKeys};
 use crate::cli::output::print_json;
@@ -43,6 +43,11 @@ pub struct RestoreArgs {
     /// MySQL: restore database OLD as NEW (repeatable), as OLD=NEW.
     #[arg(long = "database-map", value_parser = parse_map)]
     pub database_map: Vec<(String, String)>,
+    /// MySQL: whether the target's binary log records the restore, the base
+    /// and the replay alike: `on` (its replicas get it) or `off`
+    /// (`sql_log_bin = 0`, needs BINLOG ADMIN; its replicas do not get it).
+    #[arg(long, value_parser = parse_binlog, default_value = "on")]
+    pub target_binlog: TargetBinlog,
     /// MySQL: parallel connections (default: number of cores); each table
     /// is loaded whole on one of them (docs/mysql.md, "Restore").
     #[arg(long)]
@@ -65,6 +70,19 @@ fn parse_map(s: &str) -> std::result::Result<(String, String), NotOldNew> {
     }
 }
 
+/// A `--target-binlog` value other than on/off.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?}: expected on or off")]
+struct NotOnOff(String);
+
+fn parse_binlog(s: &str) -> std::result::Result<TargetBinlog, NotOnOff> {
+    match s {
+        "on" => Ok(TargetBinlog::On),
+        "off" => Ok(TargetBinlog::Off),
+        _ => Err(NotOnOff(s.to_owned())),
+    }
+}
+
 pub async fn restore(
     policy_file: &Path,
     json: bool,
@@ -79,6 +97,7 @@ pub async fn restore(
         database_map: a.database_map,
         threads: a.threads,
         allow_external_links: a.allow_external_links,
+        target_binlog: a.target_binlog,
     };
     let RestoreArgs {
         id,
@@ -104,6 +123,10 @@ pub async fn restore(
             to: &to,
             batch: batch as usize,
             dry_run,
+            databases_selected: policy
+                .job(&job)
+                .map(crate::backup::pitr::selects_databases)
+                .unwrap_or(false),
         };
         let (plan, done) = crate::backup::pitr::restore_until(&catalog, &req, &opts).await?;
         match done {
@@ -120,6 +143,9 @@ pub async fn restore(
                             r.transactions, r.rows, r.last_gtid, r.seconds,
                             r.rows as f64 / r.seconds.max(1e-3), r.transactions as f64 / r.seconds.max(1e-3)
                         );
+                if plan.only_databases.is_some() {
+                    println!("skipped {} transaction(s) of other databases", r.skipped);
+                }
             }
         }
         return Ok(exit::OK);
@@ -131,6 +157,12 @@ pub async fn restore(
     }
     let id = id.expect("clap requires an id without --job");
     let e = catalog.find(&id).await?;
+    if opts.target_binlog == TargetBinlog::Off && e.manifest.kind != "mysql" {
+        return Err(Error::Usage(format!(
+            "--target-binlog applies to mysql restores; backup {id} is a {} backup",
+            e.manifest.kind
+        )));
+    }
     let msg = restore::restore(&catalog, &e, &to, &opts).await?;
     println!("{msg}");
     Ok(exit::OK)

@@ -161,6 +161,10 @@ async fn pitr_drill(
         to,
         batch: 1000,
         dry_run: false,
+        databases_selected: policy
+            .job(&job)
+            .map(pitr::selects_databases)
+            .unwrap_or(false),
     };
     let password = std::env::var_os("CEXDR_RESTORE_TEST_PASSWORD")
         .is_some()

@@ -24,6 +24,7 @@ mod notifications;
 mod object_lock;
 mod pitr;
 mod pitr_daemon;
+mod pitr_target;
 mod proof;
 mod prune;
 mod redis;

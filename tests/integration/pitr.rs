@@ -312,9 +312,25 @@ fn restore_to_points_in_time_across_archiver_and_server_crashes() {
 }
 
 /// Archives a few segments, takes a base, and returns (dir, policy, server).
-fn small_archive(
+pub(crate) fn small_archive(
     db: &str,
     job: &str,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    MariaDb,
+    Vec<(chrono::DateTime<chrono::Utc>, String)>,
+) {
+    small_archive_with(db, job, |_, _| {}, |_| {})
+}
+
+/// `small_archive`, with `setup` run before the base backup and `batch`
+/// after each of the four batches of writes (before its cut).
+pub(crate) fn small_archive_with(
+    db: &str,
+    job: &str,
+    batch: impl Fn(&MariaDb, usize),
+    setup: impl Fn(&MariaDb),
 ) -> (
     tempfile::TempDir,
     PathBuf,
@@ -326,6 +342,7 @@ fn small_archive(
     p.sql(&format!(
         "CREATE DATABASE {db}; CREATE TABLE {db}.ev (id INT PRIMARY KEY, v VARCHAR(40))"
     ));
+    setup(&p);
     let policy = policy_for(dir.path(), &p, db, job);
     let o = cexdr(&["--policy", policy.to_str().unwrap(), "backup", job]);
     assert_code(&o, 0);
@@ -333,6 +350,7 @@ fn small_archive(
     let mut cuts = Vec::new();
     for k in 0..4 {
         write_rows(&p, db, k * 100, 20);
+        batch(&p, k);
         // A segment closes every second: a quiet second ends each batch's segment.
         cuts.push((quiet_second(), checksum(&p, db)));
     }

@@ -34,6 +34,7 @@ use super::window::{self, Base, Run};
 use crate::backup::catalog::gtid::{Gtid, GtidState};
 use crate::backup::catalog::segment::{Archive, Listed};
 use crate::backup::catalog::Catalog;
+use crate::backup::source::artifact::TargetBinlog;
 use crate::error::{Error, Result};
 use crate::pipeline;
 use crate::pipeline::Compression;
@@ -97,6 +98,17 @@ pub struct Plan {
     pub binlog_bytes: u64,
     /// Upper bound: transactions in the chosen segments after the base.
     pub transactions_at_most: u64,
+    /// Whether the target's binary log records the base and the replay: the
+    /// request's choice (`plan` gives the default, the caller sets it).
+    pub target_binlog: TargetBinlog,
+    /// The databases the replay takes (the base's, when the job selects
+    /// databases or `--database-map` renames): others' transactions are
+    /// skipped and counted. `None`: every transaction in range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub only_databases: Option<Vec<String>>,
+    /// `--database-map` renames, applied to the replay too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub database_map: Vec<(String, String)>,
 }
 
 impl Plan {
@@ -123,6 +135,21 @@ impl Plan {
             self.binlog_bytes,
             self.transactions_at_most
         ));
+        if let Some(dbs) = &self.only_databases {
+            s.push_str(&format!(
+                "  replay limited to database(s) {}: transactions of other databases are skipped (and counted); one that mixes both is refused\n",
+                dbs.join(", ")
+            ));
+        }
+        for (old, new) in &self.database_map {
+            s.push_str(&format!(
+                "  database {old} restored and replayed as {new}\n"
+            ));
+        }
+        s.push_str(match self.target_binlog {
+            TargetBinlog::On => "  target binlog on: the base and the replay are written to the target's binary log under its own GTIDs, so its replicas (and an archive of its binlog) get the whole restore\n",
+            TargetBinlog::Off => "  target binlog off: neither the base nor the replay is written to the target's binary log (sql_log_bin = 0); replicas of the target will NOT get this restore and differ from it afterwards\n",
+        });
         s
     }
 }
@@ -286,6 +313,9 @@ pub fn plan(
         stored_bytes: needed.iter().map(|s| s.manifest.stored_bytes).sum(),
         binlog_bytes: needed.iter().map(|s| s.manifest.source_bytes).sum(),
         transactions_at_most: needed.iter().map(|s| s.manifest.transactions).sum(),
+        target_binlog: TargetBinlog::On,
+        only_databases: None,
+        database_map: Vec::new(),
     })
 }
 
@@ -427,9 +457,12 @@ pub struct Target {
 /// How the client session applies the transactions.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Session {
-    /// A point-in-time restore: binlog off on the target (`sql_log_bin = 0`),
-    /// GTID bookkeeping dropped, `batch` transactions per commit.
-    Restore,
+    /// A point-in-time restore: GTID bookkeeping dropped (the target gives
+    /// the replay GTIDs of its own, as it does the base restore's
+    /// statements), `batch` transactions per commit. `binlog` off:
+    /// `sql_log_bin = 0` first, so the target's binary log (and its
+    /// replicas) get none of it, as with the base restore.
+    Restore { binlog: TargetBinlog },
     /// A promotion's top-up: binlog on, every transaction keeps its GTID
     /// (`gtid_domain_id`, `server_id`, `gtid_seq_no` as decoded) and commits
     /// on its own, so that the promoted server's future replicas get them
@@ -449,6 +482,9 @@ pub struct Replayed {
     /// The first replayed GTID of each domain.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub first_gtid: String,
+    /// Transactions in range that changed only other databases than
+    /// `Plan::only_databases` (not applied).
+    pub skipped: u64,
 }
 
 /// A program on PATH, or an error naming it (checked before any change).
@@ -468,21 +504,118 @@ pub fn find_program(names: &[&str]) -> Result<std::path::PathBuf> {
     )))
 }
 
-/// Streams the planned transactions into the target.
-pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Result<Replayed> {
-    let t0 = Instant::now();
-    let binlog_tool = find_program(&["mariadb-binlog", "mysqlbinlog"])?;
-    let client = find_program(&["mariadb", "mysql"])?;
+/// With a database filter: runs the replay's filter over the planned
+/// segments without a target, so that a transaction mixing restored and
+/// other databases is refused before anything is written. Returns the
+/// transactions it would skip.
+pub async fn prescan(cat: &Catalog, a: &Archive, plan: &Plan) -> Result<u64> {
+    let Some(only) = plan.only_databases.as_deref() else {
+        return Ok(0);
+    };
     let base = GtidState::parse(&plan.base_gtid).map_err(|e| refuse(e.to_string()))?;
     let cut = GtidState::parse(&plan.cut_gtid).map_err(|e| refuse(e.to_string()))?;
-    let mut dec = tokio::process::Command::new(&binlog_tool)
-        .args(["--no-defaults", "-"])
+    let segs: Vec<Listed> = a
+        .segments
+        .iter()
+        .filter(|s| plan.segments.contains(&s.manifest.seq))
+        .cloned()
+        .collect();
+    let fed = feed(cat, &segs, &base, &cut, Some(only), tokio::io::sink()).await?;
+    Ok(fed.skipped)
+}
+
+/// Streams the planned transactions into the target: segments → exact GTID
+/// filter → `mariadb-binlog -` → batching → `mariadb`, then checks that
+/// both programs succeeded and the replay reached the cut.
+pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Result<Replayed> {
+    let t0 = Instant::now();
+    let base = GtidState::parse(&plan.base_gtid).map_err(|e| refuse(e.to_string()))?;
+    let cut = GtidState::parse(&plan.cut_gtid).map_err(|e| refuse(e.to_string()))?;
+    let mut dec = spawn_decoder(&plan.database_map)?;
+    let mut cl = spawn_client(to)?;
+    let segs: Vec<Listed> = plan
+        .segments
+        .iter()
+        .map(|q| {
+            a.segments
+                .iter()
+                .find(|s| s.manifest.seq == *q)
+                .expect("planned")
+                .clone()
+        })
+        .collect();
+    let dec_in = dec.stdin.take().expect("piped");
+    let dec_out = dec.stdout.take().expect("piped");
+    let cl_in = cl.stdin.take().expect("piped");
+    let mut dec_err = dec.stderr.take().expect("piped");
+    let mut cl_err = cl.stderr.take().expect("piped");
+    let errs = async {
+        let (mut a, mut b) = (String::new(), String::new());
+        let _ = tokio::join!(
+            dec_err.read_to_string(&mut a),
+            cl_err.read_to_string(&mut b)
+        );
+        (a, b)
+    };
+    let only = plan.only_databases.as_deref();
+    let feed = feed(cat, &segs, &base, &cut, only, dec_in);
+    let (fed, pumped, (dec_msg, cl_msg)) = tokio::join!(feed, pump(dec_out, cl_in, to), errs);
+    let dec_st = dec
+        .wait()
+        .await
+        .map_err(|e| Error::io("waiting for mariadb-binlog", e))?;
+    let cl_st = cl
+        .wait()
+        .await
+        .map_err(|e| Error::io("waiting for the mariadb client", e))?;
+    if !cl_st.success() {
+        if matches!(to.session, Session::KeepGtids { .. }) {
+            return Err(refuse(format!("applying the archived transactions failed ({}): {}; each one applied is in the target's GTID position, so a new attempt goes on from there", cl_st, cl_msg.trim())));
+        }
+        return Err(refuse(format!("replay into the target failed ({}): {}; the target holds the base backup and part of the replay: restore again", cl_st, cl_msg.trim())));
+    }
+    if !dec_st.success() || dec_msg.contains("ERROR") {
+        return Err(refuse(format!(
+            "mariadb-binlog failed ({dec_st}): {}",
+            dec_msg.trim()
+        )));
+    }
+    let fed = fed?;
+    let rows = pumped?;
+    if !cut.le(&fed.applied) {
+        return Err(refuse(format!("replay reached GTID {}, short of the planned {cut}: the segments did not hold every planned transaction", fed.applied)));
+    }
+    Ok(Replayed {
+        transactions: fed.transactions,
+        rows,
+        events: fed.events,
+        seconds: t0.elapsed().as_secs_f64(),
+        last_gtid: fed.applied.to_string(),
+        first_gtid: fed.first.to_string(),
+        skipped: fed.skipped,
+    })
+}
+
+/// `mariadb-binlog -`; renames by `--rewrite-db`, which in 10.11 renames
+/// the table-map events of row transactions and the default database of
+/// statements (tested by the `--database-map` restores).
+fn spawn_decoder(map: &[(String, String)]) -> Result<tokio::process::Child> {
+    let tool = find_program(&["mariadb-binlog", "mysqlbinlog"])?;
+    tokio::process::Command::new(&tool)
+        .arg("--no-defaults")
+        .args(map.iter().map(|(a, b)| format!("--rewrite-db={a}->{b}")))
+        .arg("-")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| Error::io(format!("starting {}", binlog_tool.display()), e))?;
+        .map_err(|e| Error::io(format!("starting {}", tool.display()), e))
+}
+
+/// The `mariadb` client into the target; the password goes by environment.
+fn spawn_client(to: &Target) -> Result<tokio::process::Child> {
+    let client = find_program(&["mariadb", "mysql"])?;
     let mut cl = tokio::process::Command::new(&client);
     cl.args(["--no-defaults", "--binary-mode", "--batch", "--silent"]);
     match &to.socket {
@@ -501,248 +634,339 @@ pub async fn replay(cat: &Catalog, a: &Archive, plan: &Plan, to: &Target) -> Res
     } else {
         cl.env_remove("MYSQL_PWD");
     }
-    let mut cl = cl
-        .stdin(Stdio::piped())
+    cl.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| Error::io(format!("starting {}", client.display()), e))?;
+        .map_err(|e| Error::io(format!("starting {}", client.display()), e))
+}
 
-    // 1. Segments → exact GTID filter → decoder.
-    let mut dec_in = dec.stdin.take().expect("piped");
-    let segs: Vec<Listed> = plan
-        .segments
-        .iter()
-        .map(|q| {
-            a.segments
-                .iter()
-                .find(|s| s.manifest.seq == *q)
-                .expect("planned")
-                .clone()
-        })
-        .collect();
-    let feed = async {
-        let mut applied = base.clone();
-        let mut first = GtidState::default();
-        let mut events = 0u64;
-        let mut txs = 0u64;
-        dec_in
-            .write_all(&[0xfe, 0x62, 0x69, 0x6e])
-            .await
-            .map_err(|e| Error::io("writing to mariadb-binlog", e))?;
-        for s in &segs {
-            let (mut stream, tally) = open_segment(cat, s).await?;
-            let mut buf = BytesMut::new();
-            let mut magic = false;
-            let mut include = false;
-            let mut out = Vec::with_capacity(1 << 20);
-            loop {
-                let next = stream.next().await;
-                let more = next.is_some();
-                if let Some(c) = next {
-                    buf.extend_from_slice(
-                        &c.map_err(|e| refuse(format!("segment {}: {e}", s.manifest.seq)))?,
-                    );
-                }
-                if !magic && buf.len() >= 4 {
-                    if buf[..4] != [0xfe, 0x62, 0x69, 0x6e] {
-                        return Err(refuse(format!(
-                            "segment {} is not a binlog file",
-                            s.manifest.seq
-                        )));
-                    }
-                    buf.advance(4);
-                    magic = true;
-                }
-                while magic && buf.len() >= 19 {
-                    let size = u32::from_le_bytes(buf[9..13].try_into().unwrap()) as usize;
-                    if size < 19 {
-                        return Err(refuse(format!(
-                            "segment {}: corrupt event header",
-                            s.manifest.seq
-                        )));
-                    }
-                    if buf.len() < size {
-                        break;
-                    }
-                    let ev = buf.split_to(size);
-                    match ev[4] {
-                        FDE => out.extend_from_slice(&ev),
-                        MARIA_GTID => {
-                            let g = Gtid {
-                                seq: u64::from_le_bytes(ev[19..27].try_into().unwrap()),
-                                domain: u32::from_le_bytes(ev[27..31].try_into().unwrap()),
-                                server: u32::from_le_bytes(ev[5..9].try_into().unwrap()),
-                            };
-                            include = !applied.contains(&g) && cut.contains(&g);
-                            if include {
-                                if !first.0.contains_key(&g.domain) {
-                                    first.apply(g);
-                                }
-                                applied.apply(g);
-                                txs += 1;
-                                out.extend_from_slice(&ev);
-                                events += 1;
-                            }
-                        }
-                        // Between groups: GTID list, checkpoint, rotate, stop.
-                        161 | 163 | 4 | 3 => include = false,
-                        _ if include => {
-                            out.extend_from_slice(&ev);
-                            events += 1;
-                        }
-                        _ => {}
-                    }
-                }
-                if out.len() >= 1 << 20 || (!more && !out.is_empty()) {
-                    dec_in
-                        .write_all(&out)
-                        .await
-                        .map_err(|e| Error::io("writing to mariadb-binlog", e))?;
-                    out.clear();
-                }
-                if !more {
-                    break;
-                }
-            }
-            if !buf.is_empty() {
-                return Err(refuse(format!(
-                    "segment {} ends inside an event (truncated)",
-                    s.manifest.seq
-                )));
-            }
-            check_tally(s, &tally)?;
-        }
-        dec_in
-            .shutdown()
-            .await
-            .map_err(|e| Error::io("closing mariadb-binlog's input", e))?;
-        drop(dec_in);
-        Ok::<_, Error>((events, txs, applied, first))
+/// What the feed passed on to the decoder.
+struct Fed {
+    events: u64,
+    transactions: u64,
+    /// The base's position plus every transaction passed on.
+    applied: GtidState,
+    first: GtidState,
+    skipped: u64,
+}
+
+/// Segments → exact GTID filter → the decoder's input (one binlog stream:
+/// magic, then each segment's FDE and its transactions in range).
+async fn feed<W: tokio::io::AsyncWrite + Unpin>(
+    cat: &Catalog,
+    segs: &[Listed],
+    base: &GtidState,
+    cut: &GtidState,
+    only: Option<&[String]>,
+    mut dec_in: W,
+) -> Result<Fed> {
+    let mut fed = Fed {
+        events: 0,
+        transactions: 0,
+        applied: base.clone(),
+        first: GtidState::default(),
+        skipped: 0,
     };
+    dec_in
+        .write_all(&[0xfe, 0x62, 0x69, 0x6e])
+        .await
+        .map_err(|e| Error::io("writing to mariadb-binlog", e))?;
+    for s in segs {
+        feed_segment(cat, s, cut, only, &mut fed, &mut dec_in).await?;
+    }
+    dec_in
+        .shutdown()
+        .await
+        .map_err(|e| Error::io("closing mariadb-binlog's input", e))?;
+    Ok(fed)
+}
 
-    // 2. Decoder → batching → client.
-    let dec_out = dec.stdout.take().expect("piped");
-    let mut cl_in = cl.stdin.take().expect("piped");
-    let keep_gtids = matches!(to.session, Session::KeepGtids { .. });
-    // Merging transactions would put several GTIDs in one commit.
-    let batch = if keep_gtids { 1 } else { to.batch.max(1) };
-    let preamble = match &to.session {
-        Session::Restore => "SET SESSION sql_log_bin = 0;\n".to_string(),
+/// One segment through the filter: a transaction passes when its GTID is
+/// not applied yet and at or before the cut.
+async fn feed_segment(
+    cat: &Catalog,
+    s: &Listed,
+    cut: &GtidState,
+    only: Option<&[String]>,
+    fed: &mut Fed,
+    dec_in: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> Result<()> {
+    let seq = s.manifest.seq;
+    let (mut stream, tally) = open_segment(cat, s).await?;
+    let mut buf = BytesMut::new();
+    let mut magic = false;
+    let mut include = false;
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut txn = Txn {
+        hold: only.is_some(),
+        ..Txn::default()
+    };
+    loop {
+        let next = stream.next().await;
+        let more = next.is_some();
+        if let Some(c) = next {
+            buf.extend_from_slice(&c.map_err(|e| refuse(format!("segment {seq}: {e}")))?);
+        }
+        if !magic && buf.len() >= 4 {
+            if buf[..4] != [0xfe, 0x62, 0x69, 0x6e] {
+                return Err(refuse(format!("segment {seq} is not a binlog file")));
+            }
+            buf.advance(4);
+            magic = true;
+        }
+        while magic && buf.len() >= 19 {
+            let size = u32::from_le_bytes(buf[9..13].try_into().unwrap()) as usize;
+            if size < 19 {
+                return Err(refuse(format!("segment {seq}: corrupt event header")));
+            }
+            if buf.len() < size {
+                break;
+            }
+            let ev = buf.split_to(size);
+            if ev[4] == MARIA_GTID || matches!(ev[4], 161 | 163 | 4 | 3) {
+                txn.close(only, fed, &mut out)?;
+            }
+            match ev[4] {
+                FDE => out.extend_from_slice(&ev),
+                MARIA_GTID => {
+                    let g = Gtid {
+                        seq: u64::from_le_bytes(ev[19..27].try_into().unwrap()),
+                        domain: u32::from_le_bytes(ev[27..31].try_into().unwrap()),
+                        server: u32::from_le_bytes(ev[5..9].try_into().unwrap()),
+                    };
+                    include = !fed.applied.contains(&g) && cut.contains(&g);
+                    if include {
+                        if !fed.first.0.contains_key(&g.domain) {
+                            fed.first.apply(g);
+                        }
+                        fed.applied.apply(g);
+                        txn.open(g, &ev, &mut out);
+                    }
+                }
+                // Between groups: GTID list, checkpoint, rotate, stop.
+                161 | 163 | 4 | 3 => include = false,
+                _ if include => txn.add(&ev, &mut out),
+                _ => {}
+            }
+        }
+        if !more {
+            txn.close(only, fed, &mut out)?;
+        }
+        if out.len() >= 1 << 20 || (!more && !out.is_empty()) {
+            dec_in
+                .write_all(&out)
+                .await
+                .map_err(|e| Error::io("writing to mariadb-binlog", e))?;
+            out.clear();
+        }
+        if !more {
+            break;
+        }
+    }
+    if !buf.is_empty() {
+        return Err(refuse(format!(
+            "segment {seq} ends inside an event (truncated)"
+        )));
+    }
+    check_tally(s, &tally)
+}
+
+/// One transaction held until its end, to be passed on or skipped whole
+/// by the databases it changes.
+/// Without a database filter its events go straight through (nothing is
+/// held); with one, a transaction is held in memory until its end.
+#[derive(Default)]
+struct Txn {
+    hold: bool,
+    gtid: Option<Gtid>,
+    bytes: Vec<u8>,
+    events: u64,
+    /// The databases its row events (table maps) and statements (their
+    /// default database) name; `""` for a statement with none.
+    dbs: std::collections::BTreeSet<String>,
+}
+
+impl Txn {
+    fn open(&mut self, g: Gtid, ev: &[u8], out: &mut Vec<u8>) {
+        self.gtid = Some(g);
+        self.add(ev, out);
+    }
+
+    fn add(&mut self, ev: &[u8], out: &mut Vec<u8>) {
+        self.events += 1;
+        if !self.hold {
+            out.extend_from_slice(ev);
+            return;
+        }
+        if let Some(db) = event_database(ev) {
+            self.dbs.insert(db);
+        }
+        self.bytes.extend_from_slice(ev);
+    }
+
+    /// Passes the transaction on, or skips it when it changes only other
+    /// databases than `only`; refuses one that mixes them.
+    fn close(&mut self, only: Option<&[String]>, fed: &mut Fed, out: &mut Vec<u8>) -> Result<()> {
+        let Some(g) = self.gtid.take() else {
+            return Ok(());
+        };
+        let t = std::mem::replace(
+            self,
+            Txn {
+                hold: self.hold,
+                ..Txn::default()
+            },
+        );
+        let pass = match only {
+            None => true,
+            Some(only) => {
+                let (ours, other): (Vec<&String>, Vec<&String>) =
+                    t.dbs.iter().partition(|d| only.contains(d));
+                if other.iter().any(|d| d.is_empty()) {
+                    return Err(refuse(format!("transaction {g} runs a statement without a default database, so it cannot be told whether it changes the restored database(s) {}; restore the whole server (a job without `databases`) or to an earlier point", only.join(", "))));
+                }
+                if !ours.is_empty() && !other.is_empty() {
+                    return Err(refuse(format!("transaction {g} changes database(s) {} of this restore and {} outside it in one commit: replaying part of it would break its atomicity, skipping it would lose its changes to {}", join(&ours), join(&other), join(&ours))));
+                }
+                other.is_empty()
+            }
+        };
+        if pass {
+            fed.transactions += 1;
+            fed.events += t.events;
+            out.extend_from_slice(&t.bytes);
+        } else {
+            fed.skipped += 1;
+        }
+        Ok(())
+    }
+}
+
+fn join(v: &[&String]) -> String {
+    v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// The database a row transaction's table map or a statement names
+/// (BEGIN/COMMIT statements name none that matters).
+fn event_database(ev: &[u8]) -> Option<String> {
+    const QUERY: u8 = 2;
+    const TABLE_MAP: u8 = 19;
+    let name = |at: usize, len: usize| {
+        ev.get(at..at + len)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    match ev[4] {
+        // Post-header: table id (6 bytes), flags (2); then length + name.
+        TABLE_MAP => {
+            let len = *ev.get(27)? as usize;
+            name(28, len)
+        }
+        // Post-header: thread id, exec time, db length, error code, status length.
+        QUERY => {
+            let len = *ev.get(27)? as usize;
+            let status = u16::from_le_bytes(ev.get(30..32)?.try_into().ok()?) as usize;
+            let at = 32 + status;
+            let text = ev.get(at + len + 1..)?;
+            if text.starts_with(b"BEGIN") || text.starts_with(b"COMMIT") {
+                return None;
+            }
+            name(at, len)
+        }
+        _ => None,
+    }
+}
+
+/// What the client runs before the first transaction.
+fn preamble(session: &Session) -> String {
+    match session {
+        Session::Restore {
+            binlog: TargetBinlog::Off,
+        } => "SET SESSION sql_log_bin = 0;\n".to_string(),
+        // A new session logs by default: nothing to set (and no privilege).
+        Session::Restore {
+            binlog: TargetBinlog::On,
+        } => String::new(),
         Session::KeepGtids { lock } => {
             let lock = lock.replace(['\'', '\\'], "");
             format!(
                 "DELIMITER //\nIF GET_LOCK('{lock}', 10) <> 1 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'another session holds the lock {lock}: an earlier top-up is still applying'; END IF//\nDELIMITER ;\n"
             )
         }
+    }
+}
+
+/// The decoder's SQL → the client, `batch` transactions per commit; returns
+/// the rows the decoder counted.
+async fn pump(
+    dec_out: tokio::process::ChildStdout,
+    mut cl_in: tokio::process::ChildStdin,
+    to: &Target,
+) -> Result<u64> {
+    let keep_gtids = matches!(to.session, Session::KeepGtids { .. });
+    // Merging transactions would put several GTIDs in one commit.
+    let batch = if keep_gtids {
+        1
+    } else {
+        to.batch.max(1) as u64
     };
-    let pump = async {
-        let mut lines = BufReader::with_capacity(1 << 20, dec_out).lines();
-        let mut w = tokio::io::BufWriter::with_capacity(1 << 20, &mut cl_in);
-        let err = |e| Error::io("writing to the mariadb client", e);
-        w.write_all(preamble.as_bytes()).await.map_err(err)?;
-        let mut pending = false;
-        let mut commits = 0u64;
-        let mut rows = 0u64;
-        let mut skip_next_delim = false;
-        while let Some(line) = lines
-            .next_line()
-            .await
-            .map_err(|e| Error::io("reading mariadb-binlog's output", e))?
+    let mut lines = BufReader::with_capacity(1 << 20, dec_out).lines();
+    let mut w = tokio::io::BufWriter::with_capacity(1 << 20, &mut cl_in);
+    let err = |e| Error::io("writing to the mariadb client", e);
+    w.write_all(preamble(&to.session).as_bytes())
+        .await
+        .map_err(err)?;
+    let (mut pending, mut commits, mut rows) = (false, 0u64, 0u64);
+    let mut skip_next_delim = false;
+    while let Some(line) = lines
+        .next_line()
+        .await
+        .map_err(|e| Error::io("reading mariadb-binlog's output", e))?
+    {
+        if std::mem::take(&mut skip_next_delim) && line == "/*!*/;" {
+            continue;
+        }
+        if let Some(n) = line.strip_prefix("# Number of rows: ") {
+            rows += n.trim().parse::<u64>().unwrap_or(0);
+        }
+        // The original GTIDs are kept only by a top-up; a restore's commits
+        // get the target's own (and merged ones refuse a session GTID).
+        if !keep_gtids
+            && (line.starts_with("/*M!100001 SET @@session.gtid_")
+                || line.starts_with("/*M!100001 SET @@session.server_id=")
+                || line.starts_with("/*M!100101 SET @@session.skip_parallel_replication"))
         {
-            if skip_next_delim {
-                skip_next_delim = false;
-                if line == "/*!*/;" {
-                    continue;
-                }
-            }
-            if let Some(n) = line.strip_prefix("# Number of rows: ") {
-                rows += n.trim().parse::<u64>().unwrap_or(0);
-            }
-            // Session GTID bookkeeping only matters with the binlog on (it
-            // is off here) and is refused inside a merged transaction.
-            if !keep_gtids
-                && (line.starts_with("/*M!100001 SET @@session.gtid_")
-                    || line.starts_with("/*M!100001 SET @@session.server_id=")
-                    || line.starts_with("/*M!100101 SET @@session.skip_parallel_replication"))
-            {
-                continue;
-            }
-            if line == "COMMIT/*!*/;" {
-                commits += 1;
-                if commits.is_multiple_of(batch as u64) {
-                    w.write_all(b"COMMIT/*!*/;\n").await.map_err(err)?;
-                } else {
-                    pending = true;
-                }
-                continue;
-            }
-            if line == "START TRANSACTION" && pending {
-                pending = false;
-                skip_next_delim = true;
-                continue;
-            }
-            if pending && !line.starts_with('#') && !line.is_empty() {
+            continue;
+        }
+        if line == "COMMIT/*!*/;" {
+            commits += 1;
+            if commits.is_multiple_of(batch) {
                 w.write_all(b"COMMIT/*!*/;\n").await.map_err(err)?;
-                pending = false;
+            } else {
+                pending = true;
             }
-            w.write_all(line.as_bytes()).await.map_err(err)?;
-            w.write_all(b"\n").await.map_err(err)?;
+            continue;
         }
-        if pending {
+        if line == "START TRANSACTION" && pending {
+            pending = false;
+            skip_next_delim = true;
+            continue;
+        }
+        if pending && !line.starts_with('#') && !line.is_empty() {
             w.write_all(b"COMMIT/*!*/;\n").await.map_err(err)?;
+            pending = false;
         }
-        w.flush().await.map_err(err)?;
-        drop(w);
-        cl_in.shutdown().await.map_err(err)?;
-        drop(cl_in); // EOF: the client ends once it has run everything
-        Ok::<_, Error>(rows)
-    };
-    let mut dec_err = dec.stderr.take().expect("piped");
-    let mut cl_err = cl.stderr.take().expect("piped");
-    let errs = async {
-        let (mut a, mut b) = (String::new(), String::new());
-        let _ = tokio::join!(
-            dec_err.read_to_string(&mut a),
-            cl_err.read_to_string(&mut b)
-        );
-        (a, b)
-    };
-    let (fed, pumped, (dec_msg, cl_msg)) = tokio::join!(feed, pump, errs);
-    let dec_st = dec
-        .wait()
-        .await
-        .map_err(|e| Error::io("waiting for mariadb-binlog", e))?;
-    let cl_st = cl
-        .wait()
-        .await
-        .map_err(|e| Error::io("waiting for the mariadb client", e))?;
-    if !cl_st.success() {
-        if keep_gtids {
-            return Err(refuse(format!("applying the archived transactions failed ({}): {}; each one applied is in the target's GTID position, so a new attempt goes on from there", cl_st, cl_msg.trim())));
-        }
-        return Err(refuse(format!("replay into the target failed ({}): {}; the target holds the base backup and part of the replay: restore again", cl_st, cl_msg.trim())));
+        w.write_all(line.as_bytes()).await.map_err(err)?;
+        w.write_all(b"\n").await.map_err(err)?;
     }
-    if !dec_st.success() || dec_msg.contains("ERROR") {
-        return Err(refuse(format!(
-            "mariadb-binlog failed ({dec_st}): {}",
-            dec_msg.trim()
-        )));
+    if pending {
+        w.write_all(b"COMMIT/*!*/;\n").await.map_err(err)?;
     }
-    let (events, transactions, applied, first) = fed?;
-    let rows = pumped?;
-    if !cut.le(&applied) {
-        return Err(refuse(format!("replay reached GTID {applied}, short of the planned {cut}: the segments did not hold every planned transaction")));
-    }
-    Ok(Replayed {
-        transactions,
-        rows,
-        events,
-        seconds: t0.elapsed().as_secs_f64(),
-        last_gtid: applied.to_string(),
-        first_gtid: first.to_string(),
-    })
+    w.flush().await.map_err(err)?;
+    drop(w);
+    cl_in.shutdown().await.map_err(err)?;
+    Ok(rows) // cl_in dropped: EOF, the client ends once it has run everything
 }
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ impl TopUp {
             seconds: 0.0,
             last_gtid: from.to_string(),
             first_gtid: String::new(),
+            skipped: 0,
         };
         if plan.segments.is_empty() {
             return Ok(none);
@@ -254,6 +255,10 @@ pub fn plan(job: &str, a: &Archive, from: &GtidState) -> Result<Plan> {
         stored_bytes: needed.iter().map(|s| s.manifest.stored_bytes).sum(),
         binlog_bytes: needed.iter().map(|s| s.manifest.source_bytes).sum(),
         transactions_at_most: needed.iter().map(|s| s.manifest.transactions).sum(),
+        // A top-up is logged (its GTIDs kept) for the promoted server's replicas.
+        target_binlog: crate::backup::source::artifact::TargetBinlog::On,
+        only_databases: None,
+        database_map: Vec::new(),
     })
 }
 

@@ -2,7 +2,7 @@
 //! and refuse to finish (nothing left in place) when it does not match.
 //! Each kind restores its own way (`SourceKind::restore`).
 use crate::backup::catalog::{Catalog, Entry};
-pub use crate::backup::source::artifact::{Reading, RestoreOptions};
+pub use crate::backup::source::artifact::{Reading, RestoreOptions, TargetBinlog};
 use crate::base::progress::{self, Total, Unit};
 use crate::error::Result;
 

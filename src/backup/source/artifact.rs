@@ -22,6 +22,32 @@ pub struct RestoreOptions {
     /// Files: also restore symlinks that point outside the target (absolute
     /// ones, as config trees often have). Nothing is ever written through them.
     pub allow_external_links: bool,
+    /// MySQL: whether the target's binary log records the restore (the
+    /// base and, with `--until`, the replay alike).
+    pub target_binlog: TargetBinlog,
+}
+
+/// One rule for a MySQL target's binary log in every restore: the whole
+/// restore is written to it, or none of it (docs/pitr.md, "The target's
+/// binary log").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetBinlog {
+    /// Logged under the target's own GTIDs: its replicas get the restore.
+    #[default]
+    On,
+    /// `SET SESSION sql_log_bin = 0` on every connection (BINLOG ADMIN or
+    /// SUPER): the replicas of the target do not get it.
+    Off,
+}
+
+impl TargetBinlog {
+    pub fn word(self) -> &'static str {
+        match self {
+            TargetBinlog::On => "on",
+            TargetBinlog::Off => "off",
+        }
+    }
 }
 
 /// The decompressed stream of one artifact, and the tally of the stored

@@ -33,7 +33,7 @@ use super::dump;
 use super::load;
 use super::sql::{ident, string_literal, Piece, Splitter};
 use crate::backup::catalog::{Catalog, Manifest, Status, Verification, TOOL_VERSION};
-use crate::backup::source::artifact::{Reading, RestoreOptions};
+use crate::backup::source::artifact::{Reading, RestoreOptions, TargetBinlog};
 use crate::backup::source::ScratchTarget;
 use crate::base::Secret;
 use crate::error::{one_line, Error, Result};
@@ -1314,7 +1314,13 @@ pub async fn restore(
     let dbs = manifest_dbs(m)?;
     let map = full_map(&dbs, &opts.database_map)?;
     let threads = opts.threads.unwrap_or_else(default_threads).clamp(1, 64);
-    let counts = restore_into(catalog, m, &server, &map, opts.force, threads, false).await?;
+    let off = opts.target_binlog == TargetBinlog::Off;
+    if off {
+        binlog_off_allowed(&server).await?;
+    }
+    // With the binlog off every session runs as a scratch copy's does
+    // (`sql_log_bin = 0`), which the check above showed is allowed.
+    let counts = restore_into(catalog, m, &server, &map, opts.force, threads, off).await?;
     let names: Vec<String> = map
         .iter()
         .map(|(o, n)| {
@@ -1326,7 +1332,7 @@ pub async fn restore(
         })
         .collect();
     Ok(format!(
-        "restored backup {} into {} ({}; {} statements, {} rows bulk-loaded, secondary keys of {} tables built after their rows, {} data sections on {} connections) in {:.1} s",
+        "restored backup {} into {} ({}; {} statements, {} rows bulk-loaded, secondary keys of {} tables built after their rows, {} data sections on {} connections; target binlog {}) in {:.1} s",
         m.id,
         server.describe(),
         names.join(", "),
@@ -1335,8 +1341,24 @@ pub async fn restore(
         counts.keys_after,
         counts.data_sections,
         threads,
+        opts.target_binlog.word(),
         t0.elapsed().as_secs_f64()
     ))
+}
+
+/// `--target-binlog off` before anything is written: the server must let
+/// this user turn its session's binary logging off, or nothing happens.
+pub(crate) async fn binlog_off_allowed(server: &Server) -> Result<()> {
+    let mut c = server.connect().await.map_err(Error::in_restore)?;
+    let r = c.query_drop("SET SESSION sql_log_bin = 0").await;
+    let _ = c.disconnect().await;
+    r.map_err(|e| {
+        Error::RestoreRefused(format!(
+            "--target-binlog off: {} refused SET SESSION sql_log_bin = 0 ({}); the user needs BINLOG ADMIN (or SUPER), or restore with --target-binlog on",
+            server.describe(),
+            explain(&e)
+        ))
+    })
 }
 
 /// `cexdr verify ID --restore-test mysql://…` and mysql drills: restores
