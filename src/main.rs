@@ -58,8 +58,9 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("cexdr: error: {}", cexdr::error::one_line(&e));
-                if json {
-                    // Scripts get one document on stdout, failures too.
+                if json && !cexdr::cli::output::printed() {
+                    // Scripts get one document on stdout, failures too
+                    // (a command that printed its own already said it).
                     println!(
                         "{}",
                         serde_json::to_string_pretty(&e.to_json()).expect("serialisable")
