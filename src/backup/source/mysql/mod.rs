@@ -50,7 +50,8 @@ pub struct MysqlKeys {
     exclude_tables: Option<Vec<String>>,
     threads: Option<usize>,
     consistency: Option<String>,
-    tls: Option<TlsSpec>,
+    // Boxed: the file paths would make every job kind's keys this large.
+    tls: Option<Box<TlsSpec>>,
     /// The continuous binlog archive (PITR), see docs/pitr.md.
     binlog: Option<BinlogKeys>,
 }
@@ -105,7 +106,7 @@ impl super::FromPolicy for MysqlSpec {
             exclude_tables: k.exclude_tables.unwrap_or_default(),
             threads,
             consistency,
-            tls: k.tls,
+            tls: k.tls.map(|t| *t),
             binlog: match k.binlog {
                 Some(b) => Some(
                     crate::backup::binlog::BinlogSpec::validate(
@@ -166,15 +167,8 @@ pub enum Consistency {
     Lock,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct TlsSpec {
-    #[serde(default)]
-    pub enabled: Option<bool>,
-    pub ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub skip_verify: bool,
-}
+/// The `tls` table of a mysql job (shared with failover sites).
+pub use crate::base::mysql_tls::TlsSpec;
 
 pub mod conn;
 pub mod dump;
