@@ -185,6 +185,15 @@ fn a_backup_over_tls_passes_and_bad_tls_settings_fail_by_name() {
         t.path("client.key")
     );
     let pol = t.policy(&url, &good);
+    let o = cexdr(&["--policy", pol.to_str().unwrap(), "policy", "check"]);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("subject CN=ca, issuer CN=ca")
+            && out.contains("subject CN=client, issuer CN=ca")
+            && out.contains("tls.key-file matches it"),
+        "{out}"
+    );
     let o = cexdr(&["--policy", pol.to_str().unwrap(), "backup", "db"]);
     assert_code(&o, 0);
     let list = catalog_json(&pol);
@@ -266,6 +275,10 @@ fn a_backup_over_tls_passes_and_bad_tls_settings_fail_by_name() {
     );
     let o = cexdr(&["--policy", pol.to_str().unwrap(), "backup", "db"]);
     assert_code(&o, 2);
+    assert_code(
+        &cexdr(&["--policy", pol.to_str().unwrap(), "policy", "check"]),
+        2,
+    );
     assert!(
         stderr(&o).contains("tls.key-file")
             && stderr(&o).contains("does not match the certificate"),

@@ -106,7 +106,22 @@ impl super::FromPolicy for MysqlSpec {
             exclude_tables: k.exclude_tables.unwrap_or_default(),
             threads,
             consistency,
-            tls: k.tls.map(|t| *t),
+            tls: match k.tls {
+                Some(t) => {
+                    // Relative paths from the policy's folder; the files are
+                    // checked here so `policy check` and every command fail
+                    // (exit 2) at the key before any connection.
+                    let t = TlsSpec {
+                        ca_file: t.ca_file.as_deref().map(|p| input.resolve(p)),
+                        cert_file: t.cert_file.as_deref().map(|p| input.resolve(p)),
+                        key_file: t.key_file.as_deref().map(|p| input.resolve(p)),
+                        ..*t
+                    };
+                    t.load("tls").map_err(|e| input.err("tls", e.to_string()))?;
+                    Some(t)
+                }
+                None => None,
+            },
             binlog: match k.binlog {
                 Some(b) => Some(
                     crate::backup::binlog::BinlogSpec::validate(
@@ -126,7 +141,7 @@ impl super::FromPolicy for MysqlSpec {
 
 impl super::SpecInfo for MysqlSpec {
     fn describe(&self) -> String {
-        format!(
+        let mut out = format!(
             "  server: {} ({} threads, {:?} consistency)\n  databases: {}\n",
             self.url,
             self.threads,
@@ -136,7 +151,21 @@ impl super::SpecInfo for MysqlSpec {
             } else {
                 self.databases.join(", ")
             }
-        )
+        );
+        match self.tls.as_ref().map(|t| (t, t.load("tls"))) {
+            None => out.push_str("  tls: none (plaintext)\n"),
+            Some((_, Ok(None))) => out.push_str("  tls: enabled = false (plaintext)\n"),
+            Some((t, Ok(Some(l)))) => {
+                for line in l.describe(t) {
+                    out.push_str(&format!("  {line}\n"));
+                }
+                for w in l.warnings(t) {
+                    out.push_str(&format!("  warning: {w}\n"));
+                }
+            }
+            Some((_, Err(e))) => out.push_str(&format!("  tls: {e}\n")),
+        }
+        out
     }
 
     fn server_url(&self) -> Option<&str> {
