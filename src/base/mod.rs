@@ -9,6 +9,7 @@ use futures::Stream;
 
 pub mod duration;
 pub mod http;
+pub mod mysql_tls;
 pub mod progress;
 pub mod secret;
 pub mod size;

@@ -20,6 +20,7 @@ mod hostile_input;
 mod layering;
 mod lock;
 mod mysql;
+mod mysql_tls;
 mod notifications;
 mod object_lock;
 mod pitr;

@@ -753,16 +753,27 @@ fn a_full_store_fails_the_backup_and_leaves_nothing() {
 }
 
 #[test]
-fn tls_is_refused_and_the_url_forms_are_documented() {
+fn tls_to_a_server_without_tls_is_refused_and_enabled_false_connects_in_clear() {
+    // The shared test server has no TLS (have_ssl DISABLED): a tls table
+    // must not fall back to plaintext.
     let dir = tempfile::tempdir().unwrap();
     let pol = policy(dir.path(), "[job.tls]\nenabled = true");
     let o = cexdr(&["--policy", p(&pol), "backup", "db"]);
+    assert_code(&o, 1);
     assert!(
-        stderr(&o).contains("tls is not supported"),
+        stderr(&o).contains("the server does not offer TLS"),
         "{}",
         stderr(&o)
     );
     no_backup(&pol);
+    let db = unique("cexdr_tlsoff");
+    sql(&format!("DROP DATABASE IF EXISTS `{db}`; CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY)"));
+    let pol = policy(
+        dir.path(),
+        &format!("databases = [\"{db}\"]\n[job.tls]\nenabled = false"),
+    );
+    assert_code(&cexdr(&["--policy", p(&pol), "backup", "db"]), 0);
+    sql(&format!("DROP DATABASE `{db}`"));
 }
 
 #[test]

@@ -5,19 +5,9 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 
+use crate::base::mysql_tls::{explain_tls, TlsSpec};
 use crate::base::Secret;
 use crate::error::{Error, Result};
-
-/// `tls = { … }` of a mysql job.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct TlsSpec {
-    #[serde(default)]
-    pub enabled: Option<bool>,
-    pub ca_file: Option<std::path::PathBuf>,
-    #[serde(default)]
-    pub skip_verify: bool,
-}
 
 /// Where a server is: `mysql://user@host[:port]` or, for a unix socket,
 /// `mysql://user@localhost/?socket=/run/mysqld/mysqld.sock`.
@@ -98,6 +88,8 @@ impl Target {
 pub struct Server {
     pub target: Target,
     password: Option<String>,
+    /// TLS settings with their files already read (None: plaintext).
+    ssl: Option<mysql_async::SslOpts>,
 }
 
 impl std::fmt::Debug for Server {
@@ -109,22 +101,32 @@ impl std::fmt::Debug for Server {
 impl Server {
     pub fn new(url: &str, password: &Secret, tls: Option<&TlsSpec>) -> Result<Server> {
         let target = Target::parse(url)?;
-        if tls.map(|t| t.enabled != Some(false)).unwrap_or(false) {
-            // mysql_async is built without a TLS backend (it would pull in a
-            // second zlib / TLS stack); say so instead of connecting in clear.
+        let ssl = match tls {
+            Some(t) => t.load(&target.describe())?.map(|l| l.ssl_opts()),
+            None => None,
+        };
+        if ssl.is_some() && target.socket.is_some() {
+            // mysql_async does not wrap a unix socket in TLS: refuse rather
+            // than let a tls table look as if it did something.
             return Err(Error::Usage(format!(
-                "{}: tls is not supported by this build of cexdr; connect over a unix socket or a trusted network, or remove the tls table",
+                "{}: a tls table with a unix socket: the socket is local and never encrypted; remove one of them",
                 target.describe()
             )));
         }
         Ok(Server {
             target,
             password: password.read()?,
+            ssl,
         })
     }
 
     pub fn describe(&self) -> String {
         self.target.describe()
+    }
+
+    /// Whether connections are made over TLS.
+    pub fn tls(&self) -> bool {
+        self.ssl.is_some()
     }
 
     /// Connects with the session every cexdr connection uses: utf8mb4,
@@ -147,16 +149,33 @@ impl Server {
             Some(s) => b.socket(Some(s.clone())).ip_or_hostname("localhost"),
             None => b.ip_or_hostname(t.host.clone()).tcp_port(t.port),
         };
+        b = b.ssl_opts(self.ssl.clone());
         let what = self.describe();
         match tokio::time::timeout(Duration::from_secs(15), Conn::new(b)).await {
             Err(_) => Err(Error::source_err(
                 what,
                 "no answer within 15 s (server down, firewalled or unreachable?)",
             )),
-            Ok(Err(e)) => Err(Error::source_from(what, MysqlError(e))),
+            Ok(Err(e)) => match explain_tls(&e, &what) {
+                Some(msg) => Err(Error::source_err(what, msg)),
+                // MariaDB with require_secure_transport refuses a plaintext
+                // login as "access denied" (10.11, seen in mysql_tls tests).
+                None if self.ssl.is_none() && is_access_denied(&e) => Err(Error::source_err(
+                    what,
+                    format!(
+                        "{}; if the server requires TLS (require_secure_transport = ON) it refuses a plaintext login this way: add tls = {{ ca-file = \"…\" }}",
+                        explain(&e)
+                    ),
+                )),
+                None => Err(Error::source_from(what, MysqlError(e))),
+            },
             Ok(Ok(c)) => Ok(c),
         }
     }
+}
+
+fn is_access_denied(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if s.code == 1045)
 }
 
 /// A server or network error in words an operator can act on; names the
@@ -174,10 +193,22 @@ pub fn explain(e: &mysql_async::Error) -> String {
                 "{} (a table was altered or dropped during the dump; run the backup again)",
                 s.message
             ),
+            // MariaDB 4036 / MySQL 3159: require_secure_transport is on.
+            3159 | 4036 => format!(
+                "the server requires TLS: add tls = {{ ca-file = \"…\" }} to this connection's settings ({})",
+                s.message
+            ),
+            _ if s.message.contains("insecure transport") => format!(
+                "the server requires TLS: add tls = {{ ca-file = \"…\" }} to this connection's settings ({})",
+                s.message
+            ),
             1927 | 1317 => format!("connection killed by the server: {}", s.message),
             _ => format!("server error {}: {}", s.code, s.message),
         },
         mysql_async::Error::Io(io) => format!("connection lost or refused: {io}"),
+        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => {
+            "the server does not offer TLS (have_ssl is off there) but this connection has a tls table: enable TLS on the server (--ssl-cert/--ssl-key) or set tls.enabled = false".into()
+        }
         mysql_async::Error::Driver(d) => format!("connection failed: {d}"),
         other => other.to_string(),
     }

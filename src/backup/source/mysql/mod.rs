@@ -50,7 +50,8 @@ pub struct MysqlKeys {
     exclude_tables: Option<Vec<String>>,
     threads: Option<usize>,
     consistency: Option<String>,
-    tls: Option<TlsSpec>,
+    // Boxed: the file paths would make every job kind's keys this large.
+    tls: Option<Box<TlsSpec>>,
     /// The continuous binlog archive (PITR), see docs/pitr.md.
     binlog: Option<BinlogKeys>,
 }
@@ -105,7 +106,22 @@ impl super::FromPolicy for MysqlSpec {
             exclude_tables: k.exclude_tables.unwrap_or_default(),
             threads,
             consistency,
-            tls: k.tls,
+            tls: match k.tls {
+                Some(t) => {
+                    // Relative paths from the policy's folder; the files are
+                    // checked here so `policy check` and every command fail
+                    // (exit 2) at the key before any connection.
+                    let t = TlsSpec {
+                        ca_file: t.ca_file.as_deref().map(|p| input.resolve(p)),
+                        cert_file: t.cert_file.as_deref().map(|p| input.resolve(p)),
+                        key_file: t.key_file.as_deref().map(|p| input.resolve(p)),
+                        ..*t
+                    };
+                    t.load("tls").map_err(|e| input.err("tls", e.to_string()))?;
+                    Some(t)
+                }
+                None => None,
+            },
             binlog: match k.binlog {
                 Some(b) => Some(
                     binlog::BinlogSpec::validate(
@@ -125,7 +141,7 @@ impl super::FromPolicy for MysqlSpec {
 
 impl super::SpecInfo for MysqlSpec {
     fn describe(&self) -> String {
-        format!(
+        let mut out = format!(
             "  server: {} ({} threads, {:?} consistency)\n  databases: {}\n",
             self.url,
             self.threads,
@@ -135,7 +151,21 @@ impl super::SpecInfo for MysqlSpec {
             } else {
                 self.databases.join(", ")
             }
-        )
+        );
+        match self.tls.as_ref().map(|t| (t, t.load("tls"))) {
+            None => out.push_str("  tls: none (plaintext)\n"),
+            Some((_, Ok(None))) => out.push_str("  tls: enabled = false (plaintext)\n"),
+            Some((t, Ok(Some(l)))) => {
+                for line in l.describe(t) {
+                    out.push_str(&format!("  {line}\n"));
+                }
+                for w in l.warnings(t) {
+                    out.push_str(&format!("  warning: {w}\n"));
+                }
+            }
+            Some((_, Err(e))) => out.push_str(&format!("  tls: {e}\n")),
+        }
+        out
     }
 
     fn server_url(&self) -> Option<&str> {
@@ -166,6 +196,9 @@ pub enum Consistency {
     Lock,
 }
 
+/// The `tls` table of a mysql job (shared with failover sites).
+pub use crate::base::mysql_tls::TlsSpec;
+
 pub mod binlog;
 pub mod conn;
 pub mod dump;
@@ -173,7 +206,6 @@ mod load;
 pub mod restore;
 pub mod sql;
 
-pub use conn::TlsSpec;
 pub use restore::{restore, restore_test};
 
 /// What restores and checks mysql backups.
