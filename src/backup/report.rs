@@ -295,44 +295,9 @@ fn job_card(out: &mut String, policy: &Policy, input: &Input, name: &str, now: D
         .unwrap_or("?");
     let newest = entries.last();
     let interval = job.and_then(|j| policy.schedule_interval(j, now));
-    // RPO
-    let (rpo, rpo_class, rpo_note) = match newest {
-        None => ("none".to_owned(), " bad", "no backup yet".to_owned()),
-        Some(e) => {
-            let late = interval
-                .map(|i| (now - e.manifest.finished_at).num_seconds() as f64 > 1.5 * i)
-                .unwrap_or(false);
-            (
-                age(now, e.manifest.finished_at),
-                if late { " bad" } else { " good" },
-                format!("newest {}", e.manifest.finished_at.format("%Y-%m-%d %H:%M")),
-            )
-        }
-    };
-    // RTO: the newest passed restore test of any backup.
-    let drill = entries
-        .iter()
-        .filter_map(|e| match e.level() {
-            Level::RestoreTested(v) => Some(v),
-            _ => None,
-        })
-        .max_by_key(|v| v.at);
-    let (rto, rto_class, rto_note) = match drill {
-        Some(v) => (
-            secs(v.details["seconds"].as_f64().unwrap_or(0.0).max(0.0)),
-            " good",
-            format!("drilled {}", v.at.format("%Y-%m-%d")),
-        ),
-        None => (
-            "untested".into(),
-            " bad",
-            if job.map(|j| j.drill.is_some()).unwrap_or(false) {
-                "drill configured, none passed yet".into()
-            } else {
-                "no drill configured".into()
-            },
-        ),
-    };
+    let (rpo, rpo_class, rpo_note) = rpo_tile(newest.copied(), interval, now);
+    let (rto, rto_class, rto_note) =
+        rto_tile(&entries, job.map(|j| j.drill.is_some()).unwrap_or(false));
     let (links, findings) = chain(&entries, pruned);
     let chain_word = if !findings.is_empty() {
         "FINDINGS"
@@ -369,6 +334,62 @@ fn job_card(out: &mut String, policy: &Policy, input: &Input, name: &str, now: D
     timeline(out, &entries, pruned, now);
     sizes(out, &entries);
     out.push_str("</div>");
+    findings_list(out, &findings);
+    newest_table(out, &entries);
+}
+
+/// The RPO tile (value, class, note): the newest backup's age, bad when it is
+/// later than 1.5 schedule intervals. Its own phase so the card only lays out.
+fn rpo_tile(
+    newest: Option<&Entry>,
+    interval: Option<f64>,
+    now: DateTime<Utc>,
+) -> (String, &'static str, String) {
+    match newest {
+        None => ("none".to_owned(), " bad", "no backup yet".to_owned()),
+        Some(e) => {
+            let late = interval
+                .map(|i| (now - e.manifest.finished_at).num_seconds() as f64 > 1.5 * i)
+                .unwrap_or(false);
+            (
+                age(now, e.manifest.finished_at),
+                if late { " bad" } else { " good" },
+                format!("newest {}", e.manifest.finished_at.format("%Y-%m-%d %H:%M")),
+            )
+        }
+    }
+}
+
+/// The RTO tile (value, class, note): the measured time of the newest passed
+/// restore drill of any of the job's backups, or why there is none.
+fn rto_tile(entries: &[&Entry], drill_configured: bool) -> (String, &'static str, String) {
+    let drill = entries
+        .iter()
+        .filter_map(|e| match e.level() {
+            Level::RestoreTested(v) => Some(v),
+            _ => None,
+        })
+        .max_by_key(|v| v.at);
+    match drill {
+        Some(v) => (
+            secs(v.details["seconds"].as_f64().unwrap_or(0.0).max(0.0)),
+            " good",
+            format!("drilled {}", v.at.format("%Y-%m-%d")),
+        ),
+        None => (
+            "untested".into(),
+            " bad",
+            if drill_configured {
+                "drill configured, none passed yet".into()
+            } else {
+                "no drill configured".into()
+            },
+        ),
+    }
+}
+
+/// The signature-chain findings (the first 20), when there are any.
+fn findings_list(out: &mut String, findings: &[String]) {
     if !findings.is_empty() {
         out.push_str("<ul class=\"findings\">");
         for f in findings.iter().take(20) {
@@ -376,7 +397,10 @@ fn job_card(out: &mut String, policy: &Policy, input: &Input, name: &str, now: D
         }
         out.push_str("</ul>");
     }
-    // The newest backups in words.
+}
+
+/// The newest 12 backups in words: id, start, stored size, verification level.
+fn newest_table(out: &mut String, entries: &[&Entry]) {
     let _ = write!(
         out,
         "<details><summary>newest {} backup(s)</summary><table><tr><th>backup</th><th>started</th><th>stored</th><th>verification</th></tr>",
