@@ -397,18 +397,7 @@ impl<W: Write> Walker<'_, W> {
         let mut aname = name.as_os_str().as_bytes().to_vec();
         if ft.is_dir() {
             aname.push(b'/');
-            let m = self.meta(path, &aname, &meta, pax::DIRECTORY)?;
-            pax::write_header(&mut self.out, &m)?;
-            self.stats.dirs += 1;
-            let mut children: Vec<_> = match fs::read_dir(path) {
-                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
-                Err(e) => return self.vanished(path, e, "while"),
-            };
-            children.sort();
-            for c in children {
-                self.add(&path.join(&c), &name.join(&c), &rel.join(&c))?;
-            }
-            return Ok(());
+            return self.add_dir(path, name, rel, &aname, &meta);
         }
         if ft.is_socket() {
             self.warn(format!(
@@ -419,119 +408,195 @@ impl<W: Write> Walker<'_, W> {
         }
         if meta.nlink() > 1 {
             if let Some(first) = self.links.get(&(meta.dev(), meta.ino())).cloned() {
-                // The link carries no attributes of its own: the inode is the first entry's.
-                let m = Meta {
-                    path: aname,
-                    kind: pax::HARDLINK,
-                    mode: meta.mode() & 0o7777,
-                    uid: u64::from(meta.uid()),
-                    gid: u64::from(meta.gid()),
-                    uname: self.name_of(true, meta.uid()),
-                    gname: self.name_of(false, meta.gid()),
-                    mtime: meta.mtime(),
-                    mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
-                    link: first,
-                    ..Meta::default()
-                };
-                pax::write_header(&mut self.out, &m)?;
-                self.stats.hard_links += 1;
-                return Ok(());
+                return self.add_hard_link(aname, first, &meta);
             }
             self.links.insert((meta.dev(), meta.ino()), aname.clone());
         }
         if ft.is_symlink() {
-            let target = match fs::read_link(path) {
-                Ok(t) => t,
-                Err(e) => return self.vanished(path, e, "before"),
-            };
-            let mut m = self.meta(path, &aname, &meta, pax::SYMLINK)?;
-            m.link = target.as_os_str().as_bytes().to_vec();
-            pax::write_header(&mut self.out, &m)?;
-            self.stats.symlinks += 1;
+            self.add_symlink(path, &aname, &meta)
         } else if ft.is_file() {
-            let file = match fs::File::open(path) {
-                Ok(f) => f,
-                Err(e) => return self.vanished(path, e, "before"),
-            };
-            let before = file.metadata()?;
-            let len = before.len();
-            let mut m = self.meta(path, &aname, &before, pax::REGULAR)?;
-            let regions = data_regions(&file, len);
-            let mut short = false;
-            if let Some(map) = regions {
-                m.size = map.iter().map(|r| r.1).sum();
-                m.sparse = Some(Sparse {
-                    realsize: len,
-                    map: map.clone(),
-                });
-                pax::write_header(&mut self.out, &m)?;
-                for (off, n) in map {
-                    let mut reader = ExactReader {
-                        inner: ReadAt {
-                            file: &file,
-                            pos: off,
-                        },
-                        left: n,
-                        short: false,
-                    };
-                    io::copy(&mut reader, &mut self.out)?;
-                    short |= reader.short;
-                }
-                self.stats.sparse_files += 1;
-            } else {
-                m.size = len;
-                pax::write_header(&mut self.out, &m)?;
-                // Positional: the hole probe moved the file offset.
-                let mut reader = ExactReader {
-                    inner: ReadAt {
-                        file: &file,
-                        pos: 0,
-                    },
-                    left: len,
-                    short: false,
-                };
-                io::copy(&mut reader, &mut self.out)?;
-                short = reader.short;
-            }
-            self.out
-                .write_all(&[0u8; pax::BLOCK][..pax::padding(m.size)])?;
-            let grew = file
-                .read_at(&mut [0u8; 1], len)
-                .map(|n| n > 0)
-                .unwrap_or(false);
-            let after = file.metadata()?;
-            if short
-                || grew
-                || after.len() != before.len()
-                || after.mtime() != before.mtime()
-                || after.mtime_nsec() != before.mtime_nsec()
-            {
-                self.warn(format!(
-                    "{} changed while it was read; the archived copy may be inconsistent",
-                    path.display()
-                ));
-            } else if !path.exists() {
-                self.warn(format!("{} vanished while it was read", path.display()));
-            }
-            self.stats.files += 1;
-            self.stats.file_bytes += len;
+            self.add_file(path, &aname)
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-            let kind = if ft.is_fifo() {
-                pax::FIFO
-            } else if ft.is_char_device() {
-                pax::CHAR
-            } else {
-                pax::BLOCKDEV
-            };
-            let m = self.meta(path, &aname, &meta, kind)?;
-            pax::write_header(&mut self.out, &m)?;
-            self.stats.special_files += 1;
+            self.add_special(path, &aname, &meta)
         } else {
             self.warn(format!(
                 "{} has a file type cexdr does not know; skipped",
                 path.display()
             ));
+            Ok(())
         }
+    }
+
+    /// Writes the folder's header, then each child in name order.
+    fn add_dir(
+        &mut self,
+        path: &Path,
+        name: &Path,
+        rel: &Path,
+        aname: &[u8],
+        meta: &fs::Metadata,
+    ) -> io::Result<()> {
+        let m = self.meta(path, aname, meta, pax::DIRECTORY)?;
+        pax::write_header(&mut self.out, &m)?;
+        self.stats.dirs += 1;
+        let mut children: Vec<_> = match fs::read_dir(path) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+            Err(e) => return self.vanished(path, e, "while"),
+        };
+        children.sort();
+        for c in children {
+            self.add(&path.join(&c), &name.join(&c), &rel.join(&c))?;
+        }
+        Ok(())
+    }
+
+    /// A further name of an inode already archived as `first`.
+    fn add_hard_link(
+        &mut self,
+        aname: Vec<u8>,
+        first: Vec<u8>,
+        meta: &fs::Metadata,
+    ) -> io::Result<()> {
+        // The link carries no attributes of its own: the inode is the first entry's.
+        let m = Meta {
+            path: aname,
+            kind: pax::HARDLINK,
+            mode: meta.mode() & 0o7777,
+            uid: u64::from(meta.uid()),
+            gid: u64::from(meta.gid()),
+            uname: self.name_of(true, meta.uid()),
+            gname: self.name_of(false, meta.gid()),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+            link: first,
+            ..Meta::default()
+        };
+        pax::write_header(&mut self.out, &m)?;
+        self.stats.hard_links += 1;
+        Ok(())
+    }
+
+    /// The symlink itself, never followed.
+    fn add_symlink(&mut self, path: &Path, aname: &[u8], meta: &fs::Metadata) -> io::Result<()> {
+        let target = match fs::read_link(path) {
+            Ok(t) => t,
+            Err(e) => return self.vanished(path, e, "before"),
+        };
+        let mut m = self.meta(path, aname, meta, pax::SYMLINK)?;
+        m.link = target.as_os_str().as_bytes().to_vec();
+        pax::write_header(&mut self.out, &m)?;
+        self.stats.symlinks += 1;
+        Ok(())
+    }
+
+    /// A regular file: header, data (holes as a sparse map), padding, then
+    /// a warning if it changed while it was read.
+    fn add_file(&mut self, path: &Path, aname: &[u8]) -> io::Result<()> {
+        let file = match fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => return self.vanished(path, e, "before"),
+        };
+        let before = file.metadata()?;
+        let len = before.len();
+        let mut m = self.meta(path, aname, &before, pax::REGULAR)?;
+        let short = match data_regions(&file, len) {
+            Some(map) => self.copy_sparse(&file, &mut m, len, map)?,
+            None => self.copy_whole(&file, &mut m, len)?,
+        };
+        self.out
+            .write_all(&[0u8; pax::BLOCK][..pax::padding(m.size)])?;
+        self.check_unchanged(path, &file, &before, short)?;
+        self.stats.files += 1;
+        self.stats.file_bytes += len;
+        Ok(())
+    }
+
+    /// Header with the sparse map, then each data region; true if the file
+    /// ended early.
+    fn copy_sparse(
+        &mut self,
+        file: &fs::File,
+        m: &mut Meta,
+        len: u64,
+        map: Vec<(u64, u64)>,
+    ) -> io::Result<bool> {
+        let mut short = false;
+        m.size = map.iter().map(|r| r.1).sum();
+        m.sparse = Some(Sparse {
+            realsize: len,
+            map: map.clone(),
+        });
+        pax::write_header(&mut self.out, m)?;
+        for (off, n) in map {
+            let mut reader = ExactReader {
+                inner: ReadAt { file, pos: off },
+                left: n,
+                short: false,
+            };
+            io::copy(&mut reader, &mut self.out)?;
+            short |= reader.short;
+        }
+        self.stats.sparse_files += 1;
+        Ok(short)
+    }
+
+    /// Header, then all `len` bytes; true if the file ended early.
+    fn copy_whole(&mut self, file: &fs::File, m: &mut Meta, len: u64) -> io::Result<bool> {
+        m.size = len;
+        pax::write_header(&mut self.out, m)?;
+        // Positional: the hole probe moved the file offset.
+        let mut reader = ExactReader {
+            inner: ReadAt { file, pos: 0 },
+            left: len,
+            short: false,
+        };
+        io::copy(&mut reader, &mut self.out)?;
+        Ok(reader.short)
+    }
+
+    /// Warns if the file changed size or mtime, or vanished, while it was read.
+    fn check_unchanged(
+        &self,
+        path: &Path,
+        file: &fs::File,
+        before: &fs::Metadata,
+        short: bool,
+    ) -> io::Result<()> {
+        let len = before.len();
+        let grew = file
+            .read_at(&mut [0u8; 1], len)
+            .map(|n| n > 0)
+            .unwrap_or(false);
+        let after = file.metadata()?;
+        if short
+            || grew
+            || after.len() != before.len()
+            || after.mtime() != before.mtime()
+            || after.mtime_nsec() != before.mtime_nsec()
+        {
+            self.warn(format!(
+                "{} changed while it was read; the archived copy may be inconsistent",
+                path.display()
+            ));
+        } else if !path.exists() {
+            self.warn(format!("{} vanished while it was read", path.display()));
+        }
+        Ok(())
+    }
+
+    /// A FIFO or device node: a header only.
+    fn add_special(&mut self, path: &Path, aname: &[u8], meta: &fs::Metadata) -> io::Result<()> {
+        let ft = meta.file_type();
+        let kind = if ft.is_fifo() {
+            pax::FIFO
+        } else if ft.is_char_device() {
+            pax::CHAR
+        } else {
+            pax::BLOCKDEV
+        };
+        let m = self.meta(path, aname, meta, kind)?;
+        pax::write_header(&mut self.out, &m)?;
+        self.stats.special_files += 1;
         Ok(())
     }
 }
@@ -796,6 +861,15 @@ fn resolve_name(user: bool, name: &str) -> Option<u32> {
     }
 }
 
+/// What became of one archive member on restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Written, and counted in [`Unpacked::entries`].
+    Restored,
+    /// Not written; the reason is in [`Unpacked::skipped`].
+    Skipped,
+}
+
 struct Restorer<'a> {
     dest: &'a Path,
     out: Unpacked,
@@ -870,6 +944,7 @@ impl Restorer<'_> {
         Ok(())
     }
 
+    /// Restores one archive member: check its names, then write it.
     fn entry(
         &mut self,
         ar: &mut TarReader<impl Read>,
@@ -884,13 +959,52 @@ impl Restorer<'_> {
             )));
         };
         let link = PathBuf::from(OsString::from_vec(m.link.clone()));
+        self.check_link(&m, &path, &rel, &link, external_links)?;
+        if through_symlink(self.dest, &rel) {
+            return Err(hostile(format!(
+                "archive entry {} would be written through a symlink; refusing",
+                path.display()
+            )));
+        }
+        let full = self.dest.join(&rel);
+        let outcome = match m.kind {
+            pax::DIRECTORY => self.restore_dir(full, m)?,
+            k if m.is_regular() || k == b'7' => self.restore_file(ar, &full, &path, &m)?,
+            pax::HARDLINK => self.restore_hard_link(&full, &path, &link)?,
+            pax::SYMLINK => self.restore_symlink(&full, &path, &link, &m)?,
+            pax::FIFO | pax::CHAR | pax::BLOCKDEV => self.restore_special(&full, &path, &m)?,
+            other => {
+                self.out.skipped.push(format!(
+                    "{} (tar entry type {:?}) skipped: cexdr does not restore this kind of entry",
+                    path.display(),
+                    other as char
+                ));
+                Outcome::Skipped
+            }
+        };
+        if outcome == Outcome::Restored {
+            self.out.entries += 1;
+        }
+        Ok(())
+    }
+
+    /// Refuses a symlink or hard link without a target or one that leads
+    /// outside the restore target.
+    fn check_link(
+        &self,
+        m: &Meta,
+        path: &Path,
+        rel: &Path,
+        link: &Path,
+        external_links: bool,
+    ) -> io::Result<()> {
         match m.kind {
             pax::SYMLINK => {
                 if m.link.is_empty() {
                     return Err(hostile(format!("symlink {} has no target", path.display())));
                 }
                 let base = rel.parent().unwrap_or(Path::new(""));
-                if !external_links && (link.is_absolute() || normalise(&base.join(&link)).is_none())
+                if !external_links && (link.is_absolute() || normalise(&base.join(link)).is_none())
                 {
                     return Err(hostile(format!(
                         "symlink {} -> {} points outside the restore target; refusing (--allow-external-links restores it as a link)",
@@ -906,7 +1020,7 @@ impl Restorer<'_> {
                         path.display()
                     )));
                 }
-                let target = inside(&link).filter(|t| !through_symlink(self.dest, &t.join("x")));
+                let target = inside(link).filter(|t| !through_symlink(self.dest, &t.join("x")));
                 if target.is_none() {
                     return Err(hostile(format!(
                         "hard link {} -> {} points outside the restore target; refusing",
@@ -917,110 +1031,117 @@ impl Restorer<'_> {
             }
             _ => {}
         }
-        if through_symlink(self.dest, &rel) {
-            return Err(hostile(format!(
-                "archive entry {} would be written through a symlink; refusing",
-                path.display()
-            )));
-        }
-        let full = self.dest.join(&rel);
-        match m.kind {
-            pax::DIRECTORY => {
-                match fs::symlink_metadata(&full) {
-                    Ok(e) if e.is_dir() => {}
-                    Ok(_) => {
-                        fs::remove_file(&full).map_err(|e| os_err(&full, "replacing", e))?;
-                        fs::create_dir(&full).map_err(|e| os_err(&full, "creating folder", e))?;
-                    }
-                    Err(_) => fs::create_dir_all(&full)
-                        .map_err(|e| os_err(&full, "creating folder", e))?,
-                }
-                // Attributes after the content, as GNU tar does: a default
-                // ACL set now would be inherited by every child restored.
-                self.dirs.push((full, m));
-            }
-            k if m.is_regular() || k == b'7' => {
-                make_room(&full, &path)?;
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&full)
-                    .map_err(|e| os_err(&full, "creating", e))?;
-                if let Some(sp) = &m.sparse {
-                    // Seeking past the end leaves holes: the file is as sparse as the original.
-                    for &(off, len) in &sp.map {
-                        f.seek(SeekFrom::Start(off))?;
-                        let n = io::copy(&mut (&mut *ar).take(len), &mut f)
-                            .map_err(|e| os_err(&full, "writing", e))?;
-                        if n != len {
-                            return Err(hostile(format!(
-                                "{}: sparse data ends early",
-                                path.display()
-                            )));
-                        }
-                    }
-                    f.set_len(sp.realsize)
-                        .map_err(|e| os_err(&full, "setting size", e))?;
-                } else {
-                    io::copy(ar, &mut f).map_err(|e| os_err(&full, "writing", e))?;
-                }
-                drop(f);
-                self.attributes(&full, &m, true)?;
-                set_times(&full, &m)?;
-            }
-            pax::HARDLINK => {
-                make_room(&full, &path)?;
-                let target = self.dest.join(inside(&link).expect("checked above"));
-                fs::hard_link(&target, &full)
-                    .map_err(|e| os_err(&full, &format!("linking to {}", link.display()), e))?;
-            }
-            pax::SYMLINK => {
-                make_room(&full, &path)?;
-                std::os::unix::fs::symlink(&link, &full)
-                    .map_err(|e| os_err(&full, "creating symlink", e))?;
-                self.attributes(&full, &m, false)?;
-                set_times(&full, &m)?;
-            }
-            pax::FIFO | pax::CHAR | pax::BLOCKDEV => {
-                make_room(&full, &path)?;
-                let (fmt, what) = match m.kind {
-                    pax::FIFO => (libc::S_IFIFO, "fifo"),
-                    pax::CHAR => (libc::S_IFCHR, "character device"),
-                    _ => (libc::S_IFBLK, "block device"),
-                };
-                let c = cpath(&full)?;
-                let dev = libc::makedev(m.devmajor, m.devminor);
-                // SAFETY: a valid path; mode and device numbers are plain integers.
-                let rc = unsafe {
-                    libc::mknod(
-                        c.as_ptr(),
-                        fmt | 0o600,
-                        if m.kind == pax::FIFO { 0 } else { dev },
-                    )
-                };
-                if rc != 0 {
-                    let e = io::Error::last_os_error();
-                    self.out
-                        .skipped
-                        .push(format!("{} ({what}) not restored: {e}", path.display()));
-                    return Ok(());
-                }
-                self.attributes(&full, &m, true)?;
-                set_times(&full, &m)?;
-            }
-            other => {
-                self.out.skipped.push(format!(
-                    "{} (tar entry type {:?}) skipped: cexdr does not restore this kind of entry",
-                    path.display(),
-                    other as char
-                ));
-                return Ok(());
-            }
-        }
-        self.out.entries += 1;
         Ok(())
+    }
+
+    /// Creates (or keeps) the folder; its attributes wait for its content.
+    fn restore_dir(&mut self, full: PathBuf, m: Meta) -> io::Result<Outcome> {
+        match fs::symlink_metadata(&full) {
+            Ok(e) if e.is_dir() => {}
+            Ok(_) => {
+                fs::remove_file(&full).map_err(|e| os_err(&full, "replacing", e))?;
+                fs::create_dir(&full).map_err(|e| os_err(&full, "creating folder", e))?;
+            }
+            Err(_) => fs::create_dir_all(&full).map_err(|e| os_err(&full, "creating folder", e))?,
+        }
+        // Attributes after the content, as GNU tar does: a default
+        // ACL set now would be inherited by every child restored.
+        self.dirs.push((full, m));
+        Ok(Outcome::Restored)
+    }
+
+    /// Writes a regular file's data (holes kept), then its attributes.
+    fn restore_file(
+        &mut self,
+        ar: &mut TarReader<impl Read>,
+        full: &Path,
+        path: &Path,
+        m: &Meta,
+    ) -> io::Result<Outcome> {
+        make_room(full, path)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(full)
+            .map_err(|e| os_err(full, "creating", e))?;
+        if let Some(sp) = &m.sparse {
+            // Seeking past the end leaves holes: the file is as sparse as the original.
+            for &(off, len) in &sp.map {
+                f.seek(SeekFrom::Start(off))?;
+                let n = io::copy(&mut (&mut *ar).take(len), &mut f)
+                    .map_err(|e| os_err(full, "writing", e))?;
+                if n != len {
+                    return Err(hostile(format!(
+                        "{}: sparse data ends early",
+                        path.display()
+                    )));
+                }
+            }
+            f.set_len(sp.realsize)
+                .map_err(|e| os_err(full, "setting size", e))?;
+        } else {
+            io::copy(ar, &mut f).map_err(|e| os_err(full, "writing", e))?;
+        }
+        drop(f);
+        self.attributes(full, m, true)?;
+        set_times(full, m)?;
+        Ok(Outcome::Restored)
+    }
+
+    /// Links to the earlier entry (checked to be inside the target).
+    fn restore_hard_link(&mut self, full: &Path, path: &Path, link: &Path) -> io::Result<Outcome> {
+        make_room(full, path)?;
+        let target = self.dest.join(inside(link).expect("checked above"));
+        fs::hard_link(&target, full)
+            .map_err(|e| os_err(full, &format!("linking to {}", link.display()), e))?;
+        Ok(Outcome::Restored)
+    }
+
+    /// Creates the symlink (never followed), then its own attributes.
+    fn restore_symlink(
+        &mut self,
+        full: &Path,
+        path: &Path,
+        link: &Path,
+        m: &Meta,
+    ) -> io::Result<Outcome> {
+        make_room(full, path)?;
+        std::os::unix::fs::symlink(link, full).map_err(|e| os_err(full, "creating symlink", e))?;
+        self.attributes(full, m, false)?;
+        set_times(full, m)?;
+        Ok(Outcome::Restored)
+    }
+
+    /// Creates a FIFO or device node; one the system refuses is skipped.
+    fn restore_special(&mut self, full: &Path, path: &Path, m: &Meta) -> io::Result<Outcome> {
+        make_room(full, path)?;
+        let (fmt, what) = match m.kind {
+            pax::FIFO => (libc::S_IFIFO, "fifo"),
+            pax::CHAR => (libc::S_IFCHR, "character device"),
+            _ => (libc::S_IFBLK, "block device"),
+        };
+        let c = cpath(full)?;
+        let dev = libc::makedev(m.devmajor, m.devminor);
+        // SAFETY: a valid path; mode and device numbers are plain integers.
+        let rc = unsafe {
+            libc::mknod(
+                c.as_ptr(),
+                fmt | 0o600,
+                if m.kind == pax::FIFO { 0 } else { dev },
+            )
+        };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            self.out
+                .skipped
+                .push(format!("{} ({what}) not restored: {e}", path.display()));
+            return Ok(Outcome::Skipped);
+        }
+        self.attributes(full, m, true)?;
+        set_times(full, m)?;
+        Ok(Outcome::Restored)
     }
 }
 
