@@ -639,6 +639,7 @@ impl Source for FilesSource {
                 finish,
             })],
             details: serde_json::json!({ "paths": paths, "exclude": self.spec.exclude }),
+            parts: None,
         })
     }
 }
