@@ -97,115 +97,254 @@ async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Resul
     let dir = catalog::backup_dir(&job.name, &id, started_at);
     tracing::info!(job = %job.name, id = %id, store = %store.describe(), "backup started");
 
-    let src = source::kinds::build(&job.name, &job.source);
-    let opened = tokio::select! {
-        biased;
-        _ = cancel.cancelled() => return Err(Error::Interrupted),
-        o = src.open() => o?,
-    };
-
-    let progress = cat.progress().clone();
+    let opened = open_source(job, &cancel).await?;
     let task = progress::begin(
-        &progress,
+        cat.progress(),
         &format!("backup {}", job.name),
         estimate(cat, job).await,
         Unit::Bytes,
     );
-    let threads = crate::base::parallelism();
-    let (recipients, encryption) = match &job.encryption {
-        Some(spec) => {
-            let (r, info) = crate::pipeline::encrypt::Recipients::from_spec(spec)?;
-            (Some(r), Some(info))
+    let up = Uploader::new(cat, job, &dir, cancel.clone())?;
+    let mut outcomes = up.all(opened.extracts).await;
+    let late = match opened.parts {
+        Some(parts) => {
+            let (more, finish) = up.parts(parts).await;
+            outcomes.extend(more);
+            Some(finish)
         }
-        None => (None, None),
+        None => None,
     };
-    let mut uploads = Vec::new();
-    for x in opened.extracts {
-        let key = format!("{dir}/{}{}", x.name, job.compression.suffix());
-        let staged = pipeline::stage(
-            progress::counted(x.stream, progress.clone()),
-            job.compression,
-            threads,
-            recipients.clone(),
-            cancel.clone(),
-        );
-        let store = store.clone();
-        uploads.push(async move {
-            let put = store.put(&key, staged.stream).await;
-            // Always collect the producer's report (it ends once the stream does).
-            let report = x.finish.await;
-            (x.name, key, put, report, staged.source, staged.stored)
-        });
+    let stored = collect(outcomes, late, &cancel);
+    if let Some(e) = stored.error {
+        remove_written(&store, stored.written).await;
+        return Err(e);
     }
-    let results = futures::future::join_all(uploads).await;
 
-    let mut first_err: Option<Error> = None;
-    let mut written = Vec::new();
-    let mut artifacts = Vec::new();
-    let mut warnings = Vec::new();
-    let mut single_details = None;
+    let details = merge_details(opened.details, stored.details);
+    let manifest = record(
+        cat,
+        job,
+        Recorded {
+            id,
+            started_at,
+            artifacts: stored.artifacts,
+            warnings: stored.warnings,
+            details,
+            encryption: up.encryption,
+        },
+    )
+    .await?;
+    task.done();
+    tracing::info!(
+        job = %job.name, id = %manifest.id,
+        source_bytes = manifest.source_bytes, stored_bytes = manifest.stored_bytes,
+        seconds = t0.elapsed().as_secs_f64(), "backup finished"
+    );
+    Ok(manifest)
+}
+
+/// Opens the job's source (connects, checks, starts reading); nothing has
+/// reached the store yet.
+async fn open_source(job: &Job, cancel: &CancellationToken) -> Result<source::Opened> {
+    let src = source::kinds::build(&job.name, &job.source);
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(Error::Interrupted),
+        o = src.open() => o,
+    }
+}
+
+/// What one extract's upload ended with: the store's answer and the
+/// source's report, with the tallies of what passed.
+struct Outcome {
+    name: String,
+    key: String,
+    put: Result<u64>,
+    report: Result<source::Report>,
+    source: std::sync::Arc<pipeline::Tally>,
+    stored: std::sync::Arc<pipeline::Tally>,
+}
+
+/// Sends extracts through the pipeline (compression, encryption) into the
+/// store under the backup's folder.
+struct Uploader {
+    store: DynStore,
+    dir: String,
+    compression: pipeline::Compression,
+    threads: usize,
+    recipients: Option<crate::pipeline::encrypt::Recipients>,
+    encryption: Option<crate::pipeline::encrypt::EncryptionInfo>,
+    progress: crate::base::progress::DynProgress,
+    cancel: CancellationToken,
+}
+
+impl Uploader {
+    fn new(cat: &Catalog, job: &Job, dir: &str, cancel: CancellationToken) -> Result<Uploader> {
+        let (recipients, encryption) = match &job.encryption {
+            Some(spec) => {
+                let (r, info) = crate::pipeline::encrypt::Recipients::from_spec(spec)?;
+                (Some(r), Some(info))
+            }
+            None => (None, None),
+        };
+        Ok(Uploader {
+            store: cat.store().clone(),
+            dir: dir.to_owned(),
+            compression: job.compression,
+            threads: crate::base::parallelism(),
+            recipients,
+            encryption,
+            progress: cat.progress().clone(),
+            cancel,
+        })
+    }
+
+    /// Stores one extract and collects its source's report.
+    async fn one(&self, x: source::Extract) -> Outcome {
+        let key = format!("{}/{}{}", self.dir, x.name, self.compression.suffix());
+        let staged = pipeline::stage(
+            progress::counted(x.stream, self.progress.clone()),
+            self.compression,
+            self.threads,
+            self.recipients.clone(),
+            self.cancel.clone(),
+        );
+        let put = self.store.put(&key, staged.stream).await;
+        // Always collect the producer's report (it ends once the stream does).
+        let report = x.finish.await;
+        Outcome {
+            name: x.name,
+            key,
+            put,
+            report,
+            source: staged.source,
+            stored: staged.stored,
+        }
+    }
+
+    /// The extracts a source opened with, stored side by side.
+    async fn all(&self, extracts: Vec<source::Extract>) -> Vec<Outcome> {
+        futures::future::join_all(extracts.into_iter().map(|x| self.one(x))).await
+    }
+
+    /// The parts of a stream, each stored as it comes; the first failure
+    /// stops taking more (the source then stops).
+    async fn parts(&self, mut parts: source::Parts) -> (Vec<Outcome>, Result<source::Report>) {
+        let mut out = Vec::new();
+        while let Some(x) = parts.next.recv().await {
+            let o = self.one(x).await;
+            let failed = o.put.is_err() || o.report.is_err();
+            out.push(o);
+            if failed {
+                break;
+            }
+        }
+        drop(parts.next);
+        let finish = parts.finish.await;
+        (out, finish)
+    }
+}
+
+/// The artifacts of a run, or its first error and what it had written.
+struct Stored {
+    written: Vec<String>,
+    artifacts: Vec<Artifact>,
+    warnings: Vec<String>,
+    /// Details of the sole extract, or the late ones of a parted stream.
+    details: Option<serde_json::Value>,
+    error: Option<Error>,
+}
+
+fn collect(
+    results: Vec<Outcome>,
+    late: Option<Result<source::Report>>,
+    cancel: &CancellationToken,
+) -> Stored {
+    let mut s = Stored {
+        written: Vec::new(),
+        artifacts: Vec::new(),
+        warnings: Vec::new(),
+        details: None,
+        error: None,
+    };
     let n = results.len();
-    for (name, key, put, report, src_tally, stored_tally) in results {
-        match (put, report) {
+    for o in results {
+        match (o.put, o.report) {
             (Ok(stored), Ok(report)) => {
-                written.push(key.clone());
-                debug_assert_eq!(stored, stored_tally.bytes());
-                warnings.extend(report.warnings);
-                if n == 1 {
-                    single_details = Some(report.details.clone());
+                s.written.push(o.key.clone());
+                debug_assert_eq!(stored, o.stored.bytes());
+                s.warnings.extend(report.warnings);
+                if n == 1 && late.is_none() {
+                    s.details = Some(report.details.clone());
                 }
-                artifacts.push(Artifact {
-                    name,
-                    key,
-                    source_bytes: src_tally.bytes(),
+                s.artifacts.push(Artifact {
+                    name: o.name,
+                    key: o.key,
+                    source_bytes: o.source.bytes(),
                     stored_bytes: stored,
-                    sha256: stored_tally.sha256(),
+                    sha256: o.stored.sha256(),
                     details: report.details,
                 });
             }
             (put, report) => {
                 if put.is_ok() {
-                    written.push(key.clone());
+                    s.written.push(o.key.clone());
                 }
-                // A cancelled or failed stream surfaces in both; prefer the
-                // interrupt, then the source's own error (it has the cause).
-                let err = match (put, report) {
-                    (Err(Error::Interrupted), _) | (_, Err(Error::Interrupted)) => {
-                        Error::Interrupted
-                    }
-                    // ...unless the source only saw the store stop reading:
-                    // then the store's error names the key and the cause
-                    // (`No space left on device`, an S3 refusal).
-                    (Err(store_e), Err(src_e))
-                        if one_line(&src_e).contains(pipeline::CONSUMER_GONE) =>
-                    {
-                        store_e
-                    }
-                    (_, Err(e)) => e,
-                    (Err(e), _) => e,
-                    _ => unreachable!(),
-                };
-                if first_err.is_none() || matches!(err, Error::Interrupted) {
-                    first_err = Some(err);
+                let err = failure(put, report);
+                if s.error.is_none() || matches!(err, Error::Interrupted) {
+                    s.error = Some(err);
                 }
             }
         }
     }
-    if cancel.is_cancelled() && first_err.is_none() {
-        first_err = Some(Error::Interrupted);
-    }
-    if let Some(e) = first_err {
-        for key in written {
-            if let Err(de) = store.delete(&key).await {
-                tracing::warn!(key = %key, error = %crate::error::one_line(&de), "could not remove the artifact of a failed backup; prune will");
-            }
+    match late {
+        Some(Ok(report)) => {
+            s.warnings.extend(report.warnings);
+            s.details = Some(report.details);
         }
-        return Err(e);
+        // A part's own failure (the store's error) names the cause better.
+        Some(Err(e)) if s.error.is_none() => s.error = Some(e),
+        _ => {}
     }
+    if cancel.is_cancelled() && s.error.is_none() {
+        s.error = Some(Error::Interrupted);
+    }
+    s
+}
 
-    let mut details = opened.details;
+/// The error of a failed extract. A cancelled or failed stream surfaces
+/// in both; prefer the interrupt, then the source's own error (it has the
+/// cause)...
+fn failure(put: Result<u64>, report: Result<source::Report>) -> Error {
+    match (put, report) {
+        (Err(Error::Interrupted), _) | (_, Err(Error::Interrupted)) => Error::Interrupted,
+        // ...unless the source only saw the store stop reading: then the
+        // store's error names the key and the cause (`No space left on
+        // device`, an S3 refusal).
+        (Err(store_e), Err(src_e)) if one_line(&src_e).contains(pipeline::CONSUMER_GONE) => store_e,
+        (_, Err(e)) => e,
+        (Err(e), _) => e,
+        (Ok(_), Ok(_)) => unreachable!("a failure has an error"),
+    }
+}
+
+/// Removes the artifacts of a failed run (prune removes what this misses).
+async fn remove_written(store: &DynStore, written: Vec<String>) {
+    for key in written {
+        if let Err(de) = store.delete(&key).await {
+            tracing::warn!(key = %key, error = %crate::error::one_line(&de), "could not remove the artifact of a failed backup; prune will");
+        }
+    }
+}
+
+/// Backup-level details with the sole extract's (or the parts' late)
+/// details merged in.
+fn merge_details(
+    mut details: serde_json::Value,
+    extra: Option<serde_json::Value>,
+) -> serde_json::Value {
     if let (Some(serde_json::Value::Object(extra)), serde_json::Value::Object(base)) =
-        (single_details, &mut details)
+        (extra, &mut details)
     {
         for (k, v) in extra {
             // The per-file list stays in the artifact's details only.
@@ -215,39 +354,49 @@ async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Resul
             base.insert(k, v);
         }
     }
+    details
+}
+
+/// What a finished run records beside the job.
+struct Recorded {
+    id: String,
+    started_at: chrono::DateTime<Utc>,
+    artifacts: Vec<Artifact>,
+    warnings: Vec<String>,
+    details: serde_json::Value,
+    encryption: Option<crate::pipeline::encrypt::EncryptionInfo>,
+}
+
+/// Writes the manifest, last: until it exists, the backup does not.
+async fn record(cat: &Catalog, job: &Job, r: Recorded) -> Result<Manifest> {
+    let store = cat.store();
     let previous = cat.chain_head(&job.name).await?;
-    let first = artifacts
+    let first = r
+        .artifacts
         .first()
         .ok_or_else(|| Error::source_err(format!("job {}", job.name), "produced no artifact"))?;
     let manifest = Manifest {
         format: catalog::FORMAT,
-        id: id.clone(),
+        id: r.id,
         job: job.name.clone(),
         kind: job.source.kind(),
         host: crate::base::host_name(),
-        started_at,
+        started_at: r.started_at,
         finished_at: Utc::now(),
-        source_bytes: artifacts.iter().map(|a| a.source_bytes).sum(),
-        stored_bytes: artifacts.iter().map(|a| a.stored_bytes).sum(),
+        source_bytes: r.artifacts.iter().map(|a| a.source_bytes).sum(),
+        stored_bytes: r.artifacts.iter().map(|a| a.stored_bytes).sum(),
         sha256: first.sha256.clone(),
         compression: job.compression,
         key: first.key.clone(),
         tool_version: catalog::TOOL_VERSION.into(),
-        artifacts,
-        warnings,
+        artifacts: r.artifacts,
+        warnings: r.warnings,
         previous,
         storage: store.put_attributes(),
-        encryption,
-        details,
+        encryption: r.encryption,
+        details: r.details,
     };
-    // The manifest goes last: until it exists, the backup does not.
     cat.write_manifest(&manifest).await?;
-    task.done();
-    tracing::info!(
-        job = %job.name, id = %id,
-        source_bytes = manifest.source_bytes, stored_bytes = manifest.stored_bytes,
-        seconds = t0.elapsed().as_secs_f64(), "backup finished"
-    );
     Ok(manifest)
 }
 

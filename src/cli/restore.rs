@@ -32,8 +32,19 @@ pub struct RestoreArgs {
     pub batch: u32,
     /// Target: a directory (files), mysql://user@host:port (mysql), a file
     /// or, for a cluster, a directory (redis).
-    #[arg(long)]
-    pub to: String,
+    #[arg(
+        long,
+        required_unless_present = "to_datadir",
+        conflicts_with = "to_datadir"
+    )]
+    pub to: Option<String>,
+    /// MySQL physical backups: rebuild a datadir DIR a server starts on
+    /// (mbstream -x, mariadb-backup --prepare; DIR untouched on failure).
+    #[arg(long, value_name = "DIR")]
+    pub to_datadir: Option<std::path::PathBuf>,
+    /// With --to-datadir: owner of the files (default: mysql when run as root).
+    #[arg(long, requires = "to_datadir")]
+    pub owner: Option<String>,
     /// Restore over an existing, non-empty target.
     #[arg(long)]
     pub force: bool,
@@ -107,8 +118,34 @@ pub async fn restore(
         dry_run,
         batch,
         to,
+        to_datadir,
+        owner,
         ..
     } = a;
+    if let Some(dir) = to_datadir {
+        if until.is_some() || until_gtid.is_some() || job.is_some() {
+            return Err(Error::Usage(
+                "--to-datadir restores one physical backup; point-in-time restores onto a physical base are not supported yet".into(),
+            ));
+        }
+        let id = id.expect("clap requires an id without --job");
+        let e = catalog.find(&id).await?;
+        let o = crate::backup::source::mysql::physical::restore::DatadirOptions {
+            force: opts.force,
+            owner,
+            threads: opts.threads,
+        };
+        let msg = crate::backup::source::mysql::physical::restore::restore_datadir(
+            &catalog,
+            &e.manifest,
+            &dir,
+            &o,
+        )
+        .await?;
+        println!("{msg}");
+        return Ok(exit::OK);
+    }
+    let to = to.expect("clap requires --to without --to-datadir");
     if until.is_some() || until_gtid.is_some() || job.is_some() {
         let target = crate::backup::pitr::parse_until(until.as_deref(), until_gtid.as_deref())?;
         let job = match (&job, &id) {

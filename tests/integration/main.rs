@@ -23,6 +23,7 @@ mod mysql;
 mod mysql_tls;
 mod notifications;
 mod object_lock;
+mod physical;
 mod pitr;
 mod pitr_daemon;
 mod pitr_target;

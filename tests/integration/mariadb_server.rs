@@ -202,6 +202,15 @@ impl MariaDb {
         Self::spawn_in(dir, &data, opts, false)
     }
 
+    /// A server on a copy of `data` (a restored datadir).
+    pub fn on_datadir(data: &Path, opts: Options) -> MariaDb {
+        let dir = tempfile::Builder::new()
+            .prefix("cexdr-mariadb-")
+            .tempdir()
+            .unwrap();
+        Self::spawn_in(dir, data, opts, false)
+    }
+
     /// A GTID replica of `primary` (read-only, relay log, CONNECT_RETRY 1 s),
     /// caught up with it when this returns.
     pub fn replica_of(primary: &MariaDb) -> MariaDb {

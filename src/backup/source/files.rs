@@ -704,6 +704,7 @@ impl Source for FilesSource {
                 finish,
             })],
             details: serde_json::json!({ "paths": paths, "exclude": self.spec.exclude }),
+            parts: None,
         })
     }
 }

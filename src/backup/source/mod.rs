@@ -161,6 +161,18 @@ pub struct Opened {
     pub extracts: Vec<Extract>,
     /// Backup-level details (server version, snapshot coordinates, shards).
     pub details: serde_json::Value,
+    /// A stream cut into parts as it is read (a physical backup).
+    pub parts: Option<Parts>,
+}
+
+/// Extracts that a source makes while it reads, one after another (the
+/// parts of one stream); each is stored before the next is taken.
+pub struct Parts {
+    /// The next part, until the source has ended.
+    pub next: tokio::sync::mpsc::Receiver<Extract>,
+    /// Resolves once every part has ended: backup-level details known
+    /// only then (LSNs, the consistent point, the file list).
+    pub finish: BoxFuture<'static, Result<Report>>,
 }
 
 #[async_trait]

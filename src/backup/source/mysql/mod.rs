@@ -37,6 +37,8 @@ pub struct MysqlSpec {
     pub tls: Option<TlsSpec>,
     /// The continuous binlog archive of this job, if asked for.
     pub binlog: Option<binlog::BinlogSpec>,
+    /// `method = "physical"`: mariadb-backup instead of the logical dump.
+    pub physical: Option<Box<physical::PhysicalSpec>>,
 }
 
 /// The keys of a mysql job.
@@ -54,6 +56,10 @@ pub struct MysqlKeys {
     tls: Option<Box<TlsSpec>>,
     /// The continuous binlog archive (PITR), see docs/pitr.md.
     binlog: Option<BinlogKeys>,
+    /// "logical" (the default) or "physical" (docs/physical.md).
+    method: Option<String>,
+    // Boxed as tls is.
+    physical: Option<Box<physical::PhysicalKeys>>,
 }
 
 /// `binlog = { flush-interval = "5s", segment-size = "16MiB", server-id = 4242, keep = "2d" }`
@@ -79,6 +85,40 @@ impl super::FromPolicy for MysqlSpec {
     const DRILL_TARGET_SCHEME: Option<&'static str> = Some("mysql");
 
     fn from_policy(k: MysqlKeys, input: &super::PolicyInput<'_>) -> Result<MysqlSpec> {
+        let physical = match k.method.as_deref() {
+            None | Some("logical") => {
+                if k.physical.is_some() {
+                    return Err(input.err("physical", "applies to method = \"physical\""));
+                }
+                None
+            }
+            Some("physical") => {
+                // What a physical copy cannot honour is refused, not ignored:
+                // it copies the whole server.
+                for (key, set) in [
+                    ("databases", k.databases.is_some()),
+                    ("exclude-tables", k.exclude_tables.is_some()),
+                    ("consistency", k.consistency.is_some()),
+                ] {
+                    if set {
+                        return Err(input.err(
+                            key,
+                            "does not apply to method = \"physical\": a physical backup copies the whole server (use method = \"logical\" for a subset)",
+                        ));
+                    }
+                }
+                Some(Box::new(physical::PhysicalSpec::from_keys(
+                    k.physical.map(|b| *b),
+                    input,
+                )?))
+            }
+            Some(o) => {
+                return Err(input.err(
+                    "method",
+                    format!("{o:?} is not \"logical\" or \"physical\""),
+                ))
+            }
+        };
         let consistency = match k.consistency.as_deref() {
             None | Some("snapshot") => Consistency::Snapshot,
             Some("lock") => Consistency::Lock,
@@ -135,12 +175,16 @@ impl super::FromPolicy for MysqlSpec {
                 ),
                 None => None,
             },
+            physical,
         })
     }
 }
 
 impl super::SpecInfo for MysqlSpec {
     fn describe(&self) -> String {
+        if let Some(p) = &self.physical {
+            return describe_physical(self, p);
+        }
         let mut out = format!(
             "  server: {} ({} threads, {:?} consistency)\n  databases: {}\n",
             self.url,
@@ -190,6 +234,38 @@ impl super::SpecInfo for MysqlSpec {
     }
 }
 
+/// `policy check` of a physical job: where it must run and what it found.
+fn describe_physical(spec: &MysqlSpec, p: &physical::PhysicalSpec) -> String {
+    let mut out = format!(
+        "  server: {} (method physical: mariadb-backup --backup --stream=xbstream --parallel={})\n",
+        spec.url, spec.threads
+    );
+    match physical::locate(&p.program) {
+        Some(path) => out.push_str(&format!("  tool: {}\n", path.display())),
+        None => out.push_str(&format!(
+            "  warning: {} not found here: install Debian's mariadb-backup (the server's version) where the job runs\n",
+            p.program.display()
+        )),
+    }
+    for prog in ["mbstream"] {
+        match physical::locate(std::path::Path::new(prog)) {
+            Some(path) => out.push_str(&format!("  restore tool: {}\n", path.display())),
+            None => out.push_str(&format!(
+                "  note: {prog} not found here (restore --to-datadir needs it)\n"
+            )),
+        }
+    }
+    out.push_str(&format!(
+        "  datadir: {} (must be readable here: run on the database host or a pod with the datadir mounted)\n  parts: {}\n",
+        p.datadir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "the server's @@datadir".into()),
+        crate::base::size::human_bytes(p.part_size)
+    ));
+    out
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
     Snapshot,
@@ -203,6 +279,7 @@ pub mod binlog;
 pub mod conn;
 pub mod dump;
 mod load;
+pub mod physical;
 pub mod restore;
 pub mod sql;
 
@@ -214,6 +291,12 @@ pub struct MysqlKind;
 #[async_trait]
 impl super::SourceKind for MysqlKind {
     async fn validate(&self, stream: ByteStream) -> Result<(u64, Vec<String>)> {
+        // A physical backup's part starts with an xbstream chunk, a dump
+        // with its header comment.
+        let (head, stream) = physical::peek_magic(stream).await?;
+        if head {
+            return physical::validate(stream).await;
+        }
         validate(stream).await
     }
     async fn restore(
@@ -223,6 +306,12 @@ impl super::SourceKind for MysqlKind {
         to: &str,
         opts: &super::RestoreOptions,
     ) -> Result<String> {
+        if physical::is_physical(m) {
+            return Err(Error::Usage(format!(
+                "backup {} is a physical backup (mariadb-backup): restore it into a datadir with --to-datadir DIR, then start a server on it",
+                m.id
+            )));
+        }
         restore(catalog, m, to, opts).await
     }
     async fn restore_test(
@@ -231,6 +320,12 @@ impl super::SourceKind for MysqlKind {
         m: &crate::backup::catalog::Manifest,
         target: &super::ScratchTarget,
     ) -> Result<crate::backup::catalog::Verification> {
+        if physical::is_physical(m) {
+            return Err(Error::Usage(format!(
+                "backup {} is a physical backup: restore tests of physical backups are not supported yet (verify checks every part's SHA-256, CRC-32s and file list; restore --to-datadir then a server on it checks the rest)",
+                m.id
+            )));
+        }
         restore_test(catalog, m, target).await
     }
 }
@@ -438,6 +533,15 @@ fn ordered(shared: Arc<Shared>, receivers: Vec<mpsc::Receiver<Bytes>>) -> ByteSt
 impl Source for MysqlSource {
     async fn open(&self) -> Result<Opened> {
         let spec = &self.spec;
+        if let Some(p) = &spec.physical {
+            let server = physical::ServerSpec {
+                url: &spec.url,
+                password: &spec.password,
+                tls: spec.tls.as_ref(),
+                threads: spec.threads,
+            };
+            return physical::open(&self.job, &server, p).await;
+        }
         let server = Server::new(&spec.url, &spec.password, spec.tls.as_ref())?;
         let what = server.describe();
         let mut ctl = server.connect().await?;
@@ -661,6 +765,7 @@ impl Source for MysqlSource {
                 finish,
             }],
             details,
+            parts: None,
         })
     }
 }

@@ -614,6 +614,7 @@ impl Source for RedisSource {
             return Ok(Opened {
                 extracts: vec![extract("dump.rdb".into(), started)],
                 details,
+                parts: None,
             });
         }
 
@@ -664,7 +665,11 @@ impl Source for RedisSource {
         if covered != 16384 {
             details["note"] = json!(format!("only {covered} of 16384 slots are assigned"));
         }
-        Ok(Opened { extracts, details })
+        Ok(Opened {
+            extracts,
+            details,
+            parts: None,
+        })
     }
 }
 

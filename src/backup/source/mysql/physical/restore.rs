@@ -1,0 +1,428 @@
+//! `cexdr restore ID --to-datadir DIR`: a physical backup back into a
+//! datadir a server can start on. Phases: `plan` (the backup, the tools,
+//! DIR, every part present) → `extract` (parts fetched, decrypted and
+//! decompressed ahead, checked, into `mbstream -x` in a staging folder
+//! beside DIR) → `prepare` (`mariadb-backup --prepare`) → `place` (the
+//! staging folder renamed to DIR, owner set). Until `place`, DIR is not
+//! touched: a damaged part, a failed tool or a full disk leave it as it
+//! was and remove the staging folder.
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::{die_with_parent, is_physical, locate, major_minor, tool_version, xbstream, Tail};
+use crate::backup::catalog::{Artifact, Catalog, Manifest};
+use crate::backup::source::artifact::Reading;
+use crate::error::{one_line, Error, Result};
+
+/// How `--to-datadir` restores.
+#[derive(Debug, Clone, Default)]
+pub struct DatadirOptions {
+    /// Replace a non-empty DIR (it is moved aside, then removed once the
+    /// new datadir is in place).
+    pub force: bool,
+    /// The owner of the files (default: `mysql` when run as root and that
+    /// user exists; otherwise the files stay the caller's).
+    pub owner: Option<String>,
+    /// `mbstream --parallel` (default: cores).
+    pub threads: Option<usize>,
+}
+
+/// Parts decompressed ahead of the one being extracted.
+const PREFETCH: usize = 2;
+
+struct Plan<'a> {
+    parts: Vec<&'a Artifact>,
+    mbstream: PathBuf,
+    backup_tool: PathBuf,
+    dir: PathBuf,
+    staging: PathBuf,
+    replace: bool,
+}
+
+pub async fn restore_datadir(
+    catalog: &Catalog,
+    m: &Manifest,
+    dir: &Path,
+    o: &DatadirOptions,
+) -> Result<String> {
+    let t0 = std::time::Instant::now();
+    let plan = plan(catalog, m, dir, o).await?;
+    std::fs::create_dir(&plan.staging)
+        .map_err(|e| Error::restore_failed(format!("creating {}", plan.staging.display()), e))?;
+    let r = async {
+        let files = extract(catalog, m, &plan, o).await?;
+        prepare(&plan).await?;
+        Ok::<_, Error>(files)
+    }
+    .await;
+    let files = match r {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&plan.staging);
+            return Err(Error::restore_failed(
+                format!(
+                    "restoring {} into {} ({} left as it was; the partial copy was removed)",
+                    m.id,
+                    plan.dir.display(),
+                    plan.dir.display()
+                ),
+                e,
+            ));
+        }
+    };
+    let owner = place(&plan, m, o)?;
+    let gtid = m.details["binlog"]["gtid_set"].as_str().unwrap_or("");
+    let mut msg = format!(
+        "restored physical backup {} ({} files, LSN {}) into {} in {:.1} s{}\nstart a server on it: mariadbd --datadir={}{}",
+        m.id,
+        files,
+        m.details["lsn"]["to"],
+        plan.dir.display(),
+        t0.elapsed().as_secs_f64(),
+        owner.as_ref().map(|u| format!(", owned by {u}")).unwrap_or_default(),
+        plan.dir.display(),
+        if owner.is_some() || is_root() { " --user=mysql" } else { "" },
+    );
+    if !gtid.is_empty() {
+        msg.push_str(&format!(
+            "\nits consistent point is GTID {gtid}: to replicate from the old primary's binlog or replay the archive, SET GLOBAL gtid_slave_pos = '{gtid}' first"
+        ));
+    }
+    Ok(msg)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Everything checked before the first byte is written.
+async fn plan<'a>(
+    catalog: &Catalog,
+    m: &'a Manifest,
+    dir: &Path,
+    _o: &DatadirOptions,
+) -> Result<Plan<'a>> {
+    let refuse = |msg: String| Error::RestoreRefused(msg);
+    if !is_physical(m) {
+        return Err(Error::Usage(format!(
+            "--to-datadir restores physical backups; backup {} is a {} {} backup (use --to)",
+            m.id,
+            if m.kind == "mysql" { "logical" } else { "" },
+            m.kind
+        )));
+    }
+    let need = |name: &str| {
+        locate(Path::new(name)).ok_or_else(|| {
+            refuse(format!(
+                "{name} not found on PATH (install Debian's mariadb-backup, the version of the backup's server)"
+            ))
+        })
+    };
+    let mbstream = need("mbstream")?;
+    let backup_tool = need("mariadb-backup")?;
+    let tool = tool_version(&backup_tool).await?;
+    let server = m.details["server"]["version"].as_str().unwrap_or("");
+    if major_minor(&tool) != major_minor(server) {
+        return Err(refuse(format!(
+            "backup {} is of MariaDB {server}; {} is {tool}: --prepare needs the backup's major version",
+            m.id,
+            backup_tool.display()
+        )));
+    }
+    let dir = std::path::absolute(dir)
+        .map_err(|e| Error::restore_failed(format!("resolving {}", dir.display()), e))?;
+    let parent = dir
+        .parent()
+        .filter(|p| p.is_dir())
+        .ok_or_else(|| refuse(format!("the folder of {} does not exist", dir.display())))?;
+    let replace = match std::fs::read_dir(&dir).map(|mut rd| rd.next().is_some()) {
+        Ok(true) => {
+            if !_o.force {
+                return Err(refuse(format!(
+                    "{} is not empty; pass --force to replace it",
+                    dir.display()
+                )));
+            }
+            true
+        }
+        Ok(false) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(Error::restore_failed(
+                format!("reading {}", dir.display()),
+                e,
+            ))
+        }
+    };
+    let mut parts: Vec<&Artifact> = m.artifacts.iter().collect();
+    parts.sort_by(|a, b| a.name.cmp(&b.name));
+    // Every part present at its recorded size before anything is written.
+    for a in &parts {
+        let head = catalog.store().head(&a.key).await.map_err(|e| {
+            refuse(format!(
+                "part {} of backup {}: {}",
+                a.key,
+                m.id,
+                one_line(&e)
+            ))
+        })?;
+        let size = head.map(|h| h.size).ok_or_else(|| {
+            refuse(format!(
+                "part {} of backup {} is missing from the store",
+                a.key, m.id
+            ))
+        })?;
+        if size != a.stored_bytes {
+            return Err(refuse(format!(
+                "part {} has {} bytes, the manifest says {}; the stored object is damaged",
+                a.key, size, a.stored_bytes
+            )));
+        }
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "datadir".into());
+    let staging = parent.join(format!(".{name}.cexdr-partial-{}", m.id));
+    if staging.exists() {
+        // Left by a restore of the same backup that was killed.
+        std::fs::remove_dir_all(&staging).map_err(|e| {
+            Error::restore_failed(format!("removing the old {}", staging.display()), e)
+        })?;
+    }
+    Ok(Plan {
+        parts,
+        mbstream,
+        backup_tool,
+        dir,
+        staging,
+        replace,
+    })
+}
+
+/// One part read, decrypted and decompressed in its own task into a
+/// bounded channel; its SHA-256 is checked at its end.
+async fn start_part(
+    catalog: &Catalog,
+    m: &Manifest,
+    a: &Artifact,
+) -> Result<mpsc::Receiver<Result<Bytes>>> {
+    let mut reading = Reading::open(catalog, m, a).await?;
+    let (tx, rx) = mpsc::channel(16);
+    let key = a.key.clone();
+    tokio::spawn(async move {
+        while let Some(c) = reading.stream.next().await {
+            let c = c.map_err(|e| Error::io(format!("reading {key}"), e));
+            let stop = c.is_err();
+            if tx.send(c).await.is_err() || stop {
+                return;
+            }
+        }
+        if let Err(e) = reading.check() {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    Ok(rx)
+}
+
+/// The parts, in order, through a parser (CRC-32s, the file list) into
+/// `mbstream -x`. Returns the number of files.
+async fn extract(
+    catalog: &Catalog,
+    m: &Manifest,
+    plan: &Plan<'_>,
+    o: &DatadirOptions,
+) -> Result<usize> {
+    let threads = o.threads.unwrap_or_else(crate::base::parallelism).max(1);
+    let mut cmd = tokio::process::Command::new(&plan.mbstream);
+    cmd.arg("-x")
+        .arg(format!("--parallel={threads}"))
+        .arg("-C")
+        .arg(&plan.staging)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    die_with_parent(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("starting {}", plan.mbstream.display()), e))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let (tail, tail_task) = Tail::follow(child.stderr.take().expect("piped"), "mbstream");
+    let mut parser = xbstream::Parser::default();
+    let fed: Result<()> = async {
+        let mut ahead = VecDeque::new();
+        let mut next = 0;
+        loop {
+            while ahead.len() < PREFETCH && next < plan.parts.len() {
+                ahead.push_back(start_part(catalog, m, plan.parts[next]).await?);
+                next += 1;
+            }
+            let Some(mut rx) = ahead.pop_front() else {
+                break;
+            };
+            while let Some(c) = rx.recv().await {
+                let c = c?;
+                parser
+                    .feed(&c)
+                    .map_err(|e| Error::RestoreRefused(format!("backup {}: {e}", m.id)))?;
+                stdin
+                    .write_all(&c)
+                    .await
+                    .map_err(|e| Error::io("writing to mbstream", e))?;
+            }
+        }
+        parser
+            .finish()
+            .map_err(|e| Error::RestoreRefused(format!("backup {}: {e}", m.id)))?;
+        Ok(())
+    }
+    .await;
+    drop(stdin);
+    if fed.is_err() {
+        let _ = child.start_kill();
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| Error::io("waiting for mbstream", e))?;
+    let _ = tail_task.await;
+    // A full disk shows as mbstream's failure (or its closed pipe): its
+    // own words name the cause.
+    match fed {
+        Err(e) if !status.success() && one_line(&e).contains("writing to mbstream") => {
+            return Err(Error::restore_failed(
+                format!("mbstream -x into {}", plan.staging.display()),
+                format!("{status}: {}", tail.text()),
+            ))
+        }
+        Err(e) => return Err(e),
+        Ok(()) if !status.success() => {
+            return Err(Error::restore_failed(
+                format!("mbstream -x into {}", plan.staging.display()),
+                format!("{status}: {}", tail.text()),
+            ))
+        }
+        Ok(()) => {}
+    }
+    check_files(m, &parser)?;
+    Ok(parser.files.len())
+}
+
+/// The files that arrived are the files the backup recorded, with their
+/// sizes.
+fn check_files(m: &Manifest, parser: &xbstream::Parser) -> Result<()> {
+    let Some(list) = m.details["datadir_files"].as_array() else {
+        return Ok(());
+    };
+    if list.len() != parser.files.len() {
+        return Err(Error::RestoreRefused(format!(
+            "backup {}: {} files arrived, the manifest lists {}",
+            m.id,
+            parser.files.len(),
+            list.len()
+        )));
+    }
+    for f in list {
+        let (path, size) = (f[0].as_str().unwrap_or(""), f[1].as_u64().unwrap_or(0));
+        if parser.files.get(path) != Some(&size) {
+            return Err(Error::RestoreRefused(format!(
+                "backup {}: file {path:?} arrived as {:?} bytes, the manifest says {size}",
+                m.id,
+                parser.files.get(path)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `mariadb-backup --prepare`: applies the redo log so that the copy is
+/// consistent at the backup's point.
+async fn prepare(plan: &Plan<'_>) -> Result<()> {
+    let mut cmd = tokio::process::Command::new(&plan.backup_tool);
+    cmd.arg("--prepare")
+        .arg(format!("--target-dir={}", plan.staging.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    die_with_parent(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("starting {}", plan.backup_tool.display()), e))?;
+    let (tail, tail_task) = Tail::follow(child.stderr.take().expect("piped"), "mariadb-backup");
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| Error::io("waiting for mariadb-backup --prepare", e))?;
+    let _ = tail_task.await;
+    if !status.success() {
+        return Err(Error::restore_failed(
+            "mariadb-backup --prepare",
+            format!("{status}: {}", tail.text()),
+        ));
+    }
+    Ok(())
+}
+
+/// The staging folder becomes DIR; the owner is set. Returns the owner set.
+fn place(plan: &Plan<'_>, m: &Manifest, o: &DatadirOptions) -> Result<Option<String>> {
+    let io = |what: String| move |e| Error::restore_failed(what, e);
+    let owner = match &o.owner {
+        Some(u) => Some(u.clone()),
+        None if is_root() && user_exists("mysql") => Some("mysql".into()),
+        None => None,
+    };
+    if let Some(u) = &owner {
+        let st = std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{u}:"))
+            .arg(&plan.staging)
+            .status()
+            .map_err(io(format!("running chown -R {u}:")))?;
+        if !st.success() {
+            let _ = std::fs::remove_dir_all(&plan.staging);
+            return Err(Error::restore_failed(
+                format!("chown -R {u}: {}", plan.staging.display()),
+                format!("{st}"),
+            ));
+        }
+    }
+    let aside = plan.dir.with_file_name(format!(
+        ".{}.cexdr-old-{}",
+        plan.dir.file_name().unwrap_or_default().to_string_lossy(),
+        m.id
+    ));
+    if plan.replace {
+        std::fs::rename(&plan.dir, &aside)
+            .map_err(io(format!("moving {} aside", plan.dir.display())))?;
+    } else if plan.dir.exists() {
+        std::fs::remove_dir(&plan.dir)
+            .map_err(io(format!("replacing the empty {}", plan.dir.display())))?;
+    }
+    std::fs::rename(&plan.staging, &plan.dir).map_err(io(format!(
+        "renaming {} to {}",
+        plan.staging.display(),
+        plan.dir.display()
+    )))?;
+    if plan.replace {
+        std::fs::remove_dir_all(&aside).map_err(io(format!(
+            "removing the replaced datadir, moved to {}",
+            aside.display()
+        )))?;
+    }
+    Ok(owner)
+}
+
+fn user_exists(name: &str) -> bool {
+    std::fs::read_to_string("/etc/passwd")
+        .map(|p| p.lines().any(|l| l.split(':').next() == Some(name)))
+        .unwrap_or(false)
+}

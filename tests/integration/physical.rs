@@ -1,0 +1,172 @@
+//! Physical backups (`method = "physical"`, mariadb-backup) of a private
+//! MariaDB: parts, the manifest's consistent point, verify, a restore into
+//! a datadir a server starts on with the source's checksums, and the
+//! refusals (a damaged part, a non-empty DIR, a missing tool).
+use crate::common::*;
+use crate::mariadb_server::{MariaDb, Options};
+use std::path::Path;
+
+fn policy(dir: &Path, url: &str, physical: &str) -> std::path::PathBuf {
+    write_policy(
+        dir,
+        &format!(
+            "{}\n[[job]]\nname = \"db\"\nkind = \"mysql\"\nurl = \"{url}\"\nmethod = \"physical\"\nphysical = {{ {physical} }}\nschedule = \"0 3 * * *\"\nkeep = {{ last = 3 }}\n",
+            local_store(&dir.join("repo"))
+        ),
+    )
+}
+
+fn checksums(s: &MariaDb) -> String {
+    s.sql("CHECKSUM TABLE app.accounts, app.ledger, app.notes EXTENDED")
+}
+
+#[test]
+fn physical_backup_restores_a_datadir_with_the_sources_checksums() {
+    let src = MariaDb::primary();
+    src.sql(
+        "CREATE DATABASE app; USE app;
+         CREATE TABLE app.accounts (id INT PRIMARY KEY, balance DECIMAL(20,8), note VARCHAR(200)) ENGINE=InnoDB;
+         CREATE TABLE app.ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, acct INT, amount DECIMAL(20,8), KEY(acct)) ENGINE=InnoDB;
+         CREATE TABLE app.notes (id INT PRIMARY KEY, body TEXT) ENGINE=Aria;
+         INSERT INTO app.accounts SELECT seq, seq * 1.5, REPEAT('x', seq % 200) FROM seq_1_to_20000;
+         INSERT INTO app.ledger (acct, amount) SELECT seq % 977, seq / 7 FROM seq_1_to_50000;
+         INSERT INTO app.notes SELECT seq, MD5(seq) FROM seq_1_to_3000;",
+    );
+    let want = checksums(&src);
+    let gtid = src.gtid_binlog_pos();
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), &src.url(), "part-size = \"1MiB\"");
+    let p = pol.to_str().unwrap();
+
+    let o = cexdr(&["--policy", p, "policy", "check"]);
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("method physical"), "{}", stdout(&o));
+
+    let o = cexdr(&["--policy", p, "backup", "db"]);
+    assert_code(&o, 0);
+    let list = catalog_json(&pol);
+    let m = &list.as_array().unwrap()[0];
+    let d = &m["details"];
+    assert_eq!(d["method"], "physical");
+    assert_eq!(d["backup_type"], "full-backuped");
+    assert_eq!(d["binlog"]["gtid_set"], gtid.as_str(), "{d}");
+    assert!(d["lsn"]["to"].as_u64().unwrap() > 0, "{d}");
+    let parts = m["artifacts"].as_array().unwrap();
+    assert!(
+        parts.len() > 3,
+        "1 MiB parts of a >3 MiB stream: {}",
+        parts.len()
+    );
+    assert!(parts
+        .iter()
+        .enumerate()
+        .all(|(i, a)| a["name"] == format!("backup.xbstream.{:05}", i + 1)));
+    let id = m["id"].as_str().unwrap().to_owned();
+
+    let o = cexdr(&["--policy", p, "verify", &id]);
+    assert_code(&o, 0);
+
+    // Writes after the backup are not in it.
+    src.sql("INSERT INTO app.accounts VALUES (999999, 1, 'later')");
+
+    let out = dir.path().join("datadir");
+    let o = cexdr(&[
+        "--policy",
+        p,
+        "restore",
+        &id,
+        "--to-datadir",
+        out.to_str().unwrap(),
+    ]);
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("mariadbd --datadir="), "{}", stdout(&o));
+    assert!(out.join("xtrabackup_checkpoints").exists());
+    let restored = MariaDb::on_datadir(
+        &out,
+        Options {
+            binlog: false,
+            ..Options::default()
+        },
+    );
+    assert_eq!(checksums(&restored), want);
+    assert_eq!(
+        restored.sql("SELECT COUNT(*) FROM app.accounts WHERE id = 999999"),
+        "0"
+    );
+    drop(restored);
+
+    // A non-empty DIR is refused; nothing in it changes.
+    let o = cexdr(&[
+        "--policy",
+        p,
+        "restore",
+        &id,
+        "--to-datadir",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
+
+    // One altered byte in a part: verify names the part (exit 4); a
+    // restore refuses and leaves DIR as it was (absent) with no partial copy.
+    let victim = parts[2]["key"].as_str().unwrap().to_owned();
+    let file = dir.path().join("repo").join(&victim);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&file, bytes).unwrap();
+    let o = cexdr(&["--policy", p, "verify", &id]);
+    assert_code(&o, 4);
+    let all = stdout(&o) + &stderr(&o);
+    assert!(all.contains("backup.xbstream.00003"), "{all}");
+    let out2 = dir.path().join("datadir2");
+    let o = cexdr(&[
+        "--policy",
+        p,
+        "restore",
+        &id,
+        "--to-datadir",
+        out2.to_str().unwrap(),
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!out2.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("cexdr-partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_missing_tool_or_a_subset_is_refused_by_name() {
+    let src = MariaDb::primary();
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(
+        dir.path(),
+        &src.url(),
+        "program = \"/nonexistent/mariadb-backup\"",
+    );
+    let p = pol.to_str().unwrap();
+    let o = cexdr(&["--policy", p, "backup", "db"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("/nonexistent/mariadb-backup not found"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(catalog_json(&pol), serde_json::json!([]));
+
+    let text = std::fs::read_to_string(&pol).unwrap().replace(
+        "method = \"physical\"",
+        "method = \"physical\"\ndatabases = [\"app\"]",
+    );
+    std::fs::write(&pol, text).unwrap();
+    let o = cexdr(&["--policy", p, "policy", "check"]);
+    assert_code(&o, 2);
+    assert!(
+        stderr(&o).contains("databases") && stderr(&o).contains("physical"),
+        "{}",
+        stderr(&o)
+    );
+}
