@@ -170,3 +170,72 @@ fn a_missing_tool_or_a_subset_is_refused_by_name() {
         stderr(&o)
     );
 }
+
+/// `kill -9` of cexdr mid-backup: the tool dies with it (it would hold
+/// the server's backup locks) and nothing is listed.
+#[test]
+fn kill_9_mid_backup_stops_the_tool_and_lists_nothing() {
+    let src = MariaDb::primary();
+    src.sql(
+        "CREATE DATABASE app; USE app;
+         CREATE TABLE big (id INT PRIMARY KEY, pad CHAR(255)) ENGINE=InnoDB;
+         INSERT INTO big SELECT seq, REPEAT('p', 255) FROM seq_1_to_400000;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), &src.url(), "part-size = \"1MiB\"");
+    let p = pol.to_str().unwrap();
+    let mut child = cexdr_command(&["--policy", p, "backup", "db"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let repo = dir.path().join("repo");
+    let t0 = std::time::Instant::now();
+    // Wait until at least one part is stored, then kill.
+    loop {
+        let parts = walk_if(&repo)
+            .iter()
+            .filter(|f| f.to_string_lossy().ends_with("backup.xbstream.00001.zst"))
+            .count();
+        if parts > 0 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before a part was stored"
+        );
+        assert!(t0.elapsed().as_secs() < 60, "no part after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let datadir = src.datadir().display().to_string();
+    let t1 = std::time::Instant::now();
+    while tool_running(&datadir) {
+        assert!(
+            t1.elapsed().as_secs() < 10,
+            "mariadb-backup still runs 10 s after cexdr was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(catalog_json(&pol), serde_json::json!([]));
+    // The killed run's lease stays until its TTL: prune then removes the
+    // folder (lease.rs); what matters here is that nothing is listed.
+}
+
+fn walk_if(dir: &Path) -> Vec<std::path::PathBuf> {
+    if dir.exists() {
+        walk(dir)
+    } else {
+        Vec::new()
+    }
+}
+
+/// A mariadb-backup process reading this datadir.
+fn tool_running(datadir: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        cmd.contains("mariadb-backup") && cmd.contains(datadir.trim_end_matches('/'))
+    })
+}
