@@ -438,6 +438,25 @@ pub async fn run_job(
     out
 }
 
+/// The job asked to run an incremental backup (`backup --incremental`, the
+/// incremental schedule); refused by name for a job that cannot.
+pub fn incremental(job: &Job) -> Result<Job> {
+    use crate::backup::source::{kinds::SourceSpec, mysql::physical::Level};
+    let mut job = job.clone();
+    match &mut job.source {
+        SourceSpec::Mysql(s) if s.physical.is_some() => {
+            if let Some(p) = s.physical.as_mut() {
+                p.level = Level::Incremental;
+            }
+            Ok(job)
+        }
+        _ => Err(Error::Usage(format!(
+            "job {}: --incremental applies to method = \"physical\" mysql jobs",
+            job.name
+        ))),
+    }
+}
+
 /// Several jobs one after the other (`cexdr backup`): stops at an
 /// interrupt; the exit code is the worst outcome (`exit::worst`: an
 /// interrupt, then any failure, then a lock; a lock never hides a failure).

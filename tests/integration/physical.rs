@@ -239,3 +239,168 @@ fn tool_running(datadir: &str) -> bool {
         cmd.contains("mariadb-backup") && cmd.contains(datadir.trim_end_matches('/'))
     })
 }
+
+fn restore_datadir(p: &str, id: &str, out: &Path) -> std::process::Output {
+    cexdr(&[
+        "--policy",
+        p,
+        "restore",
+        id,
+        "--to-datadir",
+        out.to_str().unwrap(),
+    ])
+}
+
+fn by_id<'a>(list: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not listed: {list}"))
+}
+
+/// The ID the last `backup` printed (`db: backup ID done: …`).
+fn backup_id(o: &std::process::Output) -> String {
+    let out = stdout(o);
+    out.split_whitespace()
+        .skip_while(|w| *w != "backup")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no backup ID in {out}"))
+        .to_owned()
+}
+
+#[test]
+fn incrementals_chain_restore_exactly_and_a_broken_chain_is_refused_by_name() {
+    let src = MariaDb::primary();
+    src.sql(
+        "CREATE DATABASE app; USE app;
+         CREATE TABLE app.accounts (id INT PRIMARY KEY, balance DECIMAL(20,8), note VARCHAR(200)) ENGINE=InnoDB;
+         CREATE TABLE app.ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, acct INT, amount DECIMAL(20,8), KEY(acct)) ENGINE=InnoDB;
+         CREATE TABLE app.notes (id INT PRIMARY KEY, body TEXT) ENGINE=Aria;
+         INSERT INTO app.accounts SELECT seq, seq * 1.5, REPEAT('x', seq % 200) FROM seq_1_to_40000;
+         INSERT INTO app.ledger (acct, amount) SELECT seq % 977, seq / 7 FROM seq_1_to_100000;
+         INSERT INTO app.notes SELECT seq, MD5(seq) FROM seq_1_to_3000;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pol = write_policy(
+        dir.path(),
+        &format!(
+            "{}\n[[job]]\nname = \"db\"\nkind = \"mysql\"\nurl = \"{}\"\nmethod = \"physical\"\nschedule = \"0 3 * * *\"\nkeep = {{ last = 1 }}\n",
+            local_store(&dir.path().join("repo")),
+            src.url()
+        ),
+    );
+    let p = pol.to_str().unwrap();
+
+    // No physical backup yet: nothing to continue, said by name.
+    let o = cexdr(&["--policy", p, "backup", "db", "--incremental"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("take a full backup first"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(catalog_json(&pol), serde_json::json!([]));
+
+    let o = cexdr(&["--policy", p, "backup", "db"]);
+    assert_code(&o, 0);
+    let full = backup_id(&o);
+
+    // 1 % of the accounts change, a few ledger rows arrive, a note goes.
+    src.sql(
+        "USE app; UPDATE app.accounts SET balance = balance + 1 WHERE id % 100 = 0;
+         INSERT INTO app.ledger (acct, amount) SELECT seq, 1 FROM seq_1_to_500;
+         DELETE FROM app.notes WHERE id = 7;",
+    );
+    let o = cexdr(&["--policy", p, "backup", "db", "--incremental"]);
+    assert_code(&o, 0);
+    let inc1 = backup_id(&o);
+    src.sql("UPDATE app.accounts SET note = 'second' WHERE id BETWEEN 100 AND 300;");
+    let want = checksums(&src);
+    let gtid = src.gtid_binlog_pos();
+    let o = cexdr(&["--policy", p, "backup", "db", "--incremental"]);
+    assert_code(&o, 0);
+    let inc2 = backup_id(&o);
+
+    let list = catalog_json(&pol);
+    let (f, i1, i2) = (
+        by_id(&list, &full),
+        by_id(&list, &inc1),
+        by_id(&list, &inc2),
+    );
+    assert_eq!(i1["details"]["backup_type"], "incremental");
+    assert_eq!(i1["details"]["incremental"]["parent"], full.as_str());
+    assert_eq!(
+        i1["details"]["incremental"]["from_lsn"],
+        f["details"]["lsn"]["to"]
+    );
+    assert_eq!(
+        i2["details"]["incremental"]["chain"],
+        serde_json::json!([full, inc1])
+    );
+    assert_eq!(i2["details"]["binlog"]["gtid_set"], gtid.as_str());
+    let (fs, is) = (
+        f["stored_bytes"].as_u64().unwrap(),
+        i1["stored_bytes"].as_u64().unwrap(),
+    );
+    // Pages the full copied are left out (how much depends on what the
+    // server had flushed; bench/physical.sh measures it at scale).
+    assert!(
+        is < fs,
+        "incremental {is} bytes, full {fs}: {}",
+        i1["details"]["datadir_files"]
+    );
+
+    let o = cexdr(&["--policy", p, "verify", &inc2]);
+    assert_code(&o, 0);
+
+    // Retention keeps what the newest incremental needs.
+    let o = cexdr(&["--policy", p, "prune", "--dry-run"]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains(&format!("needed by {inc2}")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("keep 3, remove 0"), "{}", stdout(&o));
+
+    // The second incremental restores the full, then both incrementals.
+    let out = dir.path().join("datadir");
+    let o = restore_datadir(p, &inc2, &out);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("2 incremental(s) applied"),
+        "{}",
+        stdout(&o)
+    );
+    let restored = MariaDb::on_datadir(
+        &out,
+        Options {
+            binlog: false,
+            ..Options::default()
+        },
+    );
+    assert_eq!(checksums(&restored), want);
+    drop(restored);
+
+    // The middle link gone: verify and restore name it; nothing is written.
+    let repo = dir.path().join("repo");
+    let folder = walk(&repo)
+        .into_iter()
+        .find(|p| p.ends_with(&inc1))
+        .expect("the incremental's folder");
+    std::fs::remove_dir_all(repo.join(folder)).unwrap();
+    let o = cexdr(&["--policy", p, "verify", &inc2]);
+    assert_code(&o, 4);
+    let all = stdout(&o) + &stderr(&o);
+    assert!(all.contains(&format!("needs backup {inc1}")), "{all}");
+    let out2 = dir.path().join("datadir2");
+    let o = restore_datadir(p, &inc2, &out2);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains(&inc1), "{}", stderr(&o));
+    assert!(!out2.exists());
+    // A new incremental continues inc2, whose chain is broken: refused.
+    let o = cexdr(&["--policy", p, "backup", "db", "--incremental"]);
+    assert_code(&o, 1);
+    assert!(stderr(&o).contains("chain is broken"), "{}", stderr(&o));
+}

@@ -189,6 +189,12 @@ pub async fn prune_job(catalog: &Catalog, job: Rules<'_>, opts: &Options) -> Res
         .max_by_key(|e| (e.manifest.started_at, e.manifest.id.clone()))
         .map(|e| e.manifest.id.clone());
     report.decisions = retention::plan(&snapshots, job.keep, opts.now, newest_verified.as_deref());
+    let needs: Vec<(String, Vec<String>)> = entries
+        .iter()
+        .map(|e| (e.manifest.id.clone(), e.manifest.depends_on()))
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    retention::keep_needed(&mut report.decisions, &needs);
     if !damaged.is_empty() {
         // Deleting "around" a backup retention cannot see could remove the
         // last good copy next to it: stop, loudly.

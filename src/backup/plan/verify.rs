@@ -157,6 +157,12 @@ async fn check(catalog: &Catalog, m: &Manifest, method: &str) -> Result<Verifica
         }
     }
     if error.is_none() {
+        match m.kind.ops().check_dependencies(catalog, m).await {
+            Ok(c) => checks.extend(c),
+            Err(e) => error = Some(one_line(&e)),
+        }
+    }
+    if error.is_none() {
         task.done();
     } else {
         drop(task);

@@ -226,6 +226,11 @@ pub trait SourceKind: Send + Sync {
         m: &Manifest,
         target: &ScratchTarget,
     ) -> Result<Verification>;
+    /// What a backup needs besides its own objects (an incremental's
+    /// parents), checked by `verify`; an error names what is missing.
+    async fn check_dependencies(&self, _catalog: &Catalog, _m: &Manifest) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Reads a stream to its end, counting bytes.

@@ -328,6 +328,25 @@ impl super::SourceKind for MysqlKind {
         }
         restore_test(catalog, m, target).await
     }
+    async fn check_dependencies(
+        &self,
+        catalog: &crate::backup::catalog::Catalog,
+        m: &crate::backup::catalog::Manifest,
+    ) -> Result<Vec<String>> {
+        if m.depends_on().is_empty() {
+            return Ok(Vec::new());
+        }
+        let links = physical::chain(catalog, m).await?;
+        Ok(vec![format!(
+            "chain: {} ({} backups, LSNs contiguous, every parent present)",
+            links
+                .iter()
+                .map(|l| l.id.as_str())
+                .collect::<Vec<_>>()
+                .join(" -> "),
+            links.len()
+        )])
+    }
 }
 
 use conn::{exec, rows, Server};

@@ -34,6 +34,34 @@ pub struct PhysicalSpec {
     /// A part is closed at the first chunk boundary past this many bytes
     /// of xbstream.
     pub part_size: u64,
+    /// Full, or incremental (`backup --incremental`, the incremental
+    /// schedule): set per run, not a policy key.
+    pub level: Level,
+}
+
+/// What one run of a physical job takes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Level {
+    #[default]
+    Full,
+    /// Incremental from the job's newest physical backup, found when the
+    /// run starts (under the job's lease).
+    Incremental,
+    /// Incremental from this base (what `Incremental` resolves to).
+    From(Base),
+}
+
+/// The backup an incremental continues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Base {
+    /// The parent's ID.
+    pub parent: String,
+    /// The parent's `to_lsn`: the incremental copies pages changed after it.
+    pub lsn: u64,
+    /// Every backup a restore needs before this one, the full first.
+    pub chain: Vec<String>,
+    /// The parent's server (an incremental of another server is refused).
+    pub server: String,
 }
 
 pub const DEFAULT_PART_SIZE: u64 = 128 << 20;
@@ -82,8 +110,55 @@ impl PhysicalSpec {
             },
             datadir: k.datadir.map(|d| input.resolve(&d)),
             part_size,
+            level: Level::Full,
         })
     }
+}
+
+/// The base of an incremental of `job`: its newest physical backup, whose
+/// own chain must be whole.
+pub async fn incremental_base(cat: &crate::backup::catalog::Catalog, job: &str) -> Result<Base> {
+    let what = format!("job {job}");
+    let entries = cat.list(Some(job)).await?;
+    let parent = entries
+        .iter()
+        .map(|e| &e.manifest)
+        .filter(|m| is_physical(m))
+        .max_by_key(|m| (m.started_at, m.id.clone()))
+        .ok_or_else(|| {
+            Error::source_err(
+                &what,
+                "an incremental needs a physical backup of the job to continue; there is none (take a full backup first)",
+            )
+        })?;
+    let lsn = parent.details["lsn"]["to"].as_u64().ok_or_else(|| {
+        Error::source_err(
+            &what,
+            format!("backup {} records no to_lsn; take a full backup", parent.id),
+        )
+    })?;
+    let mut chain = parent.depends_on();
+    for id in &chain {
+        if !entries.iter().any(|e| &e.manifest.id == id) {
+            return Err(Error::source_err(
+                &what,
+                format!(
+                    "the newest backup {} needs {id}, which is not in the catalog: its chain is broken; take a full backup",
+                    parent.id
+                ),
+            ));
+        }
+    }
+    chain.push(parent.id.clone());
+    Ok(Base {
+        parent: parent.id.clone(),
+        lsn,
+        chain,
+        server: parent.details["server"]["url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    })
 }
 
 /// A program named alone is looked up on PATH (and /usr/bin, /usr/sbin).
@@ -243,6 +318,23 @@ pub async fn open(job: &str, spec: &ServerSpec<'_>, p: &PhysicalSpec) -> Result<
         ));
     }
     check_datadir(&what, &facts.datadir)?;
+    let server_url = Server::new(spec.url, spec.password, spec.tls)?.describe();
+    let base = match &p.level {
+        Level::From(b) if b.server != server_url => {
+            return Err(Error::source_err(
+                &what,
+                format!(
+                    "the incremental's parent {} is a backup of {}, this job now backs up {server_url}: take a full backup",
+                    b.parent, b.server
+                ),
+            ))
+        }
+        Level::From(b) => Some(b),
+        Level::Full => None,
+        Level::Incremental => {
+            return Err(Error::source_err(&what, "incremental run without a base (internal)"))
+        }
+    };
 
     let scratch = std::env::temp_dir().join(format!(
         "cexdr-physical-{}-{}",
@@ -252,6 +344,9 @@ pub async fn open(job: &str, spec: &ServerSpec<'_>, p: &PhysicalSpec) -> Result<
     std::fs::create_dir_all(&scratch)
         .map_err(|e| Error::io(format!("creating {}", scratch.display()), e))?;
     let mut cmd = command(&program, spec, &facts.datadir, &scratch)?;
+    if let Some(b) = base {
+        cmd.arg(format!("--incremental-lsn={}", b.lsn));
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -271,12 +366,16 @@ pub async fn open(job: &str, spec: &ServerSpec<'_>, p: &PhysicalSpec) -> Result<
         part_size: p.part_size,
         parts: parts_tx,
     };
-    let facts_json = json!({
+    let mut facts_json = json!({
         "method": "physical",
-        "server": {"url": Server::new(spec.url, spec.password, spec.tls)?.describe(), "version": facts.version, "flavour": "MariaDB", "datadir": facts.datadir},
+        "server": {"url": server_url, "version": facts.version, "flavour": "MariaDB", "datadir": facts.datadir},
         "tool": {"program": program, "version": tool},
         "part_size": p.part_size,
     });
+    if let Some(b) = base {
+        facts_json["incremental"] =
+            json!({"parent": b.parent, "from_lsn": b.lsn, "chain": b.chain});
+    }
     let log_bin = facts.log_bin;
     tokio::spawn(async move {
         let mut part = None;
@@ -531,7 +630,27 @@ fn describe(
         })
     };
     let lsn = |key: &str| kv(&checkpoints, key).and_then(|v| v.parse::<u64>().ok());
-    details["backup_type"] = json!(kv(&checkpoints, "backup_type"));
+    let backup_type = kv(&checkpoints, "backup_type");
+    // The tool's own record must say what was asked: an incremental from
+    // the parent's LSN, or a full backup.
+    let asked = details["incremental"]["from_lsn"].as_u64();
+    let ok = match asked {
+        Some(from) => {
+            backup_type.as_deref() == Some("incremental") && lsn("from_lsn") == Some(from)
+        }
+        None => backup_type.as_deref() == Some("full-backuped"),
+    };
+    if !ok {
+        return Err(Error::source_err(
+            "mariadb-backup",
+            format!(
+                "its xtrabackup_checkpoints says backup_type = {backup_type:?}, from_lsn = {:?}; asked for {}",
+                lsn("from_lsn"),
+                asked.map_or("a full backup".to_string(), |f| format!("an incremental from LSN {f}"))
+            ),
+        ));
+    }
+    details["backup_type"] = json!(backup_type);
     details["lsn"] = json!({"from": lsn("from_lsn"), "to": lsn("to_lsn"), "last": lsn("last_lsn")});
     // xtrabackup_binlog_info: file, position, GTID of the consistent point.
     let mut binlog = json!({"enabled": log_bin});
@@ -559,6 +678,60 @@ fn describe(
         details,
         warnings: Vec::new(),
     })
+}
+
+/// The backups a restore of `m` applies, in order: its full backup, each
+/// incremental after it, `m` last. Refused by name when a parent is gone,
+/// is not the one recorded, or its LSN does not lead to the next.
+pub async fn chain(
+    catalog: &crate::backup::catalog::Catalog,
+    m: &crate::backup::catalog::Manifest,
+) -> Result<Vec<crate::backup::catalog::Manifest>> {
+    let broken = |msg: String| Error::source_err(format!("backup {}", m.id), msg);
+    let mut links = Vec::new();
+    for id in m.depends_on() {
+        match catalog.find(&id).await {
+            Ok(e) => links.push(e.manifest),
+            Err(Error::NotFound(_)) => {
+                return Err(broken(format!(
+                    "its chain is broken: it needs backup {id}, which is not in the catalog"
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    links.push(m.clone());
+    for (i, l) in links.iter().enumerate() {
+        if !is_physical(l) || l.job != m.job {
+            return Err(broken(format!(
+                "its chain names {}, which is not a physical backup of job {}",
+                l.id, m.job
+            )));
+        }
+        let from = l.details["incremental"]["from_lsn"].as_u64();
+        let Some(prev) = i.checked_sub(1).map(|p| &links[p]) else {
+            if from.is_some() {
+                return Err(broken(format!(
+                    "its chain starts at {}, an incremental, not a full backup",
+                    l.id
+                )));
+            }
+            continue;
+        };
+        let parent = l.details["incremental"]["parent"].as_str();
+        let to = prev.details["lsn"]["to"].as_u64();
+        if parent != Some(prev.id.as_str()) || from.is_none() || from != to {
+            return Err(broken(format!(
+                "its chain is broken at {}: it continues {} from LSN {}, but comes after {} (to LSN {})",
+                l.id,
+                parent.unwrap_or("nothing"),
+                from.map_or("none".into(), |f| f.to_string()),
+                prev.id,
+                to.map_or("none".into(), |t| t.to_string()),
+            )));
+        }
+    }
+    Ok(links)
 }
 
 /// True for a manifest of a physical backup.

@@ -36,8 +36,10 @@ pub struct DatadirOptions {
 /// Parts decompressed ahead of the one being extracted.
 const PREFETCH: usize = 2;
 
-struct Plan<'a> {
-    parts: Vec<&'a Artifact>,
+struct Plan {
+    /// The backups applied in order: the full, then each incremental up to
+    /// the one asked for.
+    chain: Vec<Manifest>,
     mbstream: PathBuf,
     backup_tool: PathBuf,
     dir: PathBuf,
@@ -55,9 +57,26 @@ pub async fn restore_datadir(
     let plan = plan(catalog, m, dir, o).await?;
     std::fs::create_dir(&plan.staging)
         .map_err(|e| Error::restore_failed(format!("creating {}", plan.staging.display()), e))?;
+    let increment = plan.staging.with_extension("incremental");
     let r = async {
-        let files = extract(catalog, m, &plan, o).await?;
-        prepare(&plan).await?;
+        let mut files = 0;
+        for (i, link) in plan.chain.iter().enumerate() {
+            if i == 0 {
+                files = extract(catalog, link, &plan.staging, &plan, o).await?;
+                prepare(&plan, None).await?;
+                continue;
+            }
+            // Each incremental is extracted beside the copy, applied to
+            // it, then removed: only one is on disk at a time.
+            std::fs::create_dir(&increment).map_err(|e| {
+                Error::restore_failed(format!("creating {}", increment.display()), e)
+            })?;
+            extract(catalog, link, &increment, &plan, o).await?;
+            prepare(&plan, Some(&increment)).await?;
+            std::fs::remove_dir_all(&increment).map_err(|e| {
+                Error::restore_failed(format!("removing {}", increment.display()), e)
+            })?;
+        }
         Ok::<_, Error>(files)
     }
     .await;
@@ -65,6 +84,7 @@ pub async fn restore_datadir(
         Ok(f) => f,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&plan.staging);
+            let _ = std::fs::remove_dir_all(&increment);
             return Err(Error::restore_failed(
                 format!(
                     "restoring {} into {} ({} left as it was; the partial copy was removed)",
@@ -78,8 +98,16 @@ pub async fn restore_datadir(
     };
     let owner = place(&plan, m, o)?;
     let gtid = m.details["binlog"]["gtid_set"].as_str().unwrap_or("");
+    let applied = match plan.chain.len() {
+        1 => String::new(),
+        n => format!(
+            ", full backup {} and {} incremental(s) applied",
+            plan.chain[0].id,
+            n - 1
+        ),
+    };
     let mut msg = format!(
-        "restored physical backup {} ({} files, LSN {}) into {} in {:.1} s{}\nstart a server on it: mariadbd --datadir={}{}",
+        "restored physical backup {} ({} files{applied}, LSN {}) into {} in {:.1} s{}\nstart a server on it: mariadbd --datadir={}{}",
         m.id,
         files,
         m.details["lsn"]["to"],
@@ -103,12 +131,7 @@ fn is_root() -> bool {
 }
 
 /// Everything checked before the first byte is written.
-async fn plan<'a>(
-    catalog: &Catalog,
-    m: &'a Manifest,
-    dir: &Path,
-    _o: &DatadirOptions,
-) -> Result<Plan<'a>> {
+async fn plan(catalog: &Catalog, m: &Manifest, dir: &Path, o: &DatadirOptions) -> Result<Plan> {
     let refuse = |msg: String| Error::RestoreRefused(msg);
     if !is_physical(m) {
         return Err(Error::Usage(format!(
@@ -127,14 +150,19 @@ async fn plan<'a>(
     };
     let mbstream = need("mbstream")?;
     let backup_tool = need("mariadb-backup")?;
+    let chain = super::chain(catalog, m)
+        .await
+        .map_err(|e| refuse(one_line(&e)))?;
     let tool = tool_version(&backup_tool).await?;
-    let server = m.details["server"]["version"].as_str().unwrap_or("");
-    if major_minor(&tool) != major_minor(server) {
-        return Err(refuse(format!(
-            "backup {} is of MariaDB {server}; {} is {tool}: --prepare needs the backup's major version",
-            m.id,
-            backup_tool.display()
-        )));
+    for link in &chain {
+        let server = link.details["server"]["version"].as_str().unwrap_or("");
+        if major_minor(&tool) != major_minor(server) {
+            return Err(refuse(format!(
+                "backup {} is of MariaDB {server}; {} is {tool}: --prepare needs the backup's major version",
+                link.id,
+                backup_tool.display()
+            )));
+        }
     }
     let dir = std::path::absolute(dir)
         .map_err(|e| Error::restore_failed(format!("resolving {}", dir.display()), e))?;
@@ -144,7 +172,7 @@ async fn plan<'a>(
         .ok_or_else(|| refuse(format!("the folder of {} does not exist", dir.display())))?;
     let replace = match std::fs::read_dir(&dir).map(|mut rd| rd.next().is_some()) {
         Ok(true) => {
-            if !_o.force {
+            if !o.force {
                 return Err(refuse(format!(
                     "{} is not empty; pass --force to replace it",
                     dir.display()
@@ -161,10 +189,13 @@ async fn plan<'a>(
             ))
         }
     };
-    let mut parts: Vec<&Artifact> = m.artifacts.iter().collect();
-    parts.sort_by(|a, b| a.name.cmp(&b.name));
-    // Every part present at its recorded size before anything is written.
-    for a in &parts {
+    // Every part of every backup of the chain present at its recorded size
+    // before anything is written.
+    for (link, a) in chain
+        .iter()
+        .flat_map(|l| parts(l).into_iter().map(move |a| (l, a)))
+    {
+        let m = link;
         let head = catalog.store().head(&a.key).await.map_err(|e| {
             refuse(format!(
                 "part {} of backup {}: {}",
@@ -198,13 +229,20 @@ async fn plan<'a>(
         })?;
     }
     Ok(Plan {
-        parts,
+        chain,
         mbstream,
         backup_tool,
         dir,
         staging,
         replace,
     })
+}
+
+/// A backup's parts in stream order.
+fn parts(m: &Manifest) -> Vec<&Artifact> {
+    let mut parts: Vec<&Artifact> = m.artifacts.iter().collect();
+    parts.sort_by(|a, b| a.name.cmp(&b.name));
+    parts
 }
 
 /// One part read, decrypted and decompressed in its own task into a
@@ -232,20 +270,22 @@ async fn start_part(
     Ok(rx)
 }
 
-/// The parts, in order, through a parser (CRC-32s, the file list) into
-/// `mbstream -x`. Returns the number of files.
+/// The parts of `m`, in order, through a parser (CRC-32s, the file list)
+/// into `mbstream -x` in `into`. Returns the number of files.
 async fn extract(
     catalog: &Catalog,
     m: &Manifest,
-    plan: &Plan<'_>,
+    into: &Path,
+    plan: &Plan,
     o: &DatadirOptions,
 ) -> Result<usize> {
+    let parts = parts(m);
     let threads = o.threads.unwrap_or_else(crate::base::parallelism).max(1);
     let mut cmd = tokio::process::Command::new(&plan.mbstream);
     cmd.arg("-x")
         .arg(format!("--parallel={threads}"))
         .arg("-C")
-        .arg(&plan.staging)
+        .arg(into)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -261,8 +301,8 @@ async fn extract(
         let mut ahead = VecDeque::new();
         let mut next = 0;
         loop {
-            while ahead.len() < PREFETCH && next < plan.parts.len() {
-                ahead.push_back(start_part(catalog, m, plan.parts[next]).await?);
+            while ahead.len() < PREFETCH && next < parts.len() {
+                ahead.push_back(start_part(catalog, m, parts[next]).await?);
                 next += 1;
             }
             let Some(mut rx) = ahead.pop_front() else {
@@ -299,14 +339,14 @@ async fn extract(
     match fed {
         Err(e) if !status.success() && one_line(&e).contains("writing to mbstream") => {
             return Err(Error::restore_failed(
-                format!("mbstream -x into {}", plan.staging.display()),
+                format!("mbstream -x into {}", into.display()),
                 format!("{status}: {}", tail.text()),
             ))
         }
         Err(e) => return Err(e),
         Ok(()) if !status.success() => {
             return Err(Error::restore_failed(
-                format!("mbstream -x into {}", plan.staging.display()),
+                format!("mbstream -x into {}", into.display()),
                 format!("{status}: {}", tail.text()),
             ))
         }
@@ -344,12 +384,16 @@ fn check_files(m: &Manifest, parser: &xbstream::Parser) -> Result<()> {
 }
 
 /// `mariadb-backup --prepare`: applies the redo log so that the copy is
-/// consistent at the backup's point.
-async fn prepare(plan: &Plan<'_>) -> Result<()> {
+/// consistent at the backup's point; with `incremental`, applies that
+/// incremental's changed pages to the prepared copy.
+async fn prepare(plan: &Plan, incremental: Option<&Path>) -> Result<()> {
     let mut cmd = tokio::process::Command::new(&plan.backup_tool);
     cmd.arg("--prepare")
-        .arg(format!("--target-dir={}", plan.staging.display()))
-        .stdin(Stdio::null())
+        .arg(format!("--target-dir={}", plan.staging.display()));
+    if let Some(dir) = incremental {
+        cmd.arg(format!("--incremental-dir={}", dir.display()));
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -373,7 +417,7 @@ async fn prepare(plan: &Plan<'_>) -> Result<()> {
 }
 
 /// The staging folder becomes DIR; the owner is set. Returns the owner set.
-fn place(plan: &Plan<'_>, m: &Manifest, o: &DatadirOptions) -> Result<Option<String>> {
+fn place(plan: &Plan, m: &Manifest, o: &DatadirOptions) -> Result<Option<String>> {
     let io = |what: String| move |e| Error::restore_failed(what, e);
     let owner = match &o.owner {
         Some(u) => Some(u.clone()),
