@@ -230,6 +230,92 @@ pub async fn restore_until(
     Ok((plan, Some((msg, r))))
 }
 
+/// `restore --job J --until … --to-datadir DIR`: the newest physical base
+/// before the cut restored and prepared beside DIR, a private mariadbd
+/// started on it, the archive replayed exactly as onto a server, the
+/// server stopped cleanly, then the copy placed at DIR. Every refusal of
+/// the logical path comes before the first write; a failure leaves DIR as
+/// it was.
+pub async fn restore_until_datadir(
+    cat: &Catalog,
+    req: &Request<'_>,
+    dir: &std::path::Path,
+    o: &crate::backup::source::mysql::physical::restore::DatadirOptions,
+) -> Result<(Plan, Option<(String, Replayed)>)> {
+    use crate::backup::source::mysql::physical::{self, restore::stage, server::Scratch};
+    let a = segment::load(cat, req.job, false).await?;
+    let physical_ids: Vec<String> = cat
+        .list(Some(req.job))
+        .await?
+        .into_iter()
+        .filter(|e| physical::is_physical(&e.manifest))
+        .map(|e| e.manifest.id)
+        .collect();
+    if let Some(id) = req
+        .base_id
+        .filter(|id| !physical_ids.iter().any(|p| p == id))
+    {
+        return Err(Error::Usage(format!(
+            "--to-datadir needs a physical base; backup {id} is not a physical backup of job {}",
+            req.job
+        )));
+    }
+    let mut b = bases(cat, req.job).await?;
+    b.retain(|x| physical_ids.contains(&x.id));
+    let mut plan = replay::plan(req.job, &a, &b, req.until, req.base_id)?;
+    // The private server has no binary log: nothing to keep out of it.
+    plan.target_binlog = crate::backup::plan::restore::TargetBinlog::On;
+    if req.dry_run {
+        return Ok((plan, None));
+    }
+    replay::find_program(&["mariadb-binlog", "mysqlbinlog"])?;
+    replay::find_program(&["mariadb", "mysql"])?;
+    replay::check_segments(cat, &a, &plan).await?;
+    let base = cat.find(&plan.base).await?.manifest;
+    let staged = stage(cat, &base, dir, o).await?;
+    let r = async {
+        let server = Scratch::start(staged.path()).await?;
+        let t = crate::backup::source::mysql::conn::Target::parse(&server.url())?;
+        let target = replay::Target {
+            host: t.host,
+            port: t.port,
+            user: t.user,
+            socket: t.socket,
+            password: None,
+            batch: req.batch,
+            session: replay::Session::Restore {
+                binlog: plan.target_binlog,
+            },
+        };
+        let r = replay::replay(cat, &a, &plan, &target).await?;
+        // The copy's own position, so that replication continues from the
+        // cut: the base's GTID set advanced to the last replayed.
+        let pos = if plan.cut_gtid.is_empty() {
+            plan.base_gtid.clone()
+        } else {
+            plan.cut_gtid.clone()
+        };
+        let mut c = server.connect().await?;
+        crate::backup::source::mysql::conn::exec(
+            &mut c,
+            "setting gtid_slave_pos on the restored copy",
+            &format!("SET GLOBAL gtid_slave_pos = '{}'", pos.replace('\'', "")),
+        )
+        .await?;
+        drop(c);
+        server.shutdown().await?;
+        Ok::<_, Error>((r, pos))
+    }
+    .await;
+    match r {
+        Ok((r, pos)) => {
+            let msg = staged.finish(Some(&pos))?;
+            Ok((plan, Some((msg, r))))
+        }
+        Err(e) => Err(staged.failed(e)),
+    }
+}
+
 /// Everything a restore needs before its first write: the target's
 /// address and password, the programs, every planned segment's bytes.
 async fn check(

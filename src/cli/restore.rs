@@ -123,18 +123,46 @@ pub async fn restore(
         ..
     } = a;
     if let Some(dir) = to_datadir {
-        if until.is_some() || until_gtid.is_some() || job.is_some() {
+        if !opts.database_map.is_empty() {
             return Err(Error::Usage(
-                "--to-datadir restores one physical backup; point-in-time restores onto a physical base are not supported yet".into(),
+                "--database-map does not apply to --to-datadir: a physical backup restores the whole server".into(),
             ));
         }
-        let id = id.expect("clap requires an id without --job");
-        let e = catalog.find(&id).await?;
         let o = crate::backup::source::mysql::physical::restore::DatadirOptions {
             force: opts.force,
             owner,
             threads: opts.threads,
         };
+        if until.is_some() || until_gtid.is_some() || job.is_some() {
+            let target = crate::backup::pitr::parse_until(until.as_deref(), until_gtid.as_deref())?;
+            let job = match (&job, &id) {
+                (Some(j), _) => policy.job(j)?.name.clone(),
+                (None, Some(i)) => catalog.find(i).await?.manifest.job,
+                (None, None) => {
+                    return Err(Error::Usage("give --job J or a base backup id".into()))
+                }
+            };
+            let req = crate::backup::pitr::Request {
+                job: &job,
+                base_id: id.as_deref(),
+                until: &target,
+                to: "",
+                batch: batch as usize,
+                dry_run,
+                databases_selected: false,
+            };
+            let (plan, done) =
+                crate::backup::pitr::restore_until_datadir(&catalog, &req, &dir, &o).await?;
+            print_pitr(json, &plan, done);
+            return Ok(exit::OK);
+        }
+        if dry_run {
+            return Err(Error::Usage(
+                "--dry-run applies to point-in-time restores (--until / --until-gtid)".into(),
+            ));
+        }
+        let id = id.expect("clap requires an id without --job");
+        let e = catalog.find(&id).await?;
         let msg = crate::backup::source::mysql::physical::restore::restore_datadir(
             &catalog,
             &e.manifest,
@@ -166,25 +194,7 @@ pub async fn restore(
                 .unwrap_or(false),
         };
         let (plan, done) = crate::backup::pitr::restore_until(&catalog, &req, &opts).await?;
-        match done {
-            None if json => print_json(&plan),
-            None => print!("{}", plan.render()),
-            Some((msg, r)) if json => {
-                print_json(&serde_json::json!({"plan": plan, "restore": msg, "replay": r}))
-            }
-            Some((msg, r)) => {
-                print!("{}", plan.render());
-                println!("{msg}");
-                println!(
-                            "replayed {} transaction(s), {} row(s), up to GTID {} in {:.1} s ({:.0} rows/s, {:.0} transactions/s)",
-                            r.transactions, r.rows, r.last_gtid, r.seconds,
-                            r.rows as f64 / r.seconds.max(1e-3), r.transactions as f64 / r.seconds.max(1e-3)
-                        );
-                if plan.only_databases.is_some() {
-                    println!("skipped {} transaction(s) of other databases", r.skipped);
-                }
-            }
-        }
+        print_pitr(json, &plan, done);
         return Ok(exit::OK);
     }
     if dry_run {
@@ -203,4 +213,31 @@ pub async fn restore(
     let msg = restore::restore(&catalog, &e, &to, &opts).await?;
     println!("{msg}");
     Ok(exit::OK)
+}
+
+/// A point-in-time restore's plan, and what was restored and replayed.
+fn print_pitr(
+    json: bool,
+    plan: &crate::backup::binlog::replay::Plan,
+    done: Option<(String, crate::backup::binlog::replay::Replayed)>,
+) {
+    match done {
+        None if json => print_json(plan),
+        None => print!("{}", plan.render()),
+        Some((msg, r)) if json => {
+            print_json(&serde_json::json!({"plan": plan, "restore": msg, "replay": r}))
+        }
+        Some((msg, r)) => {
+            print!("{}", plan.render());
+            println!("{msg}");
+            println!(
+                            "replayed {} transaction(s), {} row(s), up to GTID {} in {:.1} s ({:.0} rows/s, {:.0} transactions/s)",
+                            r.transactions, r.rows, r.last_gtid, r.seconds,
+                            r.rows as f64 / r.seconds.max(1e-3), r.transactions as f64 / r.seconds.max(1e-3)
+                        );
+            if plan.only_databases.is_some() {
+                println!("skipped {} transaction(s) of other databases", r.skipped);
+            }
+        }
+    }
 }

@@ -404,3 +404,96 @@ fn incrementals_chain_restore_exactly_and_a_broken_chain_is_refused_by_name() {
     assert_code(&o, 1);
     assert!(stderr(&o).contains("chain is broken"), "{}", stderr(&o));
 }
+
+fn mysql_position(s: &MariaDb) -> String {
+    s.sql("SELECT @@gtid_slave_pos")
+}
+
+/// A physical base (full, then an incremental) and the binlog archive:
+/// `restore --until-gtid G --to-datadir` gives exactly the rows up to G,
+/// from the newest physical base before G, and the copy's gtid_slave_pos
+/// is G.
+#[test]
+fn point_in_time_onto_a_physical_base_gives_exactly_the_rows_up_to_the_cut() {
+    use crate::pitr::{checksum, wait_archived, write_rows, ArchiverProc};
+    let dir = tempfile::tempdir().unwrap();
+    let p = MariaDb::primary();
+    p.sql("CREATE DATABASE app; CREATE TABLE app.ev (id INT PRIMARY KEY, v VARCHAR(40))");
+    write_rows(&p, "app", 0, 50);
+    let pol = write_policy(
+        dir.path(),
+        &format!(
+            "{}\n[[job]]\nname = \"db\"\nkind = \"mysql\"\nurl = \"{}\"\nmethod = \"physical\"\nbinlog = {{ flush-interval = \"1s\", server-id = {} }}\n",
+            local_store(&dir.path().join("store")),
+            p.url(),
+            910_000 + p.port() as u32
+        ),
+    );
+    let ps = pol.to_str().unwrap();
+    let o = cexdr(&["--policy", ps, "backup", "db"]);
+    assert_code(&o, 0);
+    let full = backup_id(&o);
+    let mut arch = ArchiverProc::start(&pol, "db", dir.path().join("archiver.log"));
+    write_rows(&p, "app", 100, 20);
+    let (g1, c1) = (p.gtid_binlog_pos(), checksum(&p, "app"));
+    write_rows(&p, "app", 200, 20);
+    let o = cexdr(&["--policy", ps, "backup", "db", "--incremental"]);
+    assert_code(&o, 0);
+    let inc = backup_id(&o);
+    write_rows(&p, "app", 300, 20);
+    let (g2, c2) = (p.gtid_binlog_pos(), checksum(&p, "app"));
+    write_rows(&p, "app", 400, 5);
+    wait_archived(&pol, "db", &p.gtid_binlog_pos(), &arch);
+    assert_eq!(arch.stop(), 0, "{}", arch.log());
+
+    for (g, want, base, name) in [(&g2, &c2, &inc, "after"), (&g1, &c1, &full, "before")] {
+        let out = dir.path().join(format!("datadir-{name}"));
+        let o = cexdr(&[
+            "--policy",
+            ps,
+            "restore",
+            "--job",
+            "db",
+            "--until-gtid",
+            g,
+            "--to-datadir",
+            out.to_str().unwrap(),
+        ]);
+        assert_code(&o, 0);
+        let text = stdout(&o);
+        assert!(
+            text.contains(&format!("restored physical backup {base}")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("up to GTID {g}")), "{text}");
+        let s = MariaDb::on_datadir(
+            &out,
+            Options {
+                binlog: false,
+                ..Options::default()
+            },
+        );
+        assert_eq!(
+            &checksum(&s, "app"),
+            want,
+            "cut {g} ({name} the incremental)"
+        );
+        assert_eq!(&mysql_position(&s), g);
+    }
+
+    // A logical job's refusals hold: a cut before every base, named.
+    let out = dir.path().join("datadir-early");
+    let o = cexdr(&[
+        "--policy",
+        ps,
+        "restore",
+        "--job",
+        "db",
+        "--until",
+        "2001-01-01 00:00:00",
+        "--to-datadir",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!out.exists());
+}

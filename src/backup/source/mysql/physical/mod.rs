@@ -22,6 +22,7 @@ use crate::base::Secret;
 use crate::error::{Error, Result};
 
 pub mod restore;
+pub mod server;
 pub mod xbstream;
 
 /// `physical = { program = "...", datadir = "...", part-size = "128MiB" }`

@@ -53,17 +53,69 @@ pub async fn restore_datadir(
     dir: &Path,
     o: &DatadirOptions,
 ) -> Result<String> {
+    stage(catalog, m, dir, o).await?.finish(None)
+}
+
+/// A prepared copy in the staging folder beside DIR, not yet placed: what
+/// needs a server on the copy before it becomes DIR (a point-in-time
+/// replay) runs on `path()`. Dropped unfinished, the copy is removed and
+/// DIR stays as it was.
+pub struct Staged {
+    plan: Plan,
+    options: DatadirOptions,
+    files: usize,
+    t0: std::time::Instant,
+    placed: bool,
+}
+
+/// Plans, fetches, extracts and prepares the chain of `m` into the staging
+/// folder beside `dir`; `dir` is not touched.
+pub async fn stage(
+    catalog: &Catalog,
+    m: &Manifest,
+    dir: &Path,
+    o: &DatadirOptions,
+) -> Result<Staged> {
     let t0 = std::time::Instant::now();
     let plan = plan(catalog, m, dir, o).await?;
     std::fs::create_dir(&plan.staging)
         .map_err(|e| Error::restore_failed(format!("creating {}", plan.staging.display()), e))?;
-    let increment = plan.staging.with_extension("incremental");
-    let r = async {
+    let mut staged = Staged {
+        plan,
+        options: o.clone(),
+        files: 0,
+        t0,
+        placed: false,
+    };
+    match staged.apply_chain(catalog).await {
+        Ok(files) => {
+            staged.files = files;
+            Ok(staged)
+        }
+        Err(e) => Err(staged.failed(e)),
+    }
+}
+
+impl Staged {
+    /// The prepared copy.
+    pub fn path(&self) -> &Path {
+        &self.plan.staging
+    }
+
+    /// The backup restored (the last of its chain).
+    fn backup(&self) -> &Manifest {
+        self.plan.chain.last().expect("a chain has its backup")
+    }
+
+    /// The full, then each incremental: extracted, prepared, applied.
+    async fn apply_chain(&self, catalog: &Catalog) -> Result<usize> {
+        let (plan, o) = (&self.plan, &self.options);
+        let increment = self.increment();
         let mut files = 0;
         for (i, link) in plan.chain.iter().enumerate() {
             if i == 0 {
-                files = extract(catalog, link, &plan.staging, &plan, o).await?;
-                prepare(&plan, None).await?;
+                files = extract(catalog, link, &plan.staging, plan, o).await?;
+                prepare(plan, None).await?;
                 continue;
             }
             // Each incremental is extracted beside the copy, applied to
@@ -71,61 +123,82 @@ pub async fn restore_datadir(
             std::fs::create_dir(&increment).map_err(|e| {
                 Error::restore_failed(format!("creating {}", increment.display()), e)
             })?;
-            extract(catalog, link, &increment, &plan, o).await?;
-            prepare(&plan, Some(&increment)).await?;
+            extract(catalog, link, &increment, plan, o).await?;
+            prepare(plan, Some(&increment)).await?;
             std::fs::remove_dir_all(&increment).map_err(|e| {
                 Error::restore_failed(format!("removing {}", increment.display()), e)
             })?;
         }
-        Ok::<_, Error>(files)
+        Ok(files)
     }
-    .await;
-    let files = match r {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&plan.staging);
-            let _ = std::fs::remove_dir_all(&increment);
-            return Err(Error::restore_failed(
-                format!(
-                    "restoring {} into {} ({} left as it was; the partial copy was removed)",
-                    m.id,
-                    plan.dir.display(),
-                    plan.dir.display()
-                ),
-                e,
-            ));
+
+    fn increment(&self) -> PathBuf {
+        self.plan.staging.with_extension("incremental")
+    }
+
+    /// The error of a failed step, saying DIR is as it was; the partial
+    /// copy goes when `self` drops.
+    pub fn failed(self, e: Error) -> Error {
+        Error::restore_failed(
+            format!(
+                "restoring {} into {} ({} left as it was; the partial copy was removed)",
+                self.backup().id,
+                self.plan.dir.display(),
+                self.plan.dir.display()
+            ),
+            e,
+        )
+    }
+
+    /// Places the copy at DIR (owner set) and says what was restored.
+    /// `replayed_to`: the GTID position a replay on the copy reached.
+    pub fn finish(mut self, replayed_to: Option<&str>) -> Result<String> {
+        let owner = place(&self.plan, self.backup(), &self.options)?;
+        self.placed = true;
+        let (plan, m) = (&self.plan, self.backup());
+        let applied = match plan.chain.len() {
+            1 => String::new(),
+            n => format!(
+                ", full backup {} and {} incremental(s) applied",
+                plan.chain[0].id,
+                n - 1
+            ),
+        };
+        let mut msg = format!(
+            "restored physical backup {} ({} files{applied}, LSN {}) into {} in {:.1} s{}\nstart a server on it: mariadbd --datadir={}{}",
+            m.id,
+            self.files,
+            m.details["lsn"]["to"],
+            plan.dir.display(),
+            self.t0.elapsed().as_secs_f64(),
+            owner.as_ref().map(|u| format!(", owned by {u}")).unwrap_or_default(),
+            plan.dir.display(),
+            if owner.is_some() || is_root() { " --user=mysql" } else { "" },
+        );
+        let gtid = m.details["binlog"]["gtid_set"].as_str().unwrap_or("");
+        match replayed_to {
+            Some(g) => msg.push_str(&format!(
+                "\nthe archive was replayed onto it up to GTID {g}; its gtid_slave_pos is {g}: replication from a server that has those transactions continues from there"
+            )),
+            None if !gtid.is_empty() => msg.push_str(&format!(
+                "\nits consistent point is GTID {gtid}: to replicate from the old primary's binlog or replay the archive, SET GLOBAL gtid_slave_pos = '{gtid}' first"
+            )),
+            None => {}
         }
-    };
-    let owner = place(&plan, m, o)?;
-    let gtid = m.details["binlog"]["gtid_set"].as_str().unwrap_or("");
-    let applied = match plan.chain.len() {
-        1 => String::new(),
-        n => format!(
-            ", full backup {} and {} incremental(s) applied",
-            plan.chain[0].id,
-            n - 1
-        ),
-    };
-    let mut msg = format!(
-        "restored physical backup {} ({} files{applied}, LSN {}) into {} in {:.1} s{}\nstart a server on it: mariadbd --datadir={}{}",
-        m.id,
-        files,
-        m.details["lsn"]["to"],
-        plan.dir.display(),
-        t0.elapsed().as_secs_f64(),
-        owner.as_ref().map(|u| format!(", owned by {u}")).unwrap_or_default(),
-        plan.dir.display(),
-        if owner.is_some() || is_root() { " --user=mysql" } else { "" },
-    );
-    if !gtid.is_empty() {
-        msg.push_str(&format!(
-            "\nits consistent point is GTID {gtid}: to replicate from the old primary's binlog or replay the archive, SET GLOBAL gtid_slave_pos = '{gtid}' first"
-        ));
+        Ok(msg)
     }
-    Ok(msg)
 }
 
-fn is_root() -> bool {
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = std::fs::remove_dir_all(&self.plan.staging);
+            let _ = std::fs::remove_dir_all(self.increment());
+        }
+    }
+}
+
+pub(super) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
