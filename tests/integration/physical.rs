@@ -497,3 +497,96 @@ fn point_in_time_onto_a_physical_base_gives_exactly_the_rows_up_to_the_cut() {
     assert_ne!(o.status.code(), Some(0));
     assert!(!out.exists());
 }
+
+/// A drill of a physical job restores the newest backup (an incremental
+/// here) into a scratch datadir, starts a scratch mariadbd on it, checks
+/// every table and records the level and RTO; keys naming a target server
+/// are refused by name.
+#[test]
+fn a_physical_drill_checks_every_table_on_a_scratch_server_and_records_its_rto() {
+    let src = MariaDb::primary();
+    src.sql(
+        "CREATE DATABASE app; USE app;
+         CREATE TABLE app.accounts (id INT PRIMARY KEY, balance DECIMAL(20,8)) ENGINE=InnoDB;
+         CREATE TABLE app.`odd-name` (id INT PRIMARY KEY) ENGINE=Aria;
+         CREATE VIEW app.rich AS SELECT id FROM app.accounts WHERE balance > 100;
+         CREATE SEQUENCE app.ids;
+         INSERT INTO app.accounts SELECT seq, seq * 1.5 FROM seq_1_to_5000;
+         INSERT INTO app.`odd-name` SELECT seq FROM seq_1_to_10;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let job = |drill: &str| {
+        format!(
+            "{}\n[[job]]\nname = \"db\"\nkind = \"mysql\"\nurl = \"{}\"\nmethod = \"physical\"\ndrill = {{ schedule = \"@weekly\"{drill} }}\n",
+            local_store(&dir.path().join("repo")),
+            src.url()
+        )
+    };
+    let bad = write_policy(dir.path(), &job(", target = \"mysql://root@127.0.0.1:1\""));
+    let o = cexdr(&["--policy", bad.to_str().unwrap(), "policy", "check"]);
+    assert_code(&o, 2);
+    assert!(
+        stderr(&o).contains("target does not apply to drills of method = \"physical\""),
+        "{}",
+        stderr(&o)
+    );
+    let pol = write_policy(
+        dir.path(),
+        &job(&format!(", scratch = \"{}\"", scratch.display())),
+    );
+    let p = pol.to_str().unwrap();
+    assert_code(&cexdr(&["--policy", p, "backup", "db"]), 0);
+    src.sql("UPDATE app.accounts SET balance = 0 WHERE id < 50");
+    let o = cexdr(&["--policy", p, "backup", "db", "--incremental"]);
+    assert_code(&o, 0);
+    let inc = backup_id(&o);
+
+    let o = cexdr(&["--policy", p, "drill", "db"]);
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("restore drill ok"), "{}", stdout(&o));
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "scratch left");
+    let list = catalog_json(&pol);
+    let b = by_id(&list, &inc);
+    let v = &b["verification"];
+    assert_eq!(v["level"], "restore-tested", "{b:#}");
+    assert!(v["duration_s"].as_f64().unwrap() > 0.0, "{v}");
+    let show = stdout(&cexdr(&["--policy", p, "--json", "catalog", "show", &inc]));
+    let shown: serde_json::Value = serde_json::from_str(&show).unwrap();
+    let rec = shown["verifications"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["method"] == "restore-test"))
+        .unwrap_or_else(|| panic!("no restore-test record: {show}"));
+    let tables = rec["details"]["tables"].as_array().unwrap();
+    let accounts = tables
+        .iter()
+        .find(|t| t[0] == "app.accounts")
+        .unwrap_or_else(|| panic!("{rec}"));
+    assert_eq!(accounts[1], 5000);
+    let want = src.sql("CHECKSUM TABLE app.accounts");
+    assert!(
+        want.ends_with(accounts[2].as_str().unwrap()),
+        "{want} vs {accounts}"
+    );
+    assert!(tables.iter().any(|t| t[0] == "app.odd-name"), "{rec}");
+    assert!(
+        show.contains("CHECK TABLE EXTENDED on") && show.contains("all OK"),
+        "{show}"
+    );
+
+    // verify --restore-test does the same on demand; with a server URL it
+    // is refused by name.
+    let o = cexdr(&["--policy", p, "verify", &inc, "--restore-test"]);
+    assert_code(&o, 0);
+    let o = cexdr(&[
+        "--policy",
+        p,
+        "verify",
+        &inc,
+        "--restore-test",
+        "mysql://root@127.0.0.1:1",
+    ]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("without a server URL"), "{}", stderr(&o));
+}

@@ -140,6 +140,11 @@ pub trait SpecInfo {
     fn has_archive(&self) -> bool {
         false
     }
+    /// True when the job's restore tests start a scratch server of their
+    /// own (mysql physical backups): a drill then takes no target server.
+    fn drill_starts_own_server(&self) -> bool {
+        false
+    }
 }
 
 /// What an extract says once its stream has ended.

@@ -232,6 +232,10 @@ impl super::SpecInfo for MysqlSpec {
     fn has_archive(&self) -> bool {
         self.binlog.is_some()
     }
+
+    fn drill_starts_own_server(&self) -> bool {
+        self.physical.is_some()
+    }
 }
 
 /// `policy check` of a physical job: where it must run and what it found.
@@ -321,10 +325,13 @@ impl super::SourceKind for MysqlKind {
         target: &super::ScratchTarget,
     ) -> Result<crate::backup::catalog::Verification> {
         if physical::is_physical(m) {
-            return Err(Error::Usage(format!(
-                "backup {} is a physical backup: restore tests of physical backups are not supported yet (verify checks every part's SHA-256, CRC-32s and file list; restore --to-datadir then a server on it checks the rest)",
-                m.id
-            )));
+            if target.url.is_some() {
+                return Err(Error::Usage(format!(
+                    "backup {} is a physical backup: its restore test starts a scratch mariadbd of its own on a scratch datadir; give --restore-test without a server URL",
+                    m.id
+                )));
+            }
+            return physical::drill::restore_test(catalog, m, target).await;
         }
         restore_test(catalog, m, target).await
     }

@@ -21,6 +21,7 @@ use crate::base::mysql_tls::TlsSpec;
 use crate::base::Secret;
 use crate::error::{Error, Result};
 
+pub mod drill;
 pub mod restore;
 pub mod server;
 pub mod xbstream;

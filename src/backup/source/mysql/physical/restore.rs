@@ -264,11 +264,11 @@ async fn plan(catalog: &Catalog, m: &Manifest, dir: &Path, o: &DatadirOptions) -
     };
     // Every part of every backup of the chain present at its recorded size
     // before anything is written.
-    for (link, a) in chain
+    let all: Vec<(&Manifest, &Artifact)> = chain
         .iter()
         .flat_map(|l| parts(l).into_iter().map(move |a| (l, a)))
-    {
-        let m = link;
+        .collect();
+    for (m, a) in all {
         let head = catalog.store().head(&a.key).await.map_err(|e| {
             refuse(format!(
                 "part {} of backup {}: {}",
