@@ -233,6 +233,8 @@ impl Default for DaemonSpec {
 pub struct Job {
     pub name: String,
     pub schedule: Option<Schedule>,
+    /// Daemon: incremental physical backups between the full ones.
+    pub incremental: Option<Schedule>,
     pub compression: Compression,
     pub keep: Keep,
     pub timeout: Option<Duration>,
@@ -926,6 +928,18 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob)
         }
         None => None,
     };
+    let incremental = match source.info().incremental_schedule() {
+        Some(s) => {
+            Some(Schedule::parse(s).map_err(|m| err("incremental", format!("schedule: {m}")))?)
+        }
+        None => None,
+    };
+    if incremental.is_some() && schedule.is_none() {
+        return Err(err(
+            "incremental",
+            "incrementals continue full backups: give the job a schedule for them too".into(),
+        ));
+    }
     let drill = match &j.drill {
         Some(d) => {
             if d.point_in_time.is_some() && !source.info().has_archive() {
@@ -950,6 +964,7 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob)
     Ok(Job {
         name: j.name.clone(),
         schedule,
+        incremental,
         compression,
         keep,
         timeout,

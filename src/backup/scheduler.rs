@@ -66,6 +66,8 @@ struct Trigger {
     slot: DateTime<Utc>,
     /// The job's drill, not its backup.
     drill: bool,
+    /// An incremental backup (the job's `incremental` schedule).
+    incremental: bool,
 }
 
 pub struct Scheduler {
@@ -155,9 +157,19 @@ impl Scheduler {
                     Some(Control::Stop) | None => break,
                 },
                 Some(t) = triggers.recv() => {
-                    let Some(job) = self.policy.jobs.iter().find(|j| j.name == t.job).cloned() else {
+                    let Some(mut job) = self.policy.jobs.iter().find(|j| j.name == t.job).cloned() else {
                         continue; // removed by a reload
                     };
+                    if t.incremental {
+                        // Same key as the full: one backup of a job at a time.
+                        match job::incremental(&job) {
+                            Ok(j) => job = j,
+                            Err(e) => {
+                                tracing::error!(job = %job.name, error = %one_line(&e), "incremental schedule on a job that cannot take incrementals");
+                                continue;
+                            }
+                        }
+                    }
                     // Drills and backups of a job are kept apart by its
                     // lease (a drill waits for a running backup).
                     let key = if t.drill { format!("drill:{}", job.name) } else { job.name.clone() };
@@ -237,17 +249,17 @@ impl Scheduler {
 
     fn start_tickers(&self, tx: &mpsc::UnboundedSender<Trigger>) -> CancellationToken {
         let stop = CancellationToken::new();
-        let backups = self
-            .policy
-            .jobs
-            .iter()
-            .filter_map(|j| j.schedule.clone().map(|s| (j, s, false)));
-        let drills = self
-            .policy
-            .jobs
-            .iter()
-            .filter_map(|j| j.drill.as_ref().map(|d| (j, d.schedule.clone(), true)));
-        for (job, schedule, drill) in backups.chain(drills).collect::<Vec<_>>() {
+        let jobs = || self.policy.jobs.iter();
+        let backups = jobs().filter_map(|j| j.schedule.clone().map(|s| (j, s, false, false)));
+        let incrementals =
+            jobs().filter_map(|j| j.incremental.clone().map(|s| (j, s, false, true)));
+        let drills = jobs().filter_map(|j| {
+            j.drill
+                .as_ref()
+                .map(|d| (j, d.schedule.clone(), true, false))
+        });
+        let all: Vec<_> = backups.chain(incrementals).chain(drills).collect();
+        for (job, schedule, drill, incremental) in all {
             let (tx, stop, clock) = (tx.clone(), stop.clone(), self.clock.clone());
             let (name, tz) = (job.name.clone(), self.policy.daemon.timezone);
             tokio::spawn(async move {
@@ -273,6 +285,7 @@ impl Scheduler {
                                 job: name.clone(),
                                 slot: t,
                                 drill,
+                                incremental,
                             })
                             .is_err()
                     {
@@ -317,6 +330,7 @@ impl Scheduler {
                     job: job.name.clone(),
                     slot,
                     drill: false,
+                    incremental: false,
                 });
             }
         }

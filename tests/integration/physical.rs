@@ -546,7 +546,11 @@ fn a_physical_drill_checks_every_table_on_a_scratch_server_and_records_its_rto()
     let o = cexdr(&["--policy", p, "drill", "db"]);
     assert_code(&o, 0);
     assert!(stdout(&o).contains("restore drill ok"), "{}", stdout(&o));
-    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "scratch left");
+    assert_eq!(
+        std::fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "scratch left"
+    );
     let list = catalog_json(&pol);
     let b = by_id(&list, &inc);
     let v = &b["verification"];
@@ -588,5 +592,76 @@ fn a_physical_drill_checks_every_table_on_a_scratch_server_and_records_its_rto()
         "mysql://root@127.0.0.1:1",
     ]);
     assert_code(&o, 2);
-    assert!(stderr(&o).contains("without a server URL"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("without a server URL"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The daemon takes incrementals on `incremental = { schedule }` between
+/// the fulls of `schedule`; keys that do not fit are refused by name.
+#[test]
+fn the_daemon_takes_incrementals_on_their_own_schedule() {
+    let src = MariaDb::primary();
+    src.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO app.t VALUES (1)");
+    let dir = tempfile::tempdir().unwrap();
+    let head = format!(
+        "{}\n[daemon]\nmetrics-listen = \"\"\nshutdown-grace = \"5s\"\ncatch-up = false\n\n[[job]]\nname = \"db\"\nkind = \"mysql\"\nurl = \"{}\"\n",
+        local_store(&dir.path().join("repo")),
+        src.url()
+    );
+    for (extra, why) in [
+        ("schedule = \"0 3 * * *\"\nincremental = { schedule = \"* * * * *\" }\n", "applies to method = \"physical\""),
+        ("method = \"physical\"\nincremental = { schedule = \"* * * * *\" }\n", "give the job a schedule"),
+        ("method = \"physical\"\nschedule = \"0 3 * * *\"\nincremental = { schedule = \"61 * * * *\" }\n", "incremental"),
+    ] {
+        let bad = write_policy(dir.path(), &format!("{head}{extra}"));
+        let o = cexdr(&["--policy", bad.to_str().unwrap(), "policy", "check"]);
+        assert_code(&o, 2);
+        assert!(stderr(&o).contains(why), "{extra}: {}", stderr(&o));
+    }
+    let pol = write_policy(
+        dir.path(),
+        &format!("{head}method = \"physical\"\nschedule = \"0 3 1 1 *\"\nincremental = {{ schedule = \"* * * * *\" }}\n"),
+    );
+    let p = pol.to_str().unwrap();
+    let o = cexdr(&["--policy", p, "policy", "check"]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("incrementals: on \"* * * * *\""),
+        "{}",
+        stdout(&o)
+    );
+    assert_code(&cexdr(&["--policy", p, "backup", "db"]), 0);
+    let full = catalog_json(&pol)[0]["id"].as_str().unwrap().to_owned();
+    src.sql("INSERT INTO app.t VALUES (2)");
+
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_cexdr"))
+        .args(["--policy", p, "daemon"])
+        .env_remove("CEXDR_POLICY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let inc = loop {
+        let list = catalog_json(&pol);
+        if let Some(m) = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["details"]["backup_type"] == "incremental")
+        {
+            break m.clone();
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(90) {
+            let _ = daemon.kill();
+            panic!("no incremental within 90 s: {list}");
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    assert_eq!(inc["details"]["incremental"]["parent"], full.as_str());
 }

@@ -145,6 +145,10 @@ pub trait SpecInfo {
     fn drill_starts_own_server(&self) -> bool {
         false
     }
+    /// The cron schedule of the job's incremental backups, if it takes any.
+    fn incremental_schedule(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// What an extract says once its stream has ended.

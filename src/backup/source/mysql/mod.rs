@@ -60,6 +60,17 @@ pub struct MysqlKeys {
     method: Option<String>,
     // Boxed as tls is.
     physical: Option<Box<physical::PhysicalKeys>>,
+    /// `incremental = { schedule = "0 * * * *" }`: incremental physical
+    /// backups between the full ones of `schedule`.
+    // Boxed as tls is.
+    incremental: Option<Box<IncrementalKeys>>,
+}
+
+/// `incremental = { schedule = "…" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IncrementalKeys {
+    schedule: String,
 }
 
 /// `binlog = { flush-interval = "5s", segment-size = "16MiB", server-id = 4242, keep = "2d" }`
@@ -90,6 +101,12 @@ impl super::FromPolicy for MysqlSpec {
                 if k.physical.is_some() {
                     return Err(input.err("physical", "applies to method = \"physical\""));
                 }
+                if k.incremental.is_some() {
+                    return Err(input.err(
+                        "incremental",
+                        "applies to method = \"physical\" (a logical dump has no incrementals; the binlog archive covers between backups)",
+                    ));
+                }
                 None
             }
             Some("physical") => {
@@ -107,10 +124,9 @@ impl super::FromPolicy for MysqlSpec {
                         ));
                     }
                 }
-                Some(Box::new(physical::PhysicalSpec::from_keys(
-                    k.physical.map(|b| *b),
-                    input,
-                )?))
+                let mut p = physical::PhysicalSpec::from_keys(k.physical.map(|b| *b), input)?;
+                p.incremental_schedule = k.incremental.map(|i| i.schedule);
+                Some(Box::new(p))
             }
             Some(o) => {
                 return Err(input.err(
@@ -236,6 +252,10 @@ impl super::SpecInfo for MysqlSpec {
     fn drill_starts_own_server(&self) -> bool {
         self.physical.is_some()
     }
+
+    fn incremental_schedule(&self) -> Option<&str> {
+        self.physical.as_ref()?.incremental_schedule.as_deref()
+    }
 }
 
 /// `policy check` of a physical job: where it must run and what it found.
@@ -245,7 +265,13 @@ fn describe_physical(spec: &MysqlSpec, p: &physical::PhysicalSpec) -> String {
         spec.url, spec.threads
     );
     match physical::locate(&p.program) {
-        Some(path) => out.push_str(&format!("  tool: {}\n", path.display())),
+        Some(path) => out.push_str(&format!(
+            "  tool: {} ({})\n",
+            path.display(),
+            physical::tool_version_now(&path)
+                .map(|v| format!("version {v}; the server must be its major version"))
+                .unwrap_or_else(|e| format!("its version is unknown: {}", crate::error::one_line(&e)))
+        )),
         None => out.push_str(&format!(
             "  warning: {} not found here: install Debian's mariadb-backup (the server's version) where the job runs\n",
             p.program.display()
@@ -267,6 +293,11 @@ fn describe_physical(spec: &MysqlSpec, p: &physical::PhysicalSpec) -> String {
             .unwrap_or_else(|| "the server's @@datadir".into()),
         crate::base::size::human_bytes(p.part_size)
     ));
+    if let Some(s) = &p.incremental_schedule {
+        out.push_str(&format!(
+            "  incrementals: on \"{s}\" (the daemon), from the newest physical backup; fulls on the job's schedule\n"
+        ));
+    }
     out
 }
 

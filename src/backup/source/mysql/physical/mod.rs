@@ -39,6 +39,8 @@ pub struct PhysicalSpec {
     /// Full, or incremental (`backup --incremental`, the incremental
     /// schedule): set per run, not a policy key.
     pub level: Level,
+    /// `incremental = { schedule = "…" }` of the job (the daemon's).
+    pub incremental_schedule: Option<String>,
 }
 
 /// What one run of a physical job takes.
@@ -113,6 +115,7 @@ impl PhysicalSpec {
             datadir: k.datadir.map(|d| input.resolve(&d)),
             part_size,
             level: Level::Full,
+            incremental_schedule: None,
         })
     }
 }
@@ -192,6 +195,20 @@ pub async fn tool_version(program: &Path) -> Result<String> {
         .output()
         .await
         .map_err(|e| Error::io(format!("running {} --version", program.display()), e))?;
+    version_in(program, &out)
+}
+
+/// `tool_version` for `policy check`, which is not async.
+pub fn tool_version_now(program: &Path) -> Result<String> {
+    let out = std::process::Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::io(format!("running {} --version", program.display()), e))?;
+    version_in(program, &out)
+}
+
+fn version_in(program: &Path, out: &std::process::Output) -> Result<String> {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     text.split_whitespace()
