@@ -665,3 +665,161 @@ fn the_daemon_takes_incrementals_on_their_own_schedule() {
     assert!(daemon.wait().unwrap().success());
     assert_eq!(inc["details"]["incremental"]["parent"], full.as_str());
 }
+
+/// The pids of mariadb-backup processes reading this datadir.
+fn tool_pids(datadir: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd);
+            (cmd.contains("mariadb-backup") && cmd.contains(datadir.trim_end_matches('/')))
+                .then_some(pid)
+        })
+        .collect()
+}
+
+/// A tool of the wrong version, an unreadable datadir, a user without the
+/// backup privileges, and the tool killed -9 mid-stream: each exit 1 naming
+/// the cause, nothing listed, no part left in the store.
+#[test]
+fn tool_faults_fail_by_name_and_leave_nothing() {
+    let src = MariaDb::primary();
+    src.sql(
+        "CREATE DATABASE app; USE app;
+         CREATE TABLE big (id INT PRIMARY KEY, pad CHAR(255)) ENGINE=InnoDB;
+         INSERT INTO big SELECT seq, REPEAT('p', 255) FROM seq_1_to_300000;
+         CREATE USER weak@'%'; GRANT SELECT ON app.* TO weak@'%';",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let nothing_left = |pol: &Path, what: &str| {
+        assert_eq!(catalog_json(pol), serde_json::json!([]), "{what}");
+        let parts: Vec<_> = walk_if(&repo)
+            .into_iter()
+            .filter(|f| f.to_string_lossy().contains("backup.xbstream"))
+            .collect();
+        assert!(parts.is_empty(), "{what}: parts left {parts:?}");
+    };
+
+    let fake = dir.path().join("old-mariadb-backup");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'mariadb-backup based on MariaDB server 10.6.21-MariaDB Linux (x86_64)'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cases = [
+        (
+            src.url(),
+            format!("program = \"{}\"", fake.display()),
+            "must be the server's major version",
+        ),
+        (
+            src.url(),
+            "datadir = \"/nonexistent/datadir\"".to_string(),
+            "is not readable here",
+        ),
+        (
+            src.url().replacen("root@", "weak@", 1),
+            String::new(),
+            "mariadb-backup failed",
+        ),
+    ];
+    for (url, physical, why) in cases {
+        let pol = policy(dir.path(), &url, &physical);
+        let o = cexdr(&["--policy", pol.to_str().unwrap(), "backup", "db"]);
+        assert_code(&o, 1);
+        assert!(stderr(&o).contains(why), "{physical} {url}: {}", stderr(&o));
+        nothing_left(&pol, why);
+    }
+
+    // The tool killed -9 once a part is stored: the backup fails naming
+    // it, and its parts are removed.
+    let pol = policy(dir.path(), &src.url(), "part-size = \"1MiB\"");
+    let child = cexdr_command(&["--policy", pol.to_str().unwrap(), "backup", "db"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let datadir = src.datadir().display().to_string();
+    let t0 = std::time::Instant::now();
+    loop {
+        let stored = walk_if(&repo)
+            .iter()
+            .any(|f| f.to_string_lossy().ends_with("backup.xbstream.00001.zst"));
+        let pids = tool_pids(&datadir);
+        if stored && !pids.is_empty() {
+            for pid in pids {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 60, "no part after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("mariadb-backup failed (signal: 9"),
+        "{}",
+        stderr(&o)
+    );
+    nothing_left(&pol, "tool killed");
+}
+
+/// A full disk under DIR during a restore: a clear message naming it; DIR
+/// is left as it was and no partial copy stays.
+#[test]
+fn a_full_disk_during_restore_is_named_and_leaves_nothing() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test mounts a small tmpfs: run the suite as root (scripts/test does)");
+    }
+    let src = MariaDb::primary();
+    src.sql(
+        "CREATE DATABASE app; USE app;
+         CREATE TABLE big (id INT PRIMARY KEY, pad CHAR(255)) ENGINE=InnoDB;
+         INSERT INTO big SELECT seq, REPEAT('p', 255) FROM seq_1_to_100000;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pol = policy(dir.path(), &src.url(), "");
+    let p = pol.to_str().unwrap();
+    let o = cexdr(&["--policy", p, "backup", "db"]);
+    assert_code(&o, 0);
+    let id = backup_id(&o);
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(small.clone());
+    let out = small.join("datadir");
+    let o = restore_datadir(p, &id, &out);
+    assert_ne!(o.status.code(), Some(0));
+    let err = stderr(&o);
+    assert!(
+        err.contains("No space left on device")
+            || err.contains("ENOSPC")
+            || err.contains("errno 28"),
+        "{err}"
+    );
+    assert!(err.contains("left as it was"), "{err}");
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(&small).unwrap().count(),
+        0,
+        "partial copy left"
+    );
+}
