@@ -269,6 +269,34 @@ pub fn die_with_parent(cmd: &mut tokio::process::Command) {
     }
 }
 
+/// A tool's child process: killed when dropped and when cexdr dies, its
+/// stderr followed (logged, last lines kept for an error message).
+pub struct Tool {
+    pub child: tokio::process::Child,
+    pub tail: Tail,
+    pub tail_task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts `cmd` (the caller sets stdin and stdout) as a [`Tool`]; `what`
+/// names it in the log.
+pub fn spawn_tool(
+    mut cmd: tokio::process::Command,
+    program: &Path,
+    what: &'static str,
+) -> Result<Tool> {
+    cmd.stderr(Stdio::piped()).kill_on_drop(true);
+    die_with_parent(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("starting {}", program.display()), e))?;
+    let (tail, tail_task) = Tail::follow(child.stderr.take().expect("piped"), what);
+    Ok(Tool {
+        child,
+        tail,
+        tail_task,
+    })
+}
+
 /// The job's server, as the mysql job names it.
 pub struct ServerSpec<'a> {
     pub url: &'a str,
@@ -366,16 +394,13 @@ pub async fn open(job: &str, spec: &ServerSpec<'_>, p: &PhysicalSpec) -> Result<
     if let Some(b) = base {
         cmd.arg(format!("--incremental-lsn={}", b.lsn));
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    die_with_parent(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("starting {}", program.display()), e))?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    let Tool {
+        mut child,
+        tail,
+        tail_task,
+    } = spawn_tool(cmd, &program, "mariadb-backup")?;
     let stdout = child.stdout.take().expect("piped");
-    let (tail, tail_task) = Tail::follow(child.stderr.take().expect("piped"), "mariadb-backup");
     tracing::info!(job, program = %program.display(), version = %tool, datadir = %facts.datadir.display(), "mariadb-backup started");
 
     let (parts_tx, parts_rx) = mpsc::channel(1);

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::{die_with_parent, is_physical, locate, major_minor, tool_version, xbstream, Tail};
+use super::{is_physical, locate, major_minor, spawn_tool, tool_version, xbstream, Tool};
 use crate::backup::catalog::{Artifact, Catalog, Manifest};
 use crate::backup::source::artifact::Reading;
 use crate::error::{one_line, Error, Result};
@@ -360,15 +360,13 @@ async fn extract(
         .arg("-C")
         .arg(into)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    die_with_parent(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("starting {}", plan.mbstream.display()), e))?;
+        .stdout(Stdio::null());
+    let Tool {
+        mut child,
+        tail,
+        tail_task,
+    } = spawn_tool(cmd, &plan.mbstream, "mbstream")?;
     let mut stdin = child.stdin.take().expect("piped");
-    let (tail, tail_task) = Tail::follow(child.stderr.take().expect("piped"), "mbstream");
     let mut parser = xbstream::Parser::default();
     let fed: Result<()> = async {
         let mut ahead = VecDeque::new();
@@ -466,15 +464,12 @@ async fn prepare(plan: &Plan, incremental: Option<&Path>) -> Result<()> {
     if let Some(dir) = incremental {
         cmd.arg(format!("--incremental-dir={}", dir.display()));
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    die_with_parent(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("starting {}", plan.backup_tool.display()), e))?;
-    let (tail, tail_task) = Tail::follow(child.stderr.take().expect("piped"), "mariadb-backup");
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    let Tool {
+        mut child,
+        tail,
+        tail_task,
+    } = spawn_tool(cmd, &plan.backup_tool, "mariadb-backup")?;
     let status = child
         .wait()
         .await

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::{die_with_parent, locate, Tail};
+use super::{locate, spawn_tool, Tail, Tool};
 use mysql_async::Conn;
 
 use crate::backup::source::mysql::conn::{exec, Server};
@@ -64,15 +64,8 @@ impl Scratch {
         if super::restore::is_root() {
             cmd.arg("--user=root");
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        die_with_parent(&mut cmd);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::io(format!("starting {}", program.display()), e))?;
-        let (tail, _task) = Tail::follow(child.stderr.take().expect("piped"), "mariadbd");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        let Tool { child, tail, .. } = spawn_tool(cmd, &program, "mariadbd")?;
         let s = Scratch {
             child,
             tail,
