@@ -342,6 +342,79 @@ async fn server_facts(job: &str, spec: &ServerSpec<'_>, p: &PhysicalSpec) -> Res
 /// Checks the tool and the datadir, then starts the tool; its stream's
 /// parts arrive through `Opened::parts`.
 pub async fn open(job: &str, spec: &ServerSpec<'_>, p: &PhysicalSpec) -> Result<Opened> {
+    let c = preflight(job, spec, p).await?;
+    let scratch = std::env::temp_dir().join(format!(
+        "cexdr-physical-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| Error::io(format!("creating {}", scratch.display()), e))?;
+    let mut cmd = command(&c.program, spec, &c.facts.datadir, &scratch)?;
+    if let Some(b) = &c.base {
+        cmd.arg(format!("--incremental-lsn={}", b.lsn));
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    let tool = spawn_tool(cmd, &c.program, "mariadb-backup")?;
+    tracing::info!(job, program = %c.program.display(), version = %c.tool, datadir = %c.facts.datadir.display(), "mariadb-backup started");
+
+    let (parts_tx, parts_rx) = mpsc::channel(1);
+    let (done_tx, done_rx) = oneshot::channel();
+    let cut = Cutter {
+        job: job.to_owned(),
+        part_size: p.part_size,
+        parts: parts_tx,
+    };
+    let details = c.details(p.part_size);
+    let log_bin = c.facts.log_bin;
+    tokio::spawn(async move {
+        let r = cut.stream(tool, details, log_bin).await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        let _ = done_tx.send(r);
+    });
+    Ok(Opened {
+        extracts: Vec::new(),
+        details: serde_json::Value::Object(Default::default()),
+        parts: Some(Parts {
+            next: parts_rx,
+            finish: async move {
+                done_rx.await.unwrap_or_else(|_| {
+                    Err(Error::source_err("mariadb-backup", "its reader stopped"))
+                })
+            }
+            .boxed(),
+        }),
+    })
+}
+
+/// What the checks before starting the tool found.
+struct Checked {
+    program: PathBuf,
+    tool: String,
+    facts: ServerFacts,
+    server_url: String,
+    base: Option<Base>,
+}
+
+impl Checked {
+    /// The backup-level details known before the stream starts.
+    fn details(&self, part_size: u64) -> serde_json::Value {
+        let mut d = json!({
+            "method": "physical",
+            "server": {"url": self.server_url, "version": self.facts.version, "flavour": "MariaDB", "datadir": self.facts.datadir},
+            "tool": {"program": self.program, "version": self.tool},
+            "part_size": part_size,
+        });
+        if let Some(b) = &self.base {
+            d["incremental"] = json!({"parent": b.parent, "from_lsn": b.lsn, "chain": b.chain});
+        }
+        d
+    }
+}
+
+/// The tool found and of the server's version, the datadir readable, an
+/// incremental's parent of this server: all before the tool starts.
+async fn preflight(job: &str, spec: &ServerSpec<'_>, p: &PhysicalSpec) -> Result<Checked> {
     let what = format!("job {job}");
     let program = locate(&p.program).ok_or_else(|| {
         Error::source_err(
@@ -376,99 +449,18 @@ pub async fn open(job: &str, spec: &ServerSpec<'_>, p: &PhysicalSpec) -> Result<
                 ),
             ))
         }
-        Level::From(b) => Some(b),
+        Level::From(b) => Some(b.clone()),
         Level::Full => None,
         Level::Incremental => {
             return Err(Error::source_err(&what, "incremental run without a base (internal)"))
         }
     };
-
-    let scratch = std::env::temp_dir().join(format!(
-        "cexdr-physical-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&scratch)
-        .map_err(|e| Error::io(format!("creating {}", scratch.display()), e))?;
-    let mut cmd = command(&program, spec, &facts.datadir, &scratch)?;
-    if let Some(b) = base {
-        cmd.arg(format!("--incremental-lsn={}", b.lsn));
-    }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
-    let Tool {
-        mut child,
-        tail,
-        tail_task,
-    } = spawn_tool(cmd, &program, "mariadb-backup")?;
-    let stdout = child.stdout.take().expect("piped");
-    tracing::info!(job, program = %program.display(), version = %tool, datadir = %facts.datadir.display(), "mariadb-backup started");
-
-    let (parts_tx, parts_rx) = mpsc::channel(1);
-    let (done_tx, done_rx) = oneshot::channel();
-    let cut = Cutter {
-        job: job.to_owned(),
-        part_size: p.part_size,
-        parts: parts_tx,
-    };
-    let mut facts_json = json!({
-        "method": "physical",
-        "server": {"url": server_url, "version": facts.version, "flavour": "MariaDB", "datadir": facts.datadir},
-        "tool": {"program": program, "version": tool},
-        "part_size": p.part_size,
-    });
-    if let Some(b) = base {
-        facts_json["incremental"] =
-            json!({"parent": b.parent, "from_lsn": b.lsn, "chain": b.chain});
-    }
-    let log_bin = facts.log_bin;
-    tokio::spawn(async move {
-        let mut part = None;
-        let mut eof = false;
-        let r = cut.run(stdout, &mut part, &mut eof).await;
-        if r.is_err() && !eof {
-            // cexdr stopped reading (damage, the store went away): stop the tool.
-            let _ = child.start_kill();
-        }
-        // The tool's verdict comes after its stream: wait for it and its
-        // last stderr lines. A tool that failed on its own is the cause,
-        // whatever its stream looked like.
-        let status = child.wait().await;
-        let _ = tail_task.await;
-        let _ = std::fs::remove_dir_all(&scratch);
-        let tool_failed = match &status {
-            Ok(st) if !st.success() && (eof || r.is_ok()) => Some(*st),
-            _ => None,
-        };
-        let r = match (r, tool_failed) {
-            (_, Some(st)) => Err(Error::source_err(
-                format!("job {}", cut.job),
-                format!("mariadb-backup failed ({st}): {}", tail.text()),
-            )),
-            (Err(e), None) => Err(e),
-            (Ok(parser), None) => match status {
-                Err(e) => Err(Error::io("waiting for mariadb-backup", e)),
-                Ok(_) => describe(&parser, facts_json, log_bin),
-            },
-        };
-        match (part.take(), &r) {
-            (Some(p), Err(e)) => p.fail(crate::error::one_line(e)).await,
-            (Some(p), Ok(_)) => p.close(),
-            (None, _) => {}
-        }
-        let _ = done_tx.send(r);
-    });
-    Ok(Opened {
-        extracts: Vec::new(),
-        details: serde_json::Value::Object(Default::default()),
-        parts: Some(Parts {
-            next: parts_rx,
-            finish: async move {
-                done_rx.await.unwrap_or_else(|_| {
-                    Err(Error::source_err("mariadb-backup", "its reader stopped"))
-                })
-            }
-            .boxed(),
-        }),
+    Ok(Checked {
+        program,
+        tool,
+        facts,
+        server_url,
+        base,
     })
 }
 
@@ -571,6 +563,50 @@ impl Open {
 }
 
 impl Cutter {
+    /// The whole run of the tool: its stream cut into parts, then its exit
+    /// status and the manifest's details from what passed.
+    async fn stream(self, tool: Tool, details: serde_json::Value, log_bin: bool) -> Result<Report> {
+        let Tool {
+            mut child,
+            tail,
+            tail_task,
+        } = tool;
+        let stdout = child.stdout.take().expect("piped");
+        let mut part = None;
+        let mut eof = false;
+        let r = self.run(stdout, &mut part, &mut eof).await;
+        if r.is_err() && !eof {
+            // cexdr stopped reading (damage, the store went away): stop the tool.
+            let _ = child.start_kill();
+        }
+        // The tool's verdict comes after its stream: wait for it and its
+        // last stderr lines. A tool that failed on its own is the cause,
+        // whatever its stream looked like.
+        let status = child.wait().await;
+        let _ = tail_task.await;
+        let tool_failed = match &status {
+            Ok(st) if !st.success() && (eof || r.is_ok()) => Some(*st),
+            _ => None,
+        };
+        let r = match (r, tool_failed) {
+            (_, Some(st)) => Err(Error::source_err(
+                format!("job {}", self.job),
+                format!("mariadb-backup failed ({st}): {}", tail.text()),
+            )),
+            (Err(e), None) => Err(e),
+            (Ok(parser), None) => match status {
+                Err(e) => Err(Error::io("waiting for mariadb-backup", e)),
+                Ok(_) => describe(&parser, details, log_bin),
+            },
+        };
+        match (part.take(), &r) {
+            (Some(p), Err(e)) => p.fail(crate::error::one_line(e)).await,
+            (Some(p), Ok(_)) => p.close(),
+            (None, _) => {}
+        }
+        r
+    }
+
     /// Reads the stream to its end; the part still open on an error is
     /// left in `part` for the caller to fail with the final cause.
     async fn run(

@@ -205,7 +205,6 @@ pub(super) fn is_root() -> bool {
 
 /// Everything checked before the first byte is written.
 async fn plan(catalog: &Catalog, m: &Manifest, dir: &Path, o: &DatadirOptions) -> Result<Plan> {
-    let refuse = |msg: String| Error::RestoreRefused(msg);
     if !is_physical(m) {
         return Err(Error::Usage(format!(
             "--to-datadir restores physical backups; backup {} is a {} {} backup (use --to)",
@@ -216,7 +215,7 @@ async fn plan(catalog: &Catalog, m: &Manifest, dir: &Path, o: &DatadirOptions) -
     }
     let need = |name: &str| {
         locate(Path::new(name)).ok_or_else(|| {
-            refuse(format!(
+            Error::RestoreRefused(format!(
                 "{name} not found on PATH (install Debian's mariadb-backup, the version of the backup's server)"
             ))
         })
@@ -225,35 +224,67 @@ async fn plan(catalog: &Catalog, m: &Manifest, dir: &Path, o: &DatadirOptions) -
     let backup_tool = need("mariadb-backup")?;
     let chain = super::chain(catalog, m)
         .await
-        .map_err(|e| refuse(one_line(&e)))?;
-    let tool = tool_version(&backup_tool).await?;
-    for link in &chain {
+        .map_err(|e| Error::RestoreRefused(one_line(&e)))?;
+    check_versions(&chain, &backup_tool).await?;
+    let (dir, replace) = check_dir(dir, o)?;
+    check_parts(catalog, &chain).await?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "datadir".into());
+    let staging = dir.with_file_name(format!(".{name}.cexdr-partial-{}", m.id));
+    if staging.exists() {
+        // Left by a restore of the same backup that was killed.
+        std::fs::remove_dir_all(&staging).map_err(|e| {
+            Error::restore_failed(format!("removing the old {}", staging.display()), e)
+        })?;
+    }
+    Ok(Plan {
+        chain,
+        mbstream,
+        backup_tool,
+        dir,
+        staging,
+        replace,
+    })
+}
+
+/// `--prepare` needs the major version of every backup's server.
+async fn check_versions(chain: &[Manifest], backup_tool: &Path) -> Result<()> {
+    let tool = tool_version(backup_tool).await?;
+    for link in chain {
         let server = link.details["server"]["version"].as_str().unwrap_or("");
         if major_minor(&tool) != major_minor(server) {
-            return Err(refuse(format!(
+            return Err(Error::RestoreRefused(format!(
                 "backup {} is of MariaDB {server}; {} is {tool}: --prepare needs the backup's major version",
                 link.id,
                 backup_tool.display()
             )));
         }
     }
+    Ok(())
+}
+
+/// DIR as an absolute path in an existing folder, and whether it is
+/// replaced (not empty, `--force`).
+fn check_dir(dir: &Path, o: &DatadirOptions) -> Result<(PathBuf, bool)> {
+    let refuse = |msg: String| Error::RestoreRefused(msg);
     let dir = std::path::absolute(dir)
         .map_err(|e| Error::restore_failed(format!("resolving {}", dir.display()), e))?;
-    let parent = dir
-        .parent()
-        .filter(|p| p.is_dir())
-        .ok_or_else(|| refuse(format!("the folder of {} does not exist", dir.display())))?;
+    if !dir.parent().is_some_and(|p| p.is_dir()) {
+        return Err(refuse(format!(
+            "the folder of {} does not exist",
+            dir.display()
+        )));
+    }
     let replace = match std::fs::read_dir(&dir).map(|mut rd| rd.next().is_some()) {
-        Ok(true) => {
-            if !o.force {
-                return Err(refuse(format!(
-                    "{} is not empty; pass --force to replace it",
-                    dir.display()
-                )));
-            }
-            true
+        Ok(true) if !o.force => {
+            return Err(refuse(format!(
+                "{} is not empty; pass --force to replace it",
+                dir.display()
+            )))
         }
-        Ok(false) => false,
+        Ok(full) => full,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => {
             return Err(Error::restore_failed(
@@ -262,8 +293,12 @@ async fn plan(catalog: &Catalog, m: &Manifest, dir: &Path, o: &DatadirOptions) -
             ))
         }
     };
-    // Every part of every backup of the chain present at its recorded size
-    // before anything is written.
+    Ok((dir, replace))
+}
+
+/// Every part of every backup of the chain present at its recorded size.
+async fn check_parts(catalog: &Catalog, chain: &[Manifest]) -> Result<()> {
+    let refuse = |msg: String| Error::RestoreRefused(msg);
     let all: Vec<(&Manifest, &Artifact)> = chain
         .iter()
         .flat_map(|l| parts(l).into_iter().map(move |a| (l, a)))
@@ -290,25 +325,7 @@ async fn plan(catalog: &Catalog, m: &Manifest, dir: &Path, o: &DatadirOptions) -
             )));
         }
     }
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "datadir".into());
-    let staging = parent.join(format!(".{name}.cexdr-partial-{}", m.id));
-    if staging.exists() {
-        // Left by a restore of the same backup that was killed.
-        std::fs::remove_dir_all(&staging).map_err(|e| {
-            Error::restore_failed(format!("removing the old {}", staging.display()), e)
-        })?;
-    }
-    Ok(Plan {
-        chain,
-        mbstream,
-        backup_tool,
-        dir,
-        staging,
-        replace,
-    })
+    Ok(())
 }
 
 /// A backup's parts in stream order.
