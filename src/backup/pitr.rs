@@ -272,7 +272,9 @@ pub async fn restore_until_datadir(
     replay::find_program(&["mariadb", "mysql"])?;
     replay::check_segments(cat, &a, &plan).await?;
     let base = cat.find(&plan.base).await?.manifest;
+    let task = physical::restore::progress_of(cat, &base).await;
     let staged = stage(cat, &base, dir, o).await?;
+    task.done();
     let r = async {
         let server = Scratch::start(staged.path()).await?;
         let t = crate::backup::source::mysql::conn::Target::parse(&server.url())?;

@@ -80,6 +80,11 @@ fn physical_backup_restores_a_datadir_with_the_sources_checksums() {
     ]);
     assert_code(&o, 0);
     assert!(stdout(&o).contains("mariadbd --datadir="), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("(backup-my.cnf): innodb_"),
+        "{}",
+        stdout(&o)
+    );
     assert!(out.join("xtrabackup_checkpoints").exists());
     let restored = MariaDb::on_datadir(
         &out,

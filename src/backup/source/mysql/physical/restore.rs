@@ -53,7 +53,28 @@ pub async fn restore_datadir(
     dir: &Path,
     o: &DatadirOptions,
 ) -> Result<String> {
-    stage(catalog, m, dir, o).await?.finish(None)
+    let task = progress_of(catalog, m).await;
+    let msg = stage(catalog, m, dir, o).await?.finish(None)?;
+    task.done();
+    Ok(msg)
+}
+
+/// The progress line of a restore into a datadir: the stored bytes of the
+/// backup's whole chain (Reading counts them as they are fetched).
+pub async fn progress_of(catalog: &Catalog, m: &Manifest) -> crate::base::progress::Task {
+    use crate::base::progress::{begin, Total, Unit};
+    let mut total = m.stored_bytes;
+    for id in m.depends_on() {
+        if let Ok(e) = catalog.find(&id).await {
+            total += e.manifest.stored_bytes;
+        }
+    }
+    begin(
+        catalog.progress(),
+        &format!("restore {}", m.id),
+        Total::Exact(total),
+        Unit::Bytes,
+    )
 }
 
 /// A prepared copy in the staging folder beside DIR, not yet placed: what
@@ -175,6 +196,11 @@ impl Staged {
             plan.dir.display(),
             if owner.is_some() || is_root() { " --user=mysql" } else { "" },
         );
+        if let Some(cnf) = backup_settings(&plan.dir) {
+            msg.push_str(&format!(
+                "\nthe copy was taken with (backup-my.cnf): {cnf}; start the server with the same innodb_page_size and data file layout"
+            ));
+        }
         let gtid = m.details["binlog"]["gtid_set"].as_str().unwrap_or("");
         match replayed_to {
             Some(g) => msg.push_str(&format!(
@@ -187,6 +213,18 @@ impl Staged {
         }
         Ok(msg)
     }
+}
+
+/// The InnoDB settings mariadb-backup recorded in `backup-my.cnf`, which a
+/// server started on the copy must match.
+fn backup_settings(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("backup-my.cnf")).ok()?;
+    let kv: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("innodb_"))
+        .collect();
+    (!kv.is_empty()).then(|| kv.join(", "))
 }
 
 impl Drop for Staged {
