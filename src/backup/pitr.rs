@@ -627,8 +627,7 @@ pub async fn pitr_drill(
     req: &Request<'_>,
     password_env: Option<&str>,
 ) -> Result<crate::backup::catalog::Verification> {
-    use crate::backup::catalog::{Status, Verification, TOOL_VERSION};
-    use crate::backup::source::mysql::conn::{exec, rows, Server};
+    use crate::backup::source::mysql::conn::Server;
     let dry = Request {
         dry_run: true,
         ..*req
@@ -649,8 +648,33 @@ pub async fn pitr_drill(
     };
     let server = Server::new(req.to, &secret, None)?;
     let mut conn = server.connect().await?;
-    let have = rows(
-        &mut conn,
+    refuse_existing(&mut conn, &server, &dbs, req.job).await?;
+    let t0 = std::time::Instant::now();
+    let res = restore_until(cat, req, &opts).await;
+    let seconds = t0.elapsed().as_secs_f64();
+    let drop_error = drop_drill_dbs(&mut conn, &dbs).await;
+    let v = drill_record(
+        req.job,
+        &plan,
+        &server,
+        &res,
+        seconds,
+        drop_error.as_deref(),
+    );
+    cat.record_verification(&entry.manifest, &v).await?;
+    Ok(v)
+}
+
+/// Refuses a scratch server that already has one of the base's databases
+/// (the drill restores under the original names).
+async fn refuse_existing(
+    conn: &mut mysql_async::Conn,
+    server: &crate::backup::source::mysql::conn::Server,
+    dbs: &[String],
+    job: &str,
+) -> Result<()> {
+    let have = crate::backup::source::mysql::conn::rows(
+        conn,
         "listing the scratch server's databases",
         "SHOW DATABASES",
     )
@@ -662,29 +686,46 @@ pub async fn pitr_drill(
     {
         return Err(Error::RestoreRefused(format!(
             "point-in-time drill of job {}: {} already has database `{d}`; the drill restores under the original names and never writes into a database it did not create (use a scratch server without them)",
-            req.job,
+            job,
             server.describe()
         )));
     }
-    let t0 = std::time::Instant::now();
-    let res = restore_until(cat, req, &opts).await;
-    let seconds = t0.elapsed().as_secs_f64();
-    // Drop what the drill created, also when it failed; off the binary log
-    // like the drill's writes (a refusal here was already the restore's).
+    Ok(())
+}
+
+/// Drops what the drill created, also when it failed; off the binary log
+/// like the drill's writes (a refusal here was already the restore's).
+/// The last database that could not be dropped, and why.
+async fn drop_drill_dbs(conn: &mut mysql_async::Conn, dbs: &[String]) -> Option<String> {
+    use crate::backup::source::mysql::conn::exec;
     let _ = exec(
-        &mut conn,
+        conn,
         "turning sql_log_bin off",
         "SET SESSION sql_log_bin = 0",
     )
     .await;
     let mut drop_error = None;
-    for d in &dbs {
+    for d in dbs {
         let q = format!("DROP DATABASE IF EXISTS `{}`", d.replace('`', "``"));
-        if let Err(e) = exec(&mut conn, "dropping the drill's databases", &q).await {
+        if let Err(e) = exec(conn, "dropping the drill's databases", &q).await {
             drop_error = Some(format!("{d}: {e}"));
         }
     }
-    let (status, error, details) = match &res {
+    drop_error
+}
+
+/// The drill's record: passed when the replay reached the cut and the
+/// drill's databases are gone again.
+fn drill_record(
+    job: &str,
+    plan: &Plan,
+    server: &crate::backup::source::mysql::conn::Server,
+    res: &Result<(Plan, Option<(String, Replayed)>)>,
+    seconds: f64,
+    drop_error: Option<&str>,
+) -> crate::backup::catalog::Verification {
+    use crate::backup::catalog::{Status, Verification, TOOL_VERSION};
+    let (status, error, details) = match res {
         Ok((_, Some((_, r)))) => (
             Status::Ok,
             None,
@@ -699,16 +740,16 @@ pub async fn pitr_drill(
             serde_json::json!({"until": plan.until, "cut_gtid": plan.cut_gtid, "restore_seconds": seconds, "seconds": seconds}),
         ),
     };
-    let (status, error) = match (status, error, &drop_error) {
+    let (status, error) = match (status, error, drop_error) {
         (Status::Ok, None, Some(d)) => (
             Status::Failed,
             Some(format!("the drill's databases were not all dropped: {d}")),
         ),
         (s, e, _) => (s, e),
     };
-    let v = Verification {
+    Verification {
         backup_id: plan.base.clone(),
-        job: req.job.to_string(),
+        job: job.to_string(),
         at: Utc::now(),
         status,
         method: PITR_DRILL_METHOD.into(),
@@ -733,7 +774,5 @@ pub async fn pitr_drill(
         ],
         error,
         details,
-    };
-    cat.record_verification(&entry.manifest, &v).await?;
-    Ok(v)
+    }
 }

@@ -1544,48 +1544,12 @@ pub async fn restore_test(
     m: &Manifest,
     scratch: &ScratchTarget,
 ) -> Result<Verification> {
-    let target = scratch.url.as_deref().ok_or_else(|| {
-        Error::Usage("--restore-test needs a scratch MySQL server for mysql backups: --restore-test mysql://user@host:port (a drill: target = \"mysql://…\")".into())
-    })?;
-    let secret = scratch.password.clone();
-    let server = Server::new(target, &secret, None)?;
-    let on_source = match &scratch.source_url {
-        Some(src) => same_server(&server.target, &Target::parse(src)?),
-        None => false,
-    };
-    if on_source && !scratch.allow_source_server {
-        return Err(Error::RestoreRefused(format!(
-            "the restore-test target {} is the job's own source server; drills belong on a scratch server (set allow-source-server = true to use uniquely named scratch databases there)",
-            server.describe()
-        )));
-    }
+    let (server, on_source) = scratch_server(scratch)?;
     let t0 = Instant::now();
-    let dbs = manifest_dbs(m)?;
-    let tag = format!("{:08x}", rand::random::<u32>());
-    let map: Vec<(String, String)> = dbs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.clone(), format!("cexdr_rt_{tag}_{i}")))
-        .collect();
+    let map = scratch_names(m)?;
     let may_drop = std::sync::atomic::AtomicBool::new(false);
     let work = async {
-        let mut conn = server.connect().await?;
-        let names: Vec<String> = map.iter().map(|(_, n)| string_literal(n)).collect();
-        let existing: Vec<String> = conn
-            .query(format!(
-                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({})",
-                names.join(", ")
-            ))
-            .await
-            .map_err(|e| Error::restore_failed(server.describe(), MysqlError(e)))?;
-        let _ = conn.disconnect().await;
-        if !existing.is_empty() {
-            return Err(Error::RestoreRefused(format!(
-                "scratch database(s) {} already exist on {}; not touching them",
-                existing.join(", "),
-                server.describe()
-            )));
-        }
+        refuse_existing_scratch(&server, &map).await?;
         may_drop.store(true, Ordering::Relaxed);
         let counts =
             restore_into(catalog, m, &server, &map, false, default_threads(), true).await?;
@@ -1609,7 +1573,73 @@ pub async fn restore_test(
     if may_drop.load(Ordering::Relaxed) {
         drop_scratch(&server, &map).await;
     }
-    let (counts, seconds, (mut checks, mismatches)) = res?;
+    Ok(restore_test_record(m, &server, on_source, res?))
+}
+
+/// The scratch server of a restore test, and whether it is the job's own
+/// source server (refused unless `allow_source_server`).
+fn scratch_server(scratch: &ScratchTarget) -> Result<(Server, bool)> {
+    let target = scratch.url.as_deref().ok_or_else(|| {
+        Error::Usage("--restore-test needs a scratch MySQL server for mysql backups: --restore-test mysql://user@host:port (a drill: target = \"mysql://…\")".into())
+    })?;
+    let secret = scratch.password.clone();
+    let server = Server::new(target, &secret, None)?;
+    let on_source = match &scratch.source_url {
+        Some(src) => same_server(&server.target, &Target::parse(src)?),
+        None => false,
+    };
+    if on_source && !scratch.allow_source_server {
+        return Err(Error::RestoreRefused(format!(
+            "the restore-test target {} is the job's own source server; drills belong on a scratch server (set allow-source-server = true to use uniquely named scratch databases there)",
+            server.describe()
+        )));
+    }
+    Ok((server, on_source))
+}
+
+/// Each database of the backup and the unique scratch name it is
+/// restored under.
+fn scratch_names(m: &Manifest) -> Result<Vec<(String, String)>> {
+    let dbs = manifest_dbs(m)?;
+    let tag = format!("{:08x}", rand::random::<u32>());
+    Ok(dbs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.clone(), format!("cexdr_rt_{tag}_{i}")))
+        .collect())
+}
+
+/// Refuses when one of the scratch names already exists: the test never
+/// writes into a database it did not create.
+async fn refuse_existing_scratch(server: &Server, map: &[(String, String)]) -> Result<()> {
+    let mut conn = server.connect().await?;
+    let names: Vec<String> = map.iter().map(|(_, n)| string_literal(n)).collect();
+    let existing: Vec<String> = conn
+        .query(format!(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({})",
+            names.join(", ")
+        ))
+        .await
+        .map_err(|e| Error::restore_failed(server.describe(), MysqlError(e)))?;
+    let _ = conn.disconnect().await;
+    if !existing.is_empty() {
+        return Err(Error::RestoreRefused(format!(
+            "scratch database(s) {} already exist on {}; not touching them",
+            existing.join(", "),
+            server.describe()
+        )));
+    }
+    Ok(())
+}
+
+/// The record of a restore test that ran: restored (counts, seconds) and
+/// compared (checks, mismatches); failed when anything differs.
+fn restore_test_record(
+    m: &Manifest,
+    server: &Server,
+    on_source: bool,
+    (counts, seconds, (mut checks, mismatches)): (Counts, f64, (Vec<String>, Vec<String>)),
+) -> Verification {
     checks.insert(
         0,
         format!(
@@ -1624,7 +1654,7 @@ pub async fn restore_test(
         ),
     );
     let error = (!mismatches.is_empty()).then(|| mismatches.join("; "));
-    Ok(Verification {
+    Verification {
         backup_id: m.id.clone(),
         job: m.job.clone(),
         at: Utc::now(),
@@ -1639,7 +1669,7 @@ pub async fn restore_test(
         checks,
         error,
         details: json!({"target": server.describe(), "seconds": seconds, "source_server": on_source}),
-    })
+    }
 }
 
 /// Same host (loopback names count as one) and port, or the same socket.
