@@ -274,158 +274,23 @@ pub async fn run_job(
         .await;
     env.metrics.started(&job.name);
     let t0 = tokio::time::Instant::now();
-    let res = match env.store.preflight().await {
-        // A missing bucket or bad credentials are reported as such, not as
-        // a failure to write the lease.
-        Err(e) => Err(e.in_job(&job.name)),
-        Ok(()) => {
-            lease::with_lease(
-                env.store.clone(),
-                &job.name,
-                env.lease_ttl,
-                cancel,
-                |token| async move {
-                    let cat = env.catalog().await?;
-                    let m = run::run_held(&cat, job, token.clone()).await?;
-                    let read_back = if verify_after(&env.policy, job) {
-                        // A failure to record the read-back is one, too.
-                        Some(match verify::read_back(&cat, &m).await {
-                            Ok(v) => v,
-                            Err(e) => failed_record(&m, verify::READ_BACK, &one_line(&e)),
-                        })
-                    } else {
-                        None
-                    };
-                    let read_back_ok = read_back
-                        .as_ref()
-                        .map(|v| v.status == Status::Ok)
-                        .unwrap_or(true);
-                    let pruned = if env.prune && read_back_ok {
-                        Some(prune_after(&cat, job, &env.policy, env.clock.now(), &token).await)
-                    } else {
-                        None
-                    };
-                    Ok((m, read_back, pruned))
-                },
-            )
-            .await
-            .map_err(|e| e.in_job(&job.name))
-        }
-    };
+    let res = backup_held(env, job, cancel).await;
     let secs = t0.elapsed().as_secs_f64();
     // Catalog metrics first, so that whoever reacts to the event sees them.
     refresh(&env.store, &env.metrics).await;
     let out = match res {
-        Ok((m, read_back, pruned)) => {
-            match &read_back {
-                Some(v) if v.status == Status::Failed => {
-                    // Reported like a failed backup; the backup stays
-                    // listed, as FAILED verification.
-                    env.metrics.failed(&job.name, env.clock.now(), secs);
-                    env.metrics.read_back_failed(&job.name);
-                    env.sinks
-                        .emit(Event::VerificationFailed {
-                            job: job.name.clone(),
-                            manifest: Box::new(m.clone()),
-                            method: verify::READ_BACK.into(),
-                            error: v.error.clone().unwrap_or_else(|| "failed".into()),
-                        })
-                        .await;
-                }
-                _ => {
-                    env.metrics.succeeded(&m, secs);
-                    env.sinks
-                        .emit(Event::Succeeded {
-                            job: job.name.clone(),
-                            manifest: Box::new(m.clone()),
-                        })
-                        .await;
-                }
-            }
-            let pruned = match pruned {
-                Some(Ok((r, binlog))) => {
-                    env.sinks
-                        .emit(Event::Pruned {
-                            job: job.name.clone(),
-                            report: Arc::new(r),
-                        })
-                        .await;
-                    match binlog {
-                        Some(Ok(br)) => {
-                            let ok = br.errors.is_empty();
-                            if !ok {
-                                env.metrics.prune_failed(&job.name);
-                                env.sinks
-                                    .emit(Event::PruneFailed {
-                                        job: job.name.clone(),
-                                        error: format!("binlog archive: {}", br.errors.join("; ")),
-                                    })
-                                    .await;
-                            }
-                            env.sinks
-                                .emit(Event::BinlogPruned {
-                                    job: job.name.clone(),
-                                    report: Arc::new(br),
-                                })
-                                .await;
-                            Some(ok)
-                        }
-                        Some(Err(e)) => {
-                            env.metrics.prune_failed(&job.name);
-                            env.sinks
-                                .emit(Event::PruneFailed {
-                                    job: job.name.clone(),
-                                    error: format!("binlog archive: {}", one_line(&e)),
-                                })
-                                .await;
-                            Some(false)
-                        }
-                        None => Some(true),
-                    }
-                }
-                Some(Err(e)) => {
-                    env.metrics.prune_failed(&job.name);
-                    env.sinks
-                        .emit(Event::PruneFailed {
-                            job: job.name.clone(),
-                            error: one_line(&e),
-                        })
-                        .await;
-                    Some(false)
-                }
-                None => None,
-            };
+        Ok(held) => {
+            report_backup(env, job, &held.manifest, held.read_back.as_ref(), secs).await;
+            let pruned = report_prune(env, job, held.pruned).await;
             JobOutcome {
                 job: job.name.clone(),
-                backup: Ok(m),
-                read_back,
+                backup: Ok(held.manifest),
+                read_back: held.read_back,
                 pruned,
             }
         }
         Err(e) => {
-            if matches!(e.root(), Error::Locked { .. }) {
-                env.metrics.not_run(&job.name);
-                env.sinks
-                    .emit(Event::Skipped {
-                        job: job.name.clone(),
-                        slot,
-                        reason: one_line(&e),
-                    })
-                    .await;
-            } else if matches!(e.root(), Error::Interrupted) && env.sinks.wait {
-                // A one-shot run its operator interrupted: counted, not
-                // notified (the daemon's interrupted runs are, below).
-                env.metrics.failed(&job.name, env.clock.now(), secs);
-            } else {
-                env.metrics.failed(&job.name, env.clock.now(), secs);
-                env.sinks
-                    .emit(Event::Failed {
-                        job: job.name.clone(),
-                        error: one_line(&e),
-                        timed_out: matches!(e.root(), Error::Timeout { .. }),
-                    })
-                    .await;
-            }
+            report_failure(env, job, slot, &e, secs).await;
             JobOutcome {
                 job: job.name.clone(),
                 backup: Err(e),
@@ -436,6 +301,210 @@ pub async fn run_job(
     };
     refresh(&env.store, &env.metrics).await;
     out
+}
+
+/// What a run did under its lease, reported once the lease is released.
+struct Held {
+    manifest: Manifest,
+    read_back: Option<Verification>,
+    /// None: no prune ran (not the daemon, or the read-back failed).
+    pruned: Option<Result<Pruned>>,
+}
+
+/// The backup, its read-back and the prune after it, all under the job's
+/// lease (after the store's preflight).
+async fn backup_held(env: &JobEnv, job: &Job, cancel: CancellationToken) -> Result<Held> {
+    // A missing bucket or bad credentials are reported as such, not as
+    // a failure to write the lease.
+    if let Err(e) = env.store.preflight().await {
+        return Err(e.in_job(&job.name));
+    }
+    lease::with_lease(
+        env.store.clone(),
+        &job.name,
+        env.lease_ttl,
+        cancel,
+        |token| async move {
+            let cat = env.catalog().await?;
+            let m = run::run_held(&cat, job, token.clone()).await?;
+            let read_back = if verify_after(&env.policy, job) {
+                // A failure to record the read-back is one, too.
+                Some(match verify::read_back(&cat, &m).await {
+                    Ok(v) => v,
+                    Err(e) => failed_record(&m, verify::READ_BACK, &one_line(&e)),
+                })
+            } else {
+                None
+            };
+            let read_back_ok = read_back
+                .as_ref()
+                .map(|v| v.status == Status::Ok)
+                .unwrap_or(true);
+            let pruned = if env.prune && read_back_ok {
+                Some(prune_after(&cat, job, &env.policy, env.clock.now(), &token).await)
+            } else {
+                None
+            };
+            Ok(Held {
+                manifest: m,
+                read_back,
+                pruned,
+            })
+        },
+    )
+    .await
+    .map_err(|e| e.in_job(&job.name))
+}
+
+/// Metrics and the event of a listed backup: succeeded, or failed by its
+/// read-back.
+async fn report_backup(
+    env: &JobEnv,
+    job: &Job,
+    m: &Manifest,
+    read_back: Option<&Verification>,
+    secs: f64,
+) {
+    match read_back {
+        Some(v) if v.status == Status::Failed => {
+            // Reported like a failed backup; the backup stays
+            // listed, as FAILED verification.
+            env.metrics.failed(&job.name, env.clock.now(), secs);
+            env.metrics.read_back_failed(&job.name);
+            env.sinks
+                .emit(Event::VerificationFailed {
+                    job: job.name.clone(),
+                    manifest: Box::new(m.clone()),
+                    method: verify::READ_BACK.into(),
+                    error: v.error.clone().unwrap_or_else(|| "failed".into()),
+                })
+                .await;
+        }
+        _ => {
+            env.metrics.succeeded(m, secs);
+            env.sinks
+                .emit(Event::Succeeded {
+                    job: job.name.clone(),
+                    manifest: Box::new(m.clone()),
+                })
+                .await;
+        }
+    }
+}
+
+/// Metrics and events of the prune after a backup; whether it went
+/// through (None: no prune ran).
+async fn report_prune(env: &JobEnv, job: &Job, pruned: Option<Result<Pruned>>) -> Option<bool> {
+    match pruned {
+        Some(Ok((r, binlog))) => {
+            env.sinks
+                .emit(Event::Pruned {
+                    job: job.name.clone(),
+                    report: Arc::new(r),
+                })
+                .await;
+            Some(report_binlog_prune(env, job, binlog).await)
+        }
+        Some(Err(e)) => {
+            env.metrics.prune_failed(&job.name);
+            env.sinks
+                .emit(Event::PruneFailed {
+                    job: job.name.clone(),
+                    error: one_line(&e),
+                })
+                .await;
+            Some(false)
+        }
+        None => None,
+    }
+}
+
+/// The binlog archive's part of a prune (None: the job has no archive);
+/// whether it went through.
+async fn report_binlog_prune(
+    env: &JobEnv,
+    job: &Job,
+    binlog: Option<Result<crate::backup::plan::binlog_retention::Report>>,
+) -> bool {
+    match binlog {
+        Some(Ok(br)) => {
+            let ok = br.errors.is_empty();
+            if !ok {
+                env.metrics.prune_failed(&job.name);
+                env.sinks
+                    .emit(Event::PruneFailed {
+                        job: job.name.clone(),
+                        error: format!("binlog archive: {}", br.errors.join("; ")),
+                    })
+                    .await;
+            }
+            env.sinks
+                .emit(Event::BinlogPruned {
+                    job: job.name.clone(),
+                    report: Arc::new(br),
+                })
+                .await;
+            ok
+        }
+        Some(Err(e)) => {
+            env.metrics.prune_failed(&job.name);
+            env.sinks
+                .emit(Event::PruneFailed {
+                    job: job.name.clone(),
+                    error: format!("binlog archive: {}", one_line(&e)),
+                })
+                .await;
+            false
+        }
+        None => true,
+    }
+}
+
+/// Metrics and the event of a run that left no backup: skipped (the
+/// lease), or failed.
+async fn report_failure(env: &JobEnv, job: &Job, slot: DateTime<Utc>, e: &Error, secs: f64) {
+    if matches!(e.root(), Error::Locked { .. }) {
+        env.metrics.not_run(&job.name);
+        env.sinks
+            .emit(Event::Skipped {
+                job: job.name.clone(),
+                slot,
+                reason: one_line(e),
+            })
+            .await;
+    } else if matches!(e.root(), Error::Interrupted) && env.sinks.wait {
+        // A one-shot run its operator interrupted: counted, not
+        // notified (the daemon's interrupted runs are, below).
+        env.metrics.failed(&job.name, env.clock.now(), secs);
+    } else {
+        env.metrics.failed(&job.name, env.clock.now(), secs);
+        env.sinks
+            .emit(Event::Failed {
+                job: job.name.clone(),
+                error: one_line(e),
+                timed_out: matches!(e.root(), Error::Timeout { .. }),
+            })
+            .await;
+    }
+}
+
+/// The job asked to run an incremental backup (`backup --incremental`, the
+/// incremental schedule); refused by name for a job that cannot.
+pub fn incremental(job: &Job) -> Result<Job> {
+    use crate::backup::source::{kinds::SourceSpec, mysql::physical::Level};
+    let mut job = job.clone();
+    match &mut job.source {
+        SourceSpec::Mysql(s) if s.physical.is_some() => {
+            if let Some(p) = s.physical.as_mut() {
+                p.level = Level::Incremental;
+            }
+            Ok(job)
+        }
+        _ => Err(Error::Usage(format!(
+            "job {}: --incremental applies to method = \"physical\" mysql jobs",
+            job.name
+        ))),
+    }
 }
 
 /// Several jobs one after the other (`cexdr backup`): stops at an

@@ -230,6 +230,94 @@ pub async fn restore_until(
     Ok((plan, Some((msg, r))))
 }
 
+/// `restore --job J --until … --to-datadir DIR`: the newest physical base
+/// before the cut restored and prepared beside DIR, a private mariadbd
+/// started on it, the archive replayed exactly as onto a server, the
+/// server stopped cleanly, then the copy placed at DIR. Every refusal of
+/// the logical path comes before the first write; a failure leaves DIR as
+/// it was.
+pub async fn restore_until_datadir(
+    cat: &Catalog,
+    req: &Request<'_>,
+    dir: &std::path::Path,
+    o: &crate::backup::source::mysql::physical::restore::DatadirOptions,
+) -> Result<(Plan, Option<(String, Replayed)>)> {
+    use crate::backup::source::mysql::physical::{self, restore::stage, server::Scratch};
+    let a = segment::load(cat, req.job, false).await?;
+    let physical_ids: Vec<String> = cat
+        .list(Some(req.job))
+        .await?
+        .into_iter()
+        .filter(|e| physical::is_physical(&e.manifest))
+        .map(|e| e.manifest.id)
+        .collect();
+    if let Some(id) = req
+        .base_id
+        .filter(|id| !physical_ids.iter().any(|p| p == id))
+    {
+        return Err(Error::Usage(format!(
+            "--to-datadir needs a physical base; backup {id} is not a physical backup of job {}",
+            req.job
+        )));
+    }
+    let mut b = bases(cat, req.job).await?;
+    b.retain(|x| physical_ids.contains(&x.id));
+    let mut plan = replay::plan(req.job, &a, &b, req.until, req.base_id)?;
+    // The private server has no binary log: nothing to keep out of it.
+    plan.target_binlog = crate::backup::plan::restore::TargetBinlog::On;
+    if req.dry_run {
+        return Ok((plan, None));
+    }
+    replay::find_program(&["mariadb-binlog", "mysqlbinlog"])?;
+    replay::find_program(&["mariadb", "mysql"])?;
+    replay::check_segments(cat, &a, &plan).await?;
+    let base = cat.find(&plan.base).await?.manifest;
+    let task = physical::restore::progress_of(cat, &base).await;
+    let staged = stage(cat, &base, dir, o).await?;
+    task.done();
+    let r = async {
+        let server = Scratch::start(staged.path()).await?;
+        let t = crate::backup::source::mysql::conn::Target::parse(&server.url())?;
+        let target = replay::Target {
+            host: t.host,
+            port: t.port,
+            user: t.user,
+            socket: t.socket,
+            password: None,
+            batch: req.batch,
+            session: replay::Session::Restore {
+                binlog: plan.target_binlog,
+            },
+        };
+        let r = replay::replay(cat, &a, &plan, &target).await?;
+        // The copy's own position, so that replication continues from the
+        // cut: the base's GTID set advanced to the last replayed.
+        let pos = if plan.cut_gtid.is_empty() {
+            plan.base_gtid.clone()
+        } else {
+            plan.cut_gtid.clone()
+        };
+        let mut c = server.connect().await?;
+        crate::backup::source::mysql::conn::exec(
+            &mut c,
+            "setting gtid_slave_pos on the restored copy",
+            &format!("SET GLOBAL gtid_slave_pos = '{}'", pos.replace('\'', "")),
+        )
+        .await?;
+        drop(c);
+        server.shutdown().await?;
+        Ok::<_, Error>((r, pos))
+    }
+    .await;
+    match r {
+        Ok((r, pos)) => {
+            let msg = staged.finish(Some(&pos))?;
+            Ok((plan, Some((msg, r))))
+        }
+        Err(e) => Err(staged.failed(e)),
+    }
+}
+
 /// Everything a restore needs before its first write: the target's
 /// address and password, the programs, every planned segment's bytes.
 async fn check(
@@ -539,8 +627,7 @@ pub async fn pitr_drill(
     req: &Request<'_>,
     password_env: Option<&str>,
 ) -> Result<crate::backup::catalog::Verification> {
-    use crate::backup::catalog::{Status, Verification, TOOL_VERSION};
-    use crate::backup::source::mysql::conn::{exec, rows, Server};
+    use crate::backup::source::mysql::conn::Server;
     let dry = Request {
         dry_run: true,
         ..*req
@@ -561,8 +648,33 @@ pub async fn pitr_drill(
     };
     let server = Server::new(req.to, &secret, None)?;
     let mut conn = server.connect().await?;
-    let have = rows(
-        &mut conn,
+    refuse_existing(&mut conn, &server, &dbs, req.job).await?;
+    let t0 = std::time::Instant::now();
+    let res = restore_until(cat, req, &opts).await;
+    let seconds = t0.elapsed().as_secs_f64();
+    let drop_error = drop_drill_dbs(&mut conn, &dbs).await;
+    let v = drill_record(
+        req.job,
+        &plan,
+        &server,
+        &res,
+        seconds,
+        drop_error.as_deref(),
+    );
+    cat.record_verification(&entry.manifest, &v).await?;
+    Ok(v)
+}
+
+/// Refuses a scratch server that already has one of the base's databases
+/// (the drill restores under the original names).
+async fn refuse_existing(
+    conn: &mut mysql_async::Conn,
+    server: &crate::backup::source::mysql::conn::Server,
+    dbs: &[String],
+    job: &str,
+) -> Result<()> {
+    let have = crate::backup::source::mysql::conn::rows(
+        conn,
         "listing the scratch server's databases",
         "SHOW DATABASES",
     )
@@ -574,29 +686,46 @@ pub async fn pitr_drill(
     {
         return Err(Error::RestoreRefused(format!(
             "point-in-time drill of job {}: {} already has database `{d}`; the drill restores under the original names and never writes into a database it did not create (use a scratch server without them)",
-            req.job,
+            job,
             server.describe()
         )));
     }
-    let t0 = std::time::Instant::now();
-    let res = restore_until(cat, req, &opts).await;
-    let seconds = t0.elapsed().as_secs_f64();
-    // Drop what the drill created, also when it failed; off the binary log
-    // like the drill's writes (a refusal here was already the restore's).
+    Ok(())
+}
+
+/// Drops what the drill created, also when it failed; off the binary log
+/// like the drill's writes (a refusal here was already the restore's).
+/// The last database that could not be dropped, and why.
+async fn drop_drill_dbs(conn: &mut mysql_async::Conn, dbs: &[String]) -> Option<String> {
+    use crate::backup::source::mysql::conn::exec;
     let _ = exec(
-        &mut conn,
+        conn,
         "turning sql_log_bin off",
         "SET SESSION sql_log_bin = 0",
     )
     .await;
     let mut drop_error = None;
-    for d in &dbs {
+    for d in dbs {
         let q = format!("DROP DATABASE IF EXISTS `{}`", d.replace('`', "``"));
-        if let Err(e) = exec(&mut conn, "dropping the drill's databases", &q).await {
+        if let Err(e) = exec(conn, "dropping the drill's databases", &q).await {
             drop_error = Some(format!("{d}: {e}"));
         }
     }
-    let (status, error, details) = match &res {
+    drop_error
+}
+
+/// The drill's record: passed when the replay reached the cut and the
+/// drill's databases are gone again.
+fn drill_record(
+    job: &str,
+    plan: &Plan,
+    server: &crate::backup::source::mysql::conn::Server,
+    res: &Result<(Plan, Option<(String, Replayed)>)>,
+    seconds: f64,
+    drop_error: Option<&str>,
+) -> crate::backup::catalog::Verification {
+    use crate::backup::catalog::{Status, Verification, TOOL_VERSION};
+    let (status, error, details) = match res {
         Ok((_, Some((_, r)))) => (
             Status::Ok,
             None,
@@ -611,16 +740,16 @@ pub async fn pitr_drill(
             serde_json::json!({"until": plan.until, "cut_gtid": plan.cut_gtid, "restore_seconds": seconds, "seconds": seconds}),
         ),
     };
-    let (status, error) = match (status, error, &drop_error) {
+    let (status, error) = match (status, error, drop_error) {
         (Status::Ok, None, Some(d)) => (
             Status::Failed,
             Some(format!("the drill's databases were not all dropped: {d}")),
         ),
         (s, e, _) => (s, e),
     };
-    let v = Verification {
+    Verification {
         backup_id: plan.base.clone(),
-        job: req.job.to_string(),
+        job: job.to_string(),
         at: Utc::now(),
         status,
         method: PITR_DRILL_METHOD.into(),
@@ -645,7 +774,5 @@ pub async fn pitr_drill(
         ],
         error,
         details,
-    };
-    cat.record_verification(&entry.manifest, &v).await?;
-    Ok(v)
+    }
 }

@@ -233,6 +233,8 @@ impl Default for DaemonSpec {
 pub struct Job {
     pub name: String,
     pub schedule: Option<Schedule>,
+    /// Daemon: incremental physical backups between the full ones.
+    pub incremental: Option<Schedule>,
     pub compression: Compression,
     pub keep: Keep,
     pub timeout: Option<Duration>,
@@ -926,6 +928,18 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob)
         }
         None => None,
     };
+    let incremental = match source.info().incremental_schedule() {
+        Some(s) => {
+            Some(Schedule::parse(s).map_err(|m| err("incremental", format!("schedule: {m}")))?)
+        }
+        None => None,
+    };
+    if incremental.is_some() && schedule.is_none() {
+        return Err(err(
+            "incremental",
+            "incrementals continue full backups: give the job a schedule for them too".into(),
+        ));
+    }
     let drill = match &j.drill {
         Some(d) => {
             if d.point_in_time.is_some() && !source.info().has_archive() {
@@ -934,13 +948,23 @@ fn validate_job(base: &Path, err: &dyn Fn(&str, String) -> Error, read: ReadJob)
                     "point-in-time drills need the job's binlog archive (binlog = { … })".into(),
                 ));
             }
-            Some(validate_drill(base, err, kind, d)?)
+            if source.info().drill_starts_own_server() {
+                validate_own_server_drill(err, d)?;
+            }
+            Some(validate_drill(
+                base,
+                err,
+                kind,
+                d,
+                source.info().drill_starts_own_server(),
+            )?)
         }
         None => None,
     };
     Ok(Job {
         name: j.name.clone(),
         schedule,
+        incremental,
         compression,
         keep,
         timeout,
@@ -1027,11 +1051,32 @@ fn with_level(
     }
 }
 
+/// A drill of a job whose restore tests start their own scratch server
+/// (mysql physical): the keys naming a target server do not apply.
+fn validate_own_server_drill(err: &dyn Fn(&str, String) -> Error, d: &RawDrill) -> Result<()> {
+    for (key, set) in [
+        ("target", d.target.is_some()),
+        ("password-env", d.password_env.is_some()),
+        ("password-file", d.password_file.is_some()),
+        ("allow-source-server", d.allow_source_server.is_some()),
+        ("point-in-time", d.point_in_time.is_some()),
+    ] {
+        if set {
+            return Err(err(
+                "drill",
+                format!("{key} does not apply to drills of method = \"physical\" jobs: they restore into a scratch datadir (scratch = \"DIR\", default the temp folder) and start a scratch mariadbd of their own"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_drill(
     base: &Path,
     err: &dyn Fn(&str, String) -> Error,
     kind: Kind,
     d: &RawDrill,
+    own_server: bool,
 ) -> Result<DrillSpec> {
     let bad = |m: String| err("drill", m);
     let schedule = Schedule::parse(&d.schedule).map_err(|m| bad(format!("schedule: {m}")))?;
@@ -1054,7 +1099,8 @@ fn validate_drill(
     only("password-env", d.password_env.is_some())?;
     only("password-file", d.password_file.is_some())?;
     only("allow-source-server", d.allow_source_server.is_some())?;
-    only("scratch", d.scratch.is_some())?;
+    // A physical drill's scratch datadir goes under `scratch`.
+    only("scratch", d.scratch.is_some() && !own_server)?;
     only("point-in-time", d.point_in_time.is_some())?;
     let point_in_time = match d.point_in_time.as_deref() {
         None => false,
@@ -1071,7 +1117,7 @@ fn validate_drill(
                 .into(),
         ));
     }
-    if let Some(scheme) = kind.drill_target_scheme() {
+    if let Some(scheme) = kind.drill_target_scheme().filter(|_| !own_server) {
         match &d.target {
             None => {
                 return Err(bad(format!(

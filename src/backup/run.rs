@@ -97,6 +97,7 @@ async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Resul
     let dir = catalog::backup_dir(&job.name, &id, started_at);
     tracing::info!(job = %job.name, id = %id, store = %store.describe(), "backup started");
 
+    let job = &with_base(cat, job).await?;
     let opened = open_source(job, &cancel).await?;
     let task = progress::begin(
         cat.progress(),
@@ -141,6 +142,27 @@ async fn run_inner(cat: &Catalog, job: &Job, cancel: CancellationToken) -> Resul
         seconds = t0.elapsed().as_secs_f64(), "backup finished"
     );
     Ok(manifest)
+}
+
+/// An incremental physical run continues the job's newest physical backup,
+/// looked up here, under the job's lease, so that two runs cannot both
+/// continue the same parent unseen.
+async fn with_base<'a>(cat: &Catalog, job: &'a Job) -> Result<std::borrow::Cow<'a, Job>> {
+    use source::mysql::physical::{incremental_base, Level};
+    let wants = matches!(&job.source, source::kinds::SourceSpec::Mysql(s)
+        if s.physical.as_ref().is_some_and(|p| p.level == Level::Incremental));
+    if !wants {
+        return Ok(std::borrow::Cow::Borrowed(job));
+    }
+    let base = incremental_base(cat, &job.name).await?;
+    tracing::info!(job = %job.name, parent = %base.parent, lsn = base.lsn, "incremental backup");
+    let mut job = job.clone();
+    if let source::kinds::SourceSpec::Mysql(s) = &mut job.source {
+        if let Some(p) = s.physical.as_mut() {
+            p.level = Level::From(base);
+        }
+    }
+    Ok(std::borrow::Cow::Owned(job))
 }
 
 /// Opens the job's source (connects, checks, starts reading); nothing has

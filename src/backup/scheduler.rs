@@ -66,6 +66,8 @@ struct Trigger {
     slot: DateTime<Utc>,
     /// The job's drill, not its backup.
     drill: bool,
+    /// An incremental backup (the job's `incremental` schedule).
+    incremental: bool,
 }
 
 pub struct Scheduler {
@@ -118,19 +120,7 @@ impl Scheduler {
         self.metrics.scheduler_starting();
         let _ended = Ended(self.metrics.clone());
         let (tx, mut triggers) = mpsc::unbounded_channel::<Trigger>();
-        let stopping = CancellationToken::new();
-        let abort = CancellationToken::new();
-        let mut running: HashSet<String> = HashSet::new();
-        let mut runs: JoinSet<String> = JoinSet::new();
-        let mut sem = Arc::new(Semaphore::new(self.policy.daemon.max_parallel));
-        self.metrics.set_policy(&self.policy, self.clock.now());
-        self.refresh_metrics().await;
-        let mut archivers = Archivers::default();
-        archivers.sync(&self.policy, &self.store, &self.metrics);
-
-        let mut tickers = self.start_tickers(&tx);
-        self.catch_up(&tx).await;
-        tracing::info!(jobs = self.policy.jobs.len(), max_parallel = self.policy.daemon.max_parallel, timezone = %self.policy.daemon.timezone, "scheduler started");
+        let mut work = self.start(tx).await;
 
         // `/healthz` is healthy while this loop ticks: a loop that no longer
         // turns (blocked in an await, a starved runtime) stops ticking.
@@ -140,68 +130,125 @@ impl Scheduler {
             tokio::select! {
                 _ = heartbeat.tick() => self.metrics.scheduler_ticked(self.heartbeat),
                 msg = control.recv() => match msg {
-                    Some(Control::Reload(p, store)) => {
-                        tickers.cancel();
-                        if p.daemon.max_parallel != self.policy.daemon.max_parallel {
-                            sem = Arc::new(Semaphore::new(p.daemon.max_parallel));
-                        }
-                        self.policy = Arc::new(*p);
-                        self.store = store;
-                        self.metrics.set_policy(&self.policy, self.clock.now());
-                        archivers.sync(&self.policy, &self.store, &self.metrics);
-                        tickers = self.start_tickers(&tx);
-                        tracing::info!(file = %self.policy.file.display(), jobs = self.policy.jobs.len(), "policy reloaded");
-                    }
+                    Some(Control::Reload(p, store)) => self.reload(*p, store, &mut work),
                     Some(Control::Stop) | None => break,
                 },
-                Some(t) = triggers.recv() => {
-                    let Some(job) = self.policy.jobs.iter().find(|j| j.name == t.job).cloned() else {
-                        continue; // removed by a reload
-                    };
-                    // Drills and backups of a job are kept apart by its
-                    // lease (a drill waits for a running backup).
-                    let key = if t.drill { format!("drill:{}", job.name) } else { job.name.clone() };
-                    if running.contains(&key) {
-                        self.emit(Event::Skipped { job: job.name.clone(), slot: t.slot, reason: format!("the previous {} is still going", if t.drill { "drill" } else { "run" }) }).await;
-                        continue;
-                    }
-                    running.insert(key.clone());
-                    let ctx = RunCtx {
-                        policy: self.policy.clone(),
-                        store: self.store.clone(),
-                        clock: self.clock.clone(),
-                        metrics: self.metrics.clone(),
-                        sinks: self.sinks.clone(),
-                        lease_ttl: self.lease_ttl,
-                        sem: sem.clone(),
-                        stopping: stopping.clone(),
-                        abort: abort.clone(),
-                    };
-                    let drill = t.drill;
-                    runs.spawn(async move {
-                        if drill {
-                            ctx.drill(job, t.slot).await;
-                        } else {
-                            ctx.run(job, t.slot).await;
-                        }
-                        key
-                    });
-                }
-                Some(done) = runs.join_next() => {
-                    match done {
-                        Ok(name) => { running.remove(&name); }
-                        Err(e) => tracing::error!(error = %e, "a run task panicked"),
-                    }
+                Some(t) = triggers.recv() => self.trigger(t, &mut work).await,
+                Some(done) = work.runs.join_next() => work.finished(done),
+            }
+        }
+        self.stop(work).await;
+        Ok(())
+    }
+
+    /// Metrics, archivers, tickers and the catch-up runs of the first
+    /// policy.
+    async fn start(&self, tx: mpsc::UnboundedSender<Trigger>) -> Work {
+        let stopping = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let sem = Arc::new(Semaphore::new(self.policy.daemon.max_parallel));
+        self.metrics.set_policy(&self.policy, self.clock.now());
+        self.refresh_metrics().await;
+        let mut archivers = Archivers::default();
+        archivers.sync(&self.policy, &self.store, &self.metrics);
+
+        let tickers = self.start_tickers(&tx);
+        self.catch_up(&tx).await;
+        tracing::info!(jobs = self.policy.jobs.len(), max_parallel = self.policy.daemon.max_parallel, timezone = %self.policy.daemon.timezone, "scheduler started");
+        Work {
+            tx,
+            tickers,
+            running: HashSet::new(),
+            runs: JoinSet::new(),
+            sem,
+            stopping,
+            abort,
+            archivers,
+        }
+    }
+
+    /// A new policy (SIGHUP): new tickers and archivers; running runs keep
+    /// the policy they started with.
+    fn reload(&mut self, p: Policy, store: DynStore, work: &mut Work) {
+        work.tickers.cancel();
+        if p.daemon.max_parallel != self.policy.daemon.max_parallel {
+            work.sem = Arc::new(Semaphore::new(p.daemon.max_parallel));
+        }
+        self.policy = Arc::new(p);
+        self.store = store;
+        self.metrics.set_policy(&self.policy, self.clock.now());
+        work.archivers
+            .sync(&self.policy, &self.store, &self.metrics);
+        work.tickers = self.start_tickers(&work.tx);
+        tracing::info!(file = %self.policy.file.display(), jobs = self.policy.jobs.len(), "policy reloaded");
+    }
+
+    /// A slot fired: its run (or drill) is spawned, or skipped while the
+    /// previous one still goes.
+    async fn trigger(&self, t: Trigger, work: &mut Work) {
+        let Some(mut job) = self.policy.jobs.iter().find(|j| j.name == t.job).cloned() else {
+            return; // removed by a reload
+        };
+        if t.incremental {
+            // Same key as the full: one backup of a job at a time.
+            match job::incremental(&job) {
+                Ok(j) => job = j,
+                Err(e) => {
+                    tracing::error!(job = %job.name, error = %one_line(&e), "incremental schedule on a job that cannot take incrementals");
+                    return;
                 }
             }
         }
+        // Drills and backups of a job are kept apart by its
+        // lease (a drill waits for a running backup).
+        let key = if t.drill {
+            format!("drill:{}", job.name)
+        } else {
+            job.name.clone()
+        };
+        if work.running.contains(&key) {
+            self.emit(Event::Skipped {
+                job: job.name.clone(),
+                slot: t.slot,
+                reason: format!(
+                    "the previous {} is still going",
+                    if t.drill { "drill" } else { "run" }
+                ),
+            })
+            .await;
+            return;
+        }
+        work.running.insert(key.clone());
+        let ctx = RunCtx {
+            policy: self.policy.clone(),
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+            sinks: self.sinks.clone(),
+            lease_ttl: self.lease_ttl,
+            sem: work.sem.clone(),
+            stopping: work.stopping.clone(),
+            abort: work.abort.clone(),
+        };
+        let drill = t.drill;
+        work.runs.spawn(async move {
+            if drill {
+                ctx.drill(job, t.slot).await;
+            } else {
+                ctx.run(job, t.slot).await;
+            }
+            key
+        });
+    }
 
-        // Graceful stop: no new runs; running ones get the grace period,
-        // and so do the archivers to close their open segments.
+    /// Graceful stop: no new runs; running ones get the grace period,
+    /// and so do the archivers to close their open segments.
+    async fn stop(&self, mut work: Work) {
         self.metrics.scheduler_stopping();
-        tickers.cancel();
-        stopping.cancel();
-        archivers.stop();
+        work.tickers.cancel();
+        work.stopping.cancel();
+        work.archivers.stop();
+        let (runs, archivers) = (&mut work.runs, &mut work.archivers);
         let grace = self.policy.daemon.shutdown_grace;
         if !runs.is_empty() {
             tracing::info!(
@@ -220,7 +267,7 @@ impl Scheduler {
                 running = runs.len(),
                 "grace period over: stopping running jobs (uploads aborted, nothing listed)"
             );
-            abort.cancel();
+            work.abort.cancel();
             if !archivers.tasks.is_empty() {
                 tracing::warn!(
                     archivers = archivers.tasks.len(),
@@ -232,22 +279,21 @@ impl Scheduler {
             while archivers.tasks.join_next().await.is_some() {}
         }
         tracing::info!("scheduler stopped");
-        Ok(())
     }
 
     fn start_tickers(&self, tx: &mpsc::UnboundedSender<Trigger>) -> CancellationToken {
         let stop = CancellationToken::new();
-        let backups = self
-            .policy
-            .jobs
-            .iter()
-            .filter_map(|j| j.schedule.clone().map(|s| (j, s, false)));
-        let drills = self
-            .policy
-            .jobs
-            .iter()
-            .filter_map(|j| j.drill.as_ref().map(|d| (j, d.schedule.clone(), true)));
-        for (job, schedule, drill) in backups.chain(drills).collect::<Vec<_>>() {
+        let jobs = || self.policy.jobs.iter();
+        let backups = jobs().filter_map(|j| j.schedule.clone().map(|s| (j, s, false, false)));
+        let incrementals =
+            jobs().filter_map(|j| j.incremental.clone().map(|s| (j, s, false, true)));
+        let drills = jobs().filter_map(|j| {
+            j.drill
+                .as_ref()
+                .map(|d| (j, d.schedule.clone(), true, false))
+        });
+        let all: Vec<_> = backups.chain(incrementals).chain(drills).collect();
+        for (job, schedule, drill, incremental) in all {
             let (tx, stop, clock) = (tx.clone(), stop.clone(), self.clock.clone());
             let (name, tz) = (job.name.clone(), self.policy.daemon.timezone);
             tokio::spawn(async move {
@@ -273,6 +319,7 @@ impl Scheduler {
                                 job: name.clone(),
                                 slot: t,
                                 drill,
+                                incremental,
                             })
                             .is_err()
                     {
@@ -317,6 +364,7 @@ impl Scheduler {
                     job: job.name.clone(),
                     slot,
                     drill: false,
+                    incremental: false,
                 });
             }
         }
@@ -333,6 +381,34 @@ impl Scheduler {
         }
         .emit(e)
         .await
+    }
+}
+
+/// What the scheduler loop has started and must stop: tickers, runs and
+/// archivers, and the tokens that stop the runs.
+struct Work {
+    /// The tickers' side of the trigger channel (kept for new tickers at
+    /// a reload).
+    tx: mpsc::UnboundedSender<Trigger>,
+    tickers: CancellationToken,
+    /// The keys (job, or `drill:job`) of the runs that still go.
+    running: HashSet<String>,
+    runs: JoinSet<String>,
+    sem: Arc<Semaphore>,
+    stopping: CancellationToken,
+    abort: CancellationToken,
+    archivers: Archivers,
+}
+
+impl Work {
+    /// A run task ended: its key is free again.
+    fn finished(&mut self, done: std::result::Result<String, tokio::task::JoinError>) {
+        match done {
+            Ok(name) => {
+                self.running.remove(&name);
+            }
+            Err(e) => tracing::error!(error = %e, "a run task panicked"),
+        }
     }
 }
 

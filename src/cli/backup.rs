@@ -19,6 +19,10 @@ pub struct BackupArgs {
     /// Run every job of the policy.
     #[arg(long, conflicts_with = "jobs")]
     pub all: bool,
+    /// An incremental physical backup: the pages changed since the job's
+    /// newest physical backup (method = "physical" jobs only).
+    #[arg(long)]
+    pub incremental: bool,
 }
 
 pub async fn backup(
@@ -39,6 +43,16 @@ pub async fn backup(
             .iter()
             .map(|j| policy.job(j))
             .collect::<Result<_>>()?
+    };
+    let incremental: Vec<_>;
+    let selected: Vec<_> = if args.incremental {
+        incremental = selected
+            .iter()
+            .map(|j| job::incremental(j))
+            .collect::<Result<Vec<_>>>()?;
+        incremental.iter().collect()
+    } else {
+        selected
     };
     // A bad signing key fails before any job starts.
     policy.signer()?;

@@ -66,191 +66,225 @@ pub async fn catalog(
 ) -> Result<i32> {
     match cmd {
         CatalogCmd::List { job, kind, since } => {
-            let since: Option<DateTime<Utc>> = match since {
-                Some(s) => Some(
-                    DateTime::parse_from_rfc3339(&s)
-                        .map_err(|e| {
-                            Error::Usage(format!(
-                                "--since {s:?}: {e} (use RFC 3339, e.g. 2026-11-25T00:00:00Z)"
-                            ))
-                        })?
-                        .with_timezone(&Utc),
-                ),
-                None => None,
-            };
-            let policy = Policy::load(policy_file)?;
-            let catalog = open_catalog(&policy, keys).await?;
-            let (listed, damaged) = catalog.scan_full(job.as_deref()).await?;
-            let entries: Vec<Entry> = listed
-                .into_iter()
-                .filter(|e| {
-                    kind.as_deref()
-                        .map(|k| e.manifest.kind == k)
-                        .unwrap_or(true)
-                })
-                .filter(|e| since.map(|s| e.manifest.started_at >= s).unwrap_or(true))
-                .collect();
-            if json {
-                let rows = entries.iter().map(Entry::to_json);
-                print_json(
-                    &rows
-                        .chain(damaged.iter().map(|d| d.to_json()))
-                        .collect::<Vec<_>>(),
-                );
-            } else {
-                print!("{}", list_table(&entries));
-                for d in &damaged {
-                    println!("DAMAGED {}: {}", d.folder, d.error);
-                }
-            }
-            Ok(exit::OK)
+            list(policy_file, json, keys, job, kind, since).await
         }
-        CatalogCmd::Pitr { job } => {
-            let policy = Policy::load(policy_file)?;
-            let jobs: Vec<&crate::backup::policy::Job> = match &job {
-                Some(j) => vec![policy.job(j)?],
-                None => policy
-                    .jobs
-                    .iter()
-                    .filter(|j| matches!(&j.source, SourceSpec::Mysql(m) if m.binlog.is_some()))
-                    .collect(),
-            };
-            let catalog = open_catalog(&policy, keys).await?;
-            let mut reports = Vec::new();
-            for j in jobs {
-                reports.push(crate::backup::pitr::report(&catalog, &j.name).await?);
-            }
-            if json {
-                print_json(&reports);
-            } else if reports.is_empty() {
-                println!("no mysql job of this policy has a binlog archive (binlog = {{ … }})");
-            } else {
-                for r in &reports {
-                    print!("{}", crate::backup::binlog::window::render(r));
-                }
-            }
-            Ok(exit::OK)
-        }
-        CatalogCmd::Keygen { out } => {
-            let s = crate::backup::catalog::signing::Signer::generate(&out)?;
-            println!(
-                "wrote {} (key {}); public key {}",
-                out.display(),
-                s.key_id,
-                s.public_hex()
-            );
-            Ok(exit::OK)
-        }
+        CatalogCmd::Pitr { job } => pitr(policy_file, json, keys, job).await,
+        CatalogCmd::Keygen { out } => keygen(&out),
         CatalogCmd::VerifySignatures { job, trusted_keys } => {
-            let policy = Policy::load(policy_file)?;
-            let catalog = open_catalog(&policy, keys).await?;
-            let trusted = if trusted_keys.is_empty() {
-                catalog.published_keys().await?
-            } else {
-                let mut m = std::collections::BTreeMap::new();
-                for k in &trusted_keys {
-                    let key =
-                        crate::backup::catalog::signing::parse_public(k).ok_or_else(|| {
-                            Error::Usage(format!(
-                                "--trusted-key {k:?} is not a hex Ed25519 public key"
-                            ))
-                        })?;
-                    m.insert(crate::backup::catalog::signing::key_id(&key), key);
-                }
-                m
-            };
-            let rows = catalog.audit(job.as_deref(), &trusted).await?;
-            let bad = rows.iter().filter(|r| !r.is_ok()).count();
-            if json {
-                print_json(&rows);
-            } else {
-                let ids: Vec<_> = trusted.keys().cloned().collect();
-                println!(
-                    "trusted keys: {}",
-                    if ids.is_empty() {
-                        "none".into()
-                    } else {
-                        ids.join(", ")
-                    }
-                );
-                for r in &rows {
-                    let mut line = format!(
-                        "{} {} {}: signature {}",
-                        r.job,
-                        r.id,
-                        r.object,
-                        r.signature.word()
-                    );
-                    for p in &r.problems {
-                        line.push_str(&format!("; {p}"));
-                    }
-                    println!("{line}");
-                }
-                println!("{} object(s) checked, {bad} with findings", rows.len());
-            }
-            if bad > 0 {
-                return Err(Error::VerifyFailed {
-                    failed: bad,
-                    total: rows.len(),
-                });
-            }
-            Ok(exit::OK)
+            verify_signatures(policy_file, json, keys, job, &trusted_keys).await
         }
-        CatalogCmd::Show { id } => {
-            let policy = Policy::load(policy_file)?;
-            let catalog = open_catalog(&policy, keys).await?;
-            let e = catalog.find(&id).await?;
-            if json {
-                let mut v = e.to_json();
-                v["verifications"] = serde_json::to_value(&e.verifications).expect("serialisable");
-                print_json(&v);
-            } else {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&e.manifest).expect("serialisable")
-                );
-                for v in &e.verifications {
-                    println!(
-                        "verification {} {} ({}) by {}{}",
-                        v.at.to_rfc3339(),
-                        if v.status == Status::Ok {
-                            "ok"
-                        } else {
-                            "FAILED"
-                        },
-                        v.method,
-                        v.tool_version,
-                        v.error
-                            .as_ref()
-                            .map(|e| format!(": {e}"))
-                            .unwrap_or_default()
-                    );
-                }
-            }
-            Ok(exit::OK)
-        }
-        CatalogCmd::Report { html } => {
-            let policy = Policy::load(policy_file)?;
-            let catalog = open_catalog(&policy, keys).await?;
-            let names: Vec<String> = policy.jobs.iter().map(|j| j.name.clone()).collect();
-            let input = crate::backup::report::gather(&catalog, &names).await?;
-            let page = crate::backup::report::html(&policy, &input, Utc::now());
-            write_atomic(&html, page.as_bytes())?;
-            if json {
-                print_json(
-                    &serde_json::json!({"report": html, "jobs": names.len(), "backups": input.entries.len()}),
-                );
-            } else {
-                println!(
-                    "wrote the audit report ({} jobs, {} backups) to {}",
-                    names.len(),
-                    input.entries.len(),
-                    html.display()
-                );
-            }
-            Ok(exit::OK)
+        CatalogCmd::Show { id } => show(policy_file, json, keys, &id).await,
+        CatalogCmd::Report { html } => report(policy_file, json, keys, &html).await,
+    }
+}
+
+/// `catalog list`.
+async fn list(
+    policy_file: &Path,
+    json: bool,
+    keys: &CliKeys,
+    job: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+) -> Result<i32> {
+    let since: Option<DateTime<Utc>> = match since {
+        Some(s) => Some(
+            DateTime::parse_from_rfc3339(&s)
+                .map_err(|e| {
+                    Error::Usage(format!(
+                        "--since {s:?}: {e} (use RFC 3339, e.g. 2026-11-25T00:00:00Z)"
+                    ))
+                })?
+                .with_timezone(&Utc),
+        ),
+        None => None,
+    };
+    let policy = Policy::load(policy_file)?;
+    let catalog = open_catalog(&policy, keys).await?;
+    let (listed, damaged) = catalog.scan_full(job.as_deref()).await?;
+    let entries: Vec<Entry> = listed
+        .into_iter()
+        .filter(|e| {
+            kind.as_deref()
+                .map(|k| e.manifest.kind == k)
+                .unwrap_or(true)
+        })
+        .filter(|e| since.map(|s| e.manifest.started_at >= s).unwrap_or(true))
+        .collect();
+    if json {
+        let rows = entries.iter().map(Entry::to_json);
+        print_json(
+            &rows
+                .chain(damaged.iter().map(|d| d.to_json()))
+                .collect::<Vec<_>>(),
+        );
+    } else {
+        print!("{}", list_table(&entries));
+        for d in &damaged {
+            println!("DAMAGED {}: {}", d.folder, d.error);
         }
     }
+    Ok(exit::OK)
+}
+
+/// `catalog pitr`.
+async fn pitr(policy_file: &Path, json: bool, keys: &CliKeys, job: Option<String>) -> Result<i32> {
+    let policy = Policy::load(policy_file)?;
+    let jobs: Vec<&crate::backup::policy::Job> = match &job {
+        Some(j) => vec![policy.job(j)?],
+        None => policy
+            .jobs
+            .iter()
+            .filter(|j| matches!(&j.source, SourceSpec::Mysql(m) if m.binlog.is_some()))
+            .collect(),
+    };
+    let catalog = open_catalog(&policy, keys).await?;
+    let mut reports = Vec::new();
+    for j in jobs {
+        reports.push(crate::backup::pitr::report(&catalog, &j.name).await?);
+    }
+    if json {
+        print_json(&reports);
+    } else if reports.is_empty() {
+        println!("no mysql job of this policy has a binlog archive (binlog = {{ … }})");
+    } else {
+        for r in &reports {
+            print!("{}", crate::backup::binlog::window::render(r));
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `catalog keygen`.
+fn keygen(out: &Path) -> Result<i32> {
+    let s = crate::backup::catalog::signing::Signer::generate(out)?;
+    println!(
+        "wrote {} (key {}); public key {}",
+        out.display(),
+        s.key_id,
+        s.public_hex()
+    );
+    Ok(exit::OK)
+}
+
+/// `catalog verify-signatures`.
+async fn verify_signatures(
+    policy_file: &Path,
+    json: bool,
+    keys: &CliKeys,
+    job: Option<String>,
+    trusted_keys: &[String],
+) -> Result<i32> {
+    let policy = Policy::load(policy_file)?;
+    let catalog = open_catalog(&policy, keys).await?;
+    let trusted = if trusted_keys.is_empty() {
+        catalog.published_keys().await?
+    } else {
+        let mut m = std::collections::BTreeMap::new();
+        for k in trusted_keys {
+            let key = crate::backup::catalog::signing::parse_public(k).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--trusted-key {k:?} is not a hex Ed25519 public key"
+                ))
+            })?;
+            m.insert(crate::backup::catalog::signing::key_id(&key), key);
+        }
+        m
+    };
+    let rows = catalog.audit(job.as_deref(), &trusted).await?;
+    let bad = rows.iter().filter(|r| !r.is_ok()).count();
+    if json {
+        print_json(&rows);
+    } else {
+        let ids: Vec<_> = trusted.keys().cloned().collect();
+        println!(
+            "trusted keys: {}",
+            if ids.is_empty() {
+                "none".into()
+            } else {
+                ids.join(", ")
+            }
+        );
+        for r in &rows {
+            let mut line = format!(
+                "{} {} {}: signature {}",
+                r.job,
+                r.id,
+                r.object,
+                r.signature.word()
+            );
+            for p in &r.problems {
+                line.push_str(&format!("; {p}"));
+            }
+            println!("{line}");
+        }
+        println!("{} object(s) checked, {bad} with findings", rows.len());
+    }
+    if bad > 0 {
+        return Err(Error::VerifyFailed {
+            failed: bad,
+            total: rows.len(),
+        });
+    }
+    Ok(exit::OK)
+}
+
+/// `catalog show`.
+async fn show(policy_file: &Path, json: bool, keys: &CliKeys, id: &str) -> Result<i32> {
+    let policy = Policy::load(policy_file)?;
+    let catalog = open_catalog(&policy, keys).await?;
+    let e = catalog.find(id).await?;
+    if json {
+        let mut v = e.to_json();
+        v["verifications"] = serde_json::to_value(&e.verifications).expect("serialisable");
+        print_json(&v);
+    } else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&e.manifest).expect("serialisable")
+        );
+        for v in &e.verifications {
+            println!(
+                "verification {} {} ({}) by {}{}",
+                v.at.to_rfc3339(),
+                if v.status == Status::Ok {
+                    "ok"
+                } else {
+                    "FAILED"
+                },
+                v.method,
+                v.tool_version,
+                v.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `catalog report`.
+async fn report(policy_file: &Path, json: bool, keys: &CliKeys, html: &Path) -> Result<i32> {
+    let policy = Policy::load(policy_file)?;
+    let catalog = open_catalog(&policy, keys).await?;
+    let names: Vec<String> = policy.jobs.iter().map(|j| j.name.clone()).collect();
+    let input = crate::backup::report::gather(&catalog, &names).await?;
+    let page = crate::backup::report::html(&policy, &input, Utc::now());
+    write_atomic(html, page.as_bytes())?;
+    if json {
+        print_json(
+            &serde_json::json!({"report": html, "jobs": names.len(), "backups": input.entries.len()}),
+        );
+    } else {
+        println!(
+            "wrote the audit report ({} jobs, {} backups) to {}",
+            names.len(),
+            input.entries.len(),
+            html.display()
+        );
+    }
+    Ok(exit::OK)
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {

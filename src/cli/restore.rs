@@ -122,75 +122,55 @@ pub async fn restore(
         owner,
         ..
     } = a;
-    if let Some(dir) = to_datadir {
-        if until.is_some() || until_gtid.is_some() || job.is_some() {
-            return Err(Error::Usage(
-                "--to-datadir restores one physical backup; point-in-time restores onto a physical base are not supported yet".into(),
-            ));
-        }
-        let id = id.expect("clap requires an id without --job");
-        let e = catalog.find(&id).await?;
-        let o = crate::backup::source::mysql::physical::restore::DatadirOptions {
-            force: opts.force,
-            owner,
-            threads: opts.threads,
-        };
-        let msg = crate::backup::source::mysql::physical::restore::restore_datadir(
-            &catalog,
-            &e.manifest,
-            &dir,
-            &o,
-        )
-        .await?;
-        println!("{msg}");
-        return Ok(exit::OK);
-    }
-    let to = to.expect("clap requires --to without --to-datadir");
-    if until.is_some() || until_gtid.is_some() || job.is_some() {
-        let target = crate::backup::pitr::parse_until(until.as_deref(), until_gtid.as_deref())?;
-        let job = match (&job, &id) {
-            (Some(j), _) => policy.job(j)?.name.clone(),
-            (None, Some(i)) => catalog.find(i).await?.manifest.job,
-            (None, None) => return Err(Error::Usage("give --job J or a base backup id".into())),
-        };
-        let req = crate::backup::pitr::Request {
-            job: &job,
-            base_id: id.as_deref(),
-            until: &target,
-            to: &to,
-            batch: batch as usize,
-            dry_run,
-            databases_selected: policy
-                .job(&job)
-                .map(crate::backup::pitr::selects_databases)
-                .unwrap_or(false),
-        };
-        let (plan, done) = crate::backup::pitr::restore_until(&catalog, &req, &opts).await?;
-        match done {
-            None if json => print_json(&plan),
-            None => print!("{}", plan.render()),
-            Some((msg, r)) if json => {
-                print_json(&serde_json::json!({"plan": plan, "restore": msg, "replay": r}))
-            }
-            Some((msg, r)) => {
-                print!("{}", plan.render());
-                println!("{msg}");
-                println!(
-                            "replayed {} transaction(s), {} row(s), up to GTID {} in {:.1} s ({:.0} rows/s, {:.0} transactions/s)",
-                            r.transactions, r.rows, r.last_gtid, r.seconds,
-                            r.rows as f64 / r.seconds.max(1e-3), r.transactions as f64 / r.seconds.max(1e-3)
-                        );
-                if plan.only_databases.is_some() {
-                    println!("skipped {} transaction(s) of other databases", r.skipped);
-                }
-            }
-        }
-        return Ok(exit::OK);
-    }
-    if dry_run {
+    let pitr = until.is_some() || until_gtid.is_some() || job.is_some();
+    let target = if pitr {
+        Some(crate::backup::pitr::parse_until(
+            until.as_deref(),
+            until_gtid.as_deref(),
+        )?)
+    } else if dry_run {
         return Err(Error::Usage(
             "--dry-run applies to point-in-time restores (--until / --until-gtid)".into(),
         ));
+    } else {
+        None
+    };
+    // PITR: the job named, or the base's.
+    let job = match (&target, &job, &id) {
+        (None, _, _) => None,
+        (Some(_), Some(j), _) => Some(policy.job(j)?.name.clone()),
+        (Some(_), None, Some(i)) => Some(catalog.find(i).await?.manifest.job),
+        (Some(_), None, None) => {
+            return Err(Error::Usage("give --job J or a base backup id".into()))
+        }
+    };
+    // The --to path fills in its target and database selection.
+    let req = || {
+        job.as_deref()
+            .zip(target.as_ref())
+            .map(|(job, until)| crate::backup::pitr::Request {
+                job,
+                base_id: id.as_deref(),
+                until,
+                to: "",
+                batch: batch as usize,
+                dry_run,
+                databases_selected: false,
+            })
+    };
+    if let Some(dir) = to_datadir {
+        return to_datadir_restore(json, &catalog, &opts, owner, &dir, req(), id.as_deref()).await;
+    }
+    let to = to.expect("clap requires --to without --to-datadir");
+    if let Some(mut r) = req() {
+        r.to = &to;
+        r.databases_selected = policy
+            .job(r.job)
+            .map(crate::backup::pitr::selects_databases)
+            .unwrap_or(false);
+        let (plan, done) = crate::backup::pitr::restore_until(&catalog, &r, &opts).await?;
+        print_pitr(json, &plan, done);
+        return Ok(exit::OK);
     }
     let id = id.expect("clap requires an id without --job");
     let e = catalog.find(&id).await?;
@@ -203,4 +183,65 @@ pub async fn restore(
     let msg = restore::restore(&catalog, &e, &to, &opts).await?;
     println!("{msg}");
     Ok(exit::OK)
+}
+
+/// `--to-datadir DIR`: a physical backup (or, with `req`, a point in time
+/// onto a physical base) into a datadir.
+async fn to_datadir_restore(
+    json: bool,
+    catalog: &crate::backup::catalog::Catalog,
+    opts: &restore::RestoreOptions,
+    owner: Option<String>,
+    dir: &Path,
+    req: Option<crate::backup::pitr::Request<'_>>,
+    id: Option<&str>,
+) -> Result<i32> {
+    use crate::backup::source::mysql::physical::restore::{restore_datadir, DatadirOptions};
+    if !opts.database_map.is_empty() {
+        return Err(Error::Usage(
+            "--database-map does not apply to --to-datadir: a physical backup restores the whole server".into(),
+        ));
+    }
+    let o = DatadirOptions {
+        force: opts.force,
+        owner,
+        threads: opts.threads,
+    };
+    if let Some(req) = req {
+        let (plan, done) =
+            crate::backup::pitr::restore_until_datadir(catalog, &req, dir, &o).await?;
+        print_pitr(json, &plan, done);
+        return Ok(exit::OK);
+    }
+    let id = id.expect("clap requires an id without --job");
+    let e = catalog.find(id).await?;
+    println!("{}", restore_datadir(catalog, &e.manifest, dir, &o).await?);
+    Ok(exit::OK)
+}
+
+/// A point-in-time restore's plan, and what was restored and replayed.
+fn print_pitr(
+    json: bool,
+    plan: &crate::backup::binlog::replay::Plan,
+    done: Option<(String, crate::backup::binlog::replay::Replayed)>,
+) {
+    match done {
+        None if json => print_json(plan),
+        None => print!("{}", plan.render()),
+        Some((msg, r)) if json => {
+            print_json(&serde_json::json!({"plan": plan, "restore": msg, "replay": r}))
+        }
+        Some((msg, r)) => {
+            print!("{}", plan.render());
+            println!("{msg}");
+            println!(
+                            "replayed {} transaction(s), {} row(s), up to GTID {} in {:.1} s ({:.0} rows/s, {:.0} transactions/s)",
+                            r.transactions, r.rows, r.last_gtid, r.seconds,
+                            r.rows as f64 / r.seconds.max(1e-3), r.transactions as f64 / r.seconds.max(1e-3)
+                        );
+            if plan.only_databases.is_some() {
+                println!("skipped {} transaction(s) of other databases", r.skipped);
+            }
+        }
+    }
 }

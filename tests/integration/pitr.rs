@@ -151,7 +151,7 @@ pub(crate) fn pitr_json(policy: &Path, job: &str) -> serde_json::Value {
 }
 
 /// Waits until the archive holds GTID `want` of domain 0.
-fn wait_archived(policy: &Path, job: &str, want: &str, a: &ArchiverProc) {
+pub(crate) fn wait_archived(policy: &Path, job: &str, want: &str, a: &ArchiverProc) {
     let t0 = Instant::now();
     loop {
         let r = pitr_json(policy, job);

@@ -764,59 +764,11 @@ impl Session<'_, '_> {
         let retry = |e: Error| Fail::Retry(e);
         match ty {
             HEARTBEAT => {
-                if self.seg.is_none() && !self.in_group {
-                    let st = &self.a.stats;
-                    let _ = st.idle_since.compare_exchange(
-                        0,
-                        Utc::now().timestamp(),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                }
+                self.heartbeat();
                 return Ok(());
             }
-            ROTATE => {
-                // position (8) + name; before the first FDE the library does
-                // not know about the CRC, so the name still carries it.
-                let d = ev.data();
-                let mut name = d.get(8..).unwrap_or_default().to_vec();
-                if !self.seen_fde && name.len() > 4 && self.crc {
-                    name.truncate(name.len() - 4);
-                }
-                let name = String::from_utf8_lossy(&name).into_owned();
-                if flags & ARTIFICIAL != 0 || h.log_pos() == 0 {
-                    if name != self.file && self.seg.is_some() {
-                        self.close(false, None).await.map_err(retry)?;
-                    }
-                    self.file = name;
-                    return Ok(());
-                }
-                self.append(&ev, h.log_pos()).await.map_err(retry)?;
-                self.close(true, Some(name.clone())).await.map_err(retry)?;
-                self.file = name;
-                return Ok(());
-            }
-            FDE => {
-                self.seen_fde = true;
-                let mut b = Vec::with_capacity(128);
-                ev.write(mysql_async::binlog::BinlogVersion::Version4, &mut b)
-                    .map_err(|e| retry(Error::io("encoding an FDE", e)))?;
-                let f = u16::from_le_bytes([b[17], b[18]]) & !IN_USE;
-                b[17..19].copy_from_slice(&f.to_le_bytes());
-                if ev.fde().footer().get_checksum_alg().ok().flatten()
-                    == Some(mysql_async::binlog::BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)
-                {
-                    let n = b.len();
-                    let c = crc32(&b[..n - 4]);
-                    b[n - 4..].copy_from_slice(&c.to_le_bytes());
-                }
-                self.fde = Some(b);
-                if h.log_pos() != 0 {
-                    // The file's own FDE (a new file): segments of it start at 4.
-                    self.start_hint = Some(4);
-                }
-                return Ok(());
-            }
+            ROTATE => return self.rotate(&ev).await.map_err(retry),
+            FDE => return self.format_description(&ev),
             _ => {}
         }
         if flags & ARTIFICIAL != 0 {
@@ -833,74 +785,12 @@ impl Session<'_, '_> {
             self.take_gtid_list = false;
         }
         if ty == MARIA_GTID {
-            let d = ev.data();
-            if d.len() < 13 {
-                return Err(Fail::Retry(Error::source_err(
-                    &self.a.job,
-                    "short GTID event",
-                )));
-            }
-            let g = Gtid {
-                seq: u64::from_le_bytes(d[0..8].try_into().unwrap()),
-                domain: u32::from_le_bytes(d[8..12].try_into().unwrap()),
-                server: h.server_id(),
-            };
-            if self.in_group {
-                tracing::warn!(job = %self.a.job, gtid = %g, "binlog archiver: a GTID event inside an unfinished group");
-            }
-            let known = self.state.seq(g.domain);
-            if known != 0 && g.seq > known + 1 {
-                tracing::warn!(job = %self.a.job, gtid = %g, after = %self.state, "binlog archiver: GTID sequence jumps (gtid_seq_no set by hand, or transactions missing upstream)");
-            }
-            self.in_group = true;
-            self.standalone = d[12] & FL_STANDALONE != 0;
-            self.group_gtid = Some(g);
-            self.group_ts = h.timestamp() as i64;
+            self.gtid(&ev)?;
         }
         self.append(&ev, h.log_pos()).await.map_err(retry)?;
-        let ends = match ty {
-            XID | XA_PREPARE => self.in_group,
-            QUERY if self.in_group => {
-                self.standalone || {
-                    let q = query_text(ev.data());
-                    let q = q.trim();
-                    q.eq_ignore_ascii_case("COMMIT")
-                        || q.eq_ignore_ascii_case("ROLLBACK")
-                        || q.len() > 9 && q[..9].eq_ignore_ascii_case("XA COMMIT")
-                        || q.len() > 11 && q[..11].eq_ignore_ascii_case("XA ROLLBACK")
-                }
-            }
-            _ => false,
-        };
-        if ends {
+        if self.ends_group(ty, &ev) {
             self.in_group = false;
-            if let Some(g) = self.group_gtid.take() {
-                self.state.apply(g);
-                let ts = self.group_ts;
-                let seg = self.seg.as_mut().expect("append opened it");
-                let d = g.domain.to_string();
-                seg.gtid_first
-                    .entry(d.clone())
-                    .or_insert_with(|| g.to_string());
-                seg.gtid_last.insert(d, g.to_string());
-                seg.first_commit.get_or_insert(ts);
-                seg.last_commit = Some(ts);
-                seg.transactions += 1;
-                match seg.runs.last_mut() {
-                    Some(r)
-                        if r.ts == ts
-                            && r.last.parse::<Gtid>().map(|x| x.domain) == Ok(g.domain) =>
-                    {
-                        r.last = g.to_string();
-                        r.transactions += 1;
-                    }
-                    _ => seg.runs.push(Run {
-                        ts,
-                        last: g.to_string(),
-                        transactions: 1,
-                    }),
-                }
-            }
+            self.commit_group();
         }
         if ty == STOP {
             self.close(true, None).await.map_err(retry)?;
@@ -917,6 +807,149 @@ impl Session<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// A heartbeat with nothing open: the server is idle since now (unless
+    /// it already was).
+    fn heartbeat(&self) {
+        if self.seg.is_none() && !self.in_group {
+            let st = &self.a.stats;
+            let _ = st.idle_since.compare_exchange(
+                0,
+                Utc::now().timestamp(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// A ROTATE: an artificial one (or one at position 0) names the file
+    /// being read; a real one ends the file, and the segment with it.
+    async fn rotate(&mut self, ev: &mysql_async::binlog::events::Event) -> Result<()> {
+        let h = ev.header();
+        // position (8) + name; before the first FDE the library does
+        // not know about the CRC, so the name still carries it.
+        let d = ev.data();
+        let mut name = d.get(8..).unwrap_or_default().to_vec();
+        if !self.seen_fde && name.len() > 4 && self.crc {
+            name.truncate(name.len() - 4);
+        }
+        let name = String::from_utf8_lossy(&name).into_owned();
+        if h.flags_raw() & ARTIFICIAL != 0 || h.log_pos() == 0 {
+            if name != self.file && self.seg.is_some() {
+                self.close(false, None).await?;
+            }
+            self.file = name;
+            return Ok(());
+        }
+        self.append(ev, h.log_pos()).await?;
+        self.close(true, Some(name.clone())).await?;
+        self.file = name;
+        Ok(())
+    }
+
+    /// A format description: kept (without the in-use flag, its checksum
+    /// redone) to start each segment of the file with.
+    fn format_description(
+        &mut self,
+        ev: &mysql_async::binlog::events::Event,
+    ) -> std::result::Result<(), Fail> {
+        self.seen_fde = true;
+        let mut b = Vec::with_capacity(128);
+        ev.write(mysql_async::binlog::BinlogVersion::Version4, &mut b)
+            .map_err(|e| Fail::Retry(Error::io("encoding an FDE", e)))?;
+        let f = u16::from_le_bytes([b[17], b[18]]) & !IN_USE;
+        b[17..19].copy_from_slice(&f.to_le_bytes());
+        if ev.fde().footer().get_checksum_alg().ok().flatten()
+            == Some(mysql_async::binlog::BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)
+        {
+            let n = b.len();
+            let c = crc32(&b[..n - 4]);
+            b[n - 4..].copy_from_slice(&c.to_le_bytes());
+        }
+        self.fde = Some(b);
+        if ev.header().log_pos() != 0 {
+            // The file's own FDE (a new file): segments of it start at 4.
+            self.start_hint = Some(4);
+        }
+        Ok(())
+    }
+
+    /// A MariaDB GTID event: a transaction group starts.
+    fn gtid(&mut self, ev: &mysql_async::binlog::events::Event) -> std::result::Result<(), Fail> {
+        let h = ev.header();
+        let d = ev.data();
+        if d.len() < 13 {
+            return Err(Fail::Retry(Error::source_err(
+                &self.a.job,
+                "short GTID event",
+            )));
+        }
+        let g = Gtid {
+            seq: u64::from_le_bytes(d[0..8].try_into().unwrap()),
+            domain: u32::from_le_bytes(d[8..12].try_into().unwrap()),
+            server: h.server_id(),
+        };
+        if self.in_group {
+            tracing::warn!(job = %self.a.job, gtid = %g, "binlog archiver: a GTID event inside an unfinished group");
+        }
+        let known = self.state.seq(g.domain);
+        if known != 0 && g.seq > known + 1 {
+            tracing::warn!(job = %self.a.job, gtid = %g, after = %self.state, "binlog archiver: GTID sequence jumps (gtid_seq_no set by hand, or transactions missing upstream)");
+        }
+        self.in_group = true;
+        self.standalone = d[12] & FL_STANDALONE != 0;
+        self.group_gtid = Some(g);
+        self.group_ts = h.timestamp() as i64;
+        Ok(())
+    }
+
+    /// Whether the event (of type `ty`) ends the open transaction group.
+    fn ends_group(&self, ty: u8, ev: &mysql_async::binlog::events::Event) -> bool {
+        match ty {
+            XID | XA_PREPARE => self.in_group,
+            QUERY if self.in_group => {
+                self.standalone || {
+                    let q = query_text(ev.data());
+                    let q = q.trim();
+                    q.eq_ignore_ascii_case("COMMIT")
+                        || q.eq_ignore_ascii_case("ROLLBACK")
+                        || q.len() > 9 && q[..9].eq_ignore_ascii_case("XA COMMIT")
+                        || q.len() > 11 && q[..11].eq_ignore_ascii_case("XA ROLLBACK")
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// A group has ended: its GTID joins the state and the open segment's
+    /// GTID range, commit times and runs.
+    fn commit_group(&mut self) {
+        let Some(g) = self.group_gtid.take() else {
+            return;
+        };
+        self.state.apply(g);
+        let ts = self.group_ts;
+        let seg = self.seg.as_mut().expect("append opened it");
+        let d = g.domain.to_string();
+        seg.gtid_first
+            .entry(d.clone())
+            .or_insert_with(|| g.to_string());
+        seg.gtid_last.insert(d, g.to_string());
+        seg.first_commit.get_or_insert(ts);
+        seg.last_commit = Some(ts);
+        seg.transactions += 1;
+        match seg.runs.last_mut() {
+            Some(r) if r.ts == ts && r.last.parse::<Gtid>().map(|x| x.domain) == Ok(g.domain) => {
+                r.last = g.to_string();
+                r.transactions += 1;
+            }
+            _ => seg.runs.push(Run {
+                ts,
+                last: g.to_string(),
+                transactions: 1,
+            }),
+        }
     }
 
     async fn append(

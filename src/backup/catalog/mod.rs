@@ -69,6 +69,22 @@ pub struct Manifest {
     pub details: serde_json::Value,
 }
 
+impl Manifest {
+    /// The backups a restore of this one needs first, oldest first (an
+    /// incremental physical backup's chain, its full first); retention
+    /// keeps them while this one is kept.
+    pub fn depends_on(&self) -> Vec<String> {
+        self.details["incremental"]["chain"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// A link to the previous manifest of the same job: its id and the SHA-256
 /// of its exact bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -11,12 +11,13 @@
 //! Also removed: incomplete backups (folders without a manifest whose id is
 //! older than the grace period) and, on S3, multipart uploads started
 //! before the grace period and never finished.
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
-use crate::backup::catalog::{Catalog, Folder, Status};
+use crate::backup::catalog::{Catalog, Damaged, Entry, Folder, Status};
 use crate::backup::plan::retention::{self, Decision, Keep, Snapshot};
 use crate::error::{one_line, Error, Result};
 use crate::store::{is_locked_delete, PendingUpload};
@@ -43,7 +44,7 @@ pub struct JobReport {
     pub locked: Vec<LockedObject>,
     /// Backup folders whose manifest cannot be used: while there is one,
     /// nothing of the job is deleted (retention cannot count it).
-    pub damaged: Vec<crate::backup::catalog::Damaged>,
+    pub damaged: Vec<Damaged>,
     pub errors: Vec<String>,
 }
 
@@ -157,10 +158,6 @@ async fn delete_folder(
     Ok(true)
 }
 
-/// Plans (and unless dry-run applies) retention for one job. A store
-/// failure stops this job's prune and is reported in `errors`; the catalog
-/// stays consistent (see the module comment).
-/// `job`: the job's name and its retention rules.
 /// What prune needs of a job: its name and its retention rules.
 #[derive(Debug, Clone, Copy)]
 pub struct Rules<'a> {
@@ -168,6 +165,10 @@ pub struct Rules<'a> {
     pub keep: &'a Keep,
 }
 
+/// Plans (and unless dry-run applies) retention for one job. A store
+/// failure stops this job's prune and is reported in `errors`; the catalog
+/// stays consistent (see the module comment).
+/// `job`: the job's name and its retention rules.
 pub async fn prune_job(catalog: &Catalog, job: Rules<'_>, opts: &Options) -> Result<JobReport> {
     let mut report = JobReport {
         job: job.name.to_owned(),
@@ -176,6 +177,35 @@ pub async fn prune_job(catalog: &Catalog, job: Rules<'_>, opts: &Options) -> Res
     let grace = grace_of(opts.grace)?;
     let folders = catalog.folders(Some(job.name)).await?;
     let (entries, damaged) = catalog.scan(Some(job.name)).await?;
+    report.decisions = decide(&entries, job.keep, opts.now);
+    if !damaged.is_empty() {
+        // Deleting "around" a backup retention cannot see could remove the
+        // last good copy next to it: stop, loudly.
+        report.errors.push(damaged_error(&damaged, job.name));
+        report.damaged = damaged;
+        return Ok(report);
+    }
+    let incomplete = incomplete_folders(&folders, grace, opts.now);
+    if opts.dry_run {
+        report.incomplete = incomplete.iter().map(|(d, _)| (*d).clone()).collect();
+        return Ok(report);
+    }
+    // The first failure stops the job's prune (the store may be down).
+    if let Err(e) =
+        remove_expired(catalog, job.name, &folders, &entries, opts.now, &mut report).await
+    {
+        report.errors.push(e);
+        return Ok(report);
+    }
+    if let Err(e) = remove_incomplete(catalog, job.name, incomplete, opts.now, &mut report).await {
+        report.errors.push(e);
+    }
+    Ok(report)
+}
+
+/// Retention's decisions over the job's listed backups: the newest verified
+/// one, and the bases that kept incrementals need, are kept.
+fn decide(entries: &[Entry], keep: &Keep, now: DateTime<Utc>) -> Vec<Decision> {
     let snapshots: Vec<Snapshot> = entries
         .iter()
         .map(|e| Snapshot {
@@ -188,30 +218,37 @@ pub async fn prune_job(catalog: &Catalog, job: Rules<'_>, opts: &Options) -> Res
         .filter(|e| e.latest_verification().map(|v| v.status) == Some(Status::Ok))
         .max_by_key(|e| (e.manifest.started_at, e.manifest.id.clone()))
         .map(|e| e.manifest.id.clone());
-    report.decisions = retention::plan(&snapshots, job.keep, opts.now, newest_verified.as_deref());
-    if !damaged.is_empty() {
-        // Deleting "around" a backup retention cannot see could remove the
-        // last good copy next to it: stop, loudly.
-        report.errors.push(format!(
-            "{} damaged backup folder(s) ({}); nothing of job {} deleted until they are repaired or removed by hand",
-            damaged.len(),
-            damaged
-                .iter()
-                .map(|d| format!("{}: {}", d.folder, d.error))
-                .collect::<Vec<_>>()
-                .join("; "),
-            job.name
-        ));
-        report.damaged = damaged;
-        return Ok(report);
-    }
+    let mut decisions = retention::plan(&snapshots, keep, now, newest_verified.as_deref());
+    let needs: Vec<(String, Vec<String>)> = entries
+        .iter()
+        .map(|e| (e.manifest.id.clone(), e.manifest.depends_on()))
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    retention::keep_needed(&mut decisions, &needs);
+    decisions
+}
 
-    let by_id = |id: &str| {
-        folders
+/// Why nothing of the job is deleted while it has damaged folders.
+fn damaged_error(damaged: &[Damaged], job: &str) -> String {
+    format!(
+        "{} damaged backup folder(s) ({}); nothing of job {} deleted until they are repaired or removed by hand",
+        damaged.len(),
+        damaged
             .iter()
-            .find(|(dir, _)| dir.rsplit('/').next() == Some(id))
-    };
-    let incomplete: Vec<(&String, &Folder)> = folders
+            .map(|d| format!("{}: {}", d.folder, d.error))
+            .collect::<Vec<_>>()
+            .join("; "),
+        job
+    )
+}
+
+/// Folders without a manifest whose id is older than the grace period.
+fn incomplete_folders(
+    folders: &BTreeMap<String, Folder>,
+    grace: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Vec<(&String, &Folder)> {
+    folders
         .iter()
         .filter(|(dir, f)| {
             f.manifest.is_none()
@@ -219,14 +256,26 @@ pub async fn prune_job(catalog: &Catalog, job: Rules<'_>, opts: &Options) -> Res
                     .rsplit('/')
                     .next()
                     .and_then(id_time)
-                    .is_some_and(|t| opts.now - t > grace)
+                    .is_some_and(|t| now - t > grace)
         })
-        .collect();
-    if opts.dry_run {
-        report.incomplete = incomplete.iter().map(|(d, _)| (*d).clone()).collect();
-        return Ok(report);
-    }
+        .collect()
+}
 
+/// Removes the backups retention does not keep, each after a signed
+/// record of its removal. Err: the message of the failure that stopped it.
+async fn remove_expired(
+    catalog: &Catalog,
+    job: &str,
+    folders: &BTreeMap<String, Folder>,
+    entries: &[Entry],
+    now: DateTime<Utc>,
+    report: &mut JobReport,
+) -> std::result::Result<(), String> {
+    let by_id = |id: &str| {
+        folders
+            .iter()
+            .find(|(dir, _)| dir.rsplit('/').next() == Some(id))
+    };
     let remove: Vec<String> = report
         .decisions
         .iter()
@@ -248,42 +297,41 @@ pub async fn prune_job(catalog: &Catalog, job: Rules<'_>, opts: &Options) -> Res
                 .record_removal(e, &format!("retention: {reasons}"))
                 .await
             {
-                report
-                    .errors
-                    .push(format!("recording the removal of {id}: {}", one_line(&err)));
-                return Ok(report);
+                return Err(format!("recording the removal of {id}: {}", one_line(&err)));
             }
         }
-        match delete_folder(catalog, f, opts.now, &mut report).await {
+        match delete_folder(catalog, f, now, report).await {
             Ok(true) => {
-                tracing::info!(job = %job.name, id = %id, "backup removed by retention");
+                tracing::info!(job = %job, id = %id, "backup removed by retention");
                 report.removed.push(id);
             }
             Ok(false) => {}
-            Err(e) => {
-                report
-                    .errors
-                    .push(format!("removing {id}: {}", one_line(&e)));
-                return Ok(report);
-            }
+            Err(e) => return Err(format!("removing {id}: {}", one_line(&e))),
         }
     }
+    Ok(())
+}
+
+/// Removes the incomplete folders. Err: the message of the failure that
+/// stopped it.
+async fn remove_incomplete(
+    catalog: &Catalog,
+    job: &str,
+    incomplete: Vec<(&String, &Folder)>,
+    now: DateTime<Utc>,
+    report: &mut JobReport,
+) -> std::result::Result<(), String> {
     for (dir, f) in incomplete {
-        match delete_folder(catalog, f, opts.now, &mut report).await {
+        match delete_folder(catalog, f, now, report).await {
             Ok(false) => {}
             Ok(true) => {
-                tracing::info!(job = %job.name, folder = %dir, "incomplete backup removed");
+                tracing::info!(job = %job, folder = %dir, "incomplete backup removed");
                 report.incomplete.push(dir.clone());
             }
-            Err(e) => {
-                report
-                    .errors
-                    .push(format!("removing incomplete {dir}: {}", one_line(&e)));
-                return Ok(report);
-            }
+            Err(e) => return Err(format!("removing incomplete {dir}: {}", one_line(&e))),
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Aborts S3 multipart uploads under `prefix` older than the grace period.

@@ -175,6 +175,26 @@ pub fn plan(
     out
 }
 
+/// A kept backup keeps every backup it needs (an incremental's full and
+/// earlier incrementals: `needs` lists each backup's chain). A backup kept
+/// this way says by which.
+pub fn keep_needed(decisions: &mut [Decision], needs: &[(String, Vec<String>)]) {
+    for (id, deps) in needs {
+        if !decisions.iter().any(|d| &d.id == id && d.keep) {
+            continue;
+        }
+        for dep in deps {
+            if let Some(d) = decisions.iter_mut().find(|d| &d.id == dep) {
+                if !d.keep {
+                    d.keep = true;
+                    d.reasons.clear();
+                }
+                d.reasons.push(format!("needed by {id}"));
+            }
+        }
+    }
+}
+
 /// The plan as a fixed-width table (the golden tests compare this text).
 pub fn render(decisions: &[Decision]) -> String {
     let mut out = String::new();
@@ -198,6 +218,38 @@ mod tests {
             id: t.into(),
             time: t.parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn a_kept_incremental_keeps_its_chain() {
+        let snaps = [
+            snap("2026-01-01T00:00:00Z"),
+            snap("2026-01-01T01:00:00Z"),
+            snap("2026-01-01T02:00:00Z"),
+            snap("2026-01-01T03:00:00Z"),
+        ];
+        let keep = Keep {
+            last: Some(1),
+            ..Keep::default()
+        };
+        let mut p = plan(&snaps, &keep, "2026-01-02T00:00:00Z".parse().unwrap(), None);
+        // 03:00 is an incremental of 02:00, itself of the full 00:00; 01:00
+        // is an unrelated full.
+        let needs = [(
+            "2026-01-01T03:00:00Z".to_owned(),
+            vec![
+                "2026-01-01T00:00:00Z".to_owned(),
+                "2026-01-01T02:00:00Z".to_owned(),
+            ],
+        )];
+        keep_needed(&mut p, &needs);
+        assert_eq!(
+            render(&p),
+            "2026-01-01T03:00:00Z  keep    newest, last\n\
+             2026-01-01T02:00:00Z  keep    needed by 2026-01-01T03:00:00Z\n\
+             2026-01-01T01:00:00Z  remove  matches no rule\n\
+             2026-01-01T00:00:00Z  keep    needed by 2026-01-01T03:00:00Z\n"
+        );
     }
 
     #[test]

@@ -19,29 +19,12 @@ async fn check_artifact(
     compression: Compression,
     a: &Artifact,
 ) -> Result<Vec<String>> {
-    let store = catalog.store();
-    let head = store.head(&a.key).await?;
-    let Some(head) = head else {
-        return Err(Error::Store {
-            store: store.describe(),
-            op: "verify",
-            key: a.key.clone(),
-            msg: "object is missing".into(),
-        });
-    };
-    if head.size != a.stored_bytes {
-        return Err(Error::Store {
-            store: store.describe(),
-            op: "verify",
-            key: a.key.clone(),
-            msg: format!(
-                "stored size {} differs from the manifest's {}",
-                head.size, a.stored_bytes
-            ),
-        });
-    }
+    check_head(catalog, a).await?;
     let (stream, stored) = pipeline::tally(
-        progress::counted(store.get(&a.key).await?, catalog.progress().clone()),
+        progress::counted(
+            catalog.store().get(&a.key).await?,
+            catalog.progress().clone(),
+        ),
         true,
     );
     // Encrypted and no key here: the stored bytes can still be checked.
@@ -60,21 +43,57 @@ async fn check_artifact(
             .validate(pipeline::decompress(plain, compression))
             .await
     };
-    let mismatch = |msg: String| Error::Store {
-        store: store.describe(),
+    let sha = stored.sha256();
+    let content = compare(catalog, a, &stored, &sha, content)?;
+    Ok(checked(m, compression, a, &sha, content, content_checked))
+}
+
+/// A failed check of artifact `a`.
+fn verify_error(catalog: &Catalog, a: &Artifact, msg: String) -> Error {
+    Error::Store {
+        store: catalog.store().describe(),
         op: "verify",
         key: a.key.clone(),
         msg,
+    }
+}
+
+/// The stored object is there, with the manifest's size.
+async fn check_head(catalog: &Catalog, a: &Artifact) -> Result<()> {
+    let Some(head) = catalog.store().head(&a.key).await? else {
+        return Err(verify_error(catalog, a, "object is missing".into()));
     };
+    if head.size != a.stored_bytes {
+        return Err(verify_error(
+            catalog,
+            a,
+            format!(
+                "stored size {} differs from the manifest's {}",
+                head.size, a.stored_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The bytes read (`stored`, hashed to `sha`) and the content's check
+/// against the manifest; the decompressed size and the content's checks.
+fn compare(
+    catalog: &Catalog,
+    a: &Artifact,
+    stored: &pipeline::Tally,
+    sha: &str,
+    content: Result<(u64, Vec<String>)>,
+) -> Result<(u64, Vec<String>)> {
+    let mismatch = |msg: String| verify_error(catalog, a, msg);
     // A checksum mismatch explains a decompression error: report it first.
-    let sha = stored.sha256();
     if stored.bytes() == a.stored_bytes && sha != a.sha256 {
         return Err(mismatch(format!(
             "sha256 {sha} differs from the manifest's {}",
             a.sha256
         )));
     }
-    let (decompressed, mut checks) = content?;
+    let (decompressed, checks) = content?;
     if stored.bytes() != a.stored_bytes {
         return Err(mismatch(format!(
             "read {} bytes, the manifest says {}",
@@ -94,6 +113,18 @@ async fn check_artifact(
             a.source_bytes
         )));
     }
+    Ok((decompressed, checks))
+}
+
+/// What was checked of an artifact that passed.
+fn checked(
+    m: &Manifest,
+    compression: Compression,
+    a: &Artifact,
+    sha: &str,
+    (decompressed, mut checks): (u64, Vec<String>),
+    content_checked: bool,
+) -> Vec<String> {
     let mut out = vec![format!(
         "{}: sha256 {} matches ({} bytes stored)",
         a.name, sha, a.stored_bytes
@@ -103,7 +134,7 @@ async fn check_artifact(
             "{}: content NOT checked: the backup is age-encrypted and no identity was given",
             a.name
         ));
-        return Ok(out);
+        return out;
     }
     if m.encryption.is_some() {
         out.push(format!("{}: decrypted with the given identity", a.name));
@@ -115,7 +146,7 @@ async fn check_artifact(
         decompressed
     ));
     out.extend(checks.drain(..).map(|c| format!("{}: {c}", a.name)));
-    Ok(out)
+    out
 }
 
 /// Method of the record `verify` writes: checksum and full decompression.
@@ -154,6 +185,12 @@ async fn check(catalog: &Catalog, m: &Manifest, method: &str) -> Result<Verifica
                 error = Some(one_line(&e));
                 break;
             }
+        }
+    }
+    if error.is_none() {
+        match m.kind.ops().check_dependencies(catalog, m).await {
+            Ok(c) => checks.extend(c),
+            Err(e) => error = Some(one_line(&e)),
         }
     }
     if error.is_none() {

@@ -210,22 +210,62 @@ pub fn compare(m: &Manifest, root: &Path) -> Result<(Vec<String>, Vec<String>)> 
             m.id
         ))
     })?;
-    let as_root = nix_euid_is_root();
-    let mut bad = Vec::new();
+    let mut c = Comparison {
+        root,
+        as_root: nix_euid_is_root(),
+        bad: Vec::new(),
+        files: 0,
+        bytes: 0,
+        specials: Vec::new(),
+    };
     let mut seen = BTreeMap::new();
-    let (mut files, mut bytes, mut specials) = (0u64, 0u64, Vec::new());
     for r in &list {
-        let p = root.join(&r.path);
         seen.insert(r.path.clone(), ());
+        c.entry(r);
+    }
+    c.extras(&list, seen);
+    let mut checks = vec![format!(
+        "{} entries compared with the list recorded at backup time ({} files, {} bytes: sha256, mode, link targets{})",
+        list.len(),
+        c.files,
+        c.bytes,
+        if c.as_root { ", owners" } else { "; owners not compared: not run as root" }
+    )];
+    if !c.specials.is_empty() {
+        checks.push(format!(
+            "not restored, not compared (special files): {}",
+            c.specials.join(", ")
+        ));
+    }
+    Ok((checks, c.bad))
+}
+
+/// A restored tree being compared with its recorded list.
+struct Comparison<'a> {
+    root: &'a Path,
+    as_root: bool,
+    /// The differences.
+    bad: Vec<String>,
+    files: u64,
+    bytes: u64,
+    /// Special files (not restored, so not compared).
+    specials: Vec<String>,
+}
+
+impl Comparison<'_> {
+    /// One recorded entry: its type, mode and owner, then its content.
+    fn entry(&mut self, r: &FileRecord) {
+        let p = self.root.join(&r.path);
         let meta = match std::fs::symlink_metadata(&p) {
             Ok(m) => m,
             Err(_) if !matches!(r.kind.as_str(), "file" | "dir" | "symlink" | "hardlink") => {
-                specials.push(format!("{} ({})", r.path, r.kind));
-                continue;
+                self.specials.push(format!("{} ({})", r.path, r.kind));
+                return;
             }
             Err(e) => {
-                bad.push(format!("{}: missing after the restore ({e})", r.path));
-                continue;
+                self.bad
+                    .push(format!("{}: missing after the restore ({e})", r.path));
+                return;
             }
         };
         let ft = meta.file_type();
@@ -244,22 +284,22 @@ pub fn compare(m: &Manifest, root: &Path) -> Result<(Vec<String>, Vec<String>)> 
             r.kind.as_str()
         };
         if got != want {
-            bad.push(format!(
+            self.bad.push(format!(
                 "{}: restored as {got}, recorded as {}",
                 r.path, r.kind
             ));
-            continue;
+            return;
         }
         if !ft.is_symlink() && meta.mode() & 0o7777 != r.mode {
-            bad.push(format!(
+            self.bad.push(format!(
                 "{}: mode {:04o} restored, {:04o} recorded",
                 r.path,
                 meta.mode() & 0o7777,
                 r.mode
             ));
         }
-        if as_root && (meta.uid() as u64 != r.uid || meta.gid() as u64 != r.gid) {
-            bad.push(format!(
+        if self.as_root && (meta.uid() as u64 != r.uid || meta.gid() as u64 != r.gid) {
+            self.bad.push(format!(
                 "{}: owner {}:{} restored, {}:{} recorded",
                 r.path,
                 meta.uid(),
@@ -268,11 +308,17 @@ pub fn compare(m: &Manifest, root: &Path) -> Result<(Vec<String>, Vec<String>)> 
                 r.gid
             ));
         }
+        self.content(r, &p, &meta);
+    }
+
+    /// A file's SHA-256, a symlink's target, a hard link's inode.
+    fn content(&mut self, r: &FileRecord, p: &Path, meta: &std::fs::Metadata) {
+        let bad = &mut self.bad;
         match r.kind.as_str() {
             "file" => {
-                files += 1;
-                bytes += meta.len();
-                match sha256_file(&p) {
+                self.files += 1;
+                self.bytes += meta.len();
+                match sha256_file(p) {
                     Ok(sha) if Some(&sha) == r.sha256.as_ref() => {}
                     Ok(sha) => bad.push(format!(
                         "{}: sha256 {sha} restored, {} recorded",
@@ -283,7 +329,7 @@ pub fn compare(m: &Manifest, root: &Path) -> Result<(Vec<String>, Vec<String>)> 
                 }
             }
             "symlink" => {
-                let t = std::fs::read_link(&p)
+                let t = std::fs::read_link(p)
                     .map(|t| t.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 if Some(&t) != r.link.as_ref() {
@@ -295,7 +341,7 @@ pub fn compare(m: &Manifest, root: &Path) -> Result<(Vec<String>, Vec<String>)> 
                 }
             }
             "hardlink" => {
-                let target = root.join(r.link.as_deref().unwrap_or(""));
+                let target = self.root.join(r.link.as_deref().unwrap_or(""));
                 match std::fs::symlink_metadata(&target) {
                     Ok(t) if t.ino() == meta.ino() && t.dev() == meta.dev() => {}
                     _ => bad.push(format!(
@@ -308,40 +354,32 @@ pub fn compare(m: &Manifest, root: &Path) -> Result<(Vec<String>, Vec<String>)> 
             _ => {}
         }
     }
-    // Anything restored that the list does not have (the folders above an
-    // archived path are made by the restore without being entries).
-    for r in &list {
-        let mut p = Path::new(&r.path).parent();
-        while let Some(a) = p.filter(|a| !a.as_os_str().is_empty()) {
-            seen.insert(a.to_string_lossy().into_owned(), ());
-            p = a.parent();
+
+    /// Anything restored that the list does not have (the folders above an
+    /// archived path are made by the restore without being entries).
+    fn extras(&mut self, list: &[FileRecord], mut seen: BTreeMap<String, ()>) {
+        for r in list {
+            let mut p = Path::new(&r.path).parent();
+            while let Some(a) = p.filter(|a| !a.as_os_str().is_empty()) {
+                seen.insert(a.to_string_lossy().into_owned(), ());
+                p = a.parent();
+            }
+        }
+        let mut extra = Vec::new();
+        for e in walkdir(self.root) {
+            let rel = e
+                .strip_prefix(self.root)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !rel.is_empty() && !seen.contains_key(&rel) {
+                extra.push(rel);
+            }
+        }
+        for x in extra {
+            self.bad
+                .push(format!("{x}: restored but not in the recorded list"));
         }
     }
-    let mut extra = Vec::new();
-    for e in walkdir(root) {
-        let rel = e
-            .strip_prefix(root)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if !rel.is_empty() && !seen.contains_key(&rel) {
-            extra.push(rel);
-        }
-    }
-    for x in extra {
-        bad.push(format!("{x}: restored but not in the recorded list"));
-    }
-    let mut checks = vec![format!(
-        "{} entries compared with the list recorded at backup time ({files} files, {bytes} bytes: sha256, mode, link targets{})",
-        list.len(),
-        if as_root { ", owners" } else { "; owners not compared: not run as root" }
-    )];
-    if !specials.is_empty() {
-        checks.push(format!(
-            "not restored, not compared (special files): {}",
-            specials.join(", ")
-        ));
-    }
-    Ok((checks, bad))
 }
 
 fn walkdir(root: &Path) -> Vec<std::path::PathBuf> {

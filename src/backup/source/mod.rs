@@ -140,6 +140,15 @@ pub trait SpecInfo {
     fn has_archive(&self) -> bool {
         false
     }
+    /// True when the job's restore tests start a scratch server of their
+    /// own (mysql physical backups): a drill then takes no target server.
+    fn drill_starts_own_server(&self) -> bool {
+        false
+    }
+    /// The cron schedule of the job's incremental backups, if it takes any.
+    fn incremental_schedule(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// What an extract says once its stream has ended.
@@ -226,6 +235,11 @@ pub trait SourceKind: Send + Sync {
         m: &Manifest,
         target: &ScratchTarget,
     ) -> Result<Verification>;
+    /// What a backup needs besides its own objects (an incremental's
+    /// parents), checked by `verify`; an error names what is missing.
+    async fn check_dependencies(&self, _catalog: &Catalog, _m: &Manifest) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Reads a stream to its end, counting bytes.

@@ -469,138 +469,76 @@ impl<R: Read> TarReader<R> {
     }
 
     fn member(&mut self, h: &[u8; BLOCK], kind: u8, size: u64, p: Pending) -> io::Result<Meta> {
-        let ustar = &h[257..263] == b"ustar\0";
-        let mut path = field_str(&h[0..100]).to_vec();
-        if ustar && h[345] != 0 {
-            let mut full = field_str(&h[345..500]).to_vec();
-            full.push(b'/');
-            full.extend_from_slice(&path);
-            path = full;
-        }
-        let mut m = Meta {
-            path,
-            kind,
-            mode: (parse_num(&h[100..108], "mode")? & 0o7777) as u32,
-            uid: parse_num(&h[108..116], "uid")?,
-            gid: parse_num(&h[116..124], "gid")?,
-            uname: field_str(&h[265..297]).to_vec(),
-            gname: field_str(&h[297..329]).to_vec(),
-            size,
-            mtime: parse_num(&h[136..148], "mtime")?.min(i64::MAX as u64) as i64,
-            link: field_str(&h[157..257]).to_vec(),
-            ..Meta::default()
-        };
-        if matches!(kind, CHAR | BLOCKDEV) {
-            m.devmajor = u32::try_from(parse_num(&h[329..337], "devmajor")?)
-                .map_err(|_| bad("device major out of range"))?;
-            m.devminor = u32::try_from(parse_num(&h[337..345], "devminor")?)
-                .map_err(|_| bad("device minor out of range"))?;
-        }
+        let mut m = header_meta(h, kind, size)?;
         if let Some(n) = p.long_name {
             m.path = n;
         }
         if let Some(l) = p.long_link {
             m.link = l;
         }
-        let (mut sp_major, mut sp_minor, mut sp_name, mut sp_real) = (None, None, None, None);
-        for (k, v) in p.records {
-            match k.as_slice() {
-                b"path" => m.path = v,
-                b"linkpath" => m.link = v,
-                b"uid" => m.uid = parse_dec(&v, "uid")?,
-                b"gid" => m.gid = parse_dec(&v, "gid")?,
-                b"uname" => m.uname = v,
-                b"gname" => m.gname = v,
-                b"size" => m.size = parse_dec(&v, "size")?,
-                b"mtime" => (m.mtime, m.mtime_nsec) = parse_time(&v)?,
-                b"SCHILY.acl.access" => m.acl_access = Some(v),
-                b"SCHILY.acl.default" => m.acl_default = Some(v),
-                b"SCHILY.devmajor" => {
-                    m.devmajor = u32::try_from(parse_dec(&v, "devmajor")?)
-                        .map_err(|_| bad("device major out of range"))?
-                }
-                b"SCHILY.devminor" => {
-                    m.devminor = u32::try_from(parse_dec(&v, "devminor")?)
-                        .map_err(|_| bad("device minor out of range"))?
-                }
-                b"GNU.sparse.major" => sp_major = Some(v),
-                b"GNU.sparse.minor" => sp_minor = Some(v),
-                b"GNU.sparse.name" => sp_name = Some(v),
-                b"GNU.sparse.realsize" => sp_real = Some(parse_dec(&v, "GNU.sparse.realsize")?),
-                b"GNU.sparse.map"
-                | b"GNU.sparse.size"
-                | b"GNU.sparse.numblocks"
-                | b"GNU.sparse.offset"
-                | b"GNU.sparse.numbytes" => {
-                    return Err(bad(format!(
-                    "{}: pax sparse format 0.x is not supported (GNU tar writes 1.0 by default)",
-                    String::from_utf8_lossy(&m.path)
-                )))
-                }
-                _ => {
-                    if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
-                        m.xattrs.push((name.to_vec(), v));
-                    }
-                    // Other records (atime, ctime, comments, charset) do not
-                    // change what is restored.
-                }
-            }
-        }
+        let mut sp = apply_records(&mut m, p.records)?;
         if kind == b'S' {
             return Err(bad(format!(
                 "{}: old GNU sparse entries are not supported; re-create the archive with --format=pax",
                 String::from_utf8_lossy(&m.path)
             )));
         }
-        if let Some(major) = sp_major {
-            if major != b"1" || sp_minor.as_deref() != Some(b"0") {
-                return Err(bad(format!(
-                    "{}: pax sparse format {}.{} is not supported",
-                    String::from_utf8_lossy(&m.path),
-                    String::from_utf8_lossy(&major),
-                    String::from_utf8_lossy(sp_minor.as_deref().unwrap_or(b"?"))
-                )));
-            }
-            if let Some(n) = sp_name {
-                m.path = n;
-            }
-            let realsize =
-                sp_real.ok_or_else(|| bad("sparse member without GNU.sparse.realsize"))?;
-            let member_size = m.size;
-            self.left = member_size;
-            let map = self.read_sparse_map(&m.path)?;
-            let mut end = 0u64;
-            let mut total = 0u64;
-            for &(off, len) in &map {
-                let e = off
-                    .checked_add(len)
-                    .filter(|&e| off >= end && e <= realsize);
-                end = e.ok_or_else(|| {
-                    bad(format!(
-                        "{}: damaged sparse map",
-                        String::from_utf8_lossy(&m.path)
-                    ))
-                })?;
-                total = total
-                    .checked_add(len)
-                    .ok_or_else(|| bad("damaged sparse map"))?;
-            }
-            if total != self.left {
-                return Err(bad(format!(
-                    "{}: sparse map covers {total} bytes but the member holds {}",
-                    String::from_utf8_lossy(&m.path),
-                    self.left
-                )));
-            }
-            m.size = total;
-            m.sparse = Some(Sparse { realsize, map });
-            self.pad = padding(member_size) as u64;
-            return Ok(m);
+        if let Some(major) = sp.major.take() {
+            return self.sparse_member(m, &major, sp);
         }
         // Hard links, symlinks, directories and devices carry no data
         // (except in archives that say otherwise: skip what they say).
         self.left = m.size;
         self.pad = padding(m.size) as u64;
+        Ok(m)
+    }
+
+    /// A GNU sparse 1.0 member: reads its map (at the start of its data)
+    /// and checks it against the member's size and real size.
+    fn sparse_member(&mut self, mut m: Meta, major: &[u8], sp: SparseRecords) -> io::Result<Meta> {
+        if major != b"1" || sp.minor.as_deref() != Some(b"0") {
+            return Err(bad(format!(
+                "{}: pax sparse format {}.{} is not supported",
+                String::from_utf8_lossy(&m.path),
+                String::from_utf8_lossy(major),
+                String::from_utf8_lossy(sp.minor.as_deref().unwrap_or(b"?"))
+            )));
+        }
+        if let Some(n) = sp.name {
+            m.path = n;
+        }
+        let realsize = sp
+            .realsize
+            .ok_or_else(|| bad("sparse member without GNU.sparse.realsize"))?;
+        let member_size = m.size;
+        self.left = member_size;
+        let map = self.read_sparse_map(&m.path)?;
+        let mut end = 0u64;
+        let mut total = 0u64;
+        for &(off, len) in &map {
+            let e = off
+                .checked_add(len)
+                .filter(|&e| off >= end && e <= realsize);
+            end = e.ok_or_else(|| {
+                bad(format!(
+                    "{}: damaged sparse map",
+                    String::from_utf8_lossy(&m.path)
+                ))
+            })?;
+            total = total
+                .checked_add(len)
+                .ok_or_else(|| bad("damaged sparse map"))?;
+        }
+        if total != self.left {
+            return Err(bad(format!(
+                "{}: sparse map covers {total} bytes but the member holds {}",
+                String::from_utf8_lossy(&m.path),
+                self.left
+            )));
+        }
+        m.size = total;
+        m.sparse = Some(Sparse { realsize, map });
+        self.pad = padding(member_size) as u64;
         Ok(m)
     }
 
@@ -653,6 +591,97 @@ impl<R: Read> TarReader<R> {
         }
         Ok(map)
     }
+}
+
+/// The GNU sparse 1.0 records of a member's pax header.
+#[derive(Default)]
+struct SparseRecords {
+    major: Option<Vec<u8>>,
+    minor: Option<Vec<u8>>,
+    name: Option<Vec<u8>>,
+    realsize: Option<u64>,
+}
+
+/// A member's metadata as its ustar (or GNU) header block gives it.
+fn header_meta(h: &[u8; BLOCK], kind: u8, size: u64) -> io::Result<Meta> {
+    let ustar = &h[257..263] == b"ustar\0";
+    let mut path = field_str(&h[0..100]).to_vec();
+    if ustar && h[345] != 0 {
+        let mut full = field_str(&h[345..500]).to_vec();
+        full.push(b'/');
+        full.extend_from_slice(&path);
+        path = full;
+    }
+    let mut m = Meta {
+        path,
+        kind,
+        mode: (parse_num(&h[100..108], "mode")? & 0o7777) as u32,
+        uid: parse_num(&h[108..116], "uid")?,
+        gid: parse_num(&h[116..124], "gid")?,
+        uname: field_str(&h[265..297]).to_vec(),
+        gname: field_str(&h[297..329]).to_vec(),
+        size,
+        mtime: parse_num(&h[136..148], "mtime")?.min(i64::MAX as u64) as i64,
+        link: field_str(&h[157..257]).to_vec(),
+        ..Meta::default()
+    };
+    if matches!(kind, CHAR | BLOCKDEV) {
+        m.devmajor = u32::try_from(parse_num(&h[329..337], "devmajor")?)
+            .map_err(|_| bad("device major out of range"))?;
+        m.devminor = u32::try_from(parse_num(&h[337..345], "devminor")?)
+            .map_err(|_| bad("device minor out of range"))?;
+    }
+    Ok(m)
+}
+
+/// Applies a member's pax records to `m`, in order (a later one wins);
+/// the sparse ones are returned for the caller to read the map with.
+fn apply_records(m: &mut Meta, records: Vec<(Vec<u8>, Vec<u8>)>) -> io::Result<SparseRecords> {
+    let mut sp = SparseRecords::default();
+    for (k, v) in records {
+        match k.as_slice() {
+            b"path" => m.path = v,
+            b"linkpath" => m.link = v,
+            b"uid" => m.uid = parse_dec(&v, "uid")?,
+            b"gid" => m.gid = parse_dec(&v, "gid")?,
+            b"uname" => m.uname = v,
+            b"gname" => m.gname = v,
+            b"size" => m.size = parse_dec(&v, "size")?,
+            b"mtime" => (m.mtime, m.mtime_nsec) = parse_time(&v)?,
+            b"SCHILY.acl.access" => m.acl_access = Some(v),
+            b"SCHILY.acl.default" => m.acl_default = Some(v),
+            b"SCHILY.devmajor" => {
+                m.devmajor = u32::try_from(parse_dec(&v, "devmajor")?)
+                    .map_err(|_| bad("device major out of range"))?
+            }
+            b"SCHILY.devminor" => {
+                m.devminor = u32::try_from(parse_dec(&v, "devminor")?)
+                    .map_err(|_| bad("device minor out of range"))?
+            }
+            b"GNU.sparse.major" => sp.major = Some(v),
+            b"GNU.sparse.minor" => sp.minor = Some(v),
+            b"GNU.sparse.name" => sp.name = Some(v),
+            b"GNU.sparse.realsize" => sp.realsize = Some(parse_dec(&v, "GNU.sparse.realsize")?),
+            b"GNU.sparse.map"
+            | b"GNU.sparse.size"
+            | b"GNU.sparse.numblocks"
+            | b"GNU.sparse.offset"
+            | b"GNU.sparse.numbytes" => {
+                return Err(bad(format!(
+                    "{}: pax sparse format 0.x is not supported (GNU tar writes 1.0 by default)",
+                    String::from_utf8_lossy(&m.path)
+                )))
+            }
+            _ => {
+                if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
+                    m.xattrs.push((name.to_vec(), v));
+                }
+                // Other records (atime, ctime, comments, charset) do not
+                // change what is restored.
+            }
+        }
+    }
+    Ok(sp)
 }
 
 impl<R: Read> Read for TarReader<R> {

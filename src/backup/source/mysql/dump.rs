@@ -450,7 +450,22 @@ pub async fn list_objects(conn: &mut Conn, dbs: &[String], exclude: &[String]) -
         .map(|d| string_literal(d))
         .collect::<Vec<_>>()
         .join(",");
-    let s = |v: &Option<String>| v.clone().unwrap_or_default();
+    refuse_unknown_tables(conn, &list, exclude).await?;
+    o.sequences = list_sequences(conn, &list, exclude).await?;
+    o.views = list_views(conn, &list, exclude).await?;
+    o.routines = list_routines(conn, &list).await?;
+    o.triggers = list_triggers(conn, &list, exclude).await?;
+    o.events = list_events(conn, &list).await?;
+    Ok(o)
+}
+
+/// A text column of an information_schema row (NULL: empty).
+fn col(v: &Option<String>) -> String {
+    v.clone().unwrap_or_default()
+}
+
+/// Fails naming every table of a type the dump does not handle.
+async fn refuse_unknown_tables(conn: &mut Conn, list: &str, exclude: &[String]) -> Result<()> {
     let unknown: Vec<String> = rows(
         conn,
         "listing table types",
@@ -462,8 +477,8 @@ pub async fn list_objects(conn: &mut Conn, dbs: &[String], exclude: &[String]) -
     )
     .await?
     .iter()
-    .filter(|r| !excluded(exclude, &s(&r[0]), &s(&r[1])))
-    .map(|r| format!("{}.{} ({})", s(&r[0]), s(&r[1]), s(&r[2])))
+    .filter(|r| !excluded(exclude, &col(&r[0]), &col(&r[1])))
+    .map(|r| format!("{}.{} ({})", col(&r[0]), col(&r[1]), col(&r[2])))
     .collect();
     if !unknown.is_empty() {
         return Err(Error::source_err(
@@ -474,7 +489,11 @@ pub async fn list_objects(conn: &mut Conn, dbs: &[String], exclude: &[String]) -
             ),
         ));
     }
-    o.sequences = rows(
+    Ok(())
+}
+
+async fn list_sequences(conn: &mut Conn, list: &str, exclude: &[String]) -> Result<Vec<Obj>> {
+    Ok(rows(
         conn,
         "listing sequences",
         &format!(
@@ -484,15 +503,18 @@ pub async fn list_objects(conn: &mut Conn, dbs: &[String], exclude: &[String]) -
     )
     .await?
     .iter()
-    .filter(|r| !excluded(exclude, &s(&r[0]), &s(&r[1])))
+    .filter(|r| !excluded(exclude, &col(&r[0]), &col(&r[1])))
     .map(|r| Obj {
-        db: s(&r[0]),
-        name: s(&r[1]),
+        db: col(&r[0]),
+        name: col(&r[1]),
         kind: "SEQUENCE".into(),
         ..Obj::default()
     })
-    .collect();
-    o.views = rows(
+    .collect())
+}
+
+async fn list_views(conn: &mut Conn, list: &str, exclude: &[String]) -> Result<Vec<Obj>> {
+    Ok(rows(
         conn,
         "listing views",
         &format!(
@@ -502,16 +524,21 @@ pub async fn list_objects(conn: &mut Conn, dbs: &[String], exclude: &[String]) -
     )
     .await?
     .iter()
-    .filter(|r| !excluded(exclude, &s(&r[0]), &s(&r[1])))
+    .filter(|r| !excluded(exclude, &col(&r[0]), &col(&r[1])))
     .map(|r| Obj {
-        db: s(&r[0]),
-        name: s(&r[1]),
+        db: col(&r[0]),
+        name: col(&r[1]),
         kind: "VIEW".into(),
-        cs_client: s(&r[2]),
-        collation: s(&r[3]),
+        cs_client: col(&r[2]),
+        collation: col(&r[3]),
         ..Obj::default()
     })
-    .collect();
+    .collect())
+}
+
+/// Routines are not excluded by table name; one of a type the dump does not
+/// handle fails the backup.
+async fn list_routines(conn: &mut Conn, list: &str) -> Result<Vec<Obj>> {
     let routines = rows(
         conn,
         "listing routines",
@@ -524,8 +551,8 @@ pub async fn list_objects(conn: &mut Conn, dbs: &[String], exclude: &[String]) -
     .await?;
     let odd: Vec<String> = routines
         .iter()
-        .filter(|r| !ROUTINE_TYPES.contains(&s(&r[2]).as_str()))
-        .map(|r| format!("{} {}.{}", s(&r[2]), s(&r[0]), s(&r[1])))
+        .filter(|r| !ROUTINE_TYPES.contains(&col(&r[2]).as_str()))
+        .map(|r| format!("{} {}.{}", col(&r[2]), col(&r[0]), col(&r[1])))
         .collect();
     if !odd.is_empty() {
         return Err(Error::source_err(
@@ -536,20 +563,24 @@ pub async fn list_objects(conn: &mut Conn, dbs: &[String], exclude: &[String]) -
             ),
         ));
     }
-    o.routines = routines
+    Ok(routines
         .iter()
         .map(|r| Obj {
-            db: s(&r[0]),
-            name: s(&r[1]),
-            kind: s(&r[2]),
-            cs_client: s(&r[3]),
-            collation: s(&r[4]),
-            db_collation: s(&r[5]),
-            sql_mode: s(&r[6]),
+            db: col(&r[0]),
+            name: col(&r[1]),
+            kind: col(&r[2]),
+            cs_client: col(&r[3]),
+            collation: col(&r[4]),
+            db_collation: col(&r[5]),
+            sql_mode: col(&r[6]),
             ..Obj::default()
         })
-        .collect();
-    o.triggers = rows(
+        .collect())
+}
+
+/// Triggers, excluded with their table.
+async fn list_triggers(conn: &mut Conn, list: &str, exclude: &[String]) -> Result<Vec<Obj>> {
+    Ok(rows(
         conn,
         "listing triggers",
         &format!(
@@ -560,19 +591,22 @@ pub async fn list_objects(conn: &mut Conn, dbs: &[String], exclude: &[String]) -
     )
     .await?
     .iter()
-    .filter(|r| !excluded(exclude, &s(&r[0]), &s(&r[2])))
+    .filter(|r| !excluded(exclude, &col(&r[0]), &col(&r[2])))
     .map(|r| Obj {
-        db: s(&r[0]),
-        name: s(&r[1]),
+        db: col(&r[0]),
+        name: col(&r[1]),
         kind: "TRIGGER".into(),
-        cs_client: s(&r[3]),
-        collation: s(&r[4]),
-        db_collation: s(&r[5]),
-        sql_mode: s(&r[6]),
+        cs_client: col(&r[3]),
+        collation: col(&r[4]),
+        db_collation: col(&r[5]),
+        sql_mode: col(&r[6]),
         ..Obj::default()
     })
-    .collect();
-    o.events = rows(
+    .collect())
+}
+
+async fn list_events(conn: &mut Conn, list: &str) -> Result<Vec<Obj>> {
+    Ok(rows(
         conn,
         "listing events",
         &format!(
@@ -583,17 +617,16 @@ pub async fn list_objects(conn: &mut Conn, dbs: &[String], exclude: &[String]) -
     .await?
     .iter()
     .map(|r| Obj {
-        db: s(&r[0]),
-        name: s(&r[1]),
+        db: col(&r[0]),
+        name: col(&r[1]),
         kind: "EVENT".into(),
-        cs_client: s(&r[2]),
-        collation: s(&r[3]),
-        db_collation: s(&r[4]),
-        sql_mode: s(&r[5]),
-        time_zone: s(&r[6]),
+        cs_client: col(&r[2]),
+        collation: col(&r[3]),
+        db_collation: col(&r[4]),
+        sql_mode: col(&r[5]),
+        time_zone: col(&r[6]),
     })
-    .collect();
-    Ok(o)
+    .collect())
 }
 
 impl Shared {
@@ -749,156 +782,27 @@ fn src_err(what: String, e: mysql_async::Error) -> Stop {
     Stop::Failed(Error::source_from(what, MysqlError(e)))
 }
 
+fn marker(kind: &str, v: serde_json::Value) -> String {
+    format!("\n{}{kind} {v}\n", super::sql::MARKER)
+}
+
 async fn produce(
     shared: &Shared,
     conn: &mut Conn,
     i: usize,
     out: &mut Out<'_>,
 ) -> std::result::Result<(), Stop> {
-    let marker = |kind: &str, v: serde_json::Value| format!("\n{}{kind} {v}\n", super::sql::MARKER);
     match &shared.items[i] {
         Item::Text(b) => out.buf.extend_from_slice(b),
-        Item::Schema { db } => {
-            out.text(&marker("schema", json!({"db": db})));
-            let r = q_rows(conn, &format!("reading database {db}"), &format!(
-                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}",
-                string_literal(db)
-            )).await?;
-            let (cs, co) = r
-                .first()
-                .map(|r| {
-                    (
-                        r[0].clone().unwrap_or_default(),
-                        r[1].clone().unwrap_or_default(),
-                    )
-                })
-                .unwrap_or_default();
-            out.text(&format!(
-                "CREATE DATABASE /*!32312 IF NOT EXISTS*/ {} /*!40100 DEFAULT CHARACTER SET {cs} COLLATE {co} */;\nUSE {};\n",
-                ident(db), ident(db)
-            ));
-            // Sequences first: a table's DEFAULT NEXT VALUE FOR names one.
-            let seqs: Vec<&Obj> = shared
-                .objects
-                .sequences
-                .iter()
-                .filter(|o| &o.db == db)
-                .collect();
-            if !seqs.is_empty() {
-                use_db(conn, db).await?;
-            }
-            for o in seqs {
-                let body = show_create(conn, o).await.map_err(Stop::Failed)?;
-                record(shared, o, &body);
-                out.text("\n");
-                write_object(&mut out.buf, o, "", &body);
-            }
-            for t in shared.tables.iter().filter(|t| &t.db == db) {
-                let r = q_rows(
-                    conn,
-                    &format!("reading the definition of {}", t.key()),
-                    &format!("SHOW CREATE TABLE {}.{}", ident(&t.db), ident(&t.name)),
-                )
-                .await?;
-                let create = r
-                    .first()
-                    .and_then(|r| r.get(1).cloned().flatten())
-                    .ok_or_else(|| {
-                        Stop::Failed(Error::source_err(
-                            t.key(),
-                            "SHOW CREATE TABLE returned nothing",
-                        ))
-                    })?;
-                out.text(&format!(
-                    "\nDROP TABLE IF EXISTS {};\n{create};\n",
-                    ident(&t.name)
-                ));
-                out.maybe_flush().await?;
-            }
-        }
+        Item::Schema { db } => schema(shared, conn, db, out).await?,
         Item::Data {
             table,
             part,
             lo,
             hi,
-        } => {
-            let t = &shared.tables[*table];
-            out.text(&marker(
-                "data",
-                json!({"db": t.db, "table": t.name, "part": part}),
-            ));
-            out.text(&format!("USE {};\n", ident(&t.db)));
-            let mut sql = format!(
-                "SELECT /*!40001 SQL_NO_CACHE */ {} FROM {}.{}",
-                t.select_list(),
-                ident(&t.db),
-                ident(&t.name)
-            );
-            if let Some(col) = &t.split {
-                let c = ident(col);
-                match (lo, hi) {
-                    (Some(a), Some(b)) => sql.push_str(&format!(" WHERE {c} >= {a} AND {c} < {b}")),
-                    (Some(a), None) => sql.push_str(&format!(" WHERE {c} >= {a}")),
-                    (None, Some(b)) => sql.push_str(&format!(" WHERE {c} < {b}")),
-                    (None, None) => {}
-                }
-            }
-            let what = format!("dumping {}", t.key());
-            if t.columns.is_empty() {
-                return Ok(());
-            }
-            let prefix = t.insert_prefix();
-            let mut stats = TableStats::default();
-            {
-                let mut res = conn
-                    .query_iter(sql)
-                    .await
-                    .map_err(|e| src_err(what.clone(), e))?;
-                let kinds = kinds(res.columns_ref());
-                let mut in_stmt = 0usize;
-                loop {
-                    let row = match res.next().await {
-                        Ok(Some(r)) => r,
-                        Ok(None) => break,
-                        Err(e) => return Err(src_err(what.clone(), e)),
-                    };
-                    if in_stmt == 0 {
-                        out.buf.extend_from_slice(&prefix);
-                    } else {
-                        out.buf.push(b',');
-                    }
-                    let start = out.buf.len();
-                    push_row(&mut out.buf, &kinds, &row);
-                    let len = out.buf.len() - start;
-                    stats.rows += 1;
-                    stats.digest = stats.digest.wrapping_add(row_hash(&out.buf[start..]));
-                    in_stmt += len + 1;
-                    if in_stmt + prefix.len() >= STATEMENT_BYTES {
-                        out.buf.extend_from_slice(b";\n");
-                        in_stmt = 0;
-                        out.maybe_flush().await?;
-                    }
-                }
-                if in_stmt > 0 {
-                    out.buf.extend_from_slice(b";\n");
-                }
-            }
-            let mut all = shared.stats.lock().unwrap();
-            let s = all.entry(*table).or_default();
-            s.rows += stats.rows;
-            s.digest = s.digest.wrapping_add(stats.digest);
-        }
+        } => data(shared, conn, *table, *part, (*lo, *hi), out).await?,
         Item::Routines { db } => {
-            out.text(&marker("post", json!({"db": db, "what": "routines"})));
-            out.text(&format!("USE {};\n", ident(db)));
-            use_db(conn, db).await?;
-            let now = db_collation(conn, db).await?;
-            for o in shared.objects.routines.iter().filter(|r| &r.db == db) {
-                let body = show_create(conn, o).await.map_err(Stop::Failed)?;
-                record(shared, o, &body);
-                write_object(&mut out.buf, o, &now, &body);
-                out.maybe_flush().await?;
-            }
+            db_objects(shared, conn, db, "routines", &shared.objects.routines, out).await?
         }
         Item::Views => {
             for (o, body) in order_views(conn, &shared.objects.views).await? {
@@ -912,22 +816,180 @@ async fn produce(
                 out.maybe_flush().await?;
             }
         }
-        Item::Triggers { db } | Item::Events { db } => {
-            let (what, list) = match &shared.items[i] {
-                Item::Triggers { .. } => ("triggers", &shared.objects.triggers),
-                _ => ("events", &shared.objects.events),
+        Item::Triggers { db } => {
+            db_objects(shared, conn, db, "triggers", &shared.objects.triggers, out).await?
+        }
+        Item::Events { db } => {
+            db_objects(shared, conn, db, "events", &shared.objects.events, out).await?
+        }
+    }
+    Ok(())
+}
+
+/// A database's schema section: CREATE DATABASE, its sequences, then its
+/// tables' definitions.
+async fn schema(
+    shared: &Shared,
+    conn: &mut Conn,
+    db: &str,
+    out: &mut Out<'_>,
+) -> std::result::Result<(), Stop> {
+    out.text(&marker("schema", json!({"db": db})));
+    let r = q_rows(conn, &format!("reading database {db}"), &format!(
+        "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}",
+        string_literal(db)
+    )).await?;
+    let (cs, co) = r
+        .first()
+        .map(|r| {
+            (
+                r[0].clone().unwrap_or_default(),
+                r[1].clone().unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default();
+    out.text(&format!(
+        "CREATE DATABASE /*!32312 IF NOT EXISTS*/ {} /*!40100 DEFAULT CHARACTER SET {cs} COLLATE {co} */;\nUSE {};\n",
+        ident(db), ident(db)
+    ));
+    // Sequences first: a table's DEFAULT NEXT VALUE FOR names one.
+    let seqs: Vec<&Obj> = shared
+        .objects
+        .sequences
+        .iter()
+        .filter(|o| o.db == db)
+        .collect();
+    if !seqs.is_empty() {
+        use_db(conn, db).await?;
+    }
+    for o in seqs {
+        let body = show_create(conn, o).await.map_err(Stop::Failed)?;
+        record(shared, o, &body);
+        out.text("\n");
+        write_object(&mut out.buf, o, "", &body);
+    }
+    for t in shared.tables.iter().filter(|t| t.db == db) {
+        let r = q_rows(
+            conn,
+            &format!("reading the definition of {}", t.key()),
+            &format!("SHOW CREATE TABLE {}.{}", ident(&t.db), ident(&t.name)),
+        )
+        .await?;
+        let create = r
+            .first()
+            .and_then(|r| r.get(1).cloned().flatten())
+            .ok_or_else(|| {
+                Stop::Failed(Error::source_err(
+                    t.key(),
+                    "SHOW CREATE TABLE returned nothing",
+                ))
+            })?;
+        out.text(&format!(
+            "\nDROP TABLE IF EXISTS {};\n{create};\n",
+            ident(&t.name)
+        ));
+        out.maybe_flush().await?;
+    }
+    Ok(())
+}
+
+/// One data section: the rows of `table` in its primary-key range
+/// `[lo, hi)`, as multi-row INSERTs, counted and digested.
+async fn data(
+    shared: &Shared,
+    conn: &mut Conn,
+    table: usize,
+    part: usize,
+    (lo, hi): (Option<i128>, Option<i128>),
+    out: &mut Out<'_>,
+) -> std::result::Result<(), Stop> {
+    let t = &shared.tables[table];
+    out.text(&marker(
+        "data",
+        json!({"db": t.db, "table": t.name, "part": part}),
+    ));
+    out.text(&format!("USE {};\n", ident(&t.db)));
+    let mut sql = format!(
+        "SELECT /*!40001 SQL_NO_CACHE */ {} FROM {}.{}",
+        t.select_list(),
+        ident(&t.db),
+        ident(&t.name)
+    );
+    if let Some(col) = &t.split {
+        let c = ident(col);
+        match (lo, hi) {
+            (Some(a), Some(b)) => sql.push_str(&format!(" WHERE {c} >= {a} AND {c} < {b}")),
+            (Some(a), None) => sql.push_str(&format!(" WHERE {c} >= {a}")),
+            (None, Some(b)) => sql.push_str(&format!(" WHERE {c} < {b}")),
+            (None, None) => {}
+        }
+    }
+    let what = format!("dumping {}", t.key());
+    if t.columns.is_empty() {
+        return Ok(());
+    }
+    let prefix = t.insert_prefix();
+    let mut stats = TableStats::default();
+    {
+        let mut res = conn
+            .query_iter(sql)
+            .await
+            .map_err(|e| src_err(what.clone(), e))?;
+        let kinds = kinds(res.columns_ref());
+        let mut in_stmt = 0usize;
+        loop {
+            let row = match res.next().await {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => return Err(src_err(what.clone(), e)),
             };
-            out.text(&marker("post", json!({"db": db, "what": what})));
-            out.text(&format!("USE {};\n", ident(db)));
-            use_db(conn, db).await?;
-            let now = db_collation(conn, db).await?;
-            for o in list.iter().filter(|r| &r.db == db) {
-                let body = show_create(conn, o).await.map_err(Stop::Failed)?;
-                record(shared, o, &body);
-                write_object(&mut out.buf, o, &now, &body);
+            if in_stmt == 0 {
+                out.buf.extend_from_slice(&prefix);
+            } else {
+                out.buf.push(b',');
+            }
+            let start = out.buf.len();
+            push_row(&mut out.buf, &kinds, &row);
+            let len = out.buf.len() - start;
+            stats.rows += 1;
+            stats.digest = stats.digest.wrapping_add(row_hash(&out.buf[start..]));
+            in_stmt += len + 1;
+            if in_stmt + prefix.len() >= STATEMENT_BYTES {
+                out.buf.extend_from_slice(b";\n");
+                in_stmt = 0;
                 out.maybe_flush().await?;
             }
         }
+        if in_stmt > 0 {
+            out.buf.extend_from_slice(b";\n");
+        }
+    }
+    let mut all = shared.stats.lock().unwrap();
+    let s = all.entry(table).or_default();
+    s.rows += stats.rows;
+    s.digest = s.digest.wrapping_add(stats.digest);
+    Ok(())
+}
+
+/// A post section of one database's routines, triggers or events (`what`),
+/// each created with the database's collation of now.
+async fn db_objects(
+    shared: &Shared,
+    conn: &mut Conn,
+    db: &str,
+    what: &str,
+    list: &[Obj],
+    out: &mut Out<'_>,
+) -> std::result::Result<(), Stop> {
+    out.text(&marker("post", json!({"db": db, "what": what})));
+    out.text(&format!("USE {};\n", ident(db)));
+    use_db(conn, db).await?;
+    let now = db_collation(conn, db).await?;
+    for o in list.iter().filter(|r| r.db == db) {
+        let body = show_create(conn, o).await.map_err(Stop::Failed)?;
+        record(shared, o, &body);
+        write_object(&mut out.buf, o, &now, &body);
+        out.maybe_flush().await?;
     }
     Ok(())
 }

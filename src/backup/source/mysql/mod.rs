@@ -60,6 +60,17 @@ pub struct MysqlKeys {
     method: Option<String>,
     // Boxed as tls is.
     physical: Option<Box<physical::PhysicalKeys>>,
+    /// `incremental = { schedule = "0 * * * *" }`: incremental physical
+    /// backups between the full ones of `schedule`.
+    // Boxed as tls is.
+    incremental: Option<Box<IncrementalKeys>>,
+}
+
+/// `incremental = { schedule = "…" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IncrementalKeys {
+    schedule: String,
 }
 
 /// `binlog = { flush-interval = "5s", segment-size = "16MiB", server-id = 4242, keep = "2d" }`
@@ -90,6 +101,12 @@ impl super::FromPolicy for MysqlSpec {
                 if k.physical.is_some() {
                     return Err(input.err("physical", "applies to method = \"physical\""));
                 }
+                if k.incremental.is_some() {
+                    return Err(input.err(
+                        "incremental",
+                        "applies to method = \"physical\" (a logical dump has no incrementals; the binlog archive covers between backups)",
+                    ));
+                }
                 None
             }
             Some("physical") => {
@@ -107,10 +124,9 @@ impl super::FromPolicy for MysqlSpec {
                         ));
                     }
                 }
-                Some(Box::new(physical::PhysicalSpec::from_keys(
-                    k.physical.map(|b| *b),
-                    input,
-                )?))
+                let mut p = physical::PhysicalSpec::from_keys(k.physical.map(|b| *b), input)?;
+                p.incremental_schedule = k.incremental.map(|i| i.schedule);
+                Some(Box::new(p))
             }
             Some(o) => {
                 return Err(input.err(
@@ -232,6 +248,14 @@ impl super::SpecInfo for MysqlSpec {
     fn has_archive(&self) -> bool {
         self.binlog.is_some()
     }
+
+    fn drill_starts_own_server(&self) -> bool {
+        self.physical.is_some()
+    }
+
+    fn incremental_schedule(&self) -> Option<&str> {
+        self.physical.as_ref()?.incremental_schedule.as_deref()
+    }
 }
 
 /// `policy check` of a physical job: where it must run and what it found.
@@ -241,7 +265,13 @@ fn describe_physical(spec: &MysqlSpec, p: &physical::PhysicalSpec) -> String {
         spec.url, spec.threads
     );
     match physical::locate(&p.program) {
-        Some(path) => out.push_str(&format!("  tool: {}\n", path.display())),
+        Some(path) => out.push_str(&format!(
+            "  tool: {} ({})\n",
+            path.display(),
+            physical::tool_version_now(&path)
+                .map(|v| format!("version {v}; the server must be its major version"))
+                .unwrap_or_else(|e| format!("its version is unknown: {}", crate::error::one_line(&e)))
+        )),
         None => out.push_str(&format!(
             "  warning: {} not found here: install Debian's mariadb-backup (the server's version) where the job runs\n",
             p.program.display()
@@ -263,6 +293,11 @@ fn describe_physical(spec: &MysqlSpec, p: &physical::PhysicalSpec) -> String {
             .unwrap_or_else(|| "the server's @@datadir".into()),
         crate::base::size::human_bytes(p.part_size)
     ));
+    if let Some(s) = &p.incremental_schedule {
+        out.push_str(&format!(
+            "  incrementals: on \"{s}\" (the daemon), from the newest physical backup; fulls on the job's schedule\n"
+        ));
+    }
     out
 }
 
@@ -321,12 +356,34 @@ impl super::SourceKind for MysqlKind {
         target: &super::ScratchTarget,
     ) -> Result<crate::backup::catalog::Verification> {
         if physical::is_physical(m) {
-            return Err(Error::Usage(format!(
-                "backup {} is a physical backup: restore tests of physical backups are not supported yet (verify checks every part's SHA-256, CRC-32s and file list; restore --to-datadir then a server on it checks the rest)",
-                m.id
-            )));
+            if target.url.is_some() {
+                return Err(Error::Usage(format!(
+                    "backup {} is a physical backup: its restore test starts a scratch mariadbd of its own on a scratch datadir; give --restore-test without a server URL",
+                    m.id
+                )));
+            }
+            return physical::drill::restore_test(catalog, m, target).await;
         }
         restore_test(catalog, m, target).await
+    }
+    async fn check_dependencies(
+        &self,
+        catalog: &crate::backup::catalog::Catalog,
+        m: &crate::backup::catalog::Manifest,
+    ) -> Result<Vec<String>> {
+        if m.depends_on().is_empty() {
+            return Ok(Vec::new());
+        }
+        let links = physical::chain(catalog, m).await?;
+        Ok(vec![format!(
+            "chain: {} ({} backups, LSNs contiguous, every parent present)",
+            links
+                .iter()
+                .map(|l| l.id.as_str())
+                .collect::<Vec<_>>()
+                .join(" -> "),
+            links.len()
+        )])
     }
 }
 
@@ -545,8 +602,56 @@ impl Source for MysqlSource {
         let server = Server::new(&spec.url, &spec.password, spec.tls.as_ref())?;
         let what = server.describe();
         let mut ctl = server.connect().await?;
+        let info = ServerInfo::read(&mut ctl).await?;
+        let dbs = databases(&mut ctl, spec, &what).await?;
+        let tables = dump::tables(&mut ctl, &dbs, &spec.exclude_tables).await?;
+        let objs = dump::list_objects(&mut ctl, &dbs, &spec.exclude_tables).await?;
+        let warnings = table_warnings(&tables, spec.consistency);
+        let items = plan_items(&mut ctl, &what, &info.version, &dbs, &tables, &objs).await?;
+        let n = spec.threads.clamp(1, items.len());
+
+        let mut workers = Vec::with_capacity(n);
+        for _ in 0..n {
+            workers.push(server.connect().await?);
+        }
+        let snap = Snapshot::take(&mut ctl, &mut workers, spec.consistency, &info).await?;
+
+        let table_count = tables.len();
+        let mut objects = objs.counts();
+        objects["tables"] = json!(table_count);
+        let (shared, receivers) = Shared::new(items, tables, objs, n + 1);
+        let handles: Vec<_> = workers
+            .into_iter()
+            .map(|c| tokio::spawn(dump::worker(shared.clone(), c)))
+            .collect();
+        let stream = ordered(shared.clone(), receivers);
+        let finish = finish(self.job.clone(), handles, ctl, snap.hold, shared, warnings).boxed();
+        let details = details(&what, &info, &dbs, spec.consistency, &snap, n, objects);
+        tracing::info!(job = %self.job, server = %details["server"]["url"], threads = n, lock_ms = snap.lock_ms, "mysql snapshot taken");
+        Ok(Opened {
+            extracts: vec![super::Extract {
+                name: "dump.sql".into(),
+                stream,
+                finish,
+            }],
+            details,
+            parts: None,
+        })
+    }
+}
+
+/// What the server says about itself.
+struct ServerInfo {
+    version: String,
+    comment: String,
+    log_bin: bool,
+    mariadb: bool,
+}
+
+impl ServerInfo {
+    async fn read(ctl: &mut Conn) -> Result<ServerInfo> {
         let info = rows(
-            &mut ctl,
+            ctl,
             "reading the server version",
             "SELECT @@version, @@version_comment, @@log_bin",
         )
@@ -557,96 +662,133 @@ impl Source for MysqlSource {
         let log_bin = info.get(2).cloned().flatten().as_deref() == Some("1");
         let mariadb = version.to_ascii_lowercase().contains("mariadb")
             || comment.to_ascii_lowercase().contains("mariadb");
+        Ok(ServerInfo {
+            version,
+            comment,
+            log_bin,
+            mariadb,
+        })
+    }
+}
 
-        let all: Vec<String> = rows(
-            &mut ctl,
-            "listing databases",
-            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME",
-        )
-        .await?
-        .into_iter()
-        .filter_map(|r| r.into_iter().next().flatten())
-        .collect();
-        let dbs: Vec<String> = if spec.databases.is_empty() {
-            all.iter()
-                .filter(|d| !SYSTEM_DATABASES.contains(&d.as_str()))
-                .cloned()
-                .collect()
-        } else {
-            for d in &spec.databases {
-                if !all.contains(d) {
-                    return Err(Error::source_err(
-                        what,
-                        format!(
-                            "database {d:?} does not exist (or this user has no privilege on it)"
-                        ),
-                    ));
-                }
+/// The databases to back up: the job's (each must exist), or every one but
+/// the system databases.
+async fn databases(ctl: &mut Conn, spec: &MysqlSpec, what: &str) -> Result<Vec<String>> {
+    let all: Vec<String> = rows(
+        ctl,
+        "listing databases",
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME",
+    )
+    .await?
+    .into_iter()
+    .filter_map(|r| r.into_iter().next().flatten())
+    .collect();
+    let dbs: Vec<String> = if spec.databases.is_empty() {
+        all.iter()
+            .filter(|d| !SYSTEM_DATABASES.contains(&d.as_str()))
+            .cloned()
+            .collect()
+    } else {
+        for d in &spec.databases {
+            if !all.contains(d) {
+                return Err(Error::source_err(
+                    what,
+                    format!("database {d:?} does not exist (or this user has no privilege on it)"),
+                ));
             }
-            spec.databases.clone()
-        };
-        if dbs.is_empty() {
-            return Err(Error::source_err(what, "there is no database to back up"));
         }
-        let tables = dump::tables(&mut ctl, &dbs, &spec.exclude_tables).await?;
-        let objs = dump::list_objects(&mut ctl, &dbs, &spec.exclude_tables).await?;
-        let mut warnings = Vec::new();
-        for t in tables.iter().filter(|t| !t.has_data()) {
+        spec.databases.clone()
+    };
+    if dbs.is_empty() {
+        return Err(Error::source_err(what, "there is no database to back up"));
+    }
+    Ok(dbs)
+}
+
+/// Tables whose rows are not dumped, or not at the snapshot.
+fn table_warnings(tables: &[dump::Table], consistency: Consistency) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for t in tables.iter().filter(|t| !t.has_data()) {
+        warnings.push(format!(
+            "table {} (engine {}): its rows live elsewhere, so only its definition is dumped (as mysqldump does)",
+            t.key(),
+            t.engine
+        ));
+    }
+    if consistency == Consistency::Snapshot {
+        for t in tables.iter().filter(|t| t.has_data() && !t.transactional) {
             warnings.push(format!(
-                "table {} (engine {}): its rows live elsewhere, so only its definition is dumped (as mysqldump does)",
+                "table {} (engine {}) is not transactional: in snapshot mode its rows are read when it is dumped, not at the snapshot; use consistency = \"lock\" for a consistent copy",
                 t.key(),
                 t.engine
             ));
         }
-        if spec.consistency == Consistency::Snapshot {
-            for t in tables.iter().filter(|t| t.has_data() && !t.transactional) {
-                warnings.push(format!(
-                    "table {} (engine {}) is not transactional: in snapshot mode its rows are read when it is dumped, not at the snapshot; use consistency = \"lock\" for a consistent copy",
-                    t.key(),
-                    t.engine
-                ));
-            }
-        }
+    }
+    warnings
+}
 
-        let mut items = vec![Item::Text(Bytes::from(header(&what, &version)))];
-        items.extend(dbs.iter().map(|d| Item::Schema { db: d.clone() }));
-        items.extend(dump::plan_data(&mut ctl, &tables).await?);
-        for d in &dbs {
-            if objs.routines.iter().any(|r| &r.db == d) {
-                items.push(Item::Routines { db: d.clone() });
-            }
+/// The dump's items in script order: header, schemas, data, routines,
+/// views, triggers and events, footer.
+async fn plan_items(
+    ctl: &mut Conn,
+    what: &str,
+    version: &str,
+    dbs: &[String],
+    tables: &[dump::Table],
+    objs: &dump::Objects,
+) -> Result<Vec<Item>> {
+    let mut items = vec![Item::Text(Bytes::from(header(what, version)))];
+    items.extend(dbs.iter().map(|d| Item::Schema { db: d.clone() }));
+    items.extend(dump::plan_data(ctl, tables).await?);
+    for d in dbs {
+        if objs.routines.iter().any(|r| &r.db == d) {
+            items.push(Item::Routines { db: d.clone() });
         }
-        if !objs.views.is_empty() {
-            items.push(Item::Views);
+    }
+    if !objs.views.is_empty() {
+        items.push(Item::Views);
+    }
+    for d in dbs {
+        if objs.triggers.iter().any(|r| &r.db == d) {
+            items.push(Item::Triggers { db: d.clone() });
         }
-        for d in &dbs {
-            if objs.triggers.iter().any(|r| &r.db == d) {
-                items.push(Item::Triggers { db: d.clone() });
-            }
-            if objs.events.iter().any(|r| &r.db == d) {
-                items.push(Item::Events { db: d.clone() });
-            }
+        if objs.events.iter().any(|r| &r.db == d) {
+            items.push(Item::Events { db: d.clone() });
         }
-        items.push(Item::Text(Bytes::from(footer())));
-        let n = spec.threads.clamp(1, items.len());
+    }
+    items.push(Item::Text(Bytes::from(footer())));
+    Ok(items)
+}
 
-        let mut workers = Vec::with_capacity(n);
-        for _ in 0..n {
-            workers.push(server.connect().await?);
-        }
+/// The dump's point in time, as taken.
+struct Snapshot {
+    /// The statement that blocked commits.
+    method: &'static str,
+    coords: serde_json::Value,
+    /// Lock mode: the lock is held until the dump ends.
+    hold: bool,
+    lock_ms: u64,
+}
 
-        // One point in time for every worker: block commits, open a
-        // snapshot on each connection, read the coordinates, release.
+impl Snapshot {
+    /// One point in time for every worker: block commits, open a snapshot
+    /// on each connection, read the coordinates, release.
+    async fn take(
+        ctl: &mut Conn,
+        workers: &mut [Conn],
+        consistency: Consistency,
+        info: &ServerInfo,
+    ) -> Result<Snapshot> {
         exec(
-            &mut ctl,
+            ctl,
             "setting the lock wait timeout",
             "SET SESSION lock_wait_timeout = 60",
         )
         .await?;
         let t_lock = Instant::now();
-        let method = if spec.consistency == Consistency::Lock || !mariadb {
+        let method = if consistency == Consistency::Lock || !info.mariadb {
             exec(
-                &mut ctl,
+                ctl,
                 "taking the global read lock (FLUSH TABLES WITH READ LOCK)",
                 "FLUSH TABLES WITH READ LOCK",
             )
@@ -654,13 +796,13 @@ impl Source for MysqlSource {
             "FLUSH TABLES WITH READ LOCK"
         } else {
             exec(
-                &mut ctl,
+                ctl,
                 "starting the backup stage (BACKUP STAGE START)",
                 "BACKUP STAGE START",
             )
             .await?;
             exec(
-                &mut ctl,
+                ctl,
                 "blocking commits (BACKUP STAGE BLOCK_COMMIT)",
                 "BACKUP STAGE BLOCK_COMMIT",
             )
@@ -681,93 +823,100 @@ impl Source for MysqlSource {
             )
             .await?;
         }
-        let coords = coordinates(&mut ctl, mariadb, log_bin).await;
-        let hold = spec.consistency == Consistency::Lock;
+        let coords = coordinates(ctl, info.mariadb, info.log_bin).await;
+        let hold = consistency == Consistency::Lock;
         if !hold {
             let release = if method.starts_with("BACKUP") {
                 "BACKUP STAGE END"
             } else {
                 "UNLOCK TABLES"
             };
-            exec(&mut ctl, "releasing the lock", release).await?;
+            exec(ctl, "releasing the lock", release).await?;
         }
         let lock_ms = t_lock.elapsed().as_millis() as u64;
-
-        let table_count = tables.len();
-        let mut objects = objs.counts();
-        objects["tables"] = json!(table_count);
-        let (shared, receivers) = Shared::new(items, tables, objs, n + 1);
-        let handles: Vec<_> = workers
-            .into_iter()
-            .map(|c| tokio::spawn(dump::worker(shared.clone(), c)))
-            .collect();
-        let stream = ordered(shared.clone(), receivers);
-        let job = self.job.clone();
-        let finish = async move {
-            let mut join_err = None;
-            for h in handles {
-                match h.await {
-                    Ok(Ok(mut c)) => {
-                        let _ = c.query_drop("COMMIT").await;
-                        let _ = c.disconnect().await;
-                    }
-                    Ok(Err(e)) => join_err = Some(e),
-                    Err(e) => join_err = Some(Error::source_from(format!("job {job}"), e)),
-                }
-            }
-            if hold {
-                let _ = ctl.query_drop("UNLOCK TABLES").await;
-            }
-            let _ = ctl.disconnect().await;
-            if let Some(e) = shared.take_error().or(join_err) {
-                return Err(e);
-            }
-            if shared.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
-                // The store side failed; its error is the one to report.
-                return Ok(Report::default());
-            }
-            let tables = shared.table_stats();
-            let total: u64 = tables
-                .values()
-                .flat_map(|t| t.values())
-                .filter_map(|v| v["rows"].as_u64())
-                .sum();
-            let definitions = shared.defs.lock().unwrap().clone();
-            for w in &warnings {
-                tracing::warn!(job = %job, "{w}");
-            }
-            Ok(Report {
-                details: json!({"tables": tables, "rows_total": total, "definitions": definitions}),
-                warnings,
-            })
-        }
-        .boxed();
-        let details = json!({
-            "server": {"url": what, "version": version, "flavour": if mariadb {"MariaDB"} else {"MySQL"}, "comment": comment},
-            "databases": dbs,
-            "consistency": {
-                "mode": match spec.consistency { Consistency::Snapshot => "snapshot", Consistency::Lock => "lock" },
-                "method": format!("{method}, then START TRANSACTION WITH CONSISTENT SNAPSHOT on {n} connection(s)"),
-                "lock_held_ms": if hold { serde_json::Value::Null } else { json!(lock_ms) },
-            },
-            "binlog": coords["binlog"],
-            "replica": coords["replica"],
-            "threads": n,
-            "objects": objects,
-            "definitions_note": "per database, `KIND name`: a 64-bit fingerprint of the object's creation context (character_set_client, collation_connection, database collation, sql_mode, time zone) and SHOW CREATE bytes (for a sequence also its position); `verify --restore-test` recomputes it",
-            "digest": "per table: wrapping sum of a 64-bit hash of each dumped row's SQL tuple; `verify --restore-test` recomputes it",
-        });
-        tracing::info!(job = %self.job, server = %details["server"]["url"], threads = n, lock_ms, "mysql snapshot taken");
-        Ok(Opened {
-            extracts: vec![super::Extract {
-                name: "dump.sql".into(),
-                stream,
-                finish,
-            }],
-            details,
-            parts: None,
+        Ok(Snapshot {
+            method,
+            coords,
+            hold,
+            lock_ms,
         })
     }
+}
+
+/// Resolves once the dump has been read: ends the workers' transactions
+/// and the lock, then reports the tables' counts (or the first error).
+async fn finish(
+    job: String,
+    handles: Vec<tokio::task::JoinHandle<Result<Conn>>>,
+    mut ctl: Conn,
+    hold: bool,
+    shared: Arc<Shared>,
+    warnings: Vec<String>,
+) -> Result<Report> {
+    let mut join_err = None;
+    for h in handles {
+        match h.await {
+            Ok(Ok(mut c)) => {
+                let _ = c.query_drop("COMMIT").await;
+                let _ = c.disconnect().await;
+            }
+            Ok(Err(e)) => join_err = Some(e),
+            Err(e) => join_err = Some(Error::source_from(format!("job {job}"), e)),
+        }
+    }
+    if hold {
+        let _ = ctl.query_drop("UNLOCK TABLES").await;
+    }
+    let _ = ctl.disconnect().await;
+    if let Some(e) = shared.take_error().or(join_err) {
+        return Err(e);
+    }
+    if shared.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+        // The store side failed; its error is the one to report.
+        return Ok(Report::default());
+    }
+    let tables = shared.table_stats();
+    let total: u64 = tables
+        .values()
+        .flat_map(|t| t.values())
+        .filter_map(|v| v["rows"].as_u64())
+        .sum();
+    let definitions = shared.defs.lock().unwrap().clone();
+    for w in &warnings {
+        tracing::warn!(job = %job, "{w}");
+    }
+    Ok(Report {
+        details: json!({"tables": tables, "rows_total": total, "definitions": definitions}),
+        warnings,
+    })
+}
+
+/// The backup's details: the server, what was dumped and how.
+fn details(
+    what: &str,
+    info: &ServerInfo,
+    dbs: &[String],
+    consistency: Consistency,
+    snap: &Snapshot,
+    n: usize,
+    objects: serde_json::Value,
+) -> serde_json::Value {
+    let (method, hold) = (snap.method, snap.hold);
+    json!({
+        "server": {"url": what, "version": info.version, "flavour": if info.mariadb {"MariaDB"} else {"MySQL"}, "comment": info.comment},
+        "databases": dbs,
+        "consistency": {
+            "mode": match consistency { Consistency::Snapshot => "snapshot", Consistency::Lock => "lock" },
+            "method": format!("{method}, then START TRANSACTION WITH CONSISTENT SNAPSHOT on {n} connection(s)"),
+            "lock_held_ms": if hold { serde_json::Value::Null } else { json!(snap.lock_ms) },
+        },
+        "binlog": snap.coords["binlog"],
+        "replica": snap.coords["replica"],
+        "threads": n,
+        "objects": objects,
+        "definitions_note": "per database, `KIND name`: a 64-bit fingerprint of the object's creation context (character_set_client, collation_connection, database collation, sql_mode, time zone) and SHOW CREATE bytes (for a sequence also its position); `verify --restore-test` recomputes it",
+        "digest": "per table: wrapping sum of a 64-bit hash of each dumped row's SQL tuple; `verify --restore-test` recomputes it",
+    })
 }
 
 /// Content check for `cexdr verify`: the dump starts with the cexdr header,

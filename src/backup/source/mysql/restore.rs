@@ -825,6 +825,37 @@ struct Shared {
 }
 
 impl Shared {
+    /// The shared state of a restore with `lanes` lanes (the levers read
+    /// from the environment, see the fields).
+    fn new(
+        lanes: usize,
+        bulk: bool,
+        stream: bool,
+        keys_tx: tokio::sync::mpsc::UnboundedSender<TableKey>,
+    ) -> Shared {
+        let (schema_done, _) = tokio::sync::watch::channel(false);
+        Shared {
+            failed: CancellationToken::new(),
+            error: Mutex::new(None),
+            schema_done,
+            loaded_rows: AtomicU64::new(0),
+            deferred: Mutex::new(HashMap::new()),
+            keys_added: AtomicU64::new(0),
+            passed: Mutex::new(HashMap::new()),
+            lanes,
+            keys: Mutex::new(Some(keys_tx)),
+            bulk,
+            owners: Mutex::new(HashMap::new()),
+            stream,
+            keys_after: std::env::var("CEXDR_MYSQL_RESTORE_KEYS_AFTER").as_deref() != Ok("0"),
+            txn_bytes: std::env::var("CEXDR_MYSQL_RESTORE_TXN_MIB")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .and_then(|m| m.checked_mul(1 << 20))
+                .unwrap_or(0),
+        }
+    }
+
     /// Whether lane `k` may load the data section `n` (counted from 0 in
     /// dump order) whose marker is `marker` (`data {"db":…,"table":…}`):
     /// the splitter jumps over the others. Bulk loading: a table no lane
@@ -911,7 +942,7 @@ async fn lane_body(
     catalog: &Catalog,
     m: &Manifest,
     exec: &mut Executor,
-    mut ctl: Option<&mut Conn>,
+    ctl: Option<&mut Conn>,
     map: &[(String, String)],
     shared: &Arc<Shared>,
 ) -> Result<LaneOut> {
@@ -922,7 +953,6 @@ async fn lane_body(
     let mut reading = Reading::open(catalog, m, a).await?;
     let mut stream =
         std::mem::replace(&mut reading.stream, crate::pipeline::from_bytes(Vec::new()));
-    let mut out = LaneOut::default();
     // Data sections (one primary-key range of a table each, in dump order)
     // go to the lane that claims their table first (bulk loading), or are
     // dealt round the lanes. Other lanes' sections are jumped over, not
@@ -934,19 +964,7 @@ async fn lane_body(
             mk.starts_with("data ") && !shared.may_load(k, seen.fetch_add(1, Ordering::Relaxed), mk)
         }))
     };
-    // Tables this lane has passed (counted once, even if a table's
-    // sections came in two runs).
-    let mut passed: std::collections::HashSet<TableKey> = Default::default();
-    let mut phase = Phase::Start;
-    let mut mine = false;
-    let mut current: Option<(String, String)> = None;
-    let mut in_txn = false;
-    let mut job: Vec<Vec<u8>> = Vec::new();
-    let mut job_bytes = 0usize;
-    let mut current_use: Option<Vec<u8>> = None;
-    let mut schema_rx = shared.schema_done.subscribe();
-    let mut schema_db = String::new();
-    let mut txn_bytes = 0usize;
+    let mut walk = Walk::new(k, &a.key, exec, ctl, map, shared);
     let mut ended = false;
     while !ended {
         if shared.failed.is_cancelled() {
@@ -978,184 +996,325 @@ async fn lane_body(
         };
         for p in pieces {
             match p {
-                Piece::Marker(mk) => {
-                    let (kind, json) = mk.split_once(' ').unwrap_or((mk.as_str(), "{}"));
-                    let next = match kind {
-                        "header" => Phase::Header,
-                        "schema" => Phase::Schema,
-                        "data" => Phase::Data,
-                        "post" => Phase::Post,
-                        "end" => Phase::End,
-                        _ => phase,
-                    };
-                    if next < phase {
-                        return Err(Error::RestoreRefused(format!("{}: section {kind:?} after a later section; not a cexdr dump?", a.key)));
-                    }
-                    if !job.is_empty() {
-                        exec.send_job(std::mem::take(&mut job), shared.stream).await?;
-                        job_bytes = 0;
-                    }
-                    if next > Phase::Schema && phase <= Phase::Schema {
-                        if k == 0 {
-                            let _ = shared.schema_done.send(true);
-                        } else {
-                            tokio::select! {
-                                r = schema_rx.wait_for(|d| *d) => { r.map_err(|_| Error::RestoreRefused("the schema was not created".into()))?; }
-                                _ = shared.failed.cancelled() => return Err(Error::RestoreRefused("stopped: another restore connection failed".into())),
-                            }
-                        }
-                    }
-                    let table = if kind == "data" {
-                        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-                        Some((v["db"].as_str().unwrap_or("").to_owned(), v["table"].as_str().unwrap_or("").to_owned()))
-                    } else {
-                        None
-                    };
-                    if table != current && in_txn {
-                        exec.send(Op::Sql("COMMIT", "committing")).await?;
-                        in_txn = false;
-                    }
-                    if table != current {
-                        txn_bytes = 0;
-                        if let Some(done) = current.take() {
-                            if passed.insert(done.clone()) {
-                                exec.send(Op::Leave(done)).await?;
-                            }
-                        }
-                    }
-                    if kind == "schema" {
-                        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-                        schema_db = v["db"].as_str().unwrap_or("").to_owned();
-                    }
-                    if kind == "data" {
-                        mine = shared.may_load(k, out.counts.data_sections as usize, mk.as_str());
-                        if mine && shared.bulk {
-                            let key = table.clone().unwrap_or_default();
-                            let claimed = shared.owners.lock().unwrap().contains_key(&key);
-                            if !claimed {
-                                exec.drain().await?;
-                            }
-                            mine = shared.claim(k, key);
-                        }
-                        out.counts.data_sections += 1;
-                        if table != current {
-                            current_use = None;
-                        }
-                    } else {
-                        mine = false;
-                    }
-                    current = table;
-                    phase = next;
-                }
-                Piece::Statement(s) => {
-                    match phase {
-                        Phase::Start => {
-                            return Err(Error::RestoreRefused(format!(
-                                "{}: the dump does not start with the cexdr header; restore it with the mariadb client",
-                                a.key
-                            )))
-                        }
-                        Phase::Header | Phase::End => {}
-                        Phase::Schema => {
-                            if let Some(ctl) = ctl.as_deref_mut() {
-                                let mut s = rewrite_db(&s, map).unwrap_or(s);
-                                out.counts.statements += 1;
-                                let keys = defer_keys(&s).filter(|_| shared.keys_after);
-                                let recalc = recalc_after(&s).filter(|_| shared.bulk);
-                                let paused = match (&keys, recalc) {
-                                    (None, None) => None,
-                                    _ => parse_ident(&s[b"CREATE TABLE ".len()..]).map(|(t, _)| t),
-                                };
-                                if let Some(t) = &paused {
-                                    let original = match &keys {
-                                        Some(d) => std::mem::replace(&mut s, d.create.clone()),
-                                        None => s.clone(),
-                                    };
-                                    let f = Finish { keys: keys.map(|d| d.add), recalc, original };
-                                    shared.deferred.lock().unwrap().insert((schema_db.clone(), t.clone()), f);
-                                }
-                                ctl.query_drop(s.as_slice()).await.map_err(|e| {
-                                    Error::restore_failed(
-                                        format!("creating the schema (`{}`)", String::from_utf8_lossy(&s[..s.len().min(120)])),
-                                        MysqlError(e),
-                                    )
-                                })?;
-                                if let (Some(t), Some(_)) = (&paused, recalc) {
-                                    let sql = format!("ALTER TABLE {} STATS_AUTO_RECALC=0", ident(t));
-                                    ctl.query_drop(sql).await.map_err(|e| {
-                                        Error::restore_failed(format!("pausing the statistics recalculation of {schema_db}.{t} for the load"), MysqlError(e))
-                                    })?;
-                                }
-                            }
-                        }
-                        Phase::Data if mine => {
-                            let s = rewrite_db(&s, map).unwrap_or(s);
-                            out.counts.statements += 1;
-                            if !in_txn {
-                                exec.send(Op::Sql("START TRANSACTION", "starting a transaction")).await?;
-                                in_txn = true;
-                                if let Some(u) = &current_use {
-                                    job.push(u.clone());
-                                }
-                            }
-                            if s.starts_with(b"USE ") {
-                                current_use = Some(s.clone());
-                            }
-                            job_bytes += s.len();
-                            job.push(s);
-                            if job_bytes >= JOB_BYTES {
-                                exec.send_job(std::mem::take(&mut job), shared.stream).await?;
-                                txn_bytes += job_bytes;
-                                job_bytes = 0;
-                                if shared.txn_bytes > 0 && txn_bytes >= shared.txn_bytes {
-                                    exec.send(Op::Sql("COMMIT", "committing")).await?;
-                                    in_txn = false;
-                                    txn_bytes = 0;
-                                } else if let Some(u) = &current_use {
-                                    job.push(u.clone());
-                                }
-                            }
-                        }
-                        Phase::Data => {
-                            if s.starts_with(b"USE ") {
-                                current_use = Some(rewrite_db(&s, map).unwrap_or(s));
-                            }
-                        }
-                        Phase::Post => {
-                            if k == 0 {
-                                out.counts.statements += 1;
-                                out.post.push(rewrite_db(&s, map).unwrap_or(s));
-                            }
-                        }
-                    }
-                }
+                Piece::Marker(mk) => walk.marker(mk).await?,
+                Piece::Statement(s) => walk.statement(s).await?,
             }
         }
     }
-    if !job.is_empty() {
-        exec.send_job(job, shared.stream).await?;
-    }
-    if in_txn {
-        exec.send(Op::Sql("COMMIT", "committing")).await?;
-    }
-    if let Some(done) = current.take() {
-        if passed.insert(done.clone()) {
-            exec.send(Op::Leave(done)).await?;
-        }
-    }
-    if k == 0 {
-        let _ = shared.schema_done.send(true);
-    }
-    exec.finish().await?;
+    walk.finish().await?;
     // Every byte read: the checksum decides before anything is declared done.
     reading.check()?;
-    if phase != Phase::End {
+    if walk.phase != Phase::End {
         return Err(Error::RestoreRefused(format!(
             "{}: the dump has no end marker (truncated)",
             a.key
         )));
     }
-    Ok(out)
+    Ok(walk.out)
+}
+
+/// One lane's walk through the dump's pieces: the section it is in, the
+/// table and transaction it is loading, and the batch it is filling.
+struct Walk<'a> {
+    k: usize,
+    /// The artifact's key (for messages).
+    key: &'a str,
+    exec: &'a mut Executor,
+    /// Lane 0's control connection, which creates the schema.
+    ctl: Option<&'a mut Conn>,
+    map: &'a [(String, String)],
+    shared: &'a Arc<Shared>,
+    out: LaneOut,
+    /// Tables this lane has passed (counted once, even if a table's
+    /// sections came in two runs).
+    passed: std::collections::HashSet<TableKey>,
+    phase: Phase,
+    /// Whether this lane loads the current data section.
+    mine: bool,
+    current: Option<TableKey>,
+    in_txn: bool,
+    job: Vec<Vec<u8>>,
+    job_bytes: usize,
+    current_use: Option<Vec<u8>>,
+    schema_rx: tokio::sync::watch::Receiver<bool>,
+    schema_db: String,
+    txn_bytes: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn new(
+        k: usize,
+        key: &'a str,
+        exec: &'a mut Executor,
+        ctl: Option<&'a mut Conn>,
+        map: &'a [(String, String)],
+        shared: &'a Arc<Shared>,
+    ) -> Self {
+        Walk {
+            k,
+            key,
+            exec,
+            ctl,
+            map,
+            shared,
+            out: LaneOut::default(),
+            passed: Default::default(),
+            phase: Phase::Start,
+            mine: false,
+            current: None,
+            in_txn: false,
+            job: Vec::new(),
+            job_bytes: 0,
+            current_use: None,
+            schema_rx: shared.schema_done.subscribe(),
+            schema_db: String::new(),
+            txn_bytes: 0,
+        }
+    }
+
+    /// A section marker: sends what the last section left, waits for the
+    /// schema when the data starts, and moves on to the new section's table.
+    async fn marker(&mut self, mk: String) -> Result<()> {
+        let (kind, json) = mk.split_once(' ').unwrap_or((mk.as_str(), "{}"));
+        let next = match kind {
+            "header" => Phase::Header,
+            "schema" => Phase::Schema,
+            "data" => Phase::Data,
+            "post" => Phase::Post,
+            "end" => Phase::End,
+            _ => self.phase,
+        };
+        if next < self.phase {
+            return Err(Error::RestoreRefused(format!(
+                "{}: section {kind:?} after a later section; not a cexdr dump?",
+                self.key
+            )));
+        }
+        if !self.job.is_empty() {
+            self.exec
+                .send_job(std::mem::take(&mut self.job), self.shared.stream)
+                .await?;
+            self.job_bytes = 0;
+        }
+        if next > Phase::Schema && self.phase <= Phase::Schema {
+            self.schema_created().await?;
+        }
+        let table = if kind == "data" {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+            Some((
+                v["db"].as_str().unwrap_or("").to_owned(),
+                v["table"].as_str().unwrap_or("").to_owned(),
+            ))
+        } else {
+            None
+        };
+        if table != self.current {
+            self.leave_table().await?;
+        }
+        if kind == "schema" {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+            self.schema_db = v["db"].as_str().unwrap_or("").to_owned();
+        }
+        if kind == "data" {
+            self.enter_data(&mk, &table).await?;
+        } else {
+            self.mine = false;
+        }
+        self.current = table;
+        self.phase = next;
+        Ok(())
+    }
+
+    /// Past the schema: lane 0 says it is created, the others wait for it.
+    async fn schema_created(&mut self) -> Result<()> {
+        if self.k == 0 {
+            let _ = self.shared.schema_done.send(true);
+            return Ok(());
+        }
+        tokio::select! {
+            r = self.schema_rx.wait_for(|d| *d) => { r.map_err(|_| Error::RestoreRefused("the schema was not created".into()))?; }
+            _ = self.shared.failed.cancelled() => return Err(Error::RestoreRefused("stopped: another restore connection failed".into())),
+        }
+        Ok(())
+    }
+
+    /// Leaving the current table: commits its transaction and tells the
+    /// key-building connection this lane is past it.
+    async fn leave_table(&mut self) -> Result<()> {
+        if self.in_txn {
+            self.exec.send(Op::Sql("COMMIT", "committing")).await?;
+            self.in_txn = false;
+        }
+        self.txn_bytes = 0;
+        if let Some(done) = self.current.take() {
+            if self.passed.insert(done.clone()) {
+                self.exec.send(Op::Leave(done)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A data section: whether this lane loads it (bulk loading: claimed
+    /// once the connection is idle).
+    async fn enter_data(&mut self, mk: &str, table: &Option<TableKey>) -> Result<()> {
+        let (k, shared) = (self.k, self.shared);
+        self.mine = shared.may_load(k, self.out.counts.data_sections as usize, mk);
+        if self.mine && shared.bulk {
+            let key = table.clone().unwrap_or_default();
+            let claimed = shared.owners.lock().unwrap().contains_key(&key);
+            if !claimed {
+                self.exec.drain().await?;
+            }
+            self.mine = shared.claim(k, key);
+        }
+        self.out.counts.data_sections += 1;
+        if *table != self.current {
+            self.current_use = None;
+        }
+        Ok(())
+    }
+
+    /// A statement, by the section it is in.
+    async fn statement(&mut self, s: Vec<u8>) -> Result<()> {
+        match self.phase {
+            Phase::Start => {
+                return Err(Error::RestoreRefused(format!(
+                    "{}: the dump does not start with the cexdr header; restore it with the mariadb client",
+                    self.key
+                )))
+            }
+            Phase::Header | Phase::End => {}
+            Phase::Schema => self.schema_statement(s).await?,
+            Phase::Data if self.mine => self.data_statement(s).await?,
+            Phase::Data => {
+                if s.starts_with(b"USE ") {
+                    self.current_use = Some(rewrite_db(&s, self.map).unwrap_or(s));
+                }
+            }
+            Phase::Post => {
+                if self.k == 0 {
+                    self.out.counts.statements += 1;
+                    self.out.post.push(rewrite_db(&s, self.map).unwrap_or(s));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A schema statement (lane 0 only), run on the control connection;
+    /// a CREATE TABLE goes without the keys held back and with its
+    /// statistics recalculation paused, which `Finish` puts back.
+    async fn schema_statement(&mut self, s: Vec<u8>) -> Result<()> {
+        let Some(ctl) = self.ctl.as_deref_mut() else {
+            return Ok(());
+        };
+        let shared = self.shared;
+        let mut s = rewrite_db(&s, self.map).unwrap_or(s);
+        self.out.counts.statements += 1;
+        let keys = defer_keys(&s).filter(|_| shared.keys_after);
+        let recalc = recalc_after(&s).filter(|_| shared.bulk);
+        let paused = match (&keys, recalc) {
+            (None, None) => None,
+            _ => parse_ident(&s[b"CREATE TABLE ".len()..]).map(|(t, _)| t),
+        };
+        if let Some(t) = &paused {
+            let original = match &keys {
+                Some(d) => std::mem::replace(&mut s, d.create.clone()),
+                None => s.clone(),
+            };
+            let f = Finish {
+                keys: keys.map(|d| d.add),
+                recalc,
+                original,
+            };
+            shared
+                .deferred
+                .lock()
+                .unwrap()
+                .insert((self.schema_db.clone(), t.clone()), f);
+        }
+        ctl.query_drop(s.as_slice()).await.map_err(|e| {
+            Error::restore_failed(
+                format!(
+                    "creating the schema (`{}`)",
+                    String::from_utf8_lossy(&s[..s.len().min(120)])
+                ),
+                MysqlError(e),
+            )
+        })?;
+        if let (Some(t), Some(_)) = (&paused, recalc) {
+            let sql = format!("ALTER TABLE {} STATS_AUTO_RECALC=0", ident(t));
+            ctl.query_drop(sql).await.map_err(|e| {
+                Error::restore_failed(
+                    format!(
+                        "pausing the statistics recalculation of {}.{t} for the load",
+                        self.schema_db
+                    ),
+                    MysqlError(e),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A data statement of a section this lane loads: into the batch, which
+    /// goes to the connection every `JOB_BYTES` (the batch after it starts
+    /// with the table's `USE` again).
+    async fn data_statement(&mut self, s: Vec<u8>) -> Result<()> {
+        let s = rewrite_db(&s, self.map).unwrap_or(s);
+        self.out.counts.statements += 1;
+        if !self.in_txn {
+            self.exec
+                .send(Op::Sql("START TRANSACTION", "starting a transaction"))
+                .await?;
+            self.in_txn = true;
+            if let Some(u) = &self.current_use {
+                self.job.push(u.clone());
+            }
+        }
+        if s.starts_with(b"USE ") {
+            self.current_use = Some(s.clone());
+        }
+        self.job_bytes += s.len();
+        self.job.push(s);
+        if self.job_bytes >= JOB_BYTES {
+            self.exec
+                .send_job(std::mem::take(&mut self.job), self.shared.stream)
+                .await?;
+            self.txn_bytes += self.job_bytes;
+            self.job_bytes = 0;
+            if self.shared.txn_bytes > 0 && self.txn_bytes >= self.shared.txn_bytes {
+                self.exec.send(Op::Sql("COMMIT", "committing")).await?;
+                self.in_txn = false;
+                self.txn_bytes = 0;
+            } else if let Some(u) = &self.current_use {
+                self.job.push(u.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// The dump has ended: sends the last batch, commits, leaves the last
+    /// table and lets the connection finish.
+    async fn finish(&mut self) -> Result<()> {
+        if !self.job.is_empty() {
+            self.exec
+                .send_job(std::mem::take(&mut self.job), self.shared.stream)
+                .await?;
+        }
+        if self.in_txn {
+            self.exec.send(Op::Sql("COMMIT", "committing")).await?;
+        }
+        if let Some(done) = self.current.take() {
+            if self.passed.insert(done.clone()) {
+                self.exec.send(Op::Leave(done)).await?;
+            }
+        }
+        if self.k == 0 {
+            let _ = self.shared.schema_done.send(true);
+        }
+        self.exec.finish().await
+    }
 }
 
 /// Restores with `threads` lanes; each reads the artifact itself so the
@@ -1185,29 +1344,9 @@ async fn run(
                 a.stored_bytes.saturating_mul(threads as u64),
             ));
     }
-    let (schema_done, _) = tokio::sync::watch::channel(false);
-    let (keys_tx, mut keys_rx) = tokio::sync::mpsc::unbounded_channel::<TableKey>();
+    let (keys_tx, keys_rx) = tokio::sync::mpsc::unbounded_channel::<TableKey>();
     let map = &Arc::new(map.to_vec());
-    let shared = Arc::new(Shared {
-        failed: CancellationToken::new(),
-        error: Mutex::new(None),
-        schema_done,
-        loaded_rows: AtomicU64::new(0),
-        deferred: Mutex::new(HashMap::new()),
-        keys_added: AtomicU64::new(0),
-        passed: Mutex::new(HashMap::new()),
-        lanes: threads,
-        keys: Mutex::new(Some(keys_tx)),
-        bulk,
-        owners: Mutex::new(HashMap::new()),
-        stream,
-        keys_after: std::env::var("CEXDR_MYSQL_RESTORE_KEYS_AFTER").as_deref() != Ok("0"),
-        txn_bytes: std::env::var("CEXDR_MYSQL_RESTORE_TXN_MIB")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .and_then(|m| m.checked_mul(1 << 20))
-            .unwrap_or(0),
-    });
+    let shared = Arc::new(Shared::new(threads, bulk, stream, keys_tx));
     // If this restore is dropped half-way (interrupt, drill timeout), the
     // connection tasks stop too instead of loading on or waiting forever.
     let _stop_tasks = shared.failed.clone().drop_guard();
@@ -1221,37 +1360,59 @@ async fn run(
     // lane that finished a table last keeps loading while they build.
     let mut kc = server.connect().await?;
     session(&mut kc, scratch, bulk).await?;
-    let keys = {
-        let (shared, map) = (shared.clone(), map.clone());
-        tokio::spawn(async move {
-            while let Some(key) = keys_rx.recv().await {
-                tokio::select! {
-                    r = add_deferred(&mut kc, &shared, &key, &map) => {
-                        if let Err(e) = r {
-                            shared.fail(e);
-                            return;
-                        }
+    let keys = spawn_keys(kc, keys_rx, &shared, map);
+    let out = run_lanes(catalog, m, conns, ctl, map, &shared, keys).await?;
+    finish_restore(ctl, &shared, map, out).await
+}
+
+/// The key-building task: on `kc`, finishes each table the lanes are all
+/// past, until the lanes are done (the channel closes) or one failed.
+fn spawn_keys(
+    mut kc: Conn,
+    mut keys_rx: tokio::sync::mpsc::UnboundedReceiver<TableKey>,
+    shared: &Arc<Shared>,
+    map: &Arc<Vec<(String, String)>>,
+) -> tokio::task::JoinHandle<()> {
+    let (shared, map) = (shared.clone(), map.clone());
+    tokio::spawn(async move {
+        while let Some(key) = keys_rx.recv().await {
+            tokio::select! {
+                r = add_deferred(&mut kc, &shared, &key, &map) => {
+                    if let Err(e) = r {
+                        shared.fail(e);
+                        return;
                     }
-                    _ = shared.failed.cancelled() => return,
                 }
+                _ = shared.failed.cancelled() => return,
             }
-            let _ = kc.disconnect().await;
-        })
-    };
+        }
+        let _ = kc.disconnect().await;
+    })
+}
+
+/// Runs the lanes (lane 0 on the first of `conns`, with `ctl`), then
+/// waits for the key-building task: the first error of any of them, or
+/// lane 0's output with every lane's statements counted.
+async fn run_lanes(
+    catalog: &Catalog,
+    m: &Manifest,
+    conns: Vec<Conn>,
+    ctl: &mut Conn,
+    map: &Arc<Vec<(String, String)>>,
+    shared: &Arc<Shared>,
+    keys: tokio::task::JoinHandle<()>,
+) -> Result<LaneOut> {
     let mut conns = conns.into_iter();
     let first = conns.next().expect("at least one lane");
     let lane0 = async {
-        lane(0, catalog, m, first, Some(ctl), map, &shared)
+        lane(0, catalog, m, first, Some(ctl), map, shared)
             .await
             .map_err(|e| shared.fail(e))
     };
-    let others = futures::future::join_all(conns.enumerate().map(|(i, c)| {
-        let shared = &shared;
-        async move {
-            lane(i + 1, catalog, m, c, None, map, shared)
-                .await
-                .map_err(|e| shared.fail(e))
-        }
+    let others = futures::future::join_all(conns.enumerate().map(|(i, c)| async move {
+        lane(i + 1, catalog, m, c, None, map, shared)
+            .await
+            .map_err(|e| shared.fail(e))
     }));
     let (r0, rest) = futures::join!(lane0, others);
     shared.keys.lock().unwrap().take();
@@ -1268,10 +1429,21 @@ async fn run(
         let o = r?;
         out.counts.statements += o.counts.statements;
     }
+    Ok(out)
+}
+
+/// After the lanes: the keys of the tables no lane loaded, then the views,
+/// routines, triggers and events; the counts.
+async fn finish_restore(
+    ctl: &mut Conn,
+    shared: &Shared,
+    map: &[(String, String)],
+    out: LaneOut,
+) -> Result<Counts> {
     // Tables no lane loaded (empty or without a data section) get their keys here.
     let left: Vec<(String, String)> = shared.deferred.lock().unwrap().keys().cloned().collect();
     for key in left {
-        add_deferred(ctl, &shared, &key, map).await?;
+        add_deferred(ctl, shared, &key, map).await?;
     }
     for s in &out.post {
         ctl.query_drop(s.as_slice()).await.map_err(|e| {
@@ -1372,48 +1544,12 @@ pub async fn restore_test(
     m: &Manifest,
     scratch: &ScratchTarget,
 ) -> Result<Verification> {
-    let target = scratch.url.as_deref().ok_or_else(|| {
-        Error::Usage("--restore-test needs a scratch MySQL server for mysql backups: --restore-test mysql://user@host:port (a drill: target = \"mysql://…\")".into())
-    })?;
-    let secret = scratch.password.clone();
-    let server = Server::new(target, &secret, None)?;
-    let on_source = match &scratch.source_url {
-        Some(src) => same_server(&server.target, &Target::parse(src)?),
-        None => false,
-    };
-    if on_source && !scratch.allow_source_server {
-        return Err(Error::RestoreRefused(format!(
-            "the restore-test target {} is the job's own source server; drills belong on a scratch server (set allow-source-server = true to use uniquely named scratch databases there)",
-            server.describe()
-        )));
-    }
+    let (server, on_source) = scratch_server(scratch)?;
     let t0 = Instant::now();
-    let dbs = manifest_dbs(m)?;
-    let tag = format!("{:08x}", rand::random::<u32>());
-    let map: Vec<(String, String)> = dbs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.clone(), format!("cexdr_rt_{tag}_{i}")))
-        .collect();
+    let map = scratch_names(m)?;
     let may_drop = std::sync::atomic::AtomicBool::new(false);
     let work = async {
-        let mut conn = server.connect().await?;
-        let names: Vec<String> = map.iter().map(|(_, n)| string_literal(n)).collect();
-        let existing: Vec<String> = conn
-            .query(format!(
-                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({})",
-                names.join(", ")
-            ))
-            .await
-            .map_err(|e| Error::restore_failed(server.describe(), MysqlError(e)))?;
-        let _ = conn.disconnect().await;
-        if !existing.is_empty() {
-            return Err(Error::RestoreRefused(format!(
-                "scratch database(s) {} already exist on {}; not touching them",
-                existing.join(", "),
-                server.describe()
-            )));
-        }
+        refuse_existing_scratch(&server, &map).await?;
         may_drop.store(true, Ordering::Relaxed);
         let counts =
             restore_into(catalog, m, &server, &map, false, default_threads(), true).await?;
@@ -1437,7 +1573,73 @@ pub async fn restore_test(
     if may_drop.load(Ordering::Relaxed) {
         drop_scratch(&server, &map).await;
     }
-    let (counts, seconds, (mut checks, mismatches)) = res?;
+    Ok(restore_test_record(m, &server, on_source, res?))
+}
+
+/// The scratch server of a restore test, and whether it is the job's own
+/// source server (refused unless `allow_source_server`).
+fn scratch_server(scratch: &ScratchTarget) -> Result<(Server, bool)> {
+    let target = scratch.url.as_deref().ok_or_else(|| {
+        Error::Usage("--restore-test needs a scratch MySQL server for mysql backups: --restore-test mysql://user@host:port (a drill: target = \"mysql://…\")".into())
+    })?;
+    let secret = scratch.password.clone();
+    let server = Server::new(target, &secret, None)?;
+    let on_source = match &scratch.source_url {
+        Some(src) => same_server(&server.target, &Target::parse(src)?),
+        None => false,
+    };
+    if on_source && !scratch.allow_source_server {
+        return Err(Error::RestoreRefused(format!(
+            "the restore-test target {} is the job's own source server; drills belong on a scratch server (set allow-source-server = true to use uniquely named scratch databases there)",
+            server.describe()
+        )));
+    }
+    Ok((server, on_source))
+}
+
+/// Each database of the backup and the unique scratch name it is
+/// restored under.
+fn scratch_names(m: &Manifest) -> Result<Vec<(String, String)>> {
+    let dbs = manifest_dbs(m)?;
+    let tag = format!("{:08x}", rand::random::<u32>());
+    Ok(dbs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.clone(), format!("cexdr_rt_{tag}_{i}")))
+        .collect())
+}
+
+/// Refuses when one of the scratch names already exists: the test never
+/// writes into a database it did not create.
+async fn refuse_existing_scratch(server: &Server, map: &[(String, String)]) -> Result<()> {
+    let mut conn = server.connect().await?;
+    let names: Vec<String> = map.iter().map(|(_, n)| string_literal(n)).collect();
+    let existing: Vec<String> = conn
+        .query(format!(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ({})",
+            names.join(", ")
+        ))
+        .await
+        .map_err(|e| Error::restore_failed(server.describe(), MysqlError(e)))?;
+    let _ = conn.disconnect().await;
+    if !existing.is_empty() {
+        return Err(Error::RestoreRefused(format!(
+            "scratch database(s) {} already exist on {}; not touching them",
+            existing.join(", "),
+            server.describe()
+        )));
+    }
+    Ok(())
+}
+
+/// The record of a restore test that ran: restored (counts, seconds) and
+/// compared (checks, mismatches); failed when anything differs.
+fn restore_test_record(
+    m: &Manifest,
+    server: &Server,
+    on_source: bool,
+    (counts, seconds, (mut checks, mismatches)): (Counts, f64, (Vec<String>, Vec<String>)),
+) -> Verification {
     checks.insert(
         0,
         format!(
@@ -1452,7 +1654,7 @@ pub async fn restore_test(
         ),
     );
     let error = (!mismatches.is_empty()).then(|| mismatches.join("; "));
-    Ok(Verification {
+    Verification {
         backup_id: m.id.clone(),
         job: m.job.clone(),
         at: Utc::now(),
@@ -1467,7 +1669,7 @@ pub async fn restore_test(
         checks,
         error,
         details: json!({"target": server.describe(), "seconds": seconds, "source_server": on_source}),
-    })
+    }
 }
 
 /// Same host (loopback names count as one) and port, or the same socket.

@@ -1,6 +1,7 @@
 //! SQL text: identifier quoting, value literals, and a statement splitter
 //! that reads a dump the way the `mariadb` client does (quotes, comments,
 //! `DELIMITER`), so `cexdr restore` executes exactly what the stock client would.
+use std::ops::ControlFlow::{self, Break, Continue};
 
 /// `name` as a backquoted identifier (backquotes doubled).
 pub fn ident(name: &str) -> String {
@@ -214,203 +215,238 @@ impl Splitter {
     }
 
     fn scan(&mut self) -> Option<Piece> {
-        let buf = &self.buf;
-        let n = buf.len();
         let mut i = self.pos;
         loop {
-            match self.state {
-                State::Start if self.skipping => {
-                    let needle = b"\n-- cexdr:";
-                    if buf[i..].starts_with(&needle[1..]) {
-                        self.skipping = false;
-                        continue;
-                    }
-                    match memchr::memmem::find(&buf[i..], needle) {
-                        Some(k) => {
-                            i += k + 1;
-                            self.skipping = false;
-                        }
-                        None => {
-                            let keep = n.saturating_sub(needle.len()).max(i);
-                            self.start = keep;
-                            self.pos = keep;
-                            return None;
-                        }
-                    }
-                }
-                State::Start => {
-                    // Skip blank space; recognise whole-line comments,
-                    // markers and DELIMITER lines.
-                    while i < n && buf[i].is_ascii_whitespace() {
-                        i += 1;
-                    }
-                    if i == n {
-                        self.start = i;
-                        self.pos = i;
-                        return None;
-                    }
-                    let Some(eol) = memchr::memchr(b'\n', &buf[i..]).map(|e| i + e) else {
-                        // Need the whole line to decide.
-                        self.start = i;
-                        self.pos = i;
-                        return None;
-                    };
-                    let line = &buf[i..eol];
-                    if line.starts_with(b"--") && (line.len() == 2 || line[2].is_ascii_whitespace())
-                    {
-                        let marker = line
-                            .strip_prefix(MARKER.as_bytes())
-                            .map(|m| String::from_utf8_lossy(m).trim_end().to_owned());
-                        i = eol + 1;
-                        self.start = i;
-                        self.pos = i;
-                        if let Some(m) = marker {
-                            self.skipping = self.skip.as_ref().map(|f| f(&m)).unwrap_or(false);
-                            return Some(Piece::Marker(m));
-                        }
-                        continue;
-                    }
-                    if line.starts_with(b"#") {
-                        i = eol + 1;
-                        continue;
-                    }
-                    if line.len() > 10 && line[..10].eq_ignore_ascii_case(b"DELIMITER ") {
-                        let d = String::from_utf8_lossy(&line[10..])
-                            .trim()
-                            .as_bytes()
-                            .to_vec();
-                        if !d.is_empty() {
-                            self.delimiter = d;
-                        }
-                        i = eol + 1;
-                        continue;
-                    }
-                    self.start = i;
-                    self.state = State::Normal;
-                }
-                State::Normal => {
-                    let d0 = self.delimiter[0];
-                    while i < n {
-                        let b = buf[i];
-                        if b == d0 {
-                            let d = &self.delimiter;
-                            if i + d.len() > n {
-                                self.pos = i;
-                                return None;
-                            }
-                            if &buf[i..i + d.len()] == d.as_slice() {
-                                let stmt = buf[self.start..i].to_vec();
-                                i += d.len();
-                                self.pos = i;
-                                self.start = i;
-                                self.state = State::Start;
-                                return Some(Piece::Statement(stmt));
-                            }
-                        }
-                        match b {
-                            b'\'' | b'"' | b'`' => {
-                                self.state = State::Quote(b);
-                                i += 1;
-                                break;
-                            }
-                            b'#' => {
-                                self.state = State::LineComment;
-                                i += 1;
-                                break;
-                            }
-                            b'-' | b'/' => {
-                                if i + 2 >= n {
-                                    self.pos = i;
-                                    return None;
-                                }
-                                if b == b'-'
-                                    && buf[i + 1] == b'-'
-                                    && buf[i + 2].is_ascii_whitespace()
-                                {
-                                    self.state = State::LineComment;
-                                    i += 2;
-                                    break;
-                                }
-                                // `/*!…*/` is executable but its quotes and
-                                // delimiters never matter in our dumps; the
-                                // client treats it like a comment for splitting.
-                                if b == b'/' && buf[i + 1] == b'*' {
-                                    self.state = State::BlockComment;
-                                    i += 2;
-                                    break;
-                                }
-                                i += 1;
-                            }
-                            _ => i += 1,
-                        }
-                    }
-                    if i >= n && matches!(self.state, State::Normal) {
-                        self.pos = n;
-                        return None;
-                    }
-                }
-                State::Quote(q) => {
-                    // Jump to the next quote or backslash.
-                    let rest = &buf[i..];
-                    let hit = if q == b'`' {
-                        memchr::memchr(q, rest)
-                    } else {
-                        memchr::memchr2(q, b'\\', rest)
-                    };
-                    match hit {
-                        None => {
-                            self.pos = n;
-                            return None;
-                        }
-                        Some(k) => {
-                            i += k;
-                            if buf[i] == b'\\' {
-                                self.state = State::Escape(q);
-                                i += 1;
-                            } else {
-                                // A doubled quote re-enters the same state.
-                                self.state = State::Normal;
-                                i += 1;
-                            }
-                        }
-                    }
-                }
+            let step = match self.state {
+                State::Start if self.skipping => self.skip_section(i),
+                State::Start => self.line_start(i),
+                State::Normal => self.normal(i),
+                State::Quote(q) => self.quote(q, i),
                 State::Escape(q) => {
-                    if i >= n {
-                        self.pos = n;
+                    if i >= self.buf.len() {
+                        self.pos = self.buf.len();
                         return None;
+                    }
+                    self.state = State::Quote(q);
+                    Continue(i + 1)
+                }
+                State::LineComment => self.line_comment(i),
+                State::BlockComment => self.block_comment(i),
+            };
+            match step {
+                Continue(next) => i = next,
+                Break(piece) => return piece,
+            }
+        }
+    }
+
+    /// A skipped section: straight to the next marker line.
+    #[inline]
+    fn skip_section(&mut self, mut i: usize) -> Step {
+        let buf = &self.buf;
+        let n = buf.len();
+        let needle = b"\n-- cexdr:";
+        if buf[i..].starts_with(&needle[1..]) {
+            self.skipping = false;
+            return Continue(i);
+        }
+        match memchr::memmem::find(&buf[i..], needle) {
+            Some(k) => {
+                i += k + 1;
+                self.skipping = false;
+                Continue(i)
+            }
+            None => {
+                let keep = n.saturating_sub(needle.len()).max(i);
+                self.start = keep;
+                self.pos = keep;
+                Break(None)
+            }
+        }
+    }
+
+    /// Between statements: skips blank space; recognises whole-line
+    /// comments, markers and DELIMITER lines; else a statement starts.
+    #[inline]
+    fn line_start(&mut self, mut i: usize) -> Step {
+        let buf = &self.buf;
+        let n = buf.len();
+        while i < n && buf[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == n {
+            self.start = i;
+            self.pos = i;
+            return Break(None);
+        }
+        let Some(eol) = memchr::memchr(b'\n', &buf[i..]).map(|e| i + e) else {
+            // Need the whole line to decide.
+            self.start = i;
+            self.pos = i;
+            return Break(None);
+        };
+        let line = &buf[i..eol];
+        if line.starts_with(b"--") && (line.len() == 2 || line[2].is_ascii_whitespace()) {
+            let marker = line
+                .strip_prefix(MARKER.as_bytes())
+                .map(|m| String::from_utf8_lossy(m).trim_end().to_owned());
+            i = eol + 1;
+            self.start = i;
+            self.pos = i;
+            if let Some(m) = marker {
+                self.skipping = self.skip.as_ref().map(|f| f(&m)).unwrap_or(false);
+                return Break(Some(Piece::Marker(m)));
+            }
+            return Continue(i);
+        }
+        if line.starts_with(b"#") {
+            return Continue(eol + 1);
+        }
+        if line.len() > 10 && line[..10].eq_ignore_ascii_case(b"DELIMITER ") {
+            let d = String::from_utf8_lossy(&line[10..])
+                .trim()
+                .as_bytes()
+                .to_vec();
+            if !d.is_empty() {
+                self.delimiter = d;
+            }
+            return Continue(eol + 1);
+        }
+        self.start = i;
+        self.state = State::Normal;
+        Continue(i)
+    }
+
+    /// Inside a statement: up to its delimiter (the statement is done), or
+    /// to the next quote or comment.
+    #[inline]
+    fn normal(&mut self, mut i: usize) -> Step {
+        let buf = &self.buf;
+        let n = buf.len();
+        let d0 = self.delimiter[0];
+        while i < n {
+            let b = buf[i];
+            if b == d0 {
+                let d = &self.delimiter;
+                if i + d.len() > n {
+                    self.pos = i;
+                    return Break(None);
+                }
+                if &buf[i..i + d.len()] == d.as_slice() {
+                    let stmt = buf[self.start..i].to_vec();
+                    i += d.len();
+                    self.pos = i;
+                    self.start = i;
+                    self.state = State::Start;
+                    return Break(Some(Piece::Statement(stmt)));
+                }
+            }
+            match b {
+                b'\'' | b'"' | b'`' => {
+                    self.state = State::Quote(b);
+                    i += 1;
+                    break;
+                }
+                b'#' => {
+                    self.state = State::LineComment;
+                    i += 1;
+                    break;
+                }
+                b'-' | b'/' => {
+                    if i + 2 >= n {
+                        self.pos = i;
+                        return Break(None);
+                    }
+                    if b == b'-' && buf[i + 1] == b'-' && buf[i + 2].is_ascii_whitespace() {
+                        self.state = State::LineComment;
+                        i += 2;
+                        break;
+                    }
+                    // `/*!…*/` is executable but its quotes and
+                    // delimiters never matter in our dumps; the
+                    // client treats it like a comment for splitting.
+                    if b == b'/' && buf[i + 1] == b'*' {
+                        self.state = State::BlockComment;
+                        i += 2;
+                        break;
                     }
                     i += 1;
-                    self.state = State::Quote(q);
                 }
-                State::LineComment => match memchr::memchr(b'\n', &buf[i..]) {
-                    None => {
-                        self.pos = n;
-                        return None;
-                    }
-                    Some(k) => {
-                        i += k + 1;
-                        self.state = if self.start == i {
-                            State::Start
-                        } else {
-                            State::Normal
-                        };
-                    }
-                },
-                State::BlockComment => match memchr::memmem::find(&buf[i..], b"*/") {
-                    None => {
-                        self.pos = n.saturating_sub(1).max(i);
-                        return None;
-                    }
-                    Some(k) => {
-                        i += k + 2;
-                        self.state = State::Normal;
-                    }
-                },
+                _ => i += 1,
+            }
+        }
+        if i >= n && matches!(self.state, State::Normal) {
+            self.pos = n;
+            return Break(None);
+        }
+        Continue(i)
+    }
+
+    /// Inside a quoted string or name: jumps to the next quote or backslash.
+    #[inline]
+    fn quote(&mut self, q: u8, mut i: usize) -> Step {
+        let buf = &self.buf;
+        let rest = &buf[i..];
+        let hit = if q == b'`' {
+            memchr::memchr(q, rest)
+        } else {
+            memchr::memchr2(q, b'\\', rest)
+        };
+        match hit {
+            None => {
+                self.pos = buf.len();
+                Break(None)
+            }
+            Some(k) => {
+                i += k;
+                if buf[i] == b'\\' {
+                    self.state = State::Escape(q);
+                } else {
+                    // A doubled quote re-enters the same state.
+                    self.state = State::Normal;
+                }
+                Continue(i + 1)
+            }
+        }
+    }
+
+    #[inline]
+    fn line_comment(&mut self, i: usize) -> Step {
+        match memchr::memchr(b'\n', &self.buf[i..]) {
+            None => {
+                self.pos = self.buf.len();
+                Break(None)
+            }
+            Some(k) => {
+                let i = i + k + 1;
+                self.state = if self.start == i {
+                    State::Start
+                } else {
+                    State::Normal
+                };
+                Continue(i)
+            }
+        }
+    }
+
+    #[inline]
+    fn block_comment(&mut self, i: usize) -> Step {
+        match memchr::memmem::find(&self.buf[i..], b"*/") {
+            None => {
+                self.pos = self.buf.len().saturating_sub(1).max(i);
+                Break(None)
+            }
+            Some(k) => {
+                self.state = State::Normal;
+                Continue(i + k + 2)
             }
         }
     }
 }
+
+/// One step of `Splitter::scan`: go on at this offset, or stop with a
+/// piece (`None`: more input is needed first).
+type Step = ControlFlow<Option<Piece>, usize>;
 
 #[cfg(test)]
 mod tests {

@@ -312,70 +312,93 @@ async fn start_snapshot(mut c: Conn, info: &Info) -> Result<Started> {
 /// Streams the payload into `tx`, checking it as it passes. The newest
 /// chunk is held back until the next one arrives, so a bad checksum fails
 /// the stream before its last byte reaches the store.
-async fn pump(
-    mut c: Conn,
-    form: Form,
-    tx: mpsc::Sender<io::Result<Bytes>>,
-) -> Result<rdb::Summary> {
-    let what = format!("redis {}", c.addr);
-    // The error also goes down the stream, so the store never finishes
-    // the object.
-    // The stream gets the text; the error returned keeps the cause.
-    async fn fail(
-        tx: &mpsc::Sender<io::Result<Bytes>>,
-        what: &str,
-        msg: String,
-        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
-    ) -> Error {
-        let _ = tx.send(Err(Error::source_err(what, &msg).into_io())).await;
-        Error::Source {
-            what: what.to_owned(),
-            msg,
-            cause,
+async fn pump(c: Conn, form: Form, tx: mpsc::Sender<io::Result<Bytes>>) -> Result<rdb::Summary> {
+    let mut p = Payload::new(c, form, tx);
+    while p.left != Some(0) {
+        let buf = p.read().await?;
+        let Some((data, ended)) = p.frame(buf) else {
+            continue;
+        };
+        if !data.is_empty() {
+            p.forward(data).await?;
         }
-    }
-    let mut checker = rdb::Checker::new();
-    let mut pending: Option<Bytes> = None;
-    let mut left = match form {
-        Form::Length(n) => Some(n),
-        Form::Eof(_) => None,
-    };
-    let mut tail = BytesMut::new();
-    let mut got: u64 = 0;
-    loop {
-        if left == Some(0) {
+        if ended {
             break;
         }
-        let want = left.map_or(CHUNK, |l| l.min(CHUNK as u64) as usize);
+    }
+    p.finish().await
+}
+
+/// A payload being pumped: the connection, where the payload ends, and
+/// what has passed so far.
+struct Payload {
+    c: Conn,
+    form: Form,
+    out: Downstream,
+    checker: rdb::Checker,
+    /// The newest chunk, held back (see `pump`).
+    pending: Option<Bytes>,
+    /// Bytes still to read of a length-prefixed payload.
+    left: Option<u64>,
+    /// An EOF-marked payload's bytes that may be the start of the mark.
+    tail: BytesMut,
+    got: u64,
+}
+
+impl Payload {
+    fn new(c: Conn, form: Form, tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
+        Payload {
+            out: Downstream {
+                what: format!("redis {}", c.addr),
+                tx,
+            },
+            c,
+            form,
+            checker: rdb::Checker::new(),
+            pending: None,
+            left: match form {
+                Form::Length(n) => Some(n),
+                Form::Eof(_) => None,
+            },
+            tail: BytesMut::new(),
+            got: 0,
+        }
+    }
+
+    /// The next read of the connection (never empty: the server closing
+    /// it early is a truncated transfer).
+    async fn read(&mut self) -> Result<BytesMut> {
+        let got = self.got;
+        let want = self.left.map_or(CHUNK, |l| l.min(CHUNK as u64) as usize);
         let mut buf = BytesMut::with_capacity(want);
         let read = tokio::time::timeout(
             IDLE_TIMEOUT,
-            (&mut c.io).take(want as u64).read_buf(&mut buf),
+            (&mut self.c.io).take(want as u64).read_buf(&mut buf),
         )
         .await;
         let n = match read {
             Err(_) => {
-                return Err(fail(
-                    &tx,
-                    &what,
-                    format!("no data for {IDLE_TIMEOUT:?} after {got} snapshot bytes"),
-                    None,
-                )
-                .await)
+                return Err(self
+                    .out
+                    .fail(
+                        format!("no data for {IDLE_TIMEOUT:?} after {got} snapshot bytes"),
+                        None,
+                    )
+                    .await)
             }
             Ok(Err(e)) => {
-                return Err(fail(
-                    &tx,
-                    &what,
-                    format!("connection lost after {got} snapshot bytes: {e}"),
-                    Some(e.into()),
-                )
-                .await)
+                return Err(self
+                    .out
+                    .fail(
+                        format!("connection lost after {got} snapshot bytes: {e}"),
+                        Some(e.into()),
+                    )
+                    .await)
             }
             Ok(Ok(n)) => n,
         };
         if n == 0 {
-            let msg = match form {
+            let msg = match self.form {
                 Form::Length(total) => format!(
                     "the server closed the connection after {got} of {total} snapshot bytes (truncated transfer)"
                 ),
@@ -383,53 +406,93 @@ async fn pump(
                     "the server closed the connection after {got} snapshot bytes, before the end-of-payload mark (truncated transfer)"
                 ),
             };
-            return Err(fail(&tx, &what, msg, None).await);
+            return Err(self.out.fail(msg, None).await);
         }
-        got += n as u64;
-        let mut ended = false;
-        let data = match form {
+        self.got += n as u64;
+        Ok(buf)
+    }
+
+    /// The payload bytes of a read, and whether the payload ended with
+    /// it; None while an EOF-marked payload's bytes may still be its mark.
+    fn frame(&mut self, buf: BytesMut) -> Option<(Bytes, bool)> {
+        match self.form {
             Form::Length(_) => {
-                left = left.map(|l| l - n as u64);
-                buf.freeze()
+                self.left = self.left.map(|l| l - buf.len() as u64);
+                Some((buf.freeze(), false))
             }
             Form::Eof(mark) => {
+                let tail = &mut self.tail;
                 tail.extend_from_slice(&buf);
                 // Servers without rdb-only go on with the replication
                 // stream right after the mark, maybe in the same read.
                 if let Some(at) = tail.windows(MARK_LEN).position(|w| w == mark) {
-                    ended = true;
-                    tail.split_to(at).freeze()
+                    Some((tail.split_to(at).freeze(), true))
                 } else if tail.len() > MARK_LEN {
-                    tail.split_to(tail.len() - MARK_LEN).freeze()
+                    Some((tail.split_to(tail.len() - MARK_LEN).freeze(), false))
                 } else {
-                    continue;
+                    None
                 }
             }
-        };
-        if !data.is_empty() {
-            if let Err(m) = checker.feed(&data) {
-                return Err(fail(&tx, &what, m.to_string(), Some(m.into())).await);
-            }
-            if let Some(p) = pending.replace(data) {
-                if tx.send(Ok(p)).await.is_err() {
-                    return Err(Error::source_err(&what, "the backup pipeline stopped"));
-                }
-            }
-        }
-        if ended {
-            break;
         }
     }
-    match checker.finish() {
-        Ok(sum) => {
-            if let Some(p) = pending {
-                if tx.send(Ok(p)).await.is_err() {
-                    return Err(Error::source_err(&what, "the backup pipeline stopped"));
-                }
-            }
-            Ok(sum)
+
+    /// Checks `data` and sends the chunk held back before it.
+    async fn forward(&mut self, data: Bytes) -> Result<()> {
+        if let Err(m) = self.checker.feed(&data) {
+            return Err(self.out.fail(m.to_string(), Some(m.into())).await);
         }
-        Err(m) => Err(fail(&tx, &what, m.to_string(), Some(m.into())).await),
+        if let Some(p) = self.pending.replace(data) {
+            self.out.send(p).await?;
+        }
+        Ok(())
+    }
+
+    /// The end of the payload: its checksum, then the last chunk.
+    async fn finish(self) -> Result<rdb::Summary> {
+        match self.checker.finish() {
+            Ok(sum) => {
+                if let Some(p) = self.pending {
+                    self.out.send(p).await?;
+                }
+                Ok(sum)
+            }
+            Err(m) => Err(self.out.fail(m.to_string(), Some(m.into())).await),
+        }
+    }
+}
+
+/// Where the payload goes: the backup pipeline's stream.
+struct Downstream {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    what: String,
+}
+
+impl Downstream {
+    /// The error also goes down the stream, so the store never finishes
+    /// the object. The stream gets the text; the error returned keeps the
+    /// cause.
+    async fn fail(
+        &self,
+        msg: String,
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        let _ = self
+            .tx
+            .send(Err(Error::source_err(&self.what, &msg).into_io()))
+            .await;
+        Error::Source {
+            what: self.what.clone(),
+            msg,
+            cause,
+        }
+    }
+
+    /// A checked chunk; a pipeline that stopped reading stops the pump.
+    async fn send(&self, p: Bytes) -> Result<()> {
+        if self.tx.send(Ok(p)).await.is_err() {
+            return Err(Error::source_err(&self.what, "the backup pipeline stopped"));
+        }
+        Ok(())
     }
 }
 

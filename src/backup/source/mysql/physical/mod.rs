@@ -21,7 +21,9 @@ use crate::base::mysql_tls::TlsSpec;
 use crate::base::Secret;
 use crate::error::{Error, Result};
 
+pub mod drill;
 pub mod restore;
+pub mod server;
 pub mod xbstream;
 
 /// `physical = { program = "...", datadir = "...", part-size = "128MiB" }`
@@ -34,6 +36,36 @@ pub struct PhysicalSpec {
     /// A part is closed at the first chunk boundary past this many bytes
     /// of xbstream.
     pub part_size: u64,
+    /// Full, or incremental (`backup --incremental`, the incremental
+    /// schedule): set per run, not a policy key.
+    pub level: Level,
+    /// `incremental = { schedule = "…" }` of the job (the daemon's).
+    pub incremental_schedule: Option<String>,
+}
+
+/// What one run of a physical job takes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Level {
+    #[default]
+    Full,
+    /// Incremental from the job's newest physical backup, found when the
+    /// run starts (under the job's lease).
+    Incremental,
+    /// Incremental from this base (what `Incremental` resolves to).
+    From(Base),
+}
+
+/// The backup an incremental continues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Base {
+    /// The parent's ID.
+    pub parent: String,
+    /// The parent's `to_lsn`: the incremental copies pages changed after it.
+    pub lsn: u64,
+    /// Every backup a restore needs before this one, the full first.
+    pub chain: Vec<String>,
+    /// The parent's server (an incremental of another server is refused).
+    pub server: String,
 }
 
 pub const DEFAULT_PART_SIZE: u64 = 128 << 20;
@@ -82,8 +114,56 @@ impl PhysicalSpec {
             },
             datadir: k.datadir.map(|d| input.resolve(&d)),
             part_size,
+            level: Level::Full,
+            incremental_schedule: None,
         })
     }
+}
+
+/// The base of an incremental of `job`: its newest physical backup, whose
+/// own chain must be whole.
+pub async fn incremental_base(cat: &crate::backup::catalog::Catalog, job: &str) -> Result<Base> {
+    let what = format!("job {job}");
+    let entries = cat.list(Some(job)).await?;
+    let parent = entries
+        .iter()
+        .map(|e| &e.manifest)
+        .filter(|m| is_physical(m))
+        .max_by_key(|m| (m.started_at, m.id.clone()))
+        .ok_or_else(|| {
+            Error::source_err(
+                &what,
+                "an incremental needs a physical backup of the job to continue; there is none (take a full backup first)",
+            )
+        })?;
+    let lsn = parent.details["lsn"]["to"].as_u64().ok_or_else(|| {
+        Error::source_err(
+            &what,
+            format!("backup {} records no to_lsn; take a full backup", parent.id),
+        )
+    })?;
+    let mut chain = parent.depends_on();
+    for id in &chain {
+        if !entries.iter().any(|e| &e.manifest.id == id) {
+            return Err(Error::source_err(
+                &what,
+                format!(
+                    "the newest backup {} needs {id}, which is not in the catalog: its chain is broken; take a full backup",
+                    parent.id
+                ),
+            ));
+        }
+    }
+    chain.push(parent.id.clone());
+    Ok(Base {
+        parent: parent.id.clone(),
+        lsn,
+        chain,
+        server: parent.details["server"]["url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    })
 }
 
 /// A program named alone is looked up on PATH (and /usr/bin, /usr/sbin).
@@ -115,6 +195,20 @@ pub async fn tool_version(program: &Path) -> Result<String> {
         .output()
         .await
         .map_err(|e| Error::io(format!("running {} --version", program.display()), e))?;
+    version_in(program, &out)
+}
+
+/// `tool_version` for `policy check`, which is not async.
+pub fn tool_version_now(program: &Path) -> Result<String> {
+    let out = std::process::Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::io(format!("running {} --version", program.display()), e))?;
+    version_in(program, &out)
+}
+
+fn version_in(program: &Path, out: &std::process::Output) -> Result<String> {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     text.split_whitespace()
@@ -175,6 +269,34 @@ pub fn die_with_parent(cmd: &mut tokio::process::Command) {
     }
 }
 
+/// A tool's child process: killed when dropped and when cexdr dies, its
+/// stderr followed (logged, last lines kept for an error message).
+pub struct Tool {
+    pub child: tokio::process::Child,
+    pub tail: Tail,
+    pub tail_task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts `cmd` (the caller sets stdin and stdout) as a [`Tool`]; `what`
+/// names it in the log.
+pub fn spawn_tool(
+    mut cmd: tokio::process::Command,
+    program: &Path,
+    what: &'static str,
+) -> Result<Tool> {
+    cmd.stderr(Stdio::piped()).kill_on_drop(true);
+    die_with_parent(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("starting {}", program.display()), e))?;
+    let (tail, tail_task) = Tail::follow(child.stderr.take().expect("piped"), what);
+    Ok(Tool {
+        child,
+        tail,
+        tail_task,
+    })
+}
+
 /// The job's server, as the mysql job names it.
 pub struct ServerSpec<'a> {
     pub url: &'a str,
@@ -220,6 +342,79 @@ async fn server_facts(job: &str, spec: &ServerSpec<'_>, p: &PhysicalSpec) -> Res
 /// Checks the tool and the datadir, then starts the tool; its stream's
 /// parts arrive through `Opened::parts`.
 pub async fn open(job: &str, spec: &ServerSpec<'_>, p: &PhysicalSpec) -> Result<Opened> {
+    let c = preflight(job, spec, p).await?;
+    let scratch = std::env::temp_dir().join(format!(
+        "cexdr-physical-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| Error::io(format!("creating {}", scratch.display()), e))?;
+    let mut cmd = command(&c.program, spec, &c.facts.datadir, &scratch)?;
+    if let Some(b) = &c.base {
+        cmd.arg(format!("--incremental-lsn={}", b.lsn));
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    let tool = spawn_tool(cmd, &c.program, "mariadb-backup")?;
+    tracing::info!(job, program = %c.program.display(), version = %c.tool, datadir = %c.facts.datadir.display(), "mariadb-backup started");
+
+    let (parts_tx, parts_rx) = mpsc::channel(1);
+    let (done_tx, done_rx) = oneshot::channel();
+    let cut = Cutter {
+        job: job.to_owned(),
+        part_size: p.part_size,
+        parts: parts_tx,
+    };
+    let details = c.details(p.part_size);
+    let log_bin = c.facts.log_bin;
+    tokio::spawn(async move {
+        let r = cut.stream(tool, details, log_bin).await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        let _ = done_tx.send(r);
+    });
+    Ok(Opened {
+        extracts: Vec::new(),
+        details: serde_json::Value::Object(Default::default()),
+        parts: Some(Parts {
+            next: parts_rx,
+            finish: async move {
+                done_rx.await.unwrap_or_else(|_| {
+                    Err(Error::source_err("mariadb-backup", "its reader stopped"))
+                })
+            }
+            .boxed(),
+        }),
+    })
+}
+
+/// What the checks before starting the tool found.
+struct Checked {
+    program: PathBuf,
+    tool: String,
+    facts: ServerFacts,
+    server_url: String,
+    base: Option<Base>,
+}
+
+impl Checked {
+    /// The backup-level details known before the stream starts.
+    fn details(&self, part_size: u64) -> serde_json::Value {
+        let mut d = json!({
+            "method": "physical",
+            "server": {"url": self.server_url, "version": self.facts.version, "flavour": "MariaDB", "datadir": self.facts.datadir},
+            "tool": {"program": self.program, "version": self.tool},
+            "part_size": part_size,
+        });
+        if let Some(b) = &self.base {
+            d["incremental"] = json!({"parent": b.parent, "from_lsn": b.lsn, "chain": b.chain});
+        }
+        d
+    }
+}
+
+/// The tool found and of the server's version, the datadir readable, an
+/// incremental's parent of this server: all before the tool starts.
+async fn preflight(job: &str, spec: &ServerSpec<'_>, p: &PhysicalSpec) -> Result<Checked> {
     let what = format!("job {job}");
     let program = locate(&p.program).ok_or_else(|| {
         Error::source_err(
@@ -243,89 +438,29 @@ pub async fn open(job: &str, spec: &ServerSpec<'_>, p: &PhysicalSpec) -> Result<
         ));
     }
     check_datadir(&what, &facts.datadir)?;
-
-    let scratch = std::env::temp_dir().join(format!(
-        "cexdr-physical-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&scratch)
-        .map_err(|e| Error::io(format!("creating {}", scratch.display()), e))?;
-    let mut cmd = command(&program, spec, &facts.datadir, &scratch)?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    die_with_parent(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("starting {}", program.display()), e))?;
-    let stdout = child.stdout.take().expect("piped");
-    let (tail, tail_task) = Tail::follow(child.stderr.take().expect("piped"), "mariadb-backup");
-    tracing::info!(job, program = %program.display(), version = %tool, datadir = %facts.datadir.display(), "mariadb-backup started");
-
-    let (parts_tx, parts_rx) = mpsc::channel(1);
-    let (done_tx, done_rx) = oneshot::channel();
-    let cut = Cutter {
-        job: job.to_owned(),
-        part_size: p.part_size,
-        parts: parts_tx,
+    let server_url = Server::new(spec.url, spec.password, spec.tls)?.describe();
+    let base = match &p.level {
+        Level::From(b) if b.server != server_url => {
+            return Err(Error::source_err(
+                &what,
+                format!(
+                    "the incremental's parent {} is a backup of {}, this job now backs up {server_url}: take a full backup",
+                    b.parent, b.server
+                ),
+            ))
+        }
+        Level::From(b) => Some(b.clone()),
+        Level::Full => None,
+        Level::Incremental => {
+            return Err(Error::source_err(&what, "incremental run without a base (internal)"))
+        }
     };
-    let facts_json = json!({
-        "method": "physical",
-        "server": {"url": Server::new(spec.url, spec.password, spec.tls)?.describe(), "version": facts.version, "flavour": "MariaDB", "datadir": facts.datadir},
-        "tool": {"program": program, "version": tool},
-        "part_size": p.part_size,
-    });
-    let log_bin = facts.log_bin;
-    tokio::spawn(async move {
-        let mut part = None;
-        let mut eof = false;
-        let r = cut.run(stdout, &mut part, &mut eof).await;
-        if r.is_err() && !eof {
-            // cexdr stopped reading (damage, the store went away): stop the tool.
-            let _ = child.start_kill();
-        }
-        // The tool's verdict comes after its stream: wait for it and its
-        // last stderr lines. A tool that failed on its own is the cause,
-        // whatever its stream looked like.
-        let status = child.wait().await;
-        let _ = tail_task.await;
-        let _ = std::fs::remove_dir_all(&scratch);
-        let tool_failed = match &status {
-            Ok(st) if !st.success() && (eof || r.is_ok()) => Some(*st),
-            _ => None,
-        };
-        let r = match (r, tool_failed) {
-            (_, Some(st)) => Err(Error::source_err(
-                format!("job {}", cut.job),
-                format!("mariadb-backup failed ({st}): {}", tail.text()),
-            )),
-            (Err(e), None) => Err(e),
-            (Ok(parser), None) => match status {
-                Err(e) => Err(Error::io("waiting for mariadb-backup", e)),
-                Ok(_) => describe(&parser, facts_json, log_bin),
-            },
-        };
-        match (part.take(), &r) {
-            (Some(p), Err(e)) => p.fail(crate::error::one_line(e)).await,
-            (Some(p), Ok(_)) => p.close(),
-            (None, _) => {}
-        }
-        let _ = done_tx.send(r);
-    });
-    Ok(Opened {
-        extracts: Vec::new(),
-        details: serde_json::Value::Object(Default::default()),
-        parts: Some(Parts {
-            next: parts_rx,
-            finish: async move {
-                done_rx.await.unwrap_or_else(|_| {
-                    Err(Error::source_err("mariadb-backup", "its reader stopped"))
-                })
-            }
-            .boxed(),
-        }),
+    Ok(Checked {
+        program,
+        tool,
+        facts,
+        server_url,
+        base,
     })
 }
 
@@ -428,6 +563,50 @@ impl Open {
 }
 
 impl Cutter {
+    /// The whole run of the tool: its stream cut into parts, then its exit
+    /// status and the manifest's details from what passed.
+    async fn stream(self, tool: Tool, details: serde_json::Value, log_bin: bool) -> Result<Report> {
+        let Tool {
+            mut child,
+            tail,
+            tail_task,
+        } = tool;
+        let stdout = child.stdout.take().expect("piped");
+        let mut part = None;
+        let mut eof = false;
+        let r = self.run(stdout, &mut part, &mut eof).await;
+        if r.is_err() && !eof {
+            // cexdr stopped reading (damage, the store went away): stop the tool.
+            let _ = child.start_kill();
+        }
+        // The tool's verdict comes after its stream: wait for it and its
+        // last stderr lines. A tool that failed on its own is the cause,
+        // whatever its stream looked like.
+        let status = child.wait().await;
+        let _ = tail_task.await;
+        let tool_failed = match &status {
+            Ok(st) if !st.success() && (eof || r.is_ok()) => Some(*st),
+            _ => None,
+        };
+        let r = match (r, tool_failed) {
+            (_, Some(st)) => Err(Error::source_err(
+                format!("job {}", self.job),
+                format!("mariadb-backup failed ({st}): {}", tail.text()),
+            )),
+            (Err(e), None) => Err(e),
+            (Ok(parser), None) => match status {
+                Err(e) => Err(Error::io("waiting for mariadb-backup", e)),
+                Ok(_) => describe(&parser, details, log_bin),
+            },
+        };
+        match (part.take(), &r) {
+            (Some(p), Err(e)) => p.fail(crate::error::one_line(e)).await,
+            (Some(p), Ok(_)) => p.close(),
+            (None, _) => {}
+        }
+        r
+    }
+
     /// Reads the stream to its end; the part still open on an error is
     /// left in `part` for the caller to fail with the final cause.
     async fn run(
@@ -531,7 +710,27 @@ fn describe(
         })
     };
     let lsn = |key: &str| kv(&checkpoints, key).and_then(|v| v.parse::<u64>().ok());
-    details["backup_type"] = json!(kv(&checkpoints, "backup_type"));
+    let backup_type = kv(&checkpoints, "backup_type");
+    // The tool's own record must say what was asked: an incremental from
+    // the parent's LSN, or a full backup.
+    let asked = details["incremental"]["from_lsn"].as_u64();
+    let ok = match asked {
+        Some(from) => {
+            backup_type.as_deref() == Some("incremental") && lsn("from_lsn") == Some(from)
+        }
+        None => backup_type.as_deref() == Some("full-backuped"),
+    };
+    if !ok {
+        return Err(Error::source_err(
+            "mariadb-backup",
+            format!(
+                "its xtrabackup_checkpoints says backup_type = {backup_type:?}, from_lsn = {:?}; asked for {}",
+                lsn("from_lsn"),
+                asked.map_or("a full backup".to_string(), |f| format!("an incremental from LSN {f}"))
+            ),
+        ));
+    }
+    details["backup_type"] = json!(backup_type);
     details["lsn"] = json!({"from": lsn("from_lsn"), "to": lsn("to_lsn"), "last": lsn("last_lsn")});
     // xtrabackup_binlog_info: file, position, GTID of the consistent point.
     let mut binlog = json!({"enabled": log_bin});
@@ -559,6 +758,60 @@ fn describe(
         details,
         warnings: Vec::new(),
     })
+}
+
+/// The backups a restore of `m` applies, in order: its full backup, each
+/// incremental after it, `m` last. Refused by name when a parent is gone,
+/// is not the one recorded, or its LSN does not lead to the next.
+pub async fn chain(
+    catalog: &crate::backup::catalog::Catalog,
+    m: &crate::backup::catalog::Manifest,
+) -> Result<Vec<crate::backup::catalog::Manifest>> {
+    let broken = |msg: String| Error::source_err(format!("backup {}", m.id), msg);
+    let mut links = Vec::new();
+    for id in m.depends_on() {
+        match catalog.find(&id).await {
+            Ok(e) => links.push(e.manifest),
+            Err(Error::NotFound(_)) => {
+                return Err(broken(format!(
+                    "its chain is broken: it needs backup {id}, which is not in the catalog"
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    links.push(m.clone());
+    for (i, l) in links.iter().enumerate() {
+        if !is_physical(l) || l.job != m.job {
+            return Err(broken(format!(
+                "its chain names {}, which is not a physical backup of job {}",
+                l.id, m.job
+            )));
+        }
+        let from = l.details["incremental"]["from_lsn"].as_u64();
+        let Some(prev) = i.checked_sub(1).map(|p| &links[p]) else {
+            if from.is_some() {
+                return Err(broken(format!(
+                    "its chain starts at {}, an incremental, not a full backup",
+                    l.id
+                )));
+            }
+            continue;
+        };
+        let parent = l.details["incremental"]["parent"].as_str();
+        let to = prev.details["lsn"]["to"].as_u64();
+        if parent != Some(prev.id.as_str()) || from.is_none() || from != to {
+            return Err(broken(format!(
+                "its chain is broken at {}: it continues {} from LSN {}, but comes after {} (to LSN {})",
+                l.id,
+                parent.unwrap_or("nothing"),
+                from.map_or("none".into(), |f| f.to_string()),
+                prev.id,
+                to.map_or("none".into(), |t| t.to_string()),
+            )));
+        }
+    }
+    Ok(links)
 }
 
 /// True for a manifest of a physical backup.
